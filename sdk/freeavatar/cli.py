@@ -1,0 +1,26 @@
+"""The `freeavatar` command: avatar management over the SDK, plus the server's commands when
+the [server] extra is installed."""
+
+from __future__ import annotations
+
+import typer
+
+from freeavatar.cli_avatars import avatars_app
+
+app = typer.Typer(
+    help="FreeAvatar: drive game-engine avatars from an actor's camera.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(avatars_app, name="avatars")
+
+
+def main() -> None:
+    try:
+        from freeavatar_server.cli import add_server_commands
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("freeavatar_server"):
+            raise
+    else:
+        add_server_commands(app)
+    app()
