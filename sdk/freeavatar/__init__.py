@@ -1,0 +1,36 @@
+"""FreeAvatar SDK: enrol avatars, train their models, and stream rig frames to engines."""
+
+from freeavatar.avatar import Avatar, ModelKind, ModelVersion
+from freeavatar.client import DEFAULT_ADDRESS, AsyncClient, Client
+from freeavatar.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FreeAvatarError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from freeavatar.rig import InvalidRigSpec, RigControl, RigSpec, load_rig_spec
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "AlreadyExists",
+    "AsyncClient",
+    "Avatar",
+    "Client",
+    "FailedPrecondition",
+    "FreeAvatarError",
+    "InvalidArgument",
+    "InvalidRigSpec",
+    "ModelKind",
+    "ModelVersion",
+    "NotFound",
+    "PermissionDenied",
+    "RigControl",
+    "RigSpec",
+    "Unauthenticated",
+    "Unavailable",
+    "load_rig_spec",
+]

@@ -1,0 +1,59 @@
+"""API-key authentication: every call carries `authorization: Bearer <key>` metadata."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+# Load balancers and orchestrators probe health without credentials.
+_OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, keys: frozenset[str]) -> None:
+        self._keys = tuple(k.encode() for k in keys)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_OPEN_SERVICES):
+            return handler
+        problem = self._problem(dict(details.invocation_metadata or ()))
+        return handler if problem is None else _refusing(handler, problem)
+
+    def _problem(self, metadata: dict[str, Any]) -> str | None:
+        header = metadata.get("authorization")
+        if not header:
+            return "this server requires an API key: send 'authorization: Bearer <key>'"
+        scheme, _, token = str(header).partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return "the authorization metadata must be 'Bearer <key>'"
+        # Compare against every key in constant time, so timing reveals nothing.
+        if not any([hmac.compare_digest(token.encode(), key) for key in self._keys]):
+            return "the API key is not valid"
+        return None
+
+
+def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that fails with UNAUTHENTICATED."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -1,0 +1,61 @@
+"""The server's configuration: one typed place; `freeavatar serve` is the CLI on top of it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 50051
+
+
+class ConfigError(ValueError):
+    """A configuration the server refuses to start with; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0 picks a free port
+    api_key_file: Path | None = None  # one key per line; '#' starts a comment
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    shutdown_grace_s: float = 5.0  # in-flight calls get this long to finish on SIGINT/SIGTERM
+
+    def validate(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        for path in (self.api_key_file, self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{path} is not a readable file")
+        if self.api_key_file is None and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to listen on {self.host} without --api-key-file: anyone who can reach "
+                "this machine could register, delete and stream avatars. Give --api-key-file "
+                "(and --tls-cert/--tls-key so keys do not travel in clear text), or keep the "
+                "default host 127.0.0.1."
+            )
+        if self.api_key_file is not None and not self.read_api_keys():
+            raise ConfigError(f"{self.api_key_file} holds no API keys")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is not in 0..65535")
+
+    def read_api_keys(self) -> frozenset[str]:
+        if self.api_key_file is None:
+            return frozenset()
+        lines = self.api_key_file.read_text().splitlines()
+        return frozenset(k for line in lines if (k := line.split("#", 1)[0].strip()))
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "freeavatar.sqlite3"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,111 @@
+"""The FreeAvatar gRPC server: services, health, reflection, auth, TLS and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from freeavatar._proto import avatar_pb2, avatar_pb2_grpc
+from freeavatar_server.auth import ApiKeyInterceptor
+from freeavatar_server.avatars import AvatarService
+from freeavatar_server.config import ConfigError, ServerConfig, is_loopback
+from freeavatar_server.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # render samples and frames are images
+SERVICE_NAMES = (avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,)
+
+
+class FreeAvatarServer:
+    """Owns the gRPC server and the store for its lifetime: `start`, then `stop`."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        config.validate()
+        self.config = config
+        self.port = 0
+        self._store: Store | None = None
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Open the store, bind and start serving; returns the bound port."""
+        config = self.config
+        self._store = Store(config.store_path)
+        keys = config.read_api_keys()
+        server = grpc.aio.server(
+            interceptors=[ApiKeyInterceptor(keys)] if keys else [],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        avatar_pb2_grpc.add_AvatarServiceServicer_to_server(AvatarService(self._store), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{config.host}:{config.port}"
+        try:
+            if config.tls_cert and config.tls_key:
+                credentials = grpc.ssl_server_credentials(
+                    [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+                )
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc's way of saying the address is taken or invalid
+            self._store.close()
+            raise ConfigError(f"cannot listen on {address}: {error}") from None
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._log_listening(bool(keys))
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls; in-flight calls get `grace` seconds, then are cancelled."""
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+            self._server = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def _log_listening(self, with_keys: bool) -> None:
+        config = self.config
+        where = f"{config.host}:{self.port}"
+        scheme = "TLS" if config.tls_cert else "plaintext"
+        auth = "API keys required" if with_keys else "no API keys"
+        log.info("FreeAvatar serving on %s (%s, %s), data in %s", where, scheme, auth, config.data_dir)
+        if is_loopback(config.host):
+            log.info("listening on loopback only; --host with --api-key-file serves other machines")
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    server = FreeAvatarServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: in-flight calls get %.1f s", config.shutdown_grace_s)
+    finally:
+        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
