@@ -16,7 +16,8 @@ from freeavatar_server.server import FreeAvatarServer
 
 
 def loopback_config(data_dir: Path, **overrides: object) -> ServerConfig:
-    return ServerConfig(data_dir=data_dir, host="127.0.0.1", port=0, **overrides)  # type: ignore[arg-type]
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0} | overrides
+    return ServerConfig(data_dir=data_dir, **settings)
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ class FreeAvatarServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Otherwise a second server on the same port silently shares its traffic.
+                ("grpc.so_reuseport", 0),
             ],
         )
         avatar_pb2_grpc.add_AvatarServiceServicer_to_server(AvatarService(self._store), server)
