@@ -114,18 +114,26 @@ def jaw_drop_units(jaw_open: np.ndarray) -> np.ndarray:
     return 0.24 * np.asarray(jaw_open)
 
 
-def face_box(
-    ident: Identity, scene: Scene, jaw_open: np.ndarray
-) -> np.ndarray:
-    """(B, 4) x0, y0, x1, y1 in grid units: the rotated head ellipse, chin extended by the jaw."""
+# The face box spans forehead to chin and cheek to cheek, as a face detector would draw it,
+# in head units of the (un-rolled) head: x in [-FACE_BOX_X, FACE_BOX_X], y from FACE_BOX_TOP to
+# the chin at 1 (+ the jaw drop).
+FACE_BOX_X = 0.92
+FACE_BOX_TOP = -0.62
+
+
+def face_box(ident: Identity, scene: Scene, jaw_open: np.ndarray) -> np.ndarray:
+    """(B, 4) x0, y0, x1, y1 in grid units: bounds of the rolled forehead-to-chin ellipse."""
     rx, ry = head_radii(ident, scene)
-    ext = jaw_drop_units(jaw_open) * ry / 2.0  # the chin moves, the crown does not
-    ryy = ry + ext
-    cx = scene.hx - np.sin(np.radians(scene.roll)) * ext
-    cy = scene.hy + np.cos(np.radians(scene.roll)) * ext
+    bottom = 1.0 + jaw_drop_units(jaw_open)
+    half_x = FACE_BOX_X * rx
+    half_y = (bottom - FACE_BOX_TOP) / 2.0 * ry
+    off = (bottom + FACE_BOX_TOP) / 2.0 * ry  # box centre below the head centre
     r = np.radians(scene.roll)
-    half_w = np.sqrt((rx * np.cos(r)) ** 2 + (ryy * np.sin(r)) ** 2)
-    half_h = np.sqrt((rx * np.sin(r)) ** 2 + (ryy * np.cos(r)) ** 2)
+    # rolling by +r maps the head's down axis (0, 1) to (-sin r, cos r) in the image
+    cx = scene.hx - np.sin(r) * off
+    cy = scene.hy + np.cos(r) * off
+    half_w = np.sqrt((half_x * np.cos(r)) ** 2 + (half_y * np.sin(r)) ** 2)
+    half_h = np.sqrt((half_x * np.sin(r)) ** 2 + (half_y * np.cos(r)) ** 2)
     return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
 
 
@@ -328,6 +336,7 @@ def paint(
         cv_ = (P(ident.mouth_y) - 0.11 * pull + 0.085 * dep + 0.02 * st
                + 0.02 * m["chin_raise"] - 0.01 * dim)
         closed = (1.0 - press) * (1.0 - m["mouth_close"])
+        press = press + 0.3 * m["mouth_close"]  # closing against the jaw also firms the lips
         up = (0.012 * m["lips_part"] + 0.06 * M("upper_lip_up", s) + 0.02 * m["jaw_open"]
               + 0.03 * funnel) * closed
         lo = ((0.025 * m["lips_part"] + jaw_lo + 0.05 * M("lower_lip_down", s) + 0.03 * funnel)

@@ -1,0 +1,447 @@
+"""Built-in avatars: a RigSpec plus a reference renderer that stands in for the studio's engine.
+
+* ``human_arkit``: a human head driven by ARKit's 52 blendshapes (the same 2.5D painter as the
+  synthetic actors, with one fixed stylised identity, front view, studio light).
+* ``cartoon``: a stylised toon with 14 controls, several exaggerated or non-linear (eyes that
+  balloon, a mouth that opens with a power curve, eyes that snap into happy arcs), two signed,
+  and a combined ``grin`` that no single action unit produces.
+* ``robot``: a screen-faced robot with 8 controls: LED eyes, brows and mouth, antenna glow.
+
+Every renderer is deterministic, vectorised over the batch, and visibly responds to every
+control. ``expected_rig`` is the EVALUATION-ONLY semantic retarget from actor action units to
+the avatar's controls: training code (renderer, animator) must never call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from freeavatar.arkit import ARKIT_BLENDSHAPES
+from freeavatar.rig import RigControl, RigSpec
+from freeavatar_server.synth.actors import AU_INDEX, N_AU
+from freeavatar_server.synth.face import MUSCLES, Identity, Scene, paint
+from freeavatar_server.synth.raster import cov, over, to_uint8
+
+
+@dataclass(frozen=True)
+class BuiltinAvatar:
+    """A built-in avatar: its rig, its engine stand-in renderer and its evaluation mapping."""
+
+    spec: RigSpec
+    description: str
+    render_fn: Callable[[torch.Tensor, int], torch.Tensor]  # (B, n) in range -> (B,3,S,S) [0,1]
+    expected_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def n_controls(self) -> int:
+        return len(self.spec.controls)
+
+    def neutral(self, batch: int = 1) -> np.ndarray:
+        """(batch, n_controls) default rig values."""
+        return np.tile(np.asarray(self.spec.defaults, dtype=np.float32), (batch, 1))
+
+    def clip(self, rig: np.ndarray) -> np.ndarray:
+        """Clamp each control to its [min, max]."""
+        lo = np.array([c.min for c in self.spec.controls], dtype=np.float32)
+        hi = np.array([c.max for c in self.spec.controls], dtype=np.float32)
+        return np.clip(rig, lo, hi)
+
+    def sample_rigs(self, n: int, rng: np.random.Generator, sparsity: float = 0.6) -> np.ndarray:
+        """(n, n_controls) random rig vectors within range, each control off with `sparsity`:
+        the (rig, image) training pairs a studio would render from its engine."""
+        lo = np.array([c.min for c in self.spec.controls], dtype=np.float32)
+        hi = np.array([c.max for c in self.spec.controls], dtype=np.float32)
+        rig = lo + (hi - lo) * rng.random((n, self.n_controls), dtype=np.float32)
+        keep = rng.random((n, self.n_controls)) >= sparsity
+        return np.where(keep, rig, self.neutral(n)).astype(np.float32)
+
+    def render(self, rig: np.ndarray, size: int = 128) -> np.ndarray:
+        """(B, n_controls) rig values -> (B, size, size, 3) uint8 images, deterministic.
+
+        Values outside a control's range are clamped to it.
+        """
+        rig = np.asarray(rig, dtype=np.float32)
+        if rig.ndim != 2 or rig.shape[1] != self.n_controls:
+            raise ValueError(f"{self.name}: rig must be (B, {self.n_controls}), got {rig.shape}")
+        with torch.no_grad():
+            img = self.render_fn(torch.from_numpy(self.clip(rig)), size)
+        return to_uint8(img)
+
+    def expected_rig(self, action_units: np.ndarray) -> np.ndarray:
+        """EVALUATION ONLY -- never call this from training code.
+
+        The semantic retarget of actor action units (B, N_AU) to this avatar's controls
+        (B, n_controls): the ground truth a good animator should approach. The animator and the
+        neural renderer may only learn from what a studio has (actor images or video, the
+        avatar's (rig, image) samples, a few artist keyframes); reading this mapping during
+        training would leak the synthetic world's labels and void every retargeting result.
+        """
+        aus = np.asarray(action_units, dtype=np.float32)
+        if aus.ndim != 2 or aus.shape[1] != N_AU:
+            raise ValueError(f"action_units must be (B, {N_AU}), got {aus.shape}")
+        a = {name: aus[:, i] for name, i in AU_INDEX.items()}
+        values = self.expected_fn(a)
+        zero = np.zeros(len(aus), dtype=np.float32)
+        rig = np.stack([values.get(n, zero) for n in self.spec.control_names], axis=1)
+        return self.clip(rig.astype(np.float32))
+
+
+def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    c = (torch.arange(size, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
+    return c.reshape(1, 1, -1), c.reshape(1, -1, 1)
+
+
+def _rgb(r: float, g: float, b: float) -> torch.Tensor:
+    return torch.tensor([r, g, b], dtype=torch.float32).reshape(1, 3, 1, 1)
+
+
+def _smoothstep(lo: float, hi: float, x: torch.Tensor) -> torch.Tensor:
+    t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+# ---------------------------------------------------------------------------------------------
+# human_arkit
+
+
+# The avatar's fixed look, as a one-sample Identity (scalars -> (1,), colours -> (1, 3)).
+_HUMAN = Identity(**{
+    k: np.array([v], dtype=np.float64)
+    for k, v in dict(
+        head_w=0.6, head_h=0.74, shape_p=2.2, jaw_w=0.8, eye_dx=0.34, eye_y=0.0, eye_w=0.15,
+        eye_h=0.07, eye_tilt=0.01, iris_r=0.05, brow_y=-0.26, brow_in=0.1, brow_out=0.54,
+        brow_th=0.03, brow_arch=0.035, nose_y=0.3, nose_w=0.14, mouth_y=0.56, mouth_w=0.3,
+        lip_up=0.035, lip_lo=0.048, ear_size=1.0, hairline=-0.55, hair_part=0.1, hair_volume=0.9,
+        hair_long=0.0, beard=0.0, mustache=0.0, glasses=0.0, wrinkles=0.3,
+        skin=[0.86, 0.68, 0.55], lip_rgb=[0.75, 0.38, 0.38], iris_rgb=[0.25, 0.45, 0.3],
+        hair_rgb=[0.3, 0.18, 0.1], brow_rgb=[0.23, 0.14, 0.08], shirt_rgb=[0.2, 0.3, 0.55],
+        frame_rgb=[0.1, 0.1, 0.1],
+    ).items()
+})  # fmt: skip
+_ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
+
+
+def _arkit_muscles(rig: torch.Tensor) -> dict[str, np.ndarray]:
+    """ARKit blendshape weights -> painter muscles: the engine's own face rig."""
+    r = {name: rig[:, i].numpy() for name, i in _ARKIT_INDEX.items()}
+    zero = np.zeros(len(rig), dtype=np.float32)
+    m = {k: zero for k in MUSCLES}
+    for s, side in (("L", "Left"), ("R", "Right")):
+        m[f"blink_{s}"] = r[f"eyeBlink{side}"]
+        m[f"lid_tight_{s}"] = r[f"eyeSquint{side}"]
+        m[f"lid_raise_{s}"] = r[f"eyeWide{side}"]
+        m[f"brow_down_{s}"] = r[f"browDown{side}"]
+        m[f"brow_inner_up_{s}"] = r["browInnerUp"]
+        m[f"brow_outer_up_{s}"] = r[f"browOuterUp{side}"]
+        m[f"cheek_{s}"] = r[f"cheekSquint{side}"]
+        m[f"sneer_{s}"] = r[f"noseSneer{side}"]
+        m[f"upper_lip_up_{s}"] = r[f"mouthUpperUp{side}"]
+        m[f"lower_lip_down_{s}"] = r[f"mouthLowerDown{side}"]
+        m[f"corner_pull_{s}"] = r[f"mouthSmile{side}"]
+        m[f"corner_depress_{s}"] = r[f"mouthFrown{side}"]
+        m[f"dimple_{s}"] = r[f"mouthDimple{side}"]
+        m[f"stretch_{s}"] = r[f"mouthStretch{side}"]
+        m[f"press_{s}"] = r[f"mouthPress{side}"]
+        # ARKit "Left" is the face's left; in and out are relative to the nose.
+        out_dir = 1.0 if s == "L" else -1.0  # image +u is the face's left
+        m[f"gaze_x_{s}"] = out_dir * (r[f"eyeLookOut{side}"] - r[f"eyeLookIn{side}"])
+        m[f"gaze_y_{s}"] = r[f"eyeLookDown{side}"] - r[f"eyeLookUp{side}"]
+    m["jaw_open"] = r["jawOpen"]
+    m["lips_part"] = 0.5 * r["jawOpen"]
+    m["jaw_side"] = r["jawLeft"] - r["jawRight"]
+    m["jaw_forward"] = r["jawForward"]
+    m["mouth_close"] = r["mouthClose"]
+    m["funnel"] = r["mouthFunnel"]
+    m["pucker"] = r["mouthPucker"]
+    m["mouth_side"] = r["mouthLeft"] - r["mouthRight"]
+    m["roll_lower"] = r["mouthRollLower"]
+    m["roll_upper"] = r["mouthRollUpper"]
+    m["chin_raise"] = r["mouthShrugLower"]
+    m["shrug_upper"] = r["mouthShrugUpper"]
+    m["cheek_puff"] = r["cheekPuff"]
+    m["tongue_out"] = r["tongueOut"]
+    return m
+
+
+def _render_human(rig: torch.Tensor, size: int) -> torch.Tensor:
+    b = len(rig)
+    ident = Identity(**{k: np.repeat(getattr(_HUMAN, k), b, axis=0) for k in Identity.__dataclass_fields__})
+    d = np.array([0.3, -0.4, 1.0]) / np.linalg.norm([0.3, -0.4, 1.0])
+    zeros = np.zeros(b)
+    scene = Scene(
+        hx=zeros, hy=np.full(b, 0.02), scale=np.full(b, 1.1), yaw=zeros, pitch=zeros, roll=zeros,
+        pixel=np.full(b, 2.0 / size), light_dir=np.tile(d, (b, 1)), light_rgb=np.ones((b, 3)),
+        ambient=np.full(b, 0.5), diffuse=np.full(b, 0.6),
+    )  # fmt: skip
+    gx, gy = _grid(size)
+    bg = _rgb(0.55, 0.62, 0.7).expand(b, 3, size, size).clone()
+    bg = bg * (1.0 - 0.25 * (gy + 1.0) / 2.0).unsqueeze(1)  # studio backdrop vignette
+    return paint(gx, gy, bg, ident, scene, _arkit_muscles(rig))
+
+
+def _expected_human(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for s, side in (("L", "Left"), ("R", "Right")):
+        out[f"eyeBlink{side}"] = a[f"blink_{s}"]
+        out[f"eyeSquint{side}"] = a["lid_tighten"]
+        out[f"eyeWide{side}"] = a["upper_lid_raise"]
+        out[f"browDown{side}"] = a["brow_lower"]
+        out[f"browOuterUp{side}"] = a[f"brow_outer_raise_{s}"]
+        out[f"cheekSquint{side}"] = a["cheek_raise"]
+        out[f"noseSneer{side}"] = a["nose_wrinkle"]
+        out[f"mouthUpperUp{side}"] = a["upper_lip_raise"]
+        out[f"mouthSmile{side}"] = a[f"lip_corner_pull_{s}"]
+        out[f"mouthFrown{side}"] = a[f"lip_corner_depress_{s}"]
+        out[f"mouthDimple{side}"] = a["dimple"]
+        out[f"mouthStretch{side}"] = a["lip_stretch"]
+        out[f"mouthPress{side}"] = a["lip_press"]
+        out[f"mouthLowerDown{side}"] = 0.5 * a["lips_part"] * (1.0 - a["jaw_drop"])
+    out["browInnerUp"] = a["brow_inner_raise"]
+    out["jawOpen"] = a["jaw_drop"]
+    out["jawLeft"] = a["jaw_sideways_L"]
+    out["jawRight"] = a["jaw_sideways_R"]
+    out["mouthPucker"] = a["lip_pucker"]
+    out["mouthShrugLower"] = a["chin_raise"]
+    out["cheekPuff"] = a["cheek_puff"]
+    return out
+
+
+def _human() -> BuiltinAvatar:
+    return BuiltinAvatar(
+        spec=RigSpec.arkit52("human_arkit"),
+        description="human head, ARKit's 52 blendshapes",
+        render_fn=_render_human,
+        expected_fn=_expected_human,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# cartoon
+
+_CARTOON_CONTROLS = (
+    RigControl("blink_L", group="eye", mirror="blink_R", arkit_alias="eyeBlinkLeft"),
+    RigControl("blink_R", group="eye", mirror="blink_L", arkit_alias="eyeBlinkRight"),
+    RigControl("brows_up", group="brow", arkit_alias="browInnerUp"),
+    RigControl("brows_angry", group="brow"),
+    RigControl("brows_sad", group="brow"),
+    RigControl("eyes_wide", group="eye"),
+    RigControl("happy_eyes", group="eye"),
+    RigControl("grin", group="mouth"),
+    RigControl("frown", group="mouth"),
+    RigControl("mouth_open", group="mouth", arkit_alias="jawOpen"),
+    RigControl("mouth_O", group="mouth", arkit_alias="mouthPucker"),
+    RigControl("smirk", min=-1.0, max=1.0, group="mouth"),
+    RigControl("blush", group="cheek"),
+    RigControl("squash_stretch", min=-1.0, max=1.0, group="head"),
+)
+
+
+def _render_cartoon(rig: torch.Tensor, size: int) -> torch.Tensor:
+    b = len(rig)
+    c = {ctl.name: rig[:, i].reshape(b, 1, 1) for i, ctl in enumerate(_CARTOON_CONTROLS)}
+    gx, gy = _grid(size)
+    soft = 2.4 / size
+    img = (_rgb(0.62, 0.85, 0.95) + 0.15 * gy.unsqueeze(1)).expand(b, 3, size, size).clone()
+    fa = torch.zeros(b, size, size)
+    # squash & stretch, cubic so small values barely move and extremes go cartoon-far
+    ss = c["squash_stretch"]
+    ss_eff = 0.5 * ss + 0.5 * ss * ss * ss
+    hw, hh = 0.74 * (1.0 - 0.22 * ss_eff), 0.7 * (1.0 + 0.25 * ss_eff)
+    hx, hy = gx / hw, (gy - 0.08 - 0.1 * ss_eff) / hh
+    head = 1.0 - (hx * hx + hy * hy).sqrt()
+    img, fa = over(img, fa, _rgb(0.15, 0.1, 0.05), cov(head * 0.72 + 0.03, soft))
+    img, fa = over(img, fa, _rgb(1.0, 0.78, 0.3), cov(head * 0.72, soft))
+    # hair tuft
+    tuft = -(gy - (-0.6 - 0.1 * ss_eff) + 0.18 * (1.0 - (gx / 0.18).abs()).clamp(min=0.0)
+             * (0.5 + 0.5 * torch.cos(gx * 50.0)))
+    img, fa = over(img, fa, _rgb(0.55, 0.3, 0.1), cov(tuft, soft) * cov(0.22 - gx.abs(), soft)
+                   * cov(gy + 0.85, soft))
+    ax = gx.abs()
+    left = gx > 0  # the character's left is image right, as for actors
+    # blush: round pink cheeks
+    bx, by = (ax - 0.45) / 0.14, (gy - 0.25) / 0.09
+    img, fa = over(img, fa, _rgb(1.0, 0.45, 0.5), cov((1.0 - bx * bx - by * by) * 0.1, soft) * 0.85 * c["blush"])
+    # eyes: balloon with eyes_wide (quadratic), close with blink, snap to ^ arcs with happy_eyes
+    happy = _smoothstep(0.3, 0.7, c["happy_eyes"])
+    blink = torch.where(left, c["blink_L"], c["blink_R"])
+    wide = c["eyes_wide"]
+    er = 0.14 * (1.0 + 0.9 * wide * wide)
+    eh = er * 1.25 * (1.0 - blink) * (1.0 - happy) * (1.0 - 0.3 * c["happy_eyes"]) + 1e-3
+    ex, ey = (ax - 0.3) / er, (gy + 0.02) / eh
+    eye = (1.0 - ex * ex - ey * ey) * eh
+    img, fa = over(img, fa, _rgb(0.1, 0.06, 0.04), cov(eye + 0.012, soft))
+    img, fa = over(img, fa, _rgb(1.0, 1.0, 1.0), cov(eye, soft))
+    pr = 0.06 * (1.0 - 0.4 * wide)
+    px, py = ax - 0.3, gy + 0.02 + 0.01 * c["brows_sad"]
+    pupil = cov(pr - (px * px + py * py).sqrt(), soft) * cov(eye, soft)
+    img, fa = over(img, fa, _rgb(0.05, 0.05, 0.1), pupil)
+    lid = cov(0.018 - (gy + 0.02).abs(), soft) * cov(0.16 - (ax - 0.3).abs(), soft) * _smoothstep(0.6, 0.95, blink)
+    arc_v = -0.02 - 0.09 * (1.0 - ((ax - 0.3) / 0.15) ** 2).clamp(min=0.0)
+    arc = cov(0.022 - (gy - arc_v).abs(), soft) * cov(0.15 - (ax - 0.3).abs(), soft) * happy
+    img, fa = over(img, fa, _rgb(0.1, 0.06, 0.04), torch.maximum(lid, arc))
+    # brows: bars that rise and tilt (angry: inner end down; sad: inner end up)
+    tilt = 0.16 * (c["brows_angry"] - c["brows_sad"])
+    bv = -0.27 - 0.16 * c["brows_up"] - 0.1 * wide * wide + tilt * (0.45 - ax) / 0.3 - 0.15 * tilt
+    brow = cov(0.035 - (gy - bv).abs(), soft) * cov(0.15 - (ax - 0.3).abs(), soft)
+    img, fa = over(img, fa, _rgb(0.35, 0.18, 0.05), brow)
+    # mouth: width, curve and opening; grin = wide + corners up + teeth (no single AU does this)
+    grin, frown, rnd = c["grin"], c["frown"], c["mouth_O"]
+    opened = 0.32 * c["mouth_open"] ** 0.6  # exaggerated: small values already open wide
+    w = 0.24 * (1.0 + 0.7 * grin - 0.55 * rnd) + 0.04 * c["mouth_open"]
+    sgn = torch.where(left, 1.0, -1.0)
+    curve = 0.13 * grin - 0.12 * frown + 0.1 * c["smirk"] * sgn
+    mu = gx / w
+    q = (1.0 - mu * mu).clamp(min=0.0)
+    line = 0.42 + 0.1 * ss_eff + curve * (0.5 - mu * mu) - 0.04 * grin
+    h = opened + 0.1 * rnd + 0.09 * grin
+    top = line - 0.25 * h * q.sqrt()
+    bot = line + h * q ** (0.5 - 0.25 * rnd)
+    mouth = cov(torch.minimum(gy - top, bot - gy) + 0.018, soft) * cov((1.0 - mu.abs()) * w, soft)
+    img, fa = over(img, fa, _rgb(0.35, 0.05, 0.08), mouth)
+    teeth = mouth * cov(top + 0.05 - gy, soft) * cov(torch.minimum(gy - top, bot - gy), soft)
+    img, fa = over(img, fa, _rgb(1.0, 1.0, 0.97), teeth * (0.3 + 0.7 * grin) * (h > 0.03))
+    tongue_y = (gy - bot + 0.05) / 0.06
+    tongue = mouth * cov((1.0 - (gx / (0.6 * w)) ** 2 - tongue_y * tongue_y) * 0.05, soft) * cov(bot - gy, soft)
+    img, fa = over(img, fa, _rgb(0.95, 0.45, 0.5), tongue * _smoothstep(0.05, 0.2, h))
+    return img
+
+
+def _expected_cartoon(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    outer = 0.5 * (a["brow_outer_raise_L"] + a["brow_outer_raise_R"])
+    pull = 0.5 * (a["lip_corner_pull_L"] + a["lip_corner_pull_R"])
+    return {
+        "blink_L": a["blink_L"],
+        "blink_R": a["blink_R"],
+        "brows_up": np.clip(0.6 * a["brow_inner_raise"] + 0.6 * outer, 0, 1),
+        "brows_angry": a["brow_lower"],
+        "brows_sad": np.clip(a["brow_inner_raise"] - outer, 0, 1),
+        "eyes_wide": a["upper_lid_raise"],
+        "happy_eyes": np.clip(1.2 * a["cheek_raise"] - 0.1, 0, 1),
+        "grin": np.minimum(a["lip_corner_pull_L"], a["lip_corner_pull_R"]) * (0.5 + 0.5 * a["cheek_raise"]),
+        "frown": 0.5 * (a["lip_corner_depress_L"] + a["lip_corner_depress_R"]),
+        "mouth_open": np.clip(a["jaw_drop"] + 0.3 * a["lips_part"], 0, 1),
+        "mouth_O": a["lip_pucker"],
+        "smirk": np.clip(a["lip_corner_pull_L"] - a["lip_corner_pull_R"], -1, 1) * (pull > 0),
+        "blush": np.clip(a["cheek_puff"] + 0.4 * a["cheek_raise"], 0, 1),
+        "squash_stretch": np.clip(0.8 * a["jaw_drop"] + 0.2 * a["upper_lid_raise"]
+                                  - 0.6 * a["chin_raise"] - 0.4 * a["lip_press"], -1, 1),
+    }  # fmt: skip
+
+
+def _cartoon() -> BuiltinAvatar:
+    return BuiltinAvatar(
+        spec=RigSpec("cartoon", _CARTOON_CONTROLS),
+        description="stylised toon, 14 controls (exaggerated, non-linear, a combined grin)",
+        render_fn=_render_cartoon,
+        expected_fn=_expected_cartoon,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# robot
+
+_ROBOT_CONTROLS = (
+    RigControl("eye_squint", group="eye"),
+    RigControl("eye_size", group="eye"),
+    RigControl("brow_tilt", min=-1.0, max=1.0, group="brow"),
+    RigControl("mouth_open", group="mouth", arkit_alias="jawOpen"),
+    RigControl("mouth_curve", min=-1.0, max=1.0, group="mouth"),
+    RigControl("mouth_width", min=-1.0, max=1.0, group="mouth"),
+    RigControl("antenna_glow", group="head"),
+    RigControl("panel_blush", group="cheek"),
+)
+
+
+def _render_robot(rig: torch.Tensor, size: int) -> torch.Tensor:
+    b = len(rig)
+    c = {ctl.name: rig[:, i].reshape(b, 1, 1) for i, ctl in enumerate(_ROBOT_CONTROLS)}
+    gx, gy = _grid(size)
+    soft = 2.4 / size
+    img = (_rgb(0.25, 0.22, 0.3) + 0.1 * gy.unsqueeze(1)).expand(b, 3, size, size).clone()
+    fa = torch.zeros(b, size, size)
+    ax = gx.abs()
+    # antenna: stalk and a bulb whose glow (colour and halo) follows antenna_glow
+    glow = c["antenna_glow"]
+    stalk = cov(0.02 - ax, soft) * cov(gy + 0.88, soft) * cov(-0.6 - gy, soft)
+    img, fa = over(img, fa, _rgb(0.6, 0.6, 0.65), stalk)
+    bulb_d = (gx * gx + (gy + 0.88) ** 2).sqrt()
+    halo = (1.0 - bulb_d / (0.08 + 0.22 * glow)).clamp(min=0.0) * glow
+    img, fa = over(img, fa, _rgb(1.0, 0.9, 0.3), halo * 0.7)
+    bulb_rgb = _rgb(0.45, 0.1, 0.1) + (_rgb(1.0, 0.95, 0.5) - _rgb(0.45, 0.1, 0.1)) * glow.unsqueeze(1)
+    img, fa = over(img, fa, bulb_rgb, cov(0.07 - bulb_d, soft))
+    # head: rounded box; screen: darker rounded box
+    head = 1.0 - ((gx / 0.82) ** 6 + ((gy + 0.02) / 0.62) ** 6) ** (1 / 6)
+    img, fa = over(img, fa, _rgb(0.72, 0.74, 0.78) * (1.05 - 0.25 * (gy + 0.6)).clamp(0.6, 1.1).unsqueeze(1),
+                   cov(head * 0.7, soft))
+    screen = 1.0 - ((gx / 0.66) ** 6 + ((gy + 0.02) / 0.46) ** 6) ** (1 / 6)
+    img, fa = over(img, fa, _rgb(0.05, 0.08, 0.1), cov(screen * 0.5, soft))
+    led = _rgb(0.3, 0.95, 1.0)
+    # eyes: LED ovals, taller with eye_size, flattened by eye_squint
+    ew = 0.12 * (1.0 + 0.45 * c["eye_size"])
+    eh = 0.12 * (1.0 + 0.6 * c["eye_size"]) * (1.0 - 0.88 * c["eye_squint"]) + 0.008
+    ex, ey = (ax - 0.3) / ew, (gy + 0.1) / eh
+    img, fa = over(img, fa, led, cov((1.0 - ex * ex - ey * ey) * eh * 0.5, soft))
+    # brows: LED bars tilted inner-down (angry, +) or inner-up (sad, -)
+    bv = -0.3 - 0.05 * c["eye_size"] + 0.12 * c["brow_tilt"] * (0.42 - ax) / 0.24
+    brow = cov(0.022 - (gy - bv).abs(), soft) * cov(0.12 - (ax - 0.3).abs(), soft)
+    img, fa = over(img, fa, led, brow)
+    # mouth: an LED stroke along a curve, filled open below it
+    mw = 0.3 * (1.0 + 0.45 * c["mouth_width"])
+    mu = gx / mw
+    q = (1.0 - mu * mu).clamp(min=0.0)
+    line = 0.2 + 0.12 * c["mouth_curve"] * (mu * mu - 0.5)
+    opened = 0.2 * c["mouth_open"] * q.sqrt()
+    stroke = cov(torch.minimum(gy - line + 0.02, line + opened + 0.02 - gy), soft) * cov((1.0 - mu.abs()) * mw, soft)
+    img, fa = over(img, fa, led, stroke)
+    inner = cov(torch.minimum(gy - line - 0.02, line + opened - 0.02 - gy), soft) * cov((0.92 - mu.abs()) * mw, soft)
+    img, fa = over(img, fa, _rgb(0.05, 0.25, 0.3), inner)
+    # cheek panel LEDs
+    cheek = cov(0.05 - (ax - 0.52).abs(), soft) * cov(0.025 - (gy - 0.12).abs(), soft)
+    img, fa = over(img, fa, _rgb(1.0, 0.45, 0.2), cheek * (0.15 + 0.85 * c["panel_blush"]))
+    return img
+
+
+def _expected_robot(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    blink = 0.5 * (a["blink_L"] + a["blink_R"])
+    pull = 0.5 * (a["lip_corner_pull_L"] + a["lip_corner_pull_R"])
+    depress = 0.5 * (a["lip_corner_depress_L"] + a["lip_corner_depress_R"])
+    outer = 0.5 * (a["brow_outer_raise_L"] + a["brow_outer_raise_R"])
+    return {
+        "eye_squint": np.clip(np.maximum(blink, 0.6 * a["lid_tighten"] + 0.4 * a["cheek_raise"]), 0, 1),
+        "eye_size": a["upper_lid_raise"],
+        "brow_tilt": np.clip(a["brow_lower"] - a["brow_inner_raise"], -1, 1),
+        "mouth_open": np.clip(np.maximum(a["jaw_drop"], 0.6 * a["lips_part"]), 0, 1),
+        "mouth_curve": np.clip(pull - depress, -1, 1),
+        "mouth_width": np.clip(a["lip_stretch"] + 0.5 * pull - a["lip_pucker"], -1, 1),
+        "antenna_glow": np.clip(0.5 * a["upper_lid_raise"] + 0.5 * outer, 0, 1),
+        "panel_blush": a["cheek_raise"],
+    }
+
+
+def _robot() -> BuiltinAvatar:
+    return BuiltinAvatar(
+        spec=RigSpec("robot", _ROBOT_CONTROLS),
+        description="screen-faced robot, 8 controls",
+        render_fn=_render_robot,
+        expected_fn=_expected_robot,
+    )
+
+
+BUILTIN_AVATARS: dict[str, BuiltinAvatar] = {a.name: a for a in (_human(), _cartoon(), _robot())}
+
+
+def get_avatar(name: str) -> BuiltinAvatar:
+    """A built-in avatar by name; KeyError lists the known ones."""
+    try:
+        return BUILTIN_AVATARS[name]
+    except KeyError:
+        raise KeyError(f"unknown built-in avatar {name!r}; known: {', '.join(BUILTIN_AVATARS)}") from None
+
