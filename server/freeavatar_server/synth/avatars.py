@@ -177,7 +177,7 @@ def _render_human(rig: torch.Tensor, size: int) -> torch.Tensor:
     d = np.array([0.3, -0.4, 1.0]) / np.linalg.norm([0.3, -0.4, 1.0])
     zeros = np.zeros(b)
     scene = Scene(
-        hx=zeros, hy=np.full(b, 0.02), scale=np.full(b, 1.1), yaw=zeros, pitch=zeros, roll=zeros,
+        hx=zeros, hy=np.full(b, -0.02), scale=np.full(b, 1.3), yaw=zeros, pitch=zeros, roll=zeros,
         pixel=np.full(b, 2.0 / size), light_dir=np.tile(d, (b, 1)), light_rgb=np.ones((b, 3)),
         ambient=np.full(b, 0.5), diffuse=np.full(b, 0.6),
     )  # fmt: skip
