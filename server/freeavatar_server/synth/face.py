@@ -275,7 +275,7 @@ def paint(
 
     def brow_terms(s: str) -> tuple[torch.Tensor, ...]:
         a = 0.13 * M("brow_inner_up", s)
-        bo = 0.11 * M("brow_outer_up", s)
+        bo = 0.14 * M("brow_outer_up", s)
         c = 0.085 * M("brow_down", s)
         k0 = by_ - a + c - 0.02 * M("lid_raise", s)
         k1 = -4.0 * arch + 2.0 * a - bo - 0.6 * c
@@ -331,10 +331,10 @@ def paint(
     def mouth_terms(s: str) -> tuple[torch.Tensor, ...]:
         pull, dep, st = M("corner_pull", s), M("corner_depress", s), M("stretch", s)
         dim, press = M("dimple", s), M("press", s)
-        cw_ = P(ident.mouth_w) * (1.0 + 0.22 * pull + 0.3 * st + 0.08 * dim - 0.45 * pucker
+        cw_ = P(ident.mouth_w) * (1.0 + 0.22 * pull + 0.35 * st + 0.12 * dim - 0.5 * pucker
                                   - 0.3 * funnel - 0.05 * dep + 0.1 * m["jaw_open"])
-        cv_ = (P(ident.mouth_y) - 0.11 * pull + 0.085 * dep + 0.02 * st
-               + 0.02 * m["chin_raise"] - 0.01 * dim)
+        cv_ = (P(ident.mouth_y) - 0.14 * pull + 0.11 * dep + 0.02 * st
+               + 0.03 * m["chin_raise"] - 0.015 * dim)
         closed = (1.0 - press) * (1.0 - m["mouth_close"])
         press = press + 0.3 * m["mouth_close"]  # closing against the jaw also firms the lips
         up = (0.012 * m["lips_part"] + 0.06 * M("upper_lip_up", s) + 0.02 * m["jaw_open"]
@@ -347,7 +347,7 @@ def paint(
         cheek = (M("cheek", s) + 0.35 * pull + 0.3 * M("sneer", s) + 0.5 * m["cheek_puff"]).clamp(max=1.0)
         fold_k = 0.06 + P(ident.wrinkles) * 0.15 + 0.45 * cheek + 0.3 * M("upper_lip_up", s) + 0.2 * st
         fold_w = P(ident.mouth_w) * (1.0 + 0.22 * pull + 0.3 * st)
-        return cw_, cv_, up, lo, ut_, lt_, 0.25 + 0.4 * dim, 0.5 * dim, fold_k, fold_w, 1.0 - press
+        return cw_, cv_, up, lo, ut_, lt_, 0.3 + 0.4 * dim + 0.2 * dep, 0.6 * dim, fold_k, fold_w, 1.0 - press
 
     (cw, cv, open_up, open_lo, ut, lt, corner_k, dimple_k, fold_k, fold_w,
      unpressed) = by_side(du > 0, mouth_terms)
@@ -375,7 +375,7 @@ def paint(
         tongue_d = 1.0 - (du / 0.09) ** 2 - tgy * tgy
         fg, fa = over(fg, fa, _TONGUE, cov(tongue_d * 0.05, soft) * (tongue * 5.0).clamp(max=1.0)
                       * cov(v0 - iu, soft))
-    dark += 0.55 * cov(0.006 - (v0 - line).abs(), soft) * in_mouth * (1.0 - gap_a)
+    dark += 0.8 * cov(0.008 - (v0 - line).abs(), soft) * in_mouth * (1.0 - gap_a)
     # corners, dimples, folds from nose to mouth, the crease under the lip and chin dimpling
     cx_, cy_ = (tm - 1.0) / 0.12, (v0 - cv) / 0.025
     dark += corner_k * (1.0 - cx_ * cx_ - cy_ * cy_).clamp_(min=0.0)

@@ -116,7 +116,7 @@ def make_trajectory(
     syllable = np.abs(np.sin(np.pi * rate * t)) ** 1.5
     loud = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * rng.uniform(0.3, 0.7) * t + rng.uniform(0, 6)))
     talk_on = np.array([talking[s] for s in seg], dtype=np.float32)
-    talk_on = np.convolve(talk_on, np.ones(5) / 5, mode="same")  # ease talking in and out
+    talk_on = np.convolve(np.pad(talk_on, 2, mode="edge"), np.ones(5) / 5, mode="valid")  # ease in/out
     jaw = talk_on * syllable * loud * 0.45
     expr[:, AU_INDEX["jaw_drop"]] = np.maximum(expr[:, AU_INDEX["jaw_drop"]], jaw)
     expr[:, AU_INDEX["lips_part"]] = np.maximum(expr[:, AU_INDEX["lips_part"]], np.clip(jaw * 2.0, 0, 1))

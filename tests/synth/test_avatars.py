@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from freeavatar.arkit import ARKIT_BLENDSHAPES
+from freeavatar_server.synth.actors import AU_INDEX, N_AU, prototype_vector, sample_expressions
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS, get_avatar
+
+NAMES = sorted(BUILTIN_AVATARS)
+
+
+def test_the_three_kinds_exist() -> None:
+    assert {"human_arkit", "cartoon", "robot"} <= set(BUILTIN_AVATARS)
+    assert get_avatar("human_arkit").spec.control_names == list(ARKIT_BLENDSHAPES)
+    assert all(c.arkit_alias == c.name for c in get_avatar("human_arkit").spec.controls)
+    assert 10 <= get_avatar("cartoon").n_controls <= 16
+    assert get_avatar("robot").n_controls <= 8
+    with pytest.raises(KeyError, match="known"):
+        get_avatar("dragon")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_validates_and_round_trips(name: str) -> None:
+    avatar = BUILTIN_AVATARS[name]
+    avatar.spec.validate()
+    assert type(avatar.spec).from_dict(avatar.spec.to_dict()) == avatar.spec
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_renderer_is_deterministic_with_shape_and_dtype(name: str) -> None:
+    avatar = BUILTIN_AVATARS[name]
+    rig = avatar.sample_rigs(4, np.random.default_rng(0))
+    a, b = avatar.render(rig, size=48), avatar.render(rig, size=48)
+    assert a.shape == (4, 48, 48, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError):
+        avatar.render(np.zeros((2, avatar.n_controls + 1), np.float32))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_renderer_responds_to_every_control(name: str) -> None:
+    """From neutral and from a random pose of the rig, moving any single control changes pixels."""
+    avatar = BUILTIN_AVATARS[name]
+    rng = np.random.default_rng(1)
+    for base in (avatar.neutral(1)[0], avatar.sample_rigs(1, rng, sparsity=0.0)[0] * 0.5):
+        rigs = [base]
+        for i, control in enumerate(avatar.spec.controls):
+            moved = base.copy()
+            far = control.max if base[i] - control.min < control.max - base[i] else control.min
+            moved[i] = far
+            rigs.append(moved)
+        images = avatar.render(np.stack(rigs), size=64).astype(np.int32)
+        for i, control in enumerate(avatar.spec.controls):
+            changed = np.abs(images[i + 1] - images[0]).max(axis=-1)
+            assert (changed > 8).sum() >= 4, f"{name}.{control.name} does not show"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_expected_rig_is_in_range_and_neutral_for_neutral(name: str) -> None:
+    avatar = BUILTIN_AVATARS[name]
+    aus = sample_expressions(64, np.random.default_rng(2))
+    rig = avatar.expected_rig(aus)
+    lo = np.array([c.min for c in avatar.spec.controls])
+    hi = np.array([c.max for c in avatar.spec.controls])
+    assert rig.shape == (64, avatar.n_controls) and rig.dtype == np.float32
+    assert (rig >= lo).all() and (rig <= hi).all()
+    assert np.allclose(avatar.expected_rig(np.zeros((1, N_AU), np.float32)), avatar.neutral(1))
+    assert np.abs(rig - avatar.neutral(64)).sum(axis=1).mean() > 0.1, "expressions move the rig"
+
+
+def test_expected_rig_semantics() -> None:
+    smile = prototype_vector("smile")[None]
+    human = get_avatar("human_arkit")
+    names = human.spec.control_names
+    rig = human.expected_rig(smile)[0]
+    assert rig[names.index("mouthSmileLeft")] > 0.5 and rig[names.index("mouthFrownLeft")] == 0
+    cartoon = get_avatar("cartoon")
+    assert cartoon.expected_rig(smile)[0][cartoon.spec.control_names.index("grin")] > 0.5
+    robot = get_avatar("robot")
+    sad = prototype_vector("sad")[None]
+    assert robot.expected_rig(sad)[0][robot.spec.control_names.index("mouth_curve")] < -0.5
+    wink = np.zeros((1, N_AU), np.float32)
+    wink[0, AU_INDEX["blink_L"]] = 1.0
+    c = cartoon.expected_rig(wink)[0]
+    assert c[cartoon.spec.control_names.index("blink_L")] == 1.0
+    assert c[cartoon.spec.control_names.index("blink_R")] == 0.0
