@@ -140,6 +140,7 @@ def face_box(ident: Identity, scene: Scene, jaw_open: np.ndarray) -> np.ndarray:
 _MOUTH_INSIDE = torch.tensor([0.25, 0.07, 0.09]).reshape(1, 3, 1, 1)
 _TEETH = torch.tensor([0.94, 0.92, 0.86]).reshape(1, 3, 1, 1)
 _TONGUE = torch.tensor([0.85, 0.4, 0.42]).reshape(1, 3, 1, 1)
+_LENS = torch.full((1, 3, 1, 1), 0.75)
 
 
 def paint(
@@ -197,12 +198,14 @@ def paint(
     hair = col(ident.hair_rgb)
 
     # --- behind the head: long hair, hair volume, neck, shoulders, ears --------------------
-    has_long = P(ident.hair_long)
-    long_d = 1.0 - ((xr / 1.25).abs() ** 3 + ((yr - 0.2) / 1.35).abs() ** 3)
-    long_a = cov(long_d, soft) * cov(P(1.25) - yr, soft) * has_long
-    cap_d = 1.0 - ((xr / 1.08) ** 2 + ((yr + 0.05) / 1.1) ** 2)
-    cap_a = cov(cap_d * 0.5, soft) * cov(P(0.1) - yr, soft) * P(ident.hair_volume)
-    fg, fa = over(fg, fa, hair, torch.maximum(long_a, cap_a))
+    # (layers no sample of the batch has are skipped: pixels are the same, time is not)
+    cx_, cy_ = xr / 1.08, (yr + 0.05) / 1.1
+    hair_a = cov((1.0 - cx_ * cx_ - cy_ * cy_) * 0.5, soft) * cov(0.1 - yr, soft) * P(ident.hair_volume)
+    if ident.hair_long.any():
+        lx, ly = (xr / 1.25).abs(), ((yr - 0.2) / 1.35).abs()
+        long_a = cov(1.0 - lx * lx * lx - ly * ly * ly, soft) * cov(1.25 - yr, soft) * P(ident.hair_long)
+        hair_a = torch.maximum(long_a, hair_a)
+    fg, fa = over(fg, fa, hair, hair_a)
     neck = cov(0.34 + 0.08 * yr.clamp(0.3, 1.5) - xr.abs(), soft) * cov(yr - 0.3, soft)
     fg, fa = over(fg, fa, skin * 0.82, neck)
     shirt_d = yr - (1.3 + 0.22 * xr * xr)
@@ -210,7 +213,8 @@ def paint(
     ear_x = torch.where(xr > 0, P(np.cos(yaw) + 0.03 - 0.3 * np.clip(np.sin(yaw), 0, None)),
                         P(np.cos(yaw) + 0.03 - 0.3 * np.clip(-np.sin(yaw), 0, None)))
     es = P(ident.ear_size)
-    ear_d = 1.0 - (((xr.abs() - ear_x) / (0.13 * es)) ** 2 + ((yr - 0.08) / (0.22 * es)) ** 2)
+    ex_, ey_ = (xr.abs() - ear_x) / (0.13 * es), (yr - 0.08) / (0.22 * es)
+    ear_d = 1.0 - ex_ * ex_ - ey_ * ey_
     fg, fa = over(fg, fa, skin * 0.9, cov(ear_d * 0.1, soft))
 
     # --- head silhouette: superellipse, tapered jaw, chin follows yaw, puffed cheeks -------
@@ -218,8 +222,9 @@ def paint(
     xs = x - 0.12 * sy * yl
     sx = 1.0 + (P(ident.jaw_w) - 1.0) * yl * yl + m["cheek_puff"] * 0.12 * (1.0 - (y - 0.35).abs() * 2).clamp(min=0.0)
     p = P(ident.shape_p)
-    r = ((xs / sx).abs() ** p + y.abs() ** p) ** (1.0 / p)
-    head_a = cov(1.0 - r, soft)
+    # superellipse level f = |x|^p + |y|^p; near the outline the distance is ~ (1 - f) / p
+    f_sil = (xs / sx).abs() ** p + y.abs() ** p
+    head_a = cov((1.0 - f_sil) / p, soft)
     fg, fa = over(fg, fa, skin, head_a)
 
     # `dark` accumulates creases and shadows, `light` highlights; both are applied once.
@@ -228,8 +233,9 @@ def paint(
     M = lambda name, s: m[f"{name}_{s}"]  # noqa: E731
 
     def by_side(mask: torch.Tensor, fn) -> list[torch.Tensor]:
+        # Symmetric terms (equal for every sample) stay (B,1,1): no full-size select needed.
         left, right = fn("L"), fn("R")
-        return [torch.where(mask, a, b) for a, b in zip(left, right)]
+        return [a if torch.equal(a, b) else torch.where(mask, a, b) for a, b in zip(left, right)]
 
     # --- eyes ----------------------------------------------------------------------------
     ew, eh = P(ident.eye_w), P(ident.eye_h)
@@ -397,24 +403,28 @@ def paint(
     cky = (v - 0.2 + 0.07 * cheek_s) / (0.13 + 0.05 * m["cheek_puff"])
     light += (0.04 + 0.14 * cheek_s + 0.12 * m["cheek_puff"]) * (1.0 - ckx * ckx - cky * cky).clamp_(min=0.0)
     shade_mod = (1.0 - dark.clamp(0.0, 0.9)) * (1.0 + light)
-    fg = fg * (1.0 - head_a.unsqueeze(1) * (1.0 - shade_mod.unsqueeze(1)))
+    fg.mul_((1.0 - head_a * (1.0 - shade_mod)).unsqueeze(1))
 
     # --- brows, facial hair, hair, glasses on top -----------------------------------------
     fg, fa = over(fg, fa, col(ident.brow_rgb), brow_a)
-    beard_zone = cov(v - ntip - 0.06, soft) * cov(torch.minimum(v0 - ou + 0.02, ol + 0.02 - v0).neg() , soft)
-    beard_zone = torch.maximum(beard_zone * cov(v - P(ident.mouth_y) + 0.03, soft),
-                               beard_zone * P(ident.mustache) * cov(0.3 - du.abs(), soft))
-    texture = 0.75 + 0.25 * torch.sin(u * 170.0) * torch.sin(v * 150.0)
-    fg, fa = over(fg, fa, hair * 0.8, beard_zone * head_a * P(ident.beard) * texture)
-    hl = P(ident.hairline) + 0.3 * u * u + P(ident.hair_part) * u
-    front = torch.maximum(cov(hl - v, soft), cov(au - 0.86, soft) * cov(0.05 - v, soft) * P(ident.hair_volume))
-    strands = 0.93 + 0.07 * torch.sin(u * 45.0 + v * 20.0)
-    fg, fa = over(fg, fa, hair * strands.unsqueeze(1), front * head_a * (P(ident.hairline) > -1.05))
-    g_d = (((au - P(ident.eye_dx)) / 0.2) ** 2 + ((v - P(ident.eye_y) - 0.01) / 0.14) ** 2).sqrt_()
-    rim = cov(0.014 - (g_d - 1.0).abs() * 0.17, soft)
-    bridge_g = cov(0.012 - (v - P(ident.eye_y) + 0.03).abs(), soft) * cov(P(ident.eye_dx) - 0.18 - au, soft)
-    fg, fa = over(fg, fa, torch.full((1, 3, 1, 1), 0.75), cov((1.0 - g_d) * 0.17, soft) * 0.12 * P(ident.glasses))
-    fg, fa = over(fg, fa, col(ident.frame_rgb), torch.maximum(rim, bridge_g) * P(ident.glasses) * head_a)
+    if ident.beard.any():
+        beard_zone = cov(v - ntip - 0.06, soft) * cov(torch.maximum(ou - 0.02 - v0, v0 - ol - 0.02), soft)
+        beard_zone = torch.maximum(beard_zone * cov(v - P(ident.mouth_y) + 0.03, soft),
+                                   beard_zone * P(ident.mustache) * cov(0.3 - adu, soft))
+        texture = 0.75 + 0.25 * torch.sin(u * 170.0) * torch.sin(v * 150.0)
+        fg, fa = over(fg, fa, hair * 0.8, beard_zone * head_a * P(ident.beard) * texture)
+    if (ident.hairline > -1.05).any():
+        hl = P(ident.hairline) + 0.3 * u * u + P(ident.hair_part) * u
+        front = torch.maximum(cov(hl - v, soft), cov(au - 0.86, soft) * cov(0.05 - v, soft) * P(ident.hair_volume))
+        strands = 0.93 + 0.07 * torch.sin(u * 45.0 + v * 20.0)
+        fg, fa = over(fg, fa, hair * strands.unsqueeze(1), front * head_a * (P(ident.hairline) > -1.05))
+    if ident.glasses.any():
+        gdx, gdy = (au - P(ident.eye_dx)) / 0.2, (v - P(ident.eye_y) - 0.01) / 0.14
+        g_d = (gdx * gdx + gdy * gdy).sqrt_()
+        rim = cov(0.014 - (g_d - 1.0).abs() * 0.17, soft)
+        bridge_g = cov(0.012 - (v - P(ident.eye_y) + 0.03).abs(), soft) * cov(P(ident.eye_dx) - 0.18 - au, soft)
+        fg, fa = over(fg, fa, _LENS, cov((1.0 - g_d) * 0.17, soft) * 0.12 * P(ident.glasses))
+        fg, fa = over(fg, fa, col(ident.frame_rgb), torch.maximum(rim, bridge_g) * P(ident.glasses) * head_a)
 
     # --- light: Lambert on the head sphere (sides of the head and neck fall off) ----------
     ld = torch.as_tensor(scene.light_dir, dtype=torch.float32)
@@ -422,5 +432,5 @@ def paint(
           + (1.0 - xr * xr - yr * yr).clamp(min=0.0).sqrt() * ld[:, 2, None, None])
     nd = nd / (xr * xr + yr * yr).clamp(min=1.0).sqrt()
     shade = P(scene.ambient) + P(scene.diffuse) * nd.clamp(min=0.0)
-    fg = fg * shade.unsqueeze(1) * col(scene.light_rgb)
-    return bg * (1.0 - fa.unsqueeze(1)) + fg
+    fg.mul_(shade.unsqueeze(1)).mul_(col(scene.light_rgb))
+    return torch.addcmul(fg, bg, (1.0 - fa).unsqueeze(1))

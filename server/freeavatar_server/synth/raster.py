@@ -44,7 +44,7 @@ _ONE = torch.ones(())
 
 def cov(d: torch.Tensor, soft: torch.Tensor | float) -> torch.Tensor:
     """Coverage of a shape whose signed distance (positive inside) is d, ramped over `soft`."""
-    return (d / soft + 0.5).clamp_(0.0, 1.0)
+    return torch.mul(d, 1.0 / soft).add_(0.5).clamp_(0.0, 1.0)
 
 
 def over(
