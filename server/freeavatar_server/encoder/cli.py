@@ -1,0 +1,138 @@
+"""Commands for the expression encoder. Heavy imports (torch, onnxruntime) stay inside the
+functions so `freeavatar --help` stays instant.
+
+Wiring into the main CLI (the lead's `add_server_commands`):
+    train_app.command("encoder")(train_encoder)   -> freeavatar train encoder ...
+    eval_app.command("encoder")(eval_encoder)     -> freeavatar eval encoder [--json]
+or mount the whole group: app.add_typer(encoder_app, name="encoder").
+Standalone / under torchrun:  python -m freeavatar_server.encoder.cli train ...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+encoder_app = typer.Typer(help="Expression encoder: train, evaluate, export, ship.", no_args_is_help=True)
+
+
+@encoder_app.command("train")
+def train_encoder(
+    out: Annotated[Path, typer.Option(help="Run directory: checkpoints, config.json, histories.")] = Path("runs/encoder"),
+    stages: Annotated[str, typer.Option(help="Comma-separated stages: mae, triplet, classifier (baseline).")] = "mae,triplet,classifier",
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of face images/videos for MAE pretraining (default: synthetic world).")] = None,
+    fec_csv: Annotated[Optional[Path], typer.Option(help="FEC-format triplet CSV with local paths for triplet tuning (default: synthetic triplets).")] = None,
+    mae_steps: Annotated[Optional[int], typer.Option(help="MAE pretraining steps.")] = None,
+    triplet_steps: Annotated[Optional[int], typer.Option(help="Triplet tuning steps (also the classifier baseline's budget).")] = None,
+    classifier_steps: Annotated[Optional[int], typer.Option(help="Classifier baseline steps (default: triplet steps).")] = None,
+    n_identities: Annotated[Optional[int], typer.Option(help="Synthetic training identities.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads per process.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where rendered synthetic pools are cached (default: <out>/cache).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
+    ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
+) -> None:
+    """Train the expression encoder: MAE pretraining, then triplet tuning (+ classifier baseline).
+
+    Runs as one process or under torchrun (DDP; gloo on CPU, NCCL on GPU)."""
+    from freeavatar_server.encoder.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict(json.loads(config.read_text())) if config else TrainConfig()
+    overrides = {
+        "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
+        "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
+        "triplet_steps": triplet_steps, "classifier_steps": classifier_steps,
+        "n_identities": n_identities, "threads": threads, "cache_dir": str(cache_dir) if cache_dir else None,
+    }  # fmt: skip
+    keep_from_file = {"images", "fec_csv", "cache_dir"}
+    d = cfg.to_dict()
+    d.update({k: v for k, v in overrides.items() if v is not None or (k in keep_from_file and not config)})
+    cfg = TrainConfig.from_dict(d)
+    if cfg.fec_csv and "classifier" in stages and not cfg.images:
+        typer.secho("note: the classifier baseline needs synthetic ground truth; skipping it", err=True)
+        stages = ",".join(s for s in stages.split(",") if s != "classifier")
+    train(cfg, tuple(s.strip() for s in stages.split(",") if s.strip()), resume=resume)
+    if ship:
+        _ship(out)
+
+
+def _ship(run_dir: Path) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from freeavatar_server.encoder.export import ship
+
+    for p in ship(run_dir):
+        typer.echo(f"wrote {p}")
+
+
+@encoder_app.command("eval")
+def eval_encoder(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+    run_dir: Annotated[Optional[Path], typer.Option(help="A training run directory (default: the shipped models).")] = None,
+    onnx: Annotated[bool, typer.Option(help="Score the encoder through its ONNX graph on ONNX Runtime.")] = False,
+    n_triplets: Annotated[int, typer.Option(help="Held-out triplets to build.")] = 2000,
+    threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
+) -> None:
+    """Triplet accuracy on held-out identities against baselines, and identity invariance."""
+    from freeavatar_server.encoder.evaluate import Weights, default_weights, evaluate
+    from freeavatar_server.encoder.export import DEFAULT_ONNX, export_onnx
+
+    weights = default_weights(run_dir)
+    if not weights.encoder.exists():
+        typer.secho(f"error: no encoder weights at {weights.encoder}; train one first", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if onnx:
+        onnx_path = DEFAULT_ONNX if run_dir is None else Path(run_dir) / "expression_encoder.onnx"
+        if run_dir is not None:
+            from freeavatar_server.encoder.train import load_encoder
+
+            export_onnx(load_encoder(weights.encoder), onnx_path)
+        weights = Weights(onnx_path, weights.mae, weights.classifier)
+    report = evaluate(weights, n_triplets=n_triplets, threads=threads)
+    if json_out:
+        typer.echo(json.dumps(report))
+        return
+    _print_report(report)
+
+
+def _print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Held-out triplets ({report['n_triplets']}, {report['n_unambiguous']} unambiguous)")
+    for col in ("features", "unambiguous", "all", "identity invariance"):
+        table.add_column(col)
+    acc = report["triplet_accuracy"]
+    table.add_row("expression encoder", f"{acc['unambiguous']:.3f}", f"{acc['all']:.3f}", f"{report['identity_invariance']:.3f}")
+    for name, r in report["baselines"].items():
+        inv = report["identity_invariance_baselines"].get(name)
+        table.add_row(name, f"{r['unambiguous']:.3f}", f"{r['all']:.3f}", f"{inv:.3f}" if inv is not None else "-")
+    Console().print(table)
+
+
+@encoder_app.command("export")
+def export_encoder(
+    checkpoint: Annotated[Path, typer.Argument(help="A triplet-stage checkpoint (.pt).")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("expression_encoder.onnx"),
+) -> None:
+    """Export an encoder checkpoint to ONNX."""
+    from freeavatar_server.encoder.export import export_onnx
+    from freeavatar_server.encoder.train import load_encoder
+
+    typer.echo(f"wrote {export_onnx(load_encoder(checkpoint), out)}")
+
+
+@encoder_app.command("ship")
+def ship_encoder(run_dir: Annotated[Path, typer.Argument(help="A finished training run directory.")]) -> None:
+    """Install a run as the package's default encoder (ONNX + slim checkpoints in models/)."""
+    _ship(run_dir)
+
+
+if __name__ == "__main__":
+    encoder_app()
