@@ -12,12 +12,18 @@ from typer.testing import CliRunner
 
 from freeavatar_server.synth.actors import ACTION_UNITS, AU_INDEX, render_frames
 from freeavatar_server.synth.cli import synth_app
-from freeavatar_server.synth.video import make_trajectory, read_ground_truth, write_video
+from freeavatar_server.synth.video import frame_noise_seeds, make_trajectory, read_ground_truth, write_video
 
 
 def _decode(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _pool(image: np.ndarray, k: int = 4) -> np.ndarray:
+    h, w = image.shape[0] // k * k, image.shape[1] // k * k
+    x = image[:h, :w].astype(np.float32)
+    return x.reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
 
 
 def test_trajectory_is_smooth_and_deterministic() -> None:
@@ -36,7 +42,7 @@ def test_trajectory_is_smooth_and_deterministic() -> None:
 
 
 def test_video_and_json_round_trip(tmp_path: Path) -> None:
-    traj = make_trajectory(0.5, 10.0, seed=1, width=160, height=120)
+    traj = make_trajectory(0.5, 10.0, seed=4, width=160, height=120)  # seed 4: noisy sensor
     json_path = write_video(traj, tmp_path / "clip.mp4")
     assert json_path == tmp_path / "clip.json"
     truth = read_ground_truth(json_path)
@@ -50,12 +56,19 @@ def test_video_and_json_round_trip(tmp_path: Path) -> None:
     # re-rendering from the JSON alone reproduces what is in the video (up to compression)
     again = render_frames(
         truth.expressions, np.full(len(truth.expressions), truth.identity_id), width=160, height=120,
-        face_boxes=truth.face_boxes, poses=truth.poses, sample_seeds=np.full(len(truth.expressions), 1),
+        face_boxes=truth.face_boxes, poses=truth.poses, sample_seeds=np.full(len(truth.expressions), 4),
+        noise_seeds=frame_noise_seeds(4, 0, len(truth.expressions)),
     )  # fmt: skip
     assert np.allclose(again.boxes, truth.face_boxes, atol=0.01)
-    for decoded, rendered in zip(frames, again.images):
-        err = np.abs(decoded.astype(np.float32) - rendered.astype(np.float32)).mean()
-        assert err < 6.0
+    other = render_frames(
+        truth.expressions, np.full(len(truth.expressions), truth.identity_id + 1), width=160, height=120,
+        face_boxes=truth.face_boxes, poses=truth.poses, sample_seeds=np.full(len(truth.expressions), 4),
+    )  # fmt: skip
+    for decoded, rendered, wrong in zip(frames, again.images, other.images):
+        # compare 4x4 means: the codec smooths sensor noise away, the picture must match
+        err = np.abs(_pool(decoded) - _pool(rendered)).mean()
+        assert err < 2.5
+        assert np.abs(_pool(decoded) - _pool(wrong)).mean() > 2 * err
     # and the face is where the JSON says it is: the box region moves with the box
     assert not np.allclose(truth.face_boxes[0], truth.face_boxes[-1])
 

@@ -453,6 +453,8 @@ def render_faces(
     import torch
 
     expr, ids = _check_inputs(expressions, identity_ids, poses)
+    if size < 16:
+        raise ValueError(f"size must be at least 16, got {size}")
     b = len(expr)
     seeds = sample_seeds_for(seed, b) if sample_seeds is None else np.asarray(sample_seeds, np.int64)
     pose = sample_poses(seeds) if poses is None else np.asarray(poses, dtype=np.float32)
@@ -501,6 +503,7 @@ def render_frames(
     poses: np.ndarray | None = None,
     nuisance: bool = True,
     sample_seeds: np.ndarray | None = None,
+    noise_seeds: np.ndarray | None = None,
 ) -> FaceBatch:
     """Render full (B, height, width, 3) camera frames with the face placed anywhere.
 
@@ -508,10 +511,14 @@ def render_frames(
     its width equals the box width and centred on the box centre; its height follows the face's
     own proportions (and jaw). The returned `boxes` are the exact face boxes rendered.
     Boxes are sampled from the seed when not given. Everything else as in render_faces.
+    `noise_seeds` (B,) draw the sensor noise separately from the scene, so a video can keep
+    one scene (same `sample_seeds` for every frame) with fresh noise per frame.
     """
     import torch
 
     expr, ids = _check_inputs(expressions, identity_ids, poses)
+    if width < 16 or height < 16:
+        raise ValueError(f"frames must be at least 16x16, got {width}x{height}")
     b = len(expr)
     seeds = sample_seeds_for(seed, b) if sample_seeds is None else np.asarray(sample_seeds, np.int64)
     pose = sample_poses(seeds) if poses is None else np.asarray(poses, dtype=np.float32)
@@ -554,7 +561,8 @@ def render_frames(
                     gx_full[x0:x1].reshape(1, 1, -1), gy_full[top:bottom].reshape(1, -1, 1),
                     frame[:, :, top:bottom, x0:x1], i_sl, scene, m_i,
                 )  # fmt: skip
-        images[i] = _degrade(frame, n_sl, seeds[sl], 1.0)[0]
+        noise_seed = seeds[sl] if noise_seeds is None else np.asarray(noise_seeds, np.int64)[sl]
+        images[i] = _degrade(frame, n_sl, noise_seed, 1.0)[0]
     return FaceBatch(images=images, expressions=expr, identity_ids=ids, poses=pose, boxes=boxes)
 
 

@@ -152,7 +152,7 @@ def make_trajectory(
 
 def render_trajectory_frames(traj: Trajectory, start: int, stop: int) -> FaceBatch:
     """Frames [start, stop) of a trajectory. One scene seed for the whole clip keeps the
-    background, light and camera constant, as in a real take."""
+    background, light and camera constant, as in a real take; sensor noise is fresh per frame."""
     count = stop - start
     return render_frames(
         traj.expressions[start:stop],
@@ -162,7 +162,13 @@ def render_trajectory_frames(traj: Trajectory, start: int, stop: int) -> FaceBat
         face_boxes=traj.face_boxes[start:stop],
         poses=traj.poses[start:stop],
         sample_seeds=np.full(count, traj.seed, dtype=np.int64),
+        noise_seeds=frame_noise_seeds(traj.seed, start, stop),
     )
+
+
+def frame_noise_seeds(seed: int, start: int, stop: int) -> np.ndarray:
+    """Sensor-noise seeds of frames [start, stop) of the clip rendered with `seed`."""
+    return seed * 1_000_003 + np.arange(start, stop, dtype=np.int64)
 
 
 def write_video(
