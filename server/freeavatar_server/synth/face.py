@@ -208,8 +208,11 @@ def paint(
     fg, fa = over(fg, fa, hair, hair_a)
     neck = cov(0.34 + 0.08 * yr.clamp(0.3, 1.5) - xr.abs(), soft) * cov(yr - 0.3, soft)
     fg, fa = over(fg, fa, skin * 0.82, neck)
-    shirt_d = yr - (1.3 + 0.22 * xr * xr)
-    fg, fa = over(fg, fa, col(ident.shirt_rgb), cov(shirt_d, soft) * cov(2.3 - xr.abs(), soft))
+    # the torso does not roll with the head: it is laid out in un-rolled image axes
+    xb, yb = dx / rx, dy / ry
+    sh = (xb.abs() - 0.9).clamp(min=0.0)  # flat across the chest, falling at the shoulders
+    shirt_d = yb - (1.32 + 0.05 * xb * xb + 0.6 * sh * sh)
+    fg, fa = over(fg, fa, col(ident.shirt_rgb), cov(shirt_d, soft) * cov(2.3 - xb.abs(), soft))
     ear_x = torch.where(xr > 0, P(np.cos(yaw) + 0.03 - 0.3 * np.clip(np.sin(yaw), 0, None)),
                         P(np.cos(yaw) + 0.03 - 0.3 * np.clip(-np.sin(yaw), 0, None)))
     es = P(ident.ear_size)
@@ -412,10 +415,12 @@ def paint(
         beard_zone = torch.maximum(beard_zone * cov(v - P(ident.mouth_y) + 0.03, soft),
                                    beard_zone * P(ident.mustache) * cov(0.3 - adu, soft))
         texture = 0.75 + 0.25 * torch.sin(u * 170.0) * torch.sin(v * 150.0)
-        fg, fa = over(fg, fa, hair * 0.8, beard_zone * head_a * P(ident.beard) * texture)
+        fg, fa = over(fg, fa, col(ident.brow_rgb), beard_zone * head_a * P(ident.beard) * texture)
     if (ident.hairline > -1.05).any():
         hl = P(ident.hairline) + 0.3 * u * u + P(ident.hair_part) * u
-        front = torch.maximum(cov(hl - v, soft), cov(au - 0.86, soft) * cov(0.05 - v, soft) * P(ident.hair_volume))
+        # the fringe above the hairline, and sideburns in front of the ears
+        sideburn = cov(au - 0.88, soft) * cov(torch.minimum(v + 0.5, 0.02 - v), soft) * P(ident.hair_volume)
+        front = torch.maximum(cov(hl - v, soft), sideburn)
         strands = 0.93 + 0.07 * torch.sin(u * 45.0 + v * 20.0)
         fg, fa = over(fg, fa, hair * strands.unsqueeze(1), front * head_a * (P(ident.hairline) > -1.05))
     if ident.glasses.any():
