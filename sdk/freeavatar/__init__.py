@@ -12,6 +12,7 @@ from freeavatar.errors import (
     Unauthenticated,
     Unavailable,
 )
+from freeavatar.job import Job, JobEvent, JobKind, JobState, RenderSample, UploadSummary
 from freeavatar.rig import InvalidRigSpec, RigControl, RigSpec, load_rig_spec
 
 __all__ = [
@@ -24,6 +25,12 @@ __all__ = [
     "FreeAvatarError",
     "InvalidArgument",
     "InvalidRigSpec",
+    "Job",
+    "JobEvent",
+    "JobKind",
+    "JobState",
+    "RenderSample",
+    "UploadSummary",
     "ModelKind",
     "ModelVersion",
     "NotFound",

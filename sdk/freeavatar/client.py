@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
-from freeavatar._proto import avatar_pb2, avatar_pb2_grpc
-from freeavatar.avatar import Avatar
+from freeavatar._proto import avatar_pb2, avatar_pb2_grpc, job_pb2, job_pb2_grpc
+from freeavatar.avatar import Avatar, ModelKind, ModelVersion
 from freeavatar.errors import from_rpc_error
+from freeavatar.job import Job, JobEvent, RenderSample, UploadSummary, training_options
 from freeavatar.rig import RigSpecLike, load_rig_spec
 
 DEFAULT_ADDRESS = "localhost:50051"
 _T = TypeVar("_T")
+SampleLike = RenderSample | tuple[Sequence[float], bytes]
 
 
 class AsyncClient:
@@ -48,6 +51,7 @@ class AsyncClient:
         else:
             self._channel = grpc.aio.insecure_channel(address)
         self._avatars = avatar_pb2_grpc.AvatarServiceStub(self._channel)
+        self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -88,6 +92,92 @@ class AsyncClient:
     async def delete_avatar(self, avatar_id: str) -> None:
         request = avatar_pb2.DeleteAvatarRequest(avatar_id=avatar_id)
         await self._unary(self._avatars.DeleteAvatar, request)
+
+    # Render samples and model versions
+
+    async def sample_rig_vectors(self, avatar_id: str, n: int, seed: int = 0) -> np.ndarray:
+        """(n, controls) rig vectors for the engine to render: each control's range and
+        plausible combinations of controls."""
+        request = avatar_pb2.SampleRigVectorsRequest(avatar_id=avatar_id, count=n, seed=seed)
+        reply = await self._unary(self._avatars.SampleRigVectors, request)
+        return np.array([v.values for v in reply.vectors], dtype=np.float32)
+
+    async def upload_render_samples(
+        self, avatar_id: str, samples: Iterable[SampleLike] | AsyncIterable[SampleLike]
+    ) -> UploadSummary:
+        """Stream (rig, PNG/JPEG bytes) samples to the server. Bad samples are reported in the
+        summary by their index; the good ones are kept."""
+
+        async def requests() -> AsyncIterator[avatar_pb2.UploadRenderSamplesRequest]:
+            async for rig, image in _aiter(samples):
+                sample = avatar_pb2.RenderSample(rig=rig, image=image)
+                yield avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
+
+        try:
+            reply = await self._avatars.UploadRenderSamples(requests(), metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return UploadSummary.from_proto(reply)
+
+    async def list_model_versions(self, avatar_id: str, kind: ModelKind) -> list[ModelVersion]:
+        request = avatar_pb2.ListModelVersionsRequest(avatar_id=avatar_id, kind=kind.value)
+        reply = await self._unary(self._avatars.ListModelVersions, request)
+        return [ModelVersion.from_proto(v) for v in reply.versions]
+
+    async def activate_model_version(
+        self, avatar_id: str, kind: ModelKind, version: int
+    ) -> ModelVersion:
+        """Make `version` the live one; running streams switch to it without dropping."""
+        request = avatar_pb2.ActivateModelVersionRequest(
+            avatar_id=avatar_id, kind=kind.value, version=version
+        )
+        return ModelVersion.from_proto(await self._unary(self._avatars.ActivateModelVersion, request))
+
+    # Jobs
+
+    async def train_renderer(self, avatar_id: str, **options: float | int | None) -> Job:
+        """Queue training of the avatar's neural renderer on its render samples. Options:
+        steps, batch_size, learning_rate, image_size, seed, time_budget_s."""
+        request = job_pb2.TrainRendererRequest(
+            avatar_id=avatar_id, options=training_options(**options)
+        )
+        return Job.from_proto(await self._unary(self._jobs.TrainRenderer, request))
+
+    async def get_job(self, job_id: str) -> Job:
+        return Job.from_proto(await self._unary(self._jobs.GetJob, job_pb2.GetJobRequest(job_id=job_id)))
+
+    async def list_jobs(self, avatar_id: str = "") -> list[Job]:
+        """Every job, oldest first; only the avatar's jobs when `avatar_id` is given."""
+        jobs: list[Job] = []
+        token = ""
+        while True:
+            request = job_pb2.ListJobsRequest(avatar_id=avatar_id, page_token=token)
+            page = await self._unary(self._jobs.ListJobs, request)
+            jobs.extend(Job.from_proto(j) for j in page.jobs)
+            token = page.next_page_token
+            if not token:
+                return jobs
+
+    async def cancel_job(self, job_id: str) -> Job:
+        return Job.from_proto(await self._unary(self._jobs.CancelJob, job_pb2.CancelJobRequest(job_id=job_id)))
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """The job now, then after every change (progress, metrics, state) until it ends."""
+        call = self._jobs.WatchJob(job_pb2.WatchJobRequest(job_id=job_id), metadata=self._metadata)
+        try:
+            async for event in call:
+                yield JobEvent(Job.from_proto(event.job), event.message)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def wait_job(self, job_id: str) -> Job:
+        """Wait for the job to end and return its final record."""
+        async for event in self.watch_job(job_id):
+            if event.job.state.finished:
+                return event.job
+        return await self.get_job(job_id)
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
@@ -140,6 +230,46 @@ class Client:
     def delete_avatar(self, avatar_id: str) -> None:
         self._run(self._client.delete_avatar(avatar_id))
 
+    def sample_rig_vectors(self, avatar_id: str, n: int, seed: int = 0) -> np.ndarray:
+        return self._run(self._client.sample_rig_vectors(avatar_id, n, seed))
+
+    def upload_render_samples(self, avatar_id: str, samples: Iterable[SampleLike]) -> UploadSummary:
+        return self._run(self._client.upload_render_samples(avatar_id, samples))
+
+    def list_model_versions(self, avatar_id: str, kind: ModelKind) -> list[ModelVersion]:
+        return self._run(self._client.list_model_versions(avatar_id, kind))
+
+    def activate_model_version(self, avatar_id: str, kind: ModelKind, version: int) -> ModelVersion:
+        return self._run(self._client.activate_model_version(avatar_id, kind, version))
+
+    def train_renderer(self, avatar_id: str, **options: float | int | None) -> Job:
+        return self._run(self._client.train_renderer(avatar_id, **options))
+
+    def get_job(self, job_id: str) -> Job:
+        return self._run(self._client.get_job(job_id))
+
+    def list_jobs(self, avatar_id: str = "") -> list[Job]:
+        return self._run(self._client.list_jobs(avatar_id))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self._run(self._client.cancel_job(job_id))
+
+    def watch_job(self, job_id: str) -> Iterator[JobEvent]:
+        return self._iterate(self._client.watch_job(job_id))
+
+    def wait_job(self, job_id: str) -> Job:
+        return self._run(self._client.wait_job(job_id))
+
+    def _iterate(self, events: AsyncIterator[_T]) -> Iterator[_T]:
+        try:
+            while True:
+                try:
+                    yield self._run(events.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(events.aclose())  # type: ignore[attr-defined]
+
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
@@ -147,6 +277,20 @@ class Client:
 async def _open(address: str, options: dict[str, Any]) -> AsyncClient:
     # grpc.aio binds a channel to the loop it is created on: create it on the client's own loop.
     return AsyncClient(address, **options)
+
+
+async def _aiter(samples: Iterable[SampleLike] | AsyncIterable[SampleLike]) -> AsyncIterator[tuple[list[float], bytes]]:
+    if isinstance(samples, AsyncIterable):
+        async for sample in samples:
+            yield _sample_parts(sample)
+    else:
+        for sample in samples:
+            yield _sample_parts(sample)
+
+
+def _sample_parts(sample: SampleLike) -> tuple[list[float], bytes]:
+    rig, image = (sample.rig, sample.image) if isinstance(sample, RenderSample) else sample
+    return [float(v) for v in rig], bytes(image)
 
 
 def _read_pem(source: bytes | str | Path | None) -> bytes | None:

@@ -29,6 +29,12 @@ def serve(
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    max_running_jobs: Annotated[
+        int, typer.Option(help="Training jobs run at once, each in its own process.")
+    ] = 1,
+    job_threads: Annotated[
+        int, typer.Option(help="Torch threads per training job; 0 uses every core.")
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run the FreeAvatar server until Ctrl-C or SIGTERM."""
@@ -46,6 +52,8 @@ def serve(
         api_key_file=api_key_file,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        max_running_jobs=max_running_jobs,
+        job_threads=job_threads,
     )
     try:
         asyncio.run(run_server(config))

@@ -22,6 +22,8 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     shutdown_grace_s: float = 5.0  # in-flight calls get this long to finish on SIGINT/SIGTERM
+    max_running_jobs: int = 1  # training jobs run at once, each in its own process
+    job_threads: int = 0  # torch threads per job process; 0: torch's default (all cores)
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -38,6 +40,8 @@ class ServerConfig:
             )
         if self.api_key_file is not None and not self.read_api_keys():
             raise ConfigError(f"{self.api_key_file} holds no API keys")
+        if self.max_running_jobs < 1:
+            raise ConfigError("--max-running-jobs must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is not in 0..65535")
 

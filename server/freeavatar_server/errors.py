@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 
 from freeavatar.rig import InvalidRigSpec
-from freeavatar_server.store import AvatarNameTaken, AvatarNotFound
+from freeavatar_server.store import AvatarNameTaken, AvatarNotFound, JobNotFound, ModelVersionNotFound
 
 
 class BadRequest(ValueError):
@@ -21,6 +21,8 @@ _STATUS: dict[type[Exception], grpc.StatusCode] = {
     BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidRigSpec: grpc.StatusCode.INVALID_ARGUMENT,
     AvatarNotFound: grpc.StatusCode.NOT_FOUND,
+    JobNotFound: grpc.StatusCode.NOT_FOUND,
+    ModelVersionNotFound: grpc.StatusCode.NOT_FOUND,
     AvatarNameTaken: grpc.StatusCode.ALREADY_EXISTS,
 }
 

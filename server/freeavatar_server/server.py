@@ -10,16 +10,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from freeavatar._proto import avatar_pb2, avatar_pb2_grpc
+from freeavatar._proto import avatar_pb2, avatar_pb2_grpc, job_pb2, job_pb2_grpc
 from freeavatar_server.auth import ApiKeyInterceptor
 from freeavatar_server.avatars import AvatarService
 from freeavatar_server.config import ConfigError, ServerConfig, is_loopback
+from freeavatar_server.jobs.manager import JobManager
+from freeavatar_server.jobs.service import JobService
 from freeavatar_server.store import Store
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # render samples and frames are images
-SERVICE_NAMES = (avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,)
+SERVICE_NAMES = (
+    avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,
+    job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+)
 
 
 class FreeAvatarServer:
@@ -30,6 +35,7 @@ class FreeAvatarServer:
         self.config = config
         self.port = 0
         self._store: Store | None = None
+        self._jobs: JobManager | None = None
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
 
@@ -37,6 +43,9 @@ class FreeAvatarServer:
         """Open the store, bind and start serving; returns the bound port."""
         config = self.config
         self._store = Store(config.store_path)
+        self._jobs = JobManager(
+            self._store, config.data_dir, config.max_running_jobs, config.job_threads
+        )
         keys = config.read_api_keys()
         server = grpc.aio.server(
             interceptors=[ApiKeyInterceptor(keys)] if keys else [],
@@ -48,6 +57,7 @@ class FreeAvatarServer:
             ],
         )
         avatar_pb2_grpc.add_AvatarServiceServicer_to_server(AvatarService(self._store), server)
+        job_pb2_grpc.add_JobServiceServicer_to_server(JobService(self._store, self._jobs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -65,6 +75,7 @@ class FreeAvatarServer:
             self._store.close()
             raise ConfigError(f"cannot listen on {address}: {error}") from None
         await server.start()
+        await self._jobs.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -73,8 +84,11 @@ class FreeAvatarServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls; in-flight calls get `grace` seconds, then are cancelled."""
+        await self._health.enter_graceful_shutdown()
+        if self._jobs is not None:  # first, so that job watchers see their jobs end
+            await self._jobs.stop()
+            self._jobs = None
         if self._server is not None:
-            await self._health.enter_graceful_shutdown()
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
             self._server = None
         if self._store is not None:

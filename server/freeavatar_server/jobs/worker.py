@@ -1,0 +1,88 @@
+"""The job process: `python -m freeavatar_server.jobs.worker --data-dir D --job-id J`.
+
+Protocol with the server (jobs/manager.py): JSON lines on stdout ({"progress", "metrics",
+"message"} while running, then {"result": ...}, {"cancelled": true} or {"error": ...}); the
+server writes "cancel" to stdin to stop it, and stdin closing (the server died) stops it too.
+Tracebacks go to stderr, which the server keeps in the job's log file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from freeavatar._proto import job_pb2
+from freeavatar_server.config import ServerConfig
+from freeavatar_server.jobs.context import JobCancelled, JobContext, JobResult
+from freeavatar_server.store import Store
+
+# Job kind -> "module:function" taking a JobContext and returning JobResults; imported lazily
+# because each pulls in its own training stack.
+RUNNERS: dict[int, str] = {
+    job_pb2.JOB_KIND_RENDERER_TRAINING: "freeavatar_server.renderer.job:train_renderer_job",
+}
+
+
+def runner_for(kind: int) -> Callable[[JobContext], list[JobResult]]:
+    if kind not in RUNNERS:
+        raise ValueError(f"this server cannot run {job_pb2.JobKind.Name(kind)} jobs yet")
+    module, function = RUNNERS[kind].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def watch_stdin(stdin: TextIO, cancelled: threading.Event) -> None:
+    for line in stdin:
+        if line.strip() == "cancel":
+            break
+    cancelled.set()  # "cancel", or EOF: the server is gone
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one FreeAvatar training job.")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--job-id", required=True)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
+    args = parser.parse_args(argv)
+
+    store = Store(ServerConfig(data_dir=args.data_dir).store_path)
+    context = JobContext(job=store.get_job(args.job_id), store=store, data_dir=args.data_dir)
+    threading.Thread(target=watch_stdin, args=(sys.stdin, context.cancelled), daemon=True).start()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        results = runner_for(context.job.kind)(context)
+    except JobCancelled:
+        context.emit({"cancelled": True})
+        return 0
+    except Exception as error:
+        traceback.print_exc()
+        context.emit({"error": f"{type(error).__name__}: {error}"})
+        return 1
+    finally:
+        store.close()
+    context.emit(
+        {
+            "result": [
+                {
+                    "avatar_id": r.avatar_id,
+                    "model_kind": r.model_kind,
+                    "model_dir": str(r.model_dir.relative_to(args.data_dir)),
+                    "metrics": r.metrics,
+                }
+                for r in results
+            ]
+        }
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

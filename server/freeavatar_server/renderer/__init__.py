@@ -1,0 +1,1 @@
+"""Per-avatar neural renderers: rig controls -> avatar image, differentiable end to end."""
