@@ -164,6 +164,8 @@ class _Ctx:
     y: torch.Tensor
     u: torch.Tensor  # canonical face coordinates (jaw-warped: chin, beard)
     v: torch.Tensor
+    au: torch.Tensor  # |u|: features mirror across the midline
+    side: torch.Tensor  # u > 0: the actor's left half
     u0: torch.Tensor  # canonical, un-warped (the mouth)
     v0: torch.Tensor
     js: torch.Tensor  # jaw sideways shift
@@ -277,7 +279,7 @@ def _coordinates(
     return _Ctx(
         ident=ident, m={k: P(muscles[k]) for k in MUSCLES}, jaw_open=np.asarray(muscles["jaw_open"]),
         yaw=yaw, soft=P(scene.pixel / rx_np * 1.2), rx=rx, ry=ry, dx=dx, dy=dy, xr=xr, yr=yr,
-        x=x, y=y, u=u, v=v,
+        x=x, y=y, u=u, v=v, au=u.abs(), side=u > 0,
         # the mouth is drawn un-warped, with an explicit opening that matches the jaw drop
         u0=u + js * ramp, v0=v + jd * ramp * cp, js=js, sy=sy,
     )  # fmt: skip
@@ -334,7 +336,7 @@ def _cheek_push(c: _Ctx, s: str) -> torch.Tensor:
 def _paint_eyes(c: _Ctx, canvas: _Canvas) -> torch.Tensor:
     """Lids (raise, tighten, blink, pushed up by the cheek), iris and pupil with gaze, lash
     line, lid crease, crow's feet. Returns the per-pixel cheek push for later layers."""
-    ident, soft, v, au, P, M = c.ident, c.soft, c.v, c.u.abs(), c.p, c.mus
+    ident, soft, v, au, P, M = c.ident, c.soft, c.v, c.au, c.p, c.mus
     ew, eh = P(ident.eye_w), P(ident.eye_h)
 
     def eye_terms(s: str) -> tuple[torch.Tensor, ...]:
@@ -348,7 +350,7 @@ def _paint_eyes(c: _Ctx, canvas: _Canvas) -> torch.Tensor:
         gx_ = c.m["gaze_x_L"] if s == "L" else -c.m["gaze_x_R"]  # mirrored: +|u| is outwards
         return cheek, lo, total, gx_, M("gaze_y", s)
 
-    cheek_s, open_lo, up_total, gaze_x, gaze_y = c.by_side(c.u > 0, eye_terms)
+    cheek_s, open_lo, up_total, gaze_x, gaze_y = c.by_side(c.side, eye_terms)
     lu = (au - P(ident.eye_dx)) / ew
     q = (1.0 - lu * lu).clamp_(min=0.0)
     qs = q.sqrt()
@@ -379,7 +381,7 @@ def _brows(c: _Ctx, canvas: _Canvas) -> torch.Tensor:
 
     The brow centre line is v = k0 + k1 t + k2 t^2 along t in [0, 1] from inner to outer end.
     """
-    ident, soft, v, au, P, M = c.ident, c.soft, c.v, c.u.abs(), c.p, c.mus
+    ident, soft, v, au, P, M = c.ident, c.soft, c.v, c.au, c.p, c.mus
     arch, by_ = P(ident.brow_arch), P(ident.brow_y)
 
     def brow_terms(s: str) -> tuple[torch.Tensor, ...]:
@@ -393,7 +395,7 @@ def _brows(c: _Ctx, canvas: _Canvas) -> torch.Tensor:
         fold = 0.6 * M("brow_inner_up", s) + 0.5 * M("brow_outer_up", s)
         return k0, k1, k2, b_in, fold, M("brow_down", s)
 
-    k0, k1, k2, b_in, raise_s, b_down = c.by_side(c.u > 0, brow_terms)
+    k0, k1, k2, b_in, raise_s, b_down = c.by_side(c.side, brow_terms)
     b_out = P(ident.brow_out)
     t = (au - b_in) / (b_out - b_in)
     tc = t.clamp(0.0, 1.0)
@@ -510,7 +512,7 @@ def _paint_mouth(c: _Ctx, canvas: _Canvas, ntip: torch.Tensor, nw: torch.Tensor,
         canvas.dark += (0.3 * m["chin_raise"] * (1.0 - chx * chx - chy * chy).clamp_(min=0.0)
                         * (0.5 + 0.5 * torch.sin(u * 90.0) * torch.sin(v * 90.0)))  # fmt: skip
     # cheeks bulge and catch the light when raised or puffed
-    ckx = (u.abs() - 0.46) / 0.18
+    ckx = (c.au - 0.46) / 0.18
     cky = (v - 0.2 + 0.07 * cheek_s) / (0.13 + 0.05 * m["cheek_puff"])
     canvas.light += (0.04 + 0.14 * cheek_s + 0.12 * m["cheek_puff"]) * (1.0 - ckx * ckx - cky * cky).clamp_(min=0.0)
     return _Mouth(outer_top=ou, outer_bottom=ol, half_width_dist=adu)
@@ -536,14 +538,14 @@ def _paint_hair_front(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor) -> None:
     """The fringe above the hairline, and sideburns in front of the ears."""
     ident, soft, u, v, P = c.ident, c.soft, c.u, c.v, c.p
     hl = P(ident.hairline) + 0.3 * u * u + P(ident.hair_part) * u
-    sideburn = cov(u.abs() - 0.88, soft) * cov(torch.minimum(v + 0.5, 0.02 - v), soft) * P(ident.hair_volume)
+    sideburn = cov(c.au - 0.88, soft) * cov(torch.minimum(v + 0.5, 0.02 - v), soft) * P(ident.hair_volume)
     front = torch.maximum(cov(hl - v, soft), sideburn)
     strands = 0.93 + 0.07 * torch.sin(u * 45.0 + v * 20.0)
     canvas.over(col(ident.hair_rgb) * strands.unsqueeze(1), front * head_a * (P(ident.hairline) > -1.05))
 
 
 def _paint_glasses(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor) -> None:
-    ident, soft, v, au, P = c.ident, c.soft, c.v, c.u.abs(), c.p
+    ident, soft, v, au, P = c.ident, c.soft, c.v, c.au, c.p
     gdx, gdy = (au - P(ident.eye_dx)) / 0.2, (v - P(ident.eye_y) - 0.01) / 0.14
     g_d = (gdx * gdx + gdy * gdy).sqrt_()
     rim = cov(0.014 - (g_d - 1.0).abs() * 0.17, soft)
