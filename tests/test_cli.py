@@ -118,3 +118,24 @@ def test_serve_refuses_exposed_host_without_keys(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0 without --api-key-file" in result.stderr
+
+
+def test_render_samples_train_and_jobs(server_thread: ServerThread) -> None:
+    server = ("--server", server_thread.address)
+    code, out = invoke("avatars", "render-samples", "robot", "--count", "60", "--size", "32", *server)
+    assert code == 0, out
+    assert "uploaded 60 samples; robot now has 60" in out
+
+    code, out = invoke("train", "renderer", "robot", "--steps", "20", "--image-size", "16", *server)
+    assert code == 0, out
+    assert "succeeded: model version 1" in out
+
+    code, out = invoke("jobs", "list", "--avatar", "robot", "--json", *server)
+    (job,) = json.loads(out)
+    assert job["state"] == "succeeded" and job["kind"] == "renderer_training"
+    code, out = invoke("jobs", "cancel", job["id"], *server)
+    assert code == 0 and "succeeded" in out
+    code, out = invoke("jobs", "watch", "nope", *server)
+    assert code == 1 and "NOT_FOUND" in out
+    code, out = invoke("train", "renderer", "nobody", *server)
+    assert code == 1 and "no avatar with id or name 'nobody'" in out

@@ -6,13 +6,17 @@ from __future__ import annotations
 import typer
 
 from freeavatar.cli_avatars import avatars_app
+from freeavatar.cli_jobs import jobs_app, train_app
 
 app = typer.Typer(
     help="FreeAvatar: drive game-engine avatars from an actor's camera.",
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(avatars_app, name="avatars")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

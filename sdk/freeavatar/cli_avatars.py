@@ -40,9 +40,9 @@ def connect(server: str, api_key: str | None, tls_ca: Path | None) -> Iterator[C
         with Client(server, api_key=api_key, root_certificates=tls_ca) as client:
             yield client
     except Unavailable as error:
-        _fail(f"cannot reach a FreeAvatar server at {server} ({error.message})")
+        fail(f"cannot reach a FreeAvatar server at {server} ({error.message})")
     except FreeAvatarError as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 @avatars_app.command("list")
@@ -81,11 +81,11 @@ def register(
 ) -> None:
     """Register an avatar from a JSON rig spec (or --arkit NAME) and print its id."""
     if (spec_file is None) == (arkit is None):
-        _fail("give either a rig spec file or --arkit NAME", code=2)
+        fail("give either a rig spec file or --arkit NAME", code=2)
     try:
         spec = load_rig_spec(spec_file) if spec_file is not None else RigSpec.arkit52(str(arkit))
     except InvalidRigSpec as error:
-        _fail(f"invalid rig spec: {error}", code=2)
+        fail(f"invalid rig spec: {error}", code=2)
     with connect(server, api_key, tls_ca) as client:
         avatar = client.register_avatar(spec)
     if as_json:
@@ -138,6 +138,6 @@ def _avatar_dict(avatar: Avatar) -> dict[str, object]:
     }
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)

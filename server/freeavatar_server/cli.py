@@ -4,14 +4,22 @@ so that `freeavatar --help` is instant."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from freeavatar.cli_avatars import ApiKeyOption, ServerOption, TlsCaOption, avatars_app, connect, console, fail
+from freeavatar.cli_jobs import train_app
+from freeavatar.client import DEFAULT_ADDRESS
+from freeavatar.errors import NotFound
 from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
+from freeavatar_server.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.synth.cli import synth_app
+
+eval_app = typer.Typer(help="Measure model quality; results belong in docs/results.md.", no_args_is_help=True)
 
 
 def serve(
@@ -58,10 +66,97 @@ def serve(
     try:
         asyncio.run(run_server(config))
     except ConfigError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        fail(str(error), code=2)
+
+
+def render_samples(
+    name: Annotated[str, typer.Argument(help="A built-in avatar: human_arkit, cartoon or robot.")],
+    count: Annotated[int, typer.Option(help="How many (rig, image) samples to render and upload.")] = 3000,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for the proposed rig vectors.")] = 0,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Render a built-in avatar's samples with its reference renderer and upload them."""
+    from rich.progress import track
+
+    from freeavatar_server.images import encode_png
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+
+    if name not in BUILTIN_AVATARS:
+        fail(f"unknown built-in avatar {name!r}; known: {', '.join(BUILTIN_AVATARS)}", code=2)
+    builtin = BUILTIN_AVATARS[name]
+    with connect(server, api_key, tls_ca) as client:
+        avatar = next((a for a in client.list_avatars() if a.name == name), None)
+        if avatar is None:
+            avatar = client.register_avatar(builtin.spec)
+            console.print(f"registered {name} as {avatar.id}")
+        elif avatar.spec != builtin.spec:
+            fail(f"the server's avatar {name!r} has a different rig from the built-in one")
+        rigs = client.sample_rig_vectors(avatar.id, count, seed)
+
+        def samples():  # rendered in batches as the upload streams
+            for start in track(range(0, count, 64), description=f"rendering {name}", console=console):
+                batch = rigs[start : start + 64]
+                for rig, image in zip(batch, builtin.render(batch, size), strict=True):
+                    yield rig.tolist(), encode_png(image)
+
+        summary = client.upload_render_samples(avatar.id, samples())
+    console.print(f"uploaded {summary.accepted} samples; {name} now has {summary.total}")
+    for index, reason in summary.rejected:
+        console.print(f"[red]sample {index} rejected: {reason}")
+
+
+def eval_renderer(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    avatars: Annotated[
+        str, typer.Option(help="Comma-separated built-in avatars.")
+    ] = "human_arkit,cartoon,robot",
+    samples: Annotated[int, typer.Option(help="Training samples per avatar.")] = 4000,
+    image_size: Annotated[int, typer.Option(help="Training resolution.")] = 64,
+    time_budget_s: Annotated[float, typer.Option(help="Training time per avatar.")] = 540.0,
+    grid: Annotated[
+        Path | None, typer.Option(help="PNG of reference (top) over neural (bottom) renders.")
+    ] = Path("docs/renderer_grid.png"),
+    seed: Annotated[int, typer.Option(help="Seed for samples and training.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads; 0: torch's default.")] = 0,
+) -> None:
+    """Train a renderer per built-in avatar from reference renders; report held-out PSNR and SSIM."""
+    import torch
+    from rich.progress import Progress
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from freeavatar_server.renderer.evaluate import evaluate_builtin
+    from freeavatar_server.renderer.train import RendererTrainConfig
+
+    names = [n.strip() for n in avatars.split(",") if n.strip()]
+    config = RendererTrainConfig(
+        image_size=image_size, time_budget_s=time_budget_s, steps=10**9, seed=seed
+    )
+    with Progress(console=console, transient=as_json) as progress:
+        tasks = {n: progress.add_task(f"renderer {n}", total=1.0) for n in names}
+        results = evaluate_builtin(
+            names, samples, config, grid, lambda n, f: progress.update(tasks[n], completed=f)
+        )
+    if as_json:
+        print(json.dumps({"avatars": results}, indent=2))
+        return
+    for name, metrics in results.items():
+        console.print(
+            f"{name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
+            f"{metrics['train_seconds']:.0f} s"
+        )
 
 
 def add_server_commands(app: typer.Typer) -> None:
     app.command()(serve)
+    avatars_app.command("render-samples")(render_samples)
+    train_app.command("encoder")(train_encoder)
+    eval_app.command("encoder")(eval_encoder)
+    eval_app.command("renderer")(eval_renderer)
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(encoder_app, name="encoder")
     app.add_typer(synth_app, name="synth")

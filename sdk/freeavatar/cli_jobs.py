@@ -1,0 +1,170 @@
+"""`freeavatar jobs ...` and `freeavatar train ...`: training jobs on a running server."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from freeavatar.avatar import Avatar
+from freeavatar.cli_avatars import (
+    ApiKeyOption,
+    JsonOption,
+    ServerOption,
+    TlsCaOption,
+    connect,
+    console,
+    fail,
+)
+from freeavatar.client import DEFAULT_ADDRESS, Client
+from freeavatar.errors import NotFound
+from freeavatar.job import Job, JobState
+
+jobs_app = typer.Typer(help="List, watch and cancel training jobs.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: avatar renderers on the server, and more.", no_args_is_help=True)
+
+
+def resolve_avatar(client: Client, reference: str) -> Avatar:
+    """An avatar by id, or else by name."""
+    try:
+        return client.get_avatar(reference)
+    except NotFound:
+        for avatar in client.list_avatars():
+            if avatar.name == reference:
+                return avatar
+        fail(f"no avatar with id or name {reference!r}")
+
+
+def watch_with_progress(client: Client, job: Job) -> Job:
+    """Follow a job with a progress bar until it ends; returns its final record."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"job {job.id[:8]}", total=1.0, status="")
+        for event in client.watch_job(job.id):
+            job = event.job
+            metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items()))
+            status = f"{job.state.name.lower()} {metrics} {event.message}".strip()
+            progress.update(task, completed=job.progress, status=status)
+    return job
+
+
+def report_end(job: Job) -> None:
+    if job.state == JobState.SUCCEEDED:
+        console.print(f"job {job.id} succeeded: model version {job.result_version}")
+    else:
+        fail(f"job {job.id} {job.state.name.lower()}{': ' + job.error if job.error else ''}")
+
+
+@jobs_app.command("list")
+def list_jobs(
+    avatar: Annotated[str | None, typer.Option(help="Only this avatar's jobs (id or name).")] = None,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List training jobs, oldest first."""
+    with connect(server, api_key, tls_ca) as client:
+        avatar_id = resolve_avatar(client, avatar).id if avatar else ""
+        jobs = client.list_jobs(avatar_id)
+    if as_json:
+        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        return
+    table = Table("id", "kind", "state", "progress", "avatars", "created", "error")
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.kind.name.lower(),
+            job.state.name.lower(),
+            f"{job.progress:.0%}",
+            ", ".join(a[:8] for a in job.avatar_ids),
+            f"{job.created:%Y-%m-%d %H:%M}",
+            job.error,
+        )
+    console.print(table)
+
+
+@jobs_app.command()
+def show(
+    job_id: str,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Print one job as JSON."""
+    with connect(server, api_key, tls_ca) as client:
+        print(json.dumps(_job_dict(client.get_job(job_id)), indent=2))
+
+
+@jobs_app.command()
+def watch(
+    job_id: str,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Follow a job's progress until it ends (exit code 1 unless it succeeds)."""
+    with connect(server, api_key, tls_ca) as client:
+        job = watch_with_progress(client, client.get_job(job_id))
+    report_end(job)
+
+
+@jobs_app.command()
+def cancel(
+    job_id: str,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Cancel a queued or running job."""
+    with connect(server, api_key, tls_ca) as client:
+        job = client.cancel_job(job_id)
+    console.print(f"job {job.id}: {job.state.name.lower()}")
+
+
+@train_app.command()
+def renderer(
+    avatar: Annotated[str, typer.Argument(help="Avatar id or name.")],
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Resolution in pixels (power of two).")] = None,
+    time_budget_s: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    detach: Annotated[bool, typer.Option(help="Print the job id and return at once.")] = False,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Train an avatar's neural renderer on its uploaded render samples."""
+    options = {"steps": steps, "image_size": image_size, "time_budget_s": time_budget_s, "seed": seed}
+    with connect(server, api_key, tls_ca) as client:
+        job = client.train_renderer(resolve_avatar(client, avatar).id, **options)
+        if detach:
+            console.print(f"queued job {job.id}")
+            return
+        job = watch_with_progress(client, job)
+    report_end(job)
+
+
+def _job_dict(job: Job) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "kind": job.kind.name.lower(),
+        "state": job.state.name.lower(),
+        "avatar_ids": list(job.avatar_ids),
+        "progress": job.progress,
+        "metrics": job.metrics,
+        "error": job.error,
+        "created": job.created.isoformat(),
+        "started": job.started.isoformat() if job.started else None,
+        "ended": job.ended.isoformat() if job.ended else None,
+        "result_version": job.result_version,
+    }
