@@ -267,8 +267,8 @@ class Nuisance:
     bg: np.ndarray  # (B, _BG_DRAWS) uniforms for the background clutter
 
 
-def sample_seeds(seed: int, n: int) -> np.ndarray:
-    """Per-sample seeds for a batch rendered with one `seed`."""
+def sample_seeds_for(seed: int, n: int) -> np.ndarray:
+    """Per-sample seeds of a batch rendered with one `seed`: a hash of (seed, index)."""
     return (hash_uniform(np.arange(n), salt=seed, n=1)[:, 0] * 2**62).astype(np.int64)
 
 
@@ -564,8 +564,3 @@ def render_frames(
         noise_seed = seeds[sl] if noise_seeds is None else np.asarray(noise_seeds, np.int64)[sl]
         images[i] = _degrade(frame, n_sl, noise_seed, 1.0)[0]
     return FaceBatch(images=images, expressions=expr, identity_ids=ids, poses=pose, boxes=boxes)
-
-
-def sample_seeds_for(seed: int, n: int) -> np.ndarray:
-    """Per-sample seeds for a batch rendered with one `seed` (a hash of seed and index)."""
-    return sample_seeds(seed, n)

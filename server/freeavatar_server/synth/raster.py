@@ -34,7 +34,7 @@ def hash_uniform(keys: np.ndarray, salt: int, n: int) -> np.ndarray:
     k = np.asarray(keys, dtype=np.int64).reshape(-1).view(np.uint64)[:, None]
     j = np.arange(n, dtype=np.uint64)[None, :]
     with np.errstate(over="ignore"):
-        z = _splitmix(k + np.uint64(salt & 0xFFFFFFFF) * _MIX2)
+        z = _splitmix(k + np.uint64(salt & 0xFFFF_FFFF_FFFF_FFFF) * _MIX2)
         z = _splitmix(z + (j + np.uint64(1)) * _GOLDEN)
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
