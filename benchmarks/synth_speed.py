@@ -46,30 +46,37 @@ def main() -> None:
     expr = sample_expressions(args.crops, rng)
     ids = rng.integers(0, 10**6, size=args.crops)
     crops = _rate(lambda: render_faces(expr, ids, size=args.size, seed=1), args.crops)
-    crops_clean = _rate(lambda: render_faces(expr, ids, size=args.size, seed=1, nuisance=False), args.crops)
+    crops_clean = _rate(
+        lambda: render_faces(expr, ids, size=args.size, seed=1, nuisance=False), args.crops
+    )
     fe, fi = expr[: args.frames], ids[: args.frames]
     frames = _rate(lambda: render_frames(fe, fi, seed=2), args.frames, repeats=2)
-    print(json.dumps({
-        "threads": torch.get_num_threads(),
-        "crop_size": args.size,
-        "crops_per_s": round(crops[0], 1),
-        "crops_per_cpu_s": round(crops[1], 1),
-        "crops_per_s_no_nuisance": round(crops_clean[0], 1),
-        "crops_per_cpu_s_no_nuisance": round(crops_clean[1], 1),
-        "frames_640x480_per_s": round(frames[0], 1),
-        "frames_640x480_per_cpu_s": round(frames[1], 1),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()} {_cpu_model()}".strip(),
-    }))
+    print(
+        json.dumps(
+            {
+                "threads": torch.get_num_threads(),
+                "crop_size": args.size,
+                "crops_per_s": round(crops[0], 1),
+                "crops_per_cpu_s": round(crops[1], 1),
+                "crops_per_s_no_nuisance": round(crops_clean[0], 1),
+                "crops_per_cpu_s_no_nuisance": round(crops_clean[1], 1),
+                "frames_640x480_per_s": round(frames[0], 1),
+                "frames_640x480_per_cpu_s": round(frames[1], 1),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "machine": f"{platform.machine()} {_cpu_model()}".strip(),
+            }
+        )
+    )
 
 
 def _cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or ""

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from freeavatar_server.synth.actors import (
     ACTION_UNITS,
     AU_INDEX,
@@ -96,7 +95,9 @@ def test_nuisance_off_is_clean_and_given_poses_are_kept() -> None:
 
 
 def _face(expr: np.ndarray, ident: int = 11, size: int = 96) -> np.ndarray:
-    batch = render_faces(expr[None], [ident], size=size, poses=np.zeros((1, 3), np.float32), nuisance=False)
+    batch = render_faces(
+        expr[None], [ident], size=size, poses=np.zeros((1, 3), np.float32), nuisance=False
+    )
     return batch.images[0].astype(np.float32)
 
 
@@ -120,7 +121,12 @@ def test_every_action_unit_changes_the_face(ident: int) -> None:
 def test_expressions_act_on_the_right_regions() -> None:
     neutral = _face(np.zeros(N_AU, np.float32))
     upper, lower = (0.1, 0.15, 0.9, 0.5), (0.1, 0.6, 0.9, 1.0)
-    for name, region in (("blink_L", upper), ("brow_inner_raise", upper), ("jaw_drop", lower), ("lip_pucker", lower)):
+    for name, region in (
+        ("blink_L", upper),
+        ("brow_inner_raise", upper),
+        ("jaw_drop", lower),
+        ("lip_pucker", lower),
+    ):
         vec = np.zeros(N_AU, np.float32)
         vec[AU_INDEX[name]] = 1.0
         d = np.abs(_face(vec) - neutral)
@@ -176,7 +182,9 @@ def test_render_frames_places_the_face_in_the_box() -> None:
 
 
 def test_sampled_frame_boxes_are_inside_the_frame() -> None:
-    batch = render_frames(np.zeros((4, N_AU), np.float32), np.arange(4), width=160, height=120, seed=1)
+    batch = render_frames(
+        np.zeros((4, N_AU), np.float32), np.arange(4), width=160, height=120, seed=1
+    )
     assert (batch.boxes[:, 0] >= -5).all() and (batch.boxes[:, 2] <= 165).all()
     assert (batch.boxes[:, 1] >= -15).all() and (batch.boxes[:, 3] <= 135).all()
 

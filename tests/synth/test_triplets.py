@@ -4,13 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from freeavatar_server.synth.triplets import (
     TRIPLET_KINDS,
     FecImage,
     FecRow,
-    expression_distances,
     export_triplets,
+    expression_distances,
     load_fec_face,
     make_triplets,
     odd_one_out,
@@ -33,20 +32,27 @@ def test_triplets_have_three_identities_and_poses() -> None:
 
 
 def test_labels_equal_ground_truth_without_noise() -> None:
-    triplets = make_triplets(300, seed=1, identity_ids=np.arange(50), label_noise=0.0, ambiguous_flip=0.0)
+    triplets = make_triplets(
+        300, seed=1, identity_ids=np.arange(50), label_noise=0.0, ambiguous_flip=0.0
+    )
     for t in triplets:
         d = expression_distances(t.expressions)
         assert t.odd_one == t.true_odd_one == int(np.argmin(d))
 
 
 def test_ambiguous_share_and_label_noise() -> None:
-    triplets = make_triplets(1000, seed=2, identity_ids=range(1000), ambiguous_share=0.3, label_noise=0.1)
+    triplets = make_triplets(
+        1000, seed=2, identity_ids=range(1000), ambiguous_share=0.3, label_noise=0.1
+    )
     amb = [t for t in triplets if t.ambiguous]
     clear = [t for t in triplets if not t.ambiguous]
     assert len(amb) == 300
     flipped_clear = np.mean([t.odd_one != t.true_odd_one for t in clear])
     assert 0.05 < flipped_clear < 0.15
-    assert all(odd_one_out(t.expressions)[1] < odd_one_out(c.expressions)[1] for t, c in zip(amb[:50], clear[:50]))
+    assert all(
+        odd_one_out(t.expressions)[1] < odd_one_out(c.expressions)[1]
+        for t, c in zip(amb[:50], clear[:50])
+    )
     assert np.mean([t.odd_one != t.true_odd_one for t in amb]) > flipped_clear
 
 
@@ -115,7 +121,9 @@ def test_export_materialises_pngs_and_a_readable_csv(tmp_path: Path) -> None:
             assert face.shape == (16, 16, 3)
         from PIL import Image
 
-        assert np.array_equal(np.asarray(Image.open(csv_path.parent / row.images[1].path)), images[1])
+        assert np.array_equal(
+            np.asarray(Image.open(csv_path.parent / row.images[1].path)), images[1]
+        )
     assert (tmp_path / "fec" / "triplets_truth.json").exists()
 
 
@@ -133,10 +141,17 @@ def test_expression_is_visible_but_raw_pixels_do_not_measure_it() -> None:
     expressions well; across identities, poses and scenes it is near chance (1/3)."""
     from freeavatar_server.synth.actors import render_faces
 
-    triplets = make_triplets(150, seed=11, identity_ids=range(5000), label_noise=0.0, ambiguous_share=0.0)
+    triplets = make_triplets(
+        150, seed=11, identity_ids=range(5000), label_noise=0.0, ambiguous_share=0.0
+    )
     wild = render_triplets(triplets, size=48)
     expr = np.array([f.expression for t in triplets for f in t.faces], np.float32)
-    same = render_faces(expr, np.full(len(expr), 7), size=48, poses=np.zeros((len(expr), 3), np.float32),
-                        nuisance=False).images.reshape(len(triplets), 3, 48, 48, 3)  # fmt: skip
+    same = render_faces(
+        expr,
+        np.full(len(expr), 7),
+        size=48,
+        poses=np.zeros((len(expr), 3), np.float32),
+        nuisance=False,
+    ).images.reshape(len(triplets), 3, 48, 48, 3)
     assert _pixel_accuracy(same, triplets) > 0.65
     assert _pixel_accuracy(wild, triplets) < 0.5

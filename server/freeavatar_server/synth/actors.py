@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from freeavatar_server.synth.face import MUSCLES, Identity, Scene, face_box, paint
-from freeavatar_server.synth.raster import cov, gaussian_blur, hash_uniform, jpeg_roundtrip, to_uint8
+from freeavatar_server.synth.raster import (
+    cov,
+    gaussian_blur,
+    hash_uniform,
+    jpeg_roundtrip,
+    to_uint8,
+)
 
 ACTION_UNITS: tuple[str, ...] = (
     "brow_inner_raise",      # AU1
@@ -132,7 +138,9 @@ def sample_expressions(n: int, rng: np.random.Generator) -> np.ndarray:
             vec = protos[rng.integers(len(names))] * rng.uniform(0.3, 1.0)
             if kind[i] == 2:
                 w = rng.uniform(0.3, 0.7)
-                vec = (1 - w) * vec + w * protos[rng.integers(len(names))] * rng.uniform(0.4, 1.0) * 1.3
+                vec = (1 - w) * vec + w * protos[rng.integers(len(names))] * rng.uniform(
+                    0.4, 1.0
+                ) * 1.3
             vec = vec * rng.uniform(0.75, 1.25, N_AU)
         else:
             vec = np.zeros(N_AU)
@@ -212,8 +220,8 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
     ids = np.asarray(identity_ids, dtype=np.int64).reshape(-1)
     h = hash_uniform(ids, salt=0x1D, n=48)
     c = iter(range(48))
-    U = lambda lo, hi: lo + (hi - lo) * h[:, next(c)]  # noqa: E731
-    pick = lambda table: table[(h[:, next(c)] * len(table)).astype(int)]  # noqa: E731
+    U = lambda lo, hi: lo + (hi - lo) * h[:, next(c)]
+    pick = lambda table: table[(h[:, next(c)] * len(table)).astype(int)]
     tone = U(0.0, 1.0)
     skin = _SKIN_LIGHT[None] * (1 - tone[:, None]) + _SKIN_DARK[None] * tone[:, None]
     skin = skin * (1 + (U(-0.06, 0.06)[:, None] * np.array([1.0, 0.0, -1.0])))
@@ -227,23 +235,51 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
     beard_draw, mustache_draw, glasses_draw = U(0, 1), U(0, 1), U(0, 1)
     beard = np.where(beard_draw < 0.12, 0.95, np.where(beard_draw < 0.22, 0.45, 0.0))
     return Identity(
-        head_w=U(0.56, 0.66), head_h=U(0.7, 0.8), shape_p=U(1.9, 2.8), jaw_w=U(0.68, 0.95),
-        eye_dx=U(0.3, 0.38), eye_y=U(-0.06, 0.04), eye_w=U(0.12, 0.16), eye_h=U(0.05, 0.08),
-        eye_tilt=U(-0.015, 0.03), iris_r=U(0.04, 0.052),
-        brow_y=U(-0.3, -0.22), brow_in=U(0.07, 0.13), brow_out=U(0.48, 0.58),
-        brow_th=U(0.018, 0.04), brow_arch=U(0.0, 0.05),
-        nose_y=U(0.25, 0.34), nose_w=U(0.11, 0.17), mouth_y=U(0.53, 0.6),
-        mouth_w=U(0.25, 0.33), lip_up=U(0.03, 0.05), lip_lo=U(0.04, 0.07), ear_size=U(0.85, 1.15),
-        hairline=hairline, hair_part=U(-0.15, 0.15), hair_volume=volume, hair_long=long_hair,
-        beard=beard, mustache=(mustache_draw < 0.12).astype(np.float64) * (beard > 0),
-        glasses=(glasses_draw < 0.2).astype(np.float64), wrinkles=U(0.0, 1.0),
+        head_w=U(0.56, 0.66),
+        head_h=U(0.7, 0.8),
+        shape_p=U(1.9, 2.8),
+        jaw_w=U(0.68, 0.95),
+        eye_dx=U(0.3, 0.38),
+        eye_y=U(-0.06, 0.04),
+        eye_w=U(0.12, 0.16),
+        eye_h=U(0.05, 0.08),
+        eye_tilt=U(-0.015, 0.03),
+        iris_r=U(0.04, 0.052),
+        brow_y=U(-0.3, -0.22),
+        brow_in=U(0.07, 0.13),
+        brow_out=U(0.48, 0.58),
+        brow_th=U(0.018, 0.04),
+        brow_arch=U(0.0, 0.05),
+        nose_y=U(0.25, 0.34),
+        nose_w=U(0.11, 0.17),
+        mouth_y=U(0.53, 0.6),
+        mouth_w=U(0.25, 0.33),
+        lip_up=U(0.03, 0.05),
+        lip_lo=U(0.04, 0.07),
+        ear_size=U(0.85, 1.15),
+        hairline=hairline,
+        hair_part=U(-0.15, 0.15),
+        hair_volume=volume,
+        hair_long=long_hair,
+        beard=beard,
+        mustache=(mustache_draw < 0.12).astype(np.float64) * (beard > 0),
+        glasses=(glasses_draw < 0.2).astype(np.float64),
+        wrinkles=U(0.0, 1.0),
         skin=np.clip(skin, 0, 1),
-        lip_rgb=np.clip(skin * np.array([0.72, 0.4, 0.42]) * U(0.8, 1.0)[:, None] + np.array([0.12, 0.01, 0.03]), 0, 1),
-        iris_rgb=pick(_IRIS), hair_rgb=hair_rgb, brow_rgb=hair_rgb * 0.7 + 0.02,
+        lip_rgb=np.clip(
+            skin * np.array([0.72, 0.4, 0.42]) * U(0.8, 1.0)[:, None]
+            + np.array([0.12, 0.01, 0.03]),
+            0,
+            1,
+        ),
+        iris_rgb=pick(_IRIS),
+        hair_rgb=hair_rgb,
+        brow_rgb=hair_rgb * 0.7 + 0.02,
         shirt_rgb=np.stack([U(0.1, 0.9), U(0.1, 0.9), U(0.1, 0.9)], axis=1),
-        frame_rgb=pick(np.array([[0.05, 0.05, 0.05], [0.4, 0.25, 0.1], [0.7, 0.7, 0.72],
-                                 [0.6, 0.1, 0.1]])),
-    )  # fmt: skip
+        frame_rgb=pick(
+            np.array([[0.05, 0.05, 0.05], [0.4, 0.25, 0.1], [0.7, 0.7, 0.72], [0.6, 0.1, 0.1]])
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,23 +322,38 @@ def sample_nuisance(seeds: np.ndarray, enabled: bool) -> Nuisance:
     if not enabled:
         d = np.array([0.0, -0.35, 1.0]) / np.linalg.norm([0.0, -0.35, 1.0])
         return Nuisance(
-            light_dir=np.tile(d, (b, 1)), light_rgb=np.ones((b, 3)), ambient=np.full(b, 0.55),
-            diffuse=np.full(b, 0.55), shift=np.zeros((b, 2)), scale=np.ones(b),
-            gaze=np.zeros((b, 2)), blur=np.zeros(b), noise=np.zeros(b), jpeg=np.zeros(b), bg=bg,
+            light_dir=np.tile(d, (b, 1)),
+            light_rgb=np.ones((b, 3)),
+            ambient=np.full(b, 0.55),
+            diffuse=np.full(b, 0.55),
+            shift=np.zeros((b, 2)),
+            scale=np.ones(b),
+            gaze=np.zeros((b, 2)),
+            blur=np.zeros(b),
+            noise=np.zeros(b),
+            jpeg=np.zeros(b),
+            bg=bg,
         )
     lx, ly = 1.6 * h[:, 0] - 0.8, 1.4 * h[:, 1] - 0.9
     d = np.stack([lx, ly, 0.5 + 0.6 * h[:, 2]], axis=1)
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     warm = 2 * h[:, 3] - 1  # warm tungsten .. cool daylight
-    light_rgb = np.stack([1 + 0.12 * warm, np.ones(b), 1 - 0.15 * warm], axis=1) * (0.8 + 0.4 * h[:, [4]])
+    light_rgb = np.stack([1 + 0.12 * warm, np.ones(b), 1 - 0.15 * warm], axis=1) * (
+        0.8 + 0.4 * h[:, [4]]
+    )
     return Nuisance(
-        light_dir=d, light_rgb=light_rgb, ambient=0.3 + 0.3 * h[:, 5], diffuse=0.45 + 0.45 * h[:, 6],
-        shift=(h[:, 7:9] - 0.5) * 0.14, scale=0.9 + 0.2 * h[:, 9],
+        light_dir=d,
+        light_rgb=light_rgb,
+        ambient=0.3 + 0.3 * h[:, 5],
+        diffuse=0.45 + 0.45 * h[:, 6],
+        shift=(h[:, 7:9] - 0.5) * 0.14,
+        scale=0.9 + 0.2 * h[:, 9],
         gaze=(h[:, 10:12] - 0.5) * np.array([1.2, 0.8]),
         blur=np.where(h[:, 12] < 0.5, 0.0, 1.4 * h[:, 13]),
         noise=np.where(h[:, 14] < 0.3, 0.0, 0.045 * h[:, 15]),
-        jpeg=np.where(h[:, 16] < 0.5, 0, 20 + 75 * h[:, 17]).astype(int), bg=bg,
-    )  # fmt: skip
+        jpeg=np.where(h[:, 16] < 0.5, 0, 20 + 75 * h[:, 17]).astype(int),
+        bg=bg,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +382,7 @@ def paint_background(
     if not cluttered:
         return torch.full((b, 3, gy.shape[1], gx.shape[2]), 0.55)
     h = torch.as_tensor(draws, dtype=torch.float32)
-    P = lambda i: h[:, i].reshape(b, 1, 1)  # noqa: E731
+    P = lambda i: h[:, i].reshape(b, 1, 1)
     c0 = _muted(h[:, 0:3])
     c1 = _muted(h[:, 3:6])
     ang = P(6) * 2 * math.pi
@@ -344,7 +395,9 @@ def paint_background(
         p = torch.where(P(o + 4) < 0.5, 2.0, 8.0)  # blob or box
         d = 1.0 - ((gx - cx).abs() / w) ** p - ((gy - cy).abs() / hh) ** p
         a = cov(d * 0.3, pixel)
-        stripes = torch.where(P(o + 8) < 0.3, 0.75 + 0.25 * torch.sign(torch.sin(gy * (20 + 40 * P(o + 8)))), 1.0)
+        stripes = torch.where(
+            P(o + 8) < 0.3, 0.75 + 0.25 * torch.sign(torch.sin(gy * (20 + 40 * P(o + 8)))), 1.0
+        )
         color = _muted(h[:, o + 5 : o + 8]) * stripes.unsqueeze(1)
         img = img + (color - img) * a.unsqueeze(1)
     return img
@@ -362,7 +415,9 @@ class FaceBatch:
     expressions: np.ndarray  # (B, N_AU) float32 action units in [0, 1]
     identity_ids: np.ndarray  # (B,) int64
     poses: np.ndarray  # (B, 3) float32 yaw, pitch, roll in degrees
-    boxes: np.ndarray  # (B, 4) float32 x0, y0, x1, y1 of the face (brow-to-chin, ear-to-ear) in pixels
+    boxes: (
+        np.ndarray
+    )  # (B, 4) float32 x0, y0, x1, y1 of the face (brow-to-chin, ear-to-ear) in pixels
 
     def __len__(self) -> int:
         return len(self.images)
@@ -397,7 +452,12 @@ def _muscles(expr: np.ndarray, nui: Nuisance) -> dict[str, np.ndarray]:
 
 
 def _scene(
-    nui: Nuisance, poses: np.ndarray, hx: np.ndarray, hy: np.ndarray, scale: np.ndarray, pixel: float
+    nui: Nuisance,
+    poses: np.ndarray,
+    hx: np.ndarray,
+    hy: np.ndarray,
+    scale: np.ndarray,
+    pixel: float,
 ) -> Scene:
     return Scene(
         hx=hx, hy=hy, scale=scale, yaw=poses[:, 0], pitch=poses[:, 1], roll=poses[:, 2],
@@ -456,7 +516,9 @@ def render_faces(
     if size < 16:
         raise ValueError(f"size must be at least 16, got {size}")
     b = len(expr)
-    seeds = sample_seeds_for(seed, b) if sample_seeds is None else np.asarray(sample_seeds, np.int64)
+    seeds = (
+        sample_seeds_for(seed, b) if sample_seeds is None else np.asarray(sample_seeds, np.int64)
+    )
     pose = sample_poses(seeds) if poses is None else np.asarray(poses, dtype=np.float32)
     ident = make_identities(ids)
     nui = sample_nuisance(seeds, nuisance)
@@ -471,7 +533,9 @@ def render_faces(
     for start in range(0, b, _CHUNK):
         sl = slice(start, min(start + _CHUNK, b))
         n_sl, i_sl = _slice(nui, sl), _slice_identity(ident, sl)
-        bg = paint_background(half.reshape(1, 1, -1), half.reshape(1, -1, 1), n_sl.bg, nuisance, 2 * pixel)
+        bg = paint_background(
+            half.reshape(1, 1, -1), half.reshape(1, -1, 1), n_sl.bg, nuisance, 2 * pixel
+        )
         bg = F.interpolate(bg, size=(size, size), mode="bilinear", align_corners=False)
         scene = _scene(n_sl, pose[sl], hx[sl], hy[sl], scale[sl], pixel)
         with torch.no_grad():
@@ -520,9 +584,15 @@ def render_frames(
     if width < 16 or height < 16:
         raise ValueError(f"frames must be at least 16x16, got {width}x{height}")
     b = len(expr)
-    seeds = sample_seeds_for(seed, b) if sample_seeds is None else np.asarray(sample_seeds, np.int64)
+    seeds = (
+        sample_seeds_for(seed, b) if sample_seeds is None else np.asarray(sample_seeds, np.int64)
+    )
     pose = sample_poses(seeds) if poses is None else np.asarray(poses, dtype=np.float32)
-    req = sample_face_boxes(seeds, width, height) if face_boxes is None else np.asarray(face_boxes, np.float64)
+    req = (
+        sample_face_boxes(seeds, width, height)
+        if face_boxes is None
+        else np.asarray(face_boxes, np.float64)
+    )
     ident = make_identities(ids)
     nui = sample_nuisance(seeds, nuisance)
     jaw = au_to_muscles(expr)["jaw_open"]
@@ -543,7 +613,9 @@ def render_frames(
     for i in range(b):
         sl = slice(i, i + 1)
         n_sl, i_sl = _slice(nui, sl), _slice_identity(ident, sl)
-        bg = paint_background(bx.reshape(1, 1, -1), by.reshape(1, -1, 1), n_sl.bg, nuisance, 2.0 / half_h)
+        bg = paint_background(
+            bx.reshape(1, 1, -1), by.reshape(1, -1, 1), n_sl.bg, nuisance, 2.0 / half_h
+        )
         frame = F.interpolate(bg, size=(height, width), mode="bilinear", align_corners=False)
         # Paint only where the person can be (hair, head, shoulders down to the bottom edge),
         # in bands of rows: the painter is memory-bound, and cache-sized tiles run 10x faster.

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigControl, RigSpec
+
 from freeavatar_server.synth.actors import AU_INDEX, N_AU
 from freeavatar_server.synth.face import MUSCLES, Identity, Scene, paint
 from freeavatar_server.synth.raster import cov, over, to_uint8
@@ -113,19 +113,18 @@ def _smoothstep(lo: float, hi: float, x: torch.Tensor) -> torch.Tensor:
 
 
 # The avatar's fixed look, as a one-sample Identity (scalars -> (1,), colours -> (1, 3)).
-_HUMAN = Identity(**{
-    k: np.array([v], dtype=np.float64)
-    for k, v in dict(
-        head_w=0.6, head_h=0.74, shape_p=2.2, jaw_w=0.8, eye_dx=0.34, eye_y=0.0, eye_w=0.15,
-        eye_h=0.07, eye_tilt=0.01, iris_r=0.05, brow_y=-0.26, brow_in=0.1, brow_out=0.54,
-        brow_th=0.03, brow_arch=0.035, nose_y=0.3, nose_w=0.14, mouth_y=0.56, mouth_w=0.3,
-        lip_up=0.035, lip_lo=0.048, ear_size=1.0, hairline=-0.55, hair_part=0.1, hair_volume=0.9,
-        hair_long=0.0, beard=0.0, mustache=0.0, glasses=0.0, wrinkles=0.3,
-        skin=[0.86, 0.68, 0.55], lip_rgb=[0.75, 0.38, 0.38], iris_rgb=[0.25, 0.45, 0.3],
-        hair_rgb=[0.3, 0.18, 0.1], brow_rgb=[0.23, 0.14, 0.08], shirt_rgb=[0.2, 0.3, 0.55],
-        frame_rgb=[0.1, 0.1, 0.1],
-    ).items()
-})  # fmt: skip
+_HUMAN_LOOK: dict[str, float | list[float]] = {
+    "head_w": 0.6, "head_h": 0.74, "shape_p": 2.2, "jaw_w": 0.8, "eye_dx": 0.34, "eye_y": 0.0,
+    "eye_w": 0.15, "eye_h": 0.07, "eye_tilt": 0.01, "iris_r": 0.05, "brow_y": -0.26,
+    "brow_in": 0.1, "brow_out": 0.54, "brow_th": 0.03, "brow_arch": 0.035, "nose_y": 0.3,
+    "nose_w": 0.14, "mouth_y": 0.56, "mouth_w": 0.3, "lip_up": 0.035, "lip_lo": 0.048,
+    "ear_size": 1.0, "hairline": -0.55, "hair_part": 0.1, "hair_volume": 0.9, "hair_long": 0.0,
+    "beard": 0.0, "mustache": 0.0, "glasses": 0.0, "wrinkles": 0.3,
+    "skin": [0.86, 0.68, 0.55], "lip_rgb": [0.75, 0.38, 0.38], "iris_rgb": [0.25, 0.45, 0.3],
+    "hair_rgb": [0.3, 0.18, 0.1], "brow_rgb": [0.23, 0.14, 0.08], "shirt_rgb": [0.2, 0.3, 0.55],
+    "frame_rgb": [0.1, 0.1, 0.1],
+}  # fmt: skip
+_HUMAN = Identity(**{k: np.array([v], dtype=np.float64) for k, v in _HUMAN_LOOK.items()})
 _ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
 
 
@@ -173,7 +172,9 @@ def _arkit_muscles(rig: torch.Tensor) -> dict[str, np.ndarray]:
 
 def _render_human(rig: torch.Tensor, size: int) -> torch.Tensor:
     b = len(rig)
-    ident = Identity(**{k: np.repeat(getattr(_HUMAN, k), b, axis=0) for k in Identity.__dataclass_fields__})
+    ident = Identity(
+        **{k: np.repeat(getattr(_HUMAN, k), b, axis=0) for k in Identity.__dataclass_fields__}
+    )
     d = np.array([0.3, -0.4, 1.0]) / np.linalg.norm([0.3, -0.4, 1.0])
     zeros = np.zeros(b)
     scene = Scene(
@@ -260,15 +261,27 @@ def _render_cartoon(rig: torch.Tensor, size: int) -> torch.Tensor:
     img, fa = over(img, fa, _rgb(0.15, 0.1, 0.05), cov(head * 0.72 + 0.03, soft))
     img, fa = over(img, fa, _rgb(1.0, 0.78, 0.3), cov(head * 0.72, soft))
     # hair tuft
-    tuft = -(gy - (-0.6 - 0.1 * ss_eff) + 0.18 * (1.0 - (gx / 0.18).abs()).clamp(min=0.0)
-             * (0.5 + 0.5 * torch.cos(gx * 50.0)))
-    img, fa = over(img, fa, _rgb(0.55, 0.3, 0.1), cov(tuft, soft) * cov(0.22 - gx.abs(), soft)
-                   * cov(gy + 0.85, soft))
+    tuft = -(
+        gy
+        - (-0.6 - 0.1 * ss_eff)
+        + 0.18 * (1.0 - (gx / 0.18).abs()).clamp(min=0.0) * (0.5 + 0.5 * torch.cos(gx * 50.0))
+    )
+    img, fa = over(
+        img,
+        fa,
+        _rgb(0.55, 0.3, 0.1),
+        cov(tuft, soft) * cov(0.22 - gx.abs(), soft) * cov(gy + 0.85, soft),
+    )
     ax = gx.abs()
     left = gx > 0  # the character's left is image right, as for actors
     # blush: round pink cheeks
     bx, by = (ax - 0.45) / 0.14, (gy - 0.25) / 0.09
-    img, fa = over(img, fa, _rgb(1.0, 0.45, 0.5), cov((1.0 - bx * bx - by * by) * 0.1, soft) * 0.85 * c["blush"])
+    img, fa = over(
+        img,
+        fa,
+        _rgb(1.0, 0.45, 0.5),
+        cov((1.0 - bx * bx - by * by) * 0.1, soft) * 0.85 * c["blush"],
+    )
     # eyes: balloon with eyes_wide (quadratic), close with blink, snap to ^ arcs with happy_eyes
     happy = _smoothstep(0.3, 0.7, c["happy_eyes"])
     blink = torch.where(left, c["blink_L"], c["blink_R"])
@@ -283,7 +296,11 @@ def _render_cartoon(rig: torch.Tensor, size: int) -> torch.Tensor:
     px, py = ax - 0.3, gy + 0.02 + 0.01 * c["brows_sad"]
     pupil = cov(pr - (px * px + py * py).sqrt(), soft) * cov(eye, soft)
     img, fa = over(img, fa, _rgb(0.05, 0.05, 0.1), pupil)
-    lid = cov(0.018 - (gy + 0.02).abs(), soft) * cov(0.16 - (ax - 0.3).abs(), soft) * _smoothstep(0.6, 0.95, blink)
+    lid = (
+        cov(0.018 - (gy + 0.02).abs(), soft)
+        * cov(0.16 - (ax - 0.3).abs(), soft)
+        * _smoothstep(0.6, 0.95, blink)
+    )
     arc_v = -0.02 - 0.09 * (1.0 - ((ax - 0.3) / 0.15) ** 2).clamp(min=0.0)
     arc = cov(0.022 - (gy - arc_v).abs(), soft) * cov(0.15 - (ax - 0.3).abs(), soft) * happy
     img, fa = over(img, fa, _rgb(0.1, 0.06, 0.04), torch.maximum(lid, arc))
@@ -309,7 +326,11 @@ def _render_cartoon(rig: torch.Tensor, size: int) -> torch.Tensor:
     teeth = mouth * cov(top + 0.05 - gy, soft) * cov(torch.minimum(gy - top, bot - gy), soft)
     img, fa = over(img, fa, _rgb(1.0, 1.0, 0.97), teeth * (0.3 + 0.7 * grin) * (h > 0.03))
     tongue_y = (gy - bot + 0.05) / 0.06
-    tongue = mouth * cov((1.0 - (gx / (0.6 * w)) ** 2 - tongue_y * tongue_y) * 0.05, soft) * cov(bot - gy, soft)
+    tongue = (
+        mouth
+        * cov((1.0 - (gx / (0.6 * w)) ** 2 - tongue_y * tongue_y) * 0.05, soft)
+        * cov(bot - gy, soft)
+    )
     img, fa = over(img, fa, _rgb(0.95, 0.45, 0.5), tongue * _smoothstep(0.05, 0.2, h))
     return img
 
@@ -325,15 +346,22 @@ def _expected_cartoon(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "brows_sad": np.clip(a["brow_inner_raise"] - outer, 0, 1),
         "eyes_wide": a["upper_lid_raise"],
         "happy_eyes": np.clip(1.2 * a["cheek_raise"] - 0.1, 0, 1),
-        "grin": np.minimum(a["lip_corner_pull_L"], a["lip_corner_pull_R"]) * (0.5 + 0.5 * a["cheek_raise"]),
+        "grin": np.minimum(a["lip_corner_pull_L"], a["lip_corner_pull_R"])
+        * (0.5 + 0.5 * a["cheek_raise"]),
         "frown": 0.5 * (a["lip_corner_depress_L"] + a["lip_corner_depress_R"]),
         "mouth_open": np.clip(a["jaw_drop"] + 0.3 * a["lips_part"], 0, 1),
         "mouth_O": a["lip_pucker"],
         "smirk": np.clip(a["lip_corner_pull_L"] - a["lip_corner_pull_R"], -1, 1) * (pull > 0),
         "blush": np.clip(a["cheek_puff"] + 0.4 * a["cheek_raise"], 0, 1),
-        "squash_stretch": np.clip(0.8 * a["jaw_drop"] + 0.2 * a["upper_lid_raise"]
-                                  - 0.6 * a["chin_raise"] - 0.4 * a["lip_press"], -1, 1),
-    }  # fmt: skip
+        "squash_stretch": np.clip(
+            0.8 * a["jaw_drop"]
+            + 0.2 * a["upper_lid_raise"]
+            - 0.6 * a["chin_raise"]
+            - 0.4 * a["lip_press"],
+            -1,
+            1,
+        ),
+    }
 
 
 def _cartoon() -> BuiltinAvatar:
@@ -375,12 +403,18 @@ def _render_robot(rig: torch.Tensor, size: int) -> torch.Tensor:
     bulb_d = (gx * gx + (gy + 0.88) ** 2).sqrt()
     halo = (1.0 - bulb_d / (0.08 + 0.22 * glow)).clamp(min=0.0) * glow
     img, fa = over(img, fa, _rgb(1.0, 0.9, 0.3), halo * 0.7)
-    bulb_rgb = _rgb(0.45, 0.1, 0.1) + (_rgb(1.0, 0.95, 0.5) - _rgb(0.45, 0.1, 0.1)) * glow.unsqueeze(1)
+    bulb_rgb = _rgb(0.45, 0.1, 0.1) + (
+        _rgb(1.0, 0.95, 0.5) - _rgb(0.45, 0.1, 0.1)
+    ) * glow.unsqueeze(1)
     img, fa = over(img, fa, bulb_rgb, cov(0.07 - bulb_d, soft))
     # head: rounded box; screen: darker rounded box
     head = 1.0 - ((gx / 0.82) ** 6 + ((gy + 0.02) / 0.62) ** 6) ** (1 / 6)
-    img, fa = over(img, fa, _rgb(0.72, 0.74, 0.78) * (1.05 - 0.25 * (gy + 0.6)).clamp(0.6, 1.1).unsqueeze(1),
-                   cov(head * 0.7, soft))
+    img, fa = over(
+        img,
+        fa,
+        _rgb(0.72, 0.74, 0.78) * (1.05 - 0.25 * (gy + 0.6)).clamp(0.6, 1.1).unsqueeze(1),
+        cov(head * 0.7, soft),
+    )
     screen = 1.0 - ((gx / 0.66) ** 6 + ((gy + 0.02) / 0.46) ** 6) ** (1 / 6)
     img, fa = over(img, fa, _rgb(0.05, 0.08, 0.1), cov(screen * 0.5, soft))
     led = _rgb(0.3, 0.95, 1.0)
@@ -399,9 +433,13 @@ def _render_robot(rig: torch.Tensor, size: int) -> torch.Tensor:
     q = (1.0 - mu * mu).clamp(min=0.0)
     line = 0.2 + 0.12 * c["mouth_curve"] * (mu * mu - 0.5)
     opened = 0.2 * c["mouth_open"] * q.sqrt()
-    stroke = cov(torch.minimum(gy - line + 0.02, line + opened + 0.02 - gy), soft) * cov((1.0 - mu.abs()) * mw, soft)
+    stroke = cov(torch.minimum(gy - line + 0.02, line + opened + 0.02 - gy), soft) * cov(
+        (1.0 - mu.abs()) * mw, soft
+    )
     img, fa = over(img, fa, led, stroke)
-    inner = cov(torch.minimum(gy - line - 0.02, line + opened - 0.02 - gy), soft) * cov((0.92 - mu.abs()) * mw, soft)
+    inner = cov(torch.minimum(gy - line - 0.02, line + opened - 0.02 - gy), soft) * cov(
+        (0.92 - mu.abs()) * mw, soft
+    )
     img, fa = over(img, fa, _rgb(0.05, 0.25, 0.3), inner)
     # cheek panel LEDs
     cheek = cov(0.05 - (ax - 0.52).abs(), soft) * cov(0.025 - (gy - 0.12).abs(), soft)
@@ -415,7 +453,9 @@ def _expected_robot(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     depress = 0.5 * (a["lip_corner_depress_L"] + a["lip_corner_depress_R"])
     outer = 0.5 * (a["brow_outer_raise_L"] + a["brow_outer_raise_R"])
     return {
-        "eye_squint": np.clip(np.maximum(blink, 0.6 * a["lid_tighten"] + 0.4 * a["cheek_raise"]), 0, 1),
+        "eye_squint": np.clip(
+            np.maximum(blink, 0.6 * a["lid_tighten"] + 0.4 * a["cheek_raise"]), 0, 1
+        ),
         "eye_size": a["upper_lid_raise"],
         "brow_tilt": np.clip(a["brow_lower"] - a["brow_inner_raise"], -1, 1),
         "mouth_open": np.clip(np.maximum(a["jaw_drop"], 0.6 * a["lips_part"]), 0, 1),
@@ -443,5 +483,6 @@ def get_avatar(name: str) -> BuiltinAvatar:
     try:
         return BUILTIN_AVATARS[name]
     except KeyError:
-        raise KeyError(f"unknown built-in avatar {name!r}; known: {', '.join(BUILTIN_AVATARS)}") from None
-
+        raise KeyError(
+            f"unknown built-in avatar {name!r}; known: {', '.join(BUILTIN_AVATARS)}"
+        ) from None

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+
 def _one_thread() -> None:
     """The renderer is a long chain of small elementwise ops: torch's intra-op threads buy
     little there and, on a busy machine, spin-wait badly (measured 20x slower on 2 loaded
@@ -27,28 +28,45 @@ synth_app = typer.Typer(
 
 @synth_app.command()
 def video(
-    out: Annotated[Path, typer.Option(help="Video file to write; the ground truth goes to the .json beside it.")] = Path("clip.mp4"),
+    out: Annotated[
+        Path,
+        typer.Option(help="Video file to write; the ground truth goes to the .json beside it."),
+    ] = Path("clip.mp4"),
     seconds: Annotated[float, typer.Option(min=0.05, help="Clip length.")] = 10.0,
     fps: Annotated[float, typer.Option(min=1.0, max=120.0, help="Frames per second.")] = 30.0,
-    seed: Annotated[int, typer.Option(help="Everything (actor, trajectory, scene) follows from it.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Everything (actor, trajectory, scene) follows from it.")
+    ] = 0,
     width: Annotated[int, typer.Option(min=64, max=4096, help="Frame width (even).")] = 640,
     height: Annotated[int, typer.Option(min=64, max=4096, help="Frame height (even).")] = 480,
-    identity: Annotated[int | None, typer.Option(help="Actor identity id (default: from the seed).")] = None,
+    identity: Annotated[
+        int | None, typer.Option(help="Actor identity id (default: from the seed).")
+    ] = None,
 ) -> None:
     """Render a synthetic actor clip with per-frame action units, head pose and face box."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from freeavatar_server.synth.video import make_trajectory, write_video
 
     if width % 2 or height % 2:
         raise typer.BadParameter("width and height must be even (yuv420p video)")
     _one_thread()
-    traj = make_trajectory(seconds, fps, seed=seed, width=width, height=height, identity_id=identity)
+    traj = make_trajectory(
+        seconds, fps, seed=seed, width=width, height=height, identity_id=identity
+    )
     columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task("frames", total=traj.n_frames)
         json_path = write_video(traj, out, on_frames=lambda k: progress.advance(task, k))
-    typer.echo(f"wrote {out} ({traj.n_frames} frames, {width}x{height} @ {fps:g} fps) and {json_path}")
+    typer.echo(
+        f"wrote {out} ({traj.n_frames} frames, {width}x{height} @ {fps:g} fps) and {json_path}"
+    )
 
 
 @synth_app.command()
@@ -66,15 +84,23 @@ def sheet(
 
 @synth_app.command()
 def triplets(
-    out: Annotated[Path, typer.Option(help="Folder for images/, triplets.csv and triplets_truth.json.")] = Path("fec_synth"),
+    out: Annotated[
+        Path, typer.Option(help="Folder for images/, triplets.csv and triplets_truth.json.")
+    ] = Path("fec_synth"),
     n: Annotated[int, typer.Option(min=1, help="Number of triplets.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    identities: Annotated[int, typer.Option(min=3, help="Identity ids are drawn from [first, first + identities).")] = 10_000,
-    first_identity: Annotated[int, typer.Option(help="First identity id (keep train and test ranges apart).")] = 0,
+    identities: Annotated[
+        int, typer.Option(min=3, help="Identity ids are drawn from [first, first + identities).")
+    ] = 10_000,
+    first_identity: Annotated[
+        int, typer.Option(help="First identity id (keep train and test ranges apart).")
+    ] = 0,
     size: Annotated[int, typer.Option(min=32, max=512, help="Image size.")] = 128,
     ambiguous_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.2,
     label_noise: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.05,
-    annotators: Annotated[int, typer.Option(min=1, max=10, help="Labels per triplet, as FEC's raters.")] = 1,
+    annotators: Annotated[
+        int, typer.Option(min=1, max=10, help="Labels per triplet, as FEC's raters.")
+    ] = 1,
 ) -> None:
     """Materialise FEC-style comparison triplets as PNGs plus an FEC-layout CSV."""
     from freeavatar_server.synth.triplets import export_triplets, make_triplets

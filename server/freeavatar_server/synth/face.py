@@ -182,7 +182,9 @@ class _Ctx:
         return self.m[f"{name}_{side}"]
 
     @staticmethod
-    def by_side(mask: torch.Tensor, fn: Callable[[str], tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+    def by_side(
+        mask: torch.Tensor, fn: Callable[[str], tuple[torch.Tensor, ...]]
+    ) -> list[torch.Tensor]:
         """Per-side terms: fn("L") where mask holds, fn("R") elsewhere.
 
         The terms are (B,1,1) scalars computed per side first, then selected once per pixel:
@@ -250,10 +252,14 @@ def paint(
 
 
 def _coordinates(
-    gx: torch.Tensor, gy: torch.Tensor, ident: Identity, scene: Scene, muscles: dict[str, np.ndarray]
+    gx: torch.Tensor,
+    gy: torch.Tensor,
+    ident: Identity,
+    scene: Scene,
+    muscles: dict[str, np.ndarray],
 ) -> _Ctx:
     b = ident.batch
-    P = lambda v: par(v, b)  # noqa: E731 - terse per-sample scalar
+    P = lambda v: par(v, b)
     rx_np, ry_np = head_radii(ident, scene)
     rx, ry = P(rx_np), P(ry_np)
     # view frame: undo roll, normalise by the head radii
@@ -277,12 +283,29 @@ def _coordinates(
     z1 = z * cp - y * sp
     u = x * cy - z1 * sy
     return _Ctx(
-        ident=ident, m={k: P(muscles[k]) for k in MUSCLES}, jaw_open=np.asarray(muscles["jaw_open"]),
-        yaw=yaw, soft=P(scene.pixel / rx_np * 1.2), rx=rx, ry=ry, dx=dx, dy=dy, xr=xr, yr=yr,
-        x=x, y=y, u=u, v=v, au=u.abs(), side=u > 0,
+        ident=ident,
+        m={k: P(muscles[k]) for k in MUSCLES},
+        jaw_open=np.asarray(muscles["jaw_open"]),
+        yaw=yaw,
+        soft=P(scene.pixel / rx_np * 1.2),
+        rx=rx,
+        ry=ry,
+        dx=dx,
+        dy=dy,
+        xr=xr,
+        yr=yr,
+        x=x,
+        y=y,
+        u=u,
+        v=v,
+        au=u.abs(),
+        side=u > 0,
         # the mouth is drawn un-warped, with an explicit opening that matches the jaw drop
-        u0=u + js * ramp, v0=v + jd * ramp * cp, js=js, sy=sy,
-    )  # fmt: skip
+        u0=u + js * ramp,
+        v0=v + jd * ramp * cp,
+        js=js,
+        sy=sy,
+    )
 
 
 def _paint_behind_head(c: _Ctx, canvas: _Canvas) -> None:
@@ -290,13 +313,19 @@ def _paint_behind_head(c: _Ctx, canvas: _Canvas) -> None:
     ident, soft, xr, yr, P = c.ident, c.soft, c.xr, c.yr, c.p
     hair, skin = col(ident.hair_rgb), col(ident.skin)
     cx_, cy_ = xr / 1.08, (yr + 0.05) / 1.1
-    hair_a = cov((1.0 - cx_ * cx_ - cy_ * cy_) * 0.5, soft) * cov(0.1 - yr, soft) * P(ident.hair_volume)
+    hair_a = (
+        cov((1.0 - cx_ * cx_ - cy_ * cy_) * 0.5, soft) * cov(0.1 - yr, soft) * P(ident.hair_volume)
+    )
     if ident.hair_long.any():
         lx, ly = (xr / 1.25).abs(), ((yr - 0.2) / 1.35).abs()
-        long_a = cov(1.0 - lx * lx * lx - ly * ly * ly, soft) * cov(1.25 - yr, soft) * P(ident.hair_long)
+        long_a = (
+            cov(1.0 - lx * lx * lx - ly * ly * ly, soft) * cov(1.25 - yr, soft) * P(ident.hair_long)
+        )
         hair_a = torch.maximum(long_a, hair_a)
     canvas.over(hair, hair_a)
-    canvas.over(skin * 0.82, cov(0.34 + 0.08 * yr.clamp(0.3, 1.5) - xr.abs(), soft) * cov(yr - 0.3, soft))
+    canvas.over(
+        skin * 0.82, cov(0.34 + 0.08 * yr.clamp(0.3, 1.5) - xr.abs(), soft) * cov(yr - 0.3, soft)
+    )
     # the torso does not roll with the head: it is laid out in un-rolled image axes
     xb, yb = c.dx / c.rx, c.dy / c.ry
     sh = (xb.abs() - 0.9).clamp(min=0.0)  # flat across the chest, falling at the shoulders
@@ -371,7 +400,9 @@ def _paint_eyes(c: _Ctx, canvas: _Canvas) -> torch.Tensor:
     crease = cov(0.007 - (v - (v_up - 0.045 * qs - 0.015)).abs(), soft) * ends
     canvas.dark = canvas.dark + 0.8 * lash + 0.25 * crease
     # crow's feet: a smile's cheek push folds the skin at the outer corners
-    cf = (1.0 - (lu - 1.25).abs() / 0.22).clamp_(min=0.0) * (1.0 - (v - ey).abs() / 0.09).clamp_(min=0.0)
+    cf = (1.0 - (lu - 1.25).abs() / 0.22).clamp_(min=0.0) * (1.0 - (v - ey).abs() / 0.09).clamp_(
+        min=0.0
+    )
     canvas.dark += 0.45 * cheek_s * cf * (0.5 + 0.5 * torch.cos(v * 130.0)).square_()
     return cheek_s
 
@@ -406,7 +437,9 @@ def _brows(c: _Ctx, canvas: _Canvas) -> torch.Tensor:
     fh = (1.0 - au / 0.55).clamp_(min=0.0) * cov(torch.minimum(v - by_ + 0.42, by_ - 0.1 - v), soft)
     fold = (0.5 + 0.5 * torch.cos((v - by_) * (2 * math.pi / 0.075))).square_().square_()
     canvas.dark += (raise_s * 0.4 + P(ident.wrinkles) * 0.1) * fh * fold
-    glab = (1.0 - (au - 0.05).abs() / 0.014).clamp_(min=0.0) * cov(0.09 - (v - by_ - 0.02).abs(), soft)
+    glab = (1.0 - (au - 0.05).abs() / 0.014).clamp_(min=0.0) * cov(
+        0.09 - (v - by_ - 0.02).abs(), soft
+    )
     canvas.dark += 0.45 * b_down * glab
     return brow_a
 
@@ -432,12 +465,18 @@ def _paint_nose(c: _Ctx, canvas: _Canvas) -> tuple[torch.Tensor, torch.Tensor]:
     bridge = cov(torch.minimum(v - P(ident.eye_y) - 0.05, ntip - 0.04 - v), soft)
     canvas.dark += 0.14 * (1.0 - (aun - nw * 0.42).abs() / 0.025).clamp_(min=0.0) * bridge
     canvas.light = canvas.light + 0.12 * (1.0 - aun / 0.035).clamp_(min=0.0) * bridge
-    wr = cov(0.09 - aun, soft) * cov(torch.minimum(v - P(ident.eye_y) - 0.02, P(ident.eye_y) + 0.17 - v), soft)
-    canvas.dark += 0.4 * sneer * wr * (0.5 + 0.5 * torch.cos(v * (2 * math.pi / 0.04))).square_().square_()
+    wr = cov(0.09 - aun, soft) * cov(
+        torch.minimum(v - P(ident.eye_y) - 0.02, P(ident.eye_y) + 0.17 - v), soft
+    )
+    canvas.dark += (
+        0.4 * sneer * wr * (0.5 + 0.5 * torch.cos(v * (2 * math.pi / 0.04))).square_().square_()
+    )
     return ntip, nw
 
 
-def _paint_mouth(c: _Ctx, canvas: _Canvas, ntip: torch.Tensor, nw: torch.Tensor, cheek_s: torch.Tensor) -> _Mouth:
+def _paint_mouth(
+    c: _Ctx, canvas: _Canvas, ntip: torch.Tensor, nw: torch.Tensor, cheek_s: torch.Tensor
+) -> _Mouth:
     """Lips, opening, teeth, tongue; mouth line, corners, dimples, nasolabial folds, chin;
     cheek highlights. Drawn in un-warped coordinates: the opening itself tracks the jaw."""
     ident, m, soft, P, M = c.ident, c.m, c.soft, c.p, c.mus
@@ -462,13 +501,27 @@ def _paint_mouth(c: _Ctx, canvas: _Canvas, ntip: torch.Tensor, nw: torch.Tensor,
               + 0.03 * funnel) * closed  # fmt: skip
         lo = ((0.025 * m["lips_part"] + jaw_lo + 0.05 * M("lower_lip_down", s) + 0.03 * funnel)
               * closed - 0.02 * m["chin_raise"]).clamp(min=0.0)  # fmt: skip
-        ut_ = P(ident.lip_up) * (1.0 - 0.65 * press - 0.6 * m["roll_upper"] + 0.5 * pucker + 0.3 * funnel)
+        ut_ = P(ident.lip_up) * (
+            1.0 - 0.65 * press - 0.6 * m["roll_upper"] + 0.5 * pucker + 0.3 * funnel
+        )
         lt_ = P(ident.lip_lo) * (1.0 - 0.65 * press - 0.6 * m["roll_lower"] + 0.5 * pucker
                                  + 0.3 * funnel + 0.3 * m["chin_raise"])  # fmt: skip
         fold_k = (0.06 + P(ident.wrinkles) * 0.15 + 0.45 * _cheek_push(c, s)
                   + 0.3 * M("upper_lip_up", s) + 0.2 * st)  # fmt: skip
         fold_w = P(ident.mouth_w) * (1.0 + 0.22 * pull + 0.3 * st)
-        return cw_, cv_, up, lo, ut_, lt_, 0.3 + 0.4 * dim + 0.2 * dep, 0.6 * dim, fold_k, fold_w, 1.0 - press
+        return (
+            cw_,
+            cv_,
+            up,
+            lo,
+            ut_,
+            lt_,
+            0.3 + 0.4 * dim + 0.2 * dep,
+            0.6 * dim,
+            fold_k,
+            fold_w,
+            1.0 - press,
+        )
 
     (cw, cv, open_up, open_lo, ut, lt, corner_k, dimple_k, fold_k, fold_w,
      unpressed) = c.by_side(du > 0, mouth_terms)  # fmt: skip
@@ -502,7 +555,9 @@ def _paint_mouth(c: _Ctx, canvas: _Canvas, ntip: torch.Tensor, nw: torch.Tensor,
     canvas.dark += dimple_k * (1.0 - dx_ * dx_ - dy_ * dy_).clamp_(min=0.0)
     f_t = ((v0 - ntip) / (cv + 0.06 - ntip)).clamp(0.0, 1.0)
     f_u = nw * 0.6 + 0.04 + (fold_w + 0.01 - nw * 0.6) * f_t + 0.03 * torch.sin(f_t * math.pi)
-    fold_a = cov(0.012 - (adu - f_u).abs(), soft) * cov(torch.minimum(v0 - ntip, cv + 0.06 - v0), soft)
+    fold_a = cov(0.012 - (adu - f_u).abs(), soft) * cov(
+        torch.minimum(v0 - ntip, cv + 0.06 - v0), soft
+    )
     canvas.dark += fold_k * fold_a
     crease = ((1.0 - (v - P(ident.mouth_y) - 0.17).abs() / 0.02).clamp_(min=0.0)
               * (1.0 - (u - c.js).abs() / 0.14).clamp_(min=0.0))  # fmt: skip
@@ -514,7 +569,9 @@ def _paint_mouth(c: _Ctx, canvas: _Canvas, ntip: torch.Tensor, nw: torch.Tensor,
     # cheeks bulge and catch the light when raised or puffed
     ckx = (c.au - 0.46) / 0.18
     cky = (v - 0.2 + 0.07 * cheek_s) / (0.13 + 0.05 * m["cheek_puff"])
-    canvas.light += (0.04 + 0.14 * cheek_s + 0.12 * m["cheek_puff"]) * (1.0 - ckx * ckx - cky * cky).clamp_(min=0.0)
+    canvas.light += (0.04 + 0.14 * cheek_s + 0.12 * m["cheek_puff"]) * (
+        1.0 - ckx * ckx - cky * cky
+    ).clamp_(min=0.0)
     return _Mouth(outer_top=ou, outer_bottom=ol, half_width_dist=adu)
 
 
@@ -524,12 +581,16 @@ def _apply_skin_marks(canvas: _Canvas, head_a: torch.Tensor) -> None:
     canvas.fg.mul_((1.0 - head_a * (1.0 - shade_mod)).unsqueeze(1))
 
 
-def _paint_beard(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor, ntip: torch.Tensor, mouth: _Mouth) -> None:
+def _paint_beard(
+    c: _Ctx, canvas: _Canvas, head_a: torch.Tensor, ntip: torch.Tensor, mouth: _Mouth
+) -> None:
     ident, soft, u, v, v0, P = c.ident, c.soft, c.u, c.v, c.v0, c.p
     around_lips = torch.maximum(mouth.outer_top - 0.02 - v0, v0 - mouth.outer_bottom - 0.02)
     zone = cov(v - ntip - 0.06, soft) * cov(around_lips, soft)
-    zone = torch.maximum(zone * cov(v - P(ident.mouth_y) + 0.03, soft),
-                         zone * P(ident.mustache) * cov(0.3 - mouth.half_width_dist, soft))  # fmt: skip
+    zone = torch.maximum(
+        zone * cov(v - P(ident.mouth_y) + 0.03, soft),
+        zone * P(ident.mustache) * cov(0.3 - mouth.half_width_dist, soft),
+    )
     texture = 0.75 + 0.25 * torch.sin(u * 170.0) * torch.sin(v * 150.0)
     canvas.over(col(ident.brow_rgb), zone * head_a * P(ident.beard) * texture)
 
@@ -538,10 +599,14 @@ def _paint_hair_front(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor) -> None:
     """The fringe above the hairline, and sideburns in front of the ears."""
     ident, soft, u, v, P = c.ident, c.soft, c.u, c.v, c.p
     hl = P(ident.hairline) + 0.3 * u * u + P(ident.hair_part) * u
-    sideburn = cov(c.au - 0.88, soft) * cov(torch.minimum(v + 0.5, 0.02 - v), soft) * P(ident.hair_volume)
+    sideburn = (
+        cov(c.au - 0.88, soft) * cov(torch.minimum(v + 0.5, 0.02 - v), soft) * P(ident.hair_volume)
+    )
     front = torch.maximum(cov(hl - v, soft), sideburn)
     strands = 0.93 + 0.07 * torch.sin(u * 45.0 + v * 20.0)
-    canvas.over(col(ident.hair_rgb) * strands.unsqueeze(1), front * head_a * (P(ident.hairline) > -1.05))
+    canvas.over(
+        col(ident.hair_rgb) * strands.unsqueeze(1), front * head_a * (P(ident.hairline) > -1.05)
+    )
 
 
 def _paint_glasses(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor) -> None:
@@ -549,7 +614,9 @@ def _paint_glasses(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor) -> None:
     gdx, gdy = (au - P(ident.eye_dx)) / 0.2, (v - P(ident.eye_y) - 0.01) / 0.14
     g_d = (gdx * gdx + gdy * gdy).sqrt_()
     rim = cov(0.014 - (g_d - 1.0).abs() * 0.17, soft)
-    bridge = cov(0.012 - (v - P(ident.eye_y) + 0.03).abs(), soft) * cov(P(ident.eye_dx) - 0.18 - au, soft)
+    bridge = cov(0.012 - (v - P(ident.eye_y) + 0.03).abs(), soft) * cov(
+        P(ident.eye_dx) - 0.18 - au, soft
+    )
     canvas.over(_LENS, cov((1.0 - g_d) * 0.17, soft) * 0.12 * P(ident.glasses))
     canvas.over(col(ident.frame_rgb), torch.maximum(rim, bridge) * P(ident.glasses) * head_a)
 

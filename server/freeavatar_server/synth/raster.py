@@ -98,4 +98,6 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """(B,3,H,W) float in [0,1] -> (B,H,W,3) uint8."""
-    return (img.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return (
+        (img.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    )

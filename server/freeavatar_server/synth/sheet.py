@@ -44,20 +44,36 @@ def make_sheet(cell: int = 96, columns: int = 15, seed: int = 7) -> np.ndarray:
     names = list(SHEET_EXPRESSIONS)[:columns]
     expr = np.stack([_expression(n) for n in names])
     for ident in SHEET_IDENTITIES:
-        batch = render_faces(expr, np.full(len(names), ident), size=cell, seed=seed, poses=np.zeros((len(names), 3), np.float32), nuisance=False)
+        batch = render_faces(
+            expr,
+            np.full(len(names), ident),
+            size=cell,
+            seed=seed,
+            poses=np.zeros((len(names), 3), np.float32),
+            nuisance=False,
+        )
         sections.append((f"actor {ident} x expressions (front, studio light)", batch.images, names))
     rng = np.random.default_rng(seed)
     wild_ids = rng.integers(0, 10**6, columns)
-    wild = render_faces(np.tile(prototype_vector("smile"), (columns, 1)), wild_ids, size=cell, seed=seed)
-    sections.append(("smile on random identities: pose, light, clutter, blur, noise, JPEG", wild.images,
-                     [f"y{p[0]:+.0f} p{p[1]:+.0f} r{p[2]:+.0f}" for p in wild.poses]))
+    wild = render_faces(
+        np.tile(prototype_vector("smile"), (columns, 1)), wild_ids, size=cell, seed=seed
+    )
+    sections.append(
+        (
+            "smile on random identities: pose, light, clutter, blur, noise, JPEG",
+            wild.images,
+            [f"y{p[0]:+.0f} p{p[1]:+.0f} r{p[2]:+.0f}" for p in wild.poses],
+        )
+    )
     for avatar in BUILTIN_AVATARS.values():
         images, labels = _avatar_cells(avatar, cell)
         sections.append((f"avatar {avatar.name}: {avatar.description}", images, labels))
     return _compose(sections, cell, columns)
 
 
-def _compose(sections: list[tuple[str, np.ndarray, list[str]]], cell: int, columns: int) -> np.ndarray:
+def _compose(
+    sections: list[tuple[str, np.ndarray, list[str]]], cell: int, columns: int
+) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     caption, header, pad = 12, 18, 2
@@ -66,7 +82,15 @@ def _compose(sections: list[tuple[str, np.ndarray, list[str]]], cell: int, colum
         n_rows = -(-len(images) // columns)
         rows.append(("header", title))
         for r in range(n_rows):
-            rows.append(("cells", (images[r * columns : (r + 1) * columns], labels[r * columns : (r + 1) * columns])))
+            rows.append(
+                (
+                    "cells",
+                    (
+                        images[r * columns : (r + 1) * columns],
+                        labels[r * columns : (r + 1) * columns],
+                    ),
+                )
+            )
     width = columns * (cell + pad) + pad
     height = sum(header if kind == "header" else cell + caption + pad for kind, _ in rows) + pad
     sheet = Image.new("RGB", (width, height), (24, 24, 28))

@@ -72,7 +72,9 @@ def expression_distances(expr: np.ndarray) -> np.ndarray:
     """(3,) ground-truth distances of the pairs (1,2), (0,2), (0,1): entry k is the pair
     that excludes face k, so argmin gives the odd one out."""
     e = np.asarray(expr, dtype=np.float64)
-    return np.array([np.linalg.norm(e[1] - e[2]), np.linalg.norm(e[0] - e[2]), np.linalg.norm(e[0] - e[1])])
+    return np.array(
+        [np.linalg.norm(e[1] - e[2]), np.linalg.norm(e[0] - e[2]), np.linalg.norm(e[0] - e[1])]
+    )
 
 
 def odd_one_out(expr: np.ndarray) -> tuple[int, float, int]:
@@ -136,7 +138,7 @@ def make_triplets(
     if not 0.0 <= ambiguous_share <= 1.0:
         raise ValueError("ambiguous_share must be in [0, 1]")
     rng = np.random.default_rng(seed)
-    n_amb = int(round(n * ambiguous_share))
+    n_amb = round(n * ambiguous_share)
     want = [True] * n_amb + [False] * (n - n_amb)
     rng.shuffle(want)
     out: list[Triplet] = []
@@ -151,7 +153,9 @@ def make_triplets(
             for k in range(3)
         )  # fmt: skip
         flip = ambiguous_flip if ambiguous else label_noise
-        votes = tuple(_annotate(truth, runner_up, ambiguous, flip, rng) for _ in range(n_annotators))
+        votes = tuple(
+            _annotate(truth, runner_up, ambiguous, flip, rng) for _ in range(n_annotators)
+        )
         out.append(Triplet(
             faces=faces, kind=kind, odd_one=_majority(votes), ambiguous=ambiguous,
             true_odd_one=truth, annotations=votes,
@@ -186,7 +190,9 @@ def _nudge_towards_tie(expr: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def _annotate(truth: int, runner_up: int, ambiguous: bool, flip: float, rng: np.random.Generator) -> int:
+def _annotate(
+    truth: int, runner_up: int, ambiguous: bool, flip: float, rng: np.random.Generator
+) -> int:
     if rng.random() >= flip:
         return truth
     if ambiguous:
@@ -199,7 +205,9 @@ def _majority(votes: Sequence[int]) -> int:
     return int(votes[0]) if counts.max() == 1 and len(votes) > 1 else int(np.argmax(counts))
 
 
-def render_triplets(triplets: Sequence[Triplet], *, size: int = 128, nuisance: bool = True) -> np.ndarray:
+def render_triplets(
+    triplets: Sequence[Triplet], *, size: int = 128, nuisance: bool = True
+) -> np.ndarray:
     """(n, 3, size, size, 3) uint8 crops; each face keeps its own pose and nuisance seed."""
     return _render_faces(triplets, size, nuisance).images.reshape(len(triplets), 3, size, size, 3)
 
@@ -233,8 +241,8 @@ class FecImage:
     def box_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) pixel box for PIL's crop."""
         return (
-            int(round(self.top_left_col * width)), int(round(self.top_left_row * height)),
-            int(round(self.bottom_right_col * width)), int(round(self.bottom_right_row * height)),
+            round(self.top_left_col * width), round(self.top_left_row * height),
+            round(self.bottom_right_col * width), round(self.bottom_right_row * height),
         )  # fmt: skip
 
 
@@ -260,8 +268,13 @@ def write_fec_csv(path: str | os.PathLike[str], rows: Iterable[FecRow]) -> None:
         for row in rows:
             fields: list[object] = []
             for im in row.images:
-                fields += [im.path, round(im.top_left_col, 6), round(im.bottom_right_col, 6),
-                           round(im.top_left_row, 6), round(im.bottom_right_row, 6)]
+                fields += [
+                    im.path,
+                    round(im.top_left_col, 6),
+                    round(im.bottom_right_col, 6),
+                    round(im.top_left_row, 6),
+                    round(im.bottom_right_row, 6),
+                ]
             fields.append(row.triplet_type)
             for annotator, annotation in row.annotations:
                 fields += [annotator, int(annotation)]
@@ -301,7 +314,8 @@ def _parse_row(fields: list[str]) -> FecRow:
         if annotation not in (1, 2, 3):
             raise ValueError(f"annotation {annotation} is not 1, 2 or 3")
         pairs.append((fields[i], annotation))
-    return FecRow(images=images, triplet_type=kind, annotations=tuple(pairs))  # type: ignore[arg-type]
+    row_images: tuple[FecImage, FecImage, FecImage] = images  # type: ignore[assignment]
+    return FecRow(images=row_images, triplet_type=kind, annotations=tuple(pairs))
 
 
 def resolve_image(row_image: FecImage, csv_path: str | os.PathLike[str]) -> Path:
@@ -310,7 +324,9 @@ def resolve_image(row_image: FecImage, csv_path: str | os.PathLike[str]) -> Path
     return p if p.is_absolute() else Path(csv_path).parent / p
 
 
-def load_fec_face(row_image: FecImage, csv_path: str | os.PathLike[str], size: int = 128) -> np.ndarray:
+def load_fec_face(
+    row_image: FecImage, csv_path: str | os.PathLike[str], size: int = 128
+) -> np.ndarray:
     """(size, size, 3) uint8 face crop of one FEC image (its box, resized)."""
     from PIL import Image
 

@@ -67,7 +67,9 @@ def _wander(t: np.ndarray, rng: np.random.Generator, amplitude: float, n: int = 
     freqs = rng.uniform(0.04, 0.35, n)
     phases = rng.uniform(0, 2 * np.pi, n)
     weights = rng.dirichlet(np.ones(n))
-    return amplitude * np.sum(weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]), axis=0)
+    return amplitude * np.sum(
+        weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None]), axis=0
+    )
 
 
 def make_trajectory(
@@ -83,7 +85,7 @@ def make_trajectory(
     if seconds <= 0 or fps <= 0:
         raise ValueError("seconds and fps must be positive")
     rng = np.random.default_rng(seed)
-    n = max(1, int(round(seconds * fps)))
+    n = max(1, round(seconds * fps))
     t = np.arange(n) / fps
     ident = int(rng.integers(0, 2**31)) if identity_id is None else int(identity_id)
 
@@ -92,7 +94,11 @@ def make_trajectory(
     clock, k = 0.0, 0
     while clock < seconds:
         name, proto, talks = _ACTS[0] if k == 0 else _ACTS[rng.integers(len(_ACTS))]
-        vec = np.zeros(N_AU, np.float32) if proto is None else prototype_vector(proto, rng.uniform(0.5, 1.0))
+        vec = (
+            np.zeros(N_AU, np.float32)
+            if proto is None
+            else prototype_vector(proto, rng.uniform(0.5, 1.0))
+        )
         if rng.random() < 0.5:
             vec = vec[mirror_permutation()]
         targets.append(vec)
@@ -116,10 +122,14 @@ def make_trajectory(
     syllable = np.abs(np.sin(np.pi * rate * t)) ** 1.5
     loud = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * rng.uniform(0.3, 0.7) * t + rng.uniform(0, 6)))
     talk_on = np.array([talking[s] for s in seg], dtype=np.float32)
-    talk_on = np.convolve(np.pad(talk_on, 2, mode="edge"), np.ones(5) / 5, mode="valid")  # ease in/out
+    talk_on = np.convolve(
+        np.pad(talk_on, 2, mode="edge"), np.ones(5) / 5, mode="valid"
+    )  # ease in/out
     jaw = talk_on * syllable * loud * 0.45
     expr[:, AU_INDEX["jaw_drop"]] = np.maximum(expr[:, AU_INDEX["jaw_drop"]], jaw)
-    expr[:, AU_INDEX["lips_part"]] = np.maximum(expr[:, AU_INDEX["lips_part"]], np.clip(jaw * 2.0, 0, 1))
+    expr[:, AU_INDEX["lips_part"]] = np.maximum(
+        expr[:, AU_INDEX["lips_part"]], np.clip(jaw * 2.0, 0, 1)
+    )
     rounded = talk_on * (np.sin(2 * np.pi * 1.3 * t + 1.0) > 0.6) * syllable * 0.5
     expr[:, AU_INDEX["lip_pucker"]] = np.maximum(expr[:, AU_INDEX["lip_pucker"]], rounded)
 
@@ -220,12 +230,18 @@ def _rate(fps: float):  # -> fractions.Fraction | int
 
 def _header(traj: Trajectory, video_name: str) -> dict[str, object]:
     return {
-        "version": _SCHEMA_VERSION, "video": video_name, "fps": traj.fps, "width": traj.width,
-        "height": traj.height, "seed": traj.seed, "identity_id": traj.identity_id,
-        "n_frames": traj.n_frames, "action_units": list(ACTION_UNITS),
-        "head_pose_units": "degrees (yaw: +face turns to image right, pitch: +up, roll: +clockwise)",
+        "version": _SCHEMA_VERSION,
+        "video": video_name,
+        "fps": traj.fps,
+        "width": traj.width,
+        "height": traj.height,
+        "seed": traj.seed,
+        "identity_id": traj.identity_id,
+        "n_frames": traj.n_frames,
+        "action_units": list(ACTION_UNITS),
+        "head_pose_units": "degrees: +yaw faces image right, +pitch up, +roll clockwise",
         "face_box_units": "pixels x0, y0, x1, y1 (forehead to chin, cheek to cheek)",
-    }  # fmt: skip
+    }
 
 
 def _record(traj: Trajectory, index: int, batch: FaceBatch, j: int) -> dict[str, object]:
@@ -259,10 +275,18 @@ def read_ground_truth(path: str | os.PathLike[str]) -> GroundTruth:
     data = json.loads(Path(path).read_text())
     frames = data["frames"]
     return GroundTruth(
-        fps=float(data["fps"]), width=int(data["width"]), height=int(data["height"]),
-        identity_id=int(data["identity_id"]), action_units=tuple(data["action_units"]),
-        expressions=np.array([f["action_units"] for f in frames], dtype=np.float32).reshape(-1, len(data["action_units"])),
-        poses=np.array([[f["head_pose"][k] for k in ("yaw", "pitch", "roll")] for f in frames], dtype=np.float32).reshape(-1, 3),
+        fps=float(data["fps"]),
+        width=int(data["width"]),
+        height=int(data["height"]),
+        identity_id=int(data["identity_id"]),
+        action_units=tuple(data["action_units"]),
+        expressions=np.array([f["action_units"] for f in frames], dtype=np.float32).reshape(
+            -1, len(data["action_units"])
+        ),
+        poses=np.array(
+            [[f["head_pose"][k] for k in ("yaw", "pitch", "roll")] for f in frames],
+            dtype=np.float32,
+        ).reshape(-1, 3),
         face_boxes=np.array([f["face_box"] for f in frames], dtype=np.float32).reshape(-1, 4),
         times=np.array([f["time"] for f in frames], dtype=np.float64),
-    )  # fmt: skip
+    )
