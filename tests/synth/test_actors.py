@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from freeavatar_server.synth.actors import (
     ACTION_UNITS,
     AU_INDEX,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.synth.actors import AU_INDEX, N_AU, prototype_vector, sample_expressions
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS, get_avatar

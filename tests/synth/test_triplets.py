@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from freeavatar_server.synth.triplets import (
     TRIPLET_KINDS,
     FecImage,
@@ -51,7 +52,7 @@ def test_ambiguous_share_and_label_noise() -> None:
     assert 0.05 < flipped_clear < 0.15
     assert all(
         odd_one_out(t.expressions)[1] < odd_one_out(c.expressions)[1]
-        for t, c in zip(amb[:50], clear[:50])
+        for t, c in zip(amb[:50], clear[:50], strict=True)
     )
     assert np.mean([t.odd_one != t.true_odd_one for t in amb]) > flipped_clear
 
@@ -112,10 +113,10 @@ def test_export_materialises_pngs_and_a_readable_csv(tmp_path: Path) -> None:
     rows = read_fec_csv(csv_path)
     assert len(rows) == 4
     expected = render_triplets(triplets, size=48)
-    for t, row, images in zip(triplets, rows, expected):
+    for t, row, images in zip(triplets, rows, expected, strict=True):
         assert row.triplet_type == t.kind and len(row.annotations) == 3
         assert [a - 1 for _, a in row.annotations] == list(t.annotations)
-        for k, im in enumerate(row.images):
+        for im in row.images:
             assert 0.0 <= im.top_left_col < im.bottom_right_col <= 1.0
             face = load_fec_face(im, csv_path, size=16)
             assert face.shape == (16, 16, 3)
@@ -130,7 +131,7 @@ def test_export_materialises_pngs_and_a_readable_csv(tmp_path: Path) -> None:
 def _pixel_accuracy(images: np.ndarray, triplets: list) -> float:
     x = images.reshape(len(images), 3, -1).astype(np.float32)
     right = 0
-    for t, f in zip(triplets, x):
+    for t, f in zip(triplets, x, strict=True):
         d = [np.linalg.norm(f[1] - f[2]), np.linalg.norm(f[0] - f[2]), np.linalg.norm(f[0] - f[1])]
         right += int(np.argmin(d)) == t.true_odd_one
     return right / len(triplets)
@@ -155,3 +156,16 @@ def test_expression_is_visible_but_raw_pixels_do_not_measure_it() -> None:
     ).images.reshape(len(triplets), 3, 48, 48, 3)
     assert _pixel_accuracy(same, triplets) > 0.65
     assert _pixel_accuracy(wild, triplets) < 0.5
+
+
+def test_urls_resolve_to_downloaded_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from freeavatar_server.synth.triplets import resolve_image
+
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(tmp_path / "abc.jpg")
+    image = FecImage("http://farm4.staticflickr.com/3773/abc.jpg", 0.25, 0.75, 0.0, 1.0)
+    assert resolve_image(image, tmp_path / "x.csv") == tmp_path / "abc.jpg"
+    assert resolve_image(image, "/else/x.csv", image_root=tmp_path) == tmp_path / "abc.jpg"
+    face = load_fec_face(image, "/else/x.csv", size=8, image_root=tmp_path)
+    assert face.shape == (8, 8, 3) and face[..., 0].min() > 150

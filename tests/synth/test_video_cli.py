@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from freeavatar_server.synth.actors import ACTION_UNITS, AU_INDEX, render_frames
 from freeavatar_server.synth.cli import synth_app
 from freeavatar_server.synth.video import (
@@ -16,7 +18,6 @@ from freeavatar_server.synth.video import (
     read_ground_truth,
     write_video,
 )
-from typer.testing import CliRunner
 
 
 def _decode(path: Path) -> list[np.ndarray]:
@@ -80,7 +81,7 @@ def test_video_and_json_round_trip(tmp_path: Path) -> None:
         poses=truth.poses,
         sample_seeds=np.full(len(truth.expressions), 4),
     )
-    for decoded, rendered, wrong in zip(frames, again.images, other.images):
+    for decoded, rendered, wrong in zip(frames, again.images, other.images, strict=True):
         # compare 4x4 means: the codec smooths sensor noise away, the picture must match
         err = np.abs(_pool(decoded) - _pool(rendered)).mean()
         assert err < 2.5

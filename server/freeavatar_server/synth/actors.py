@@ -220,8 +220,13 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
     ids = np.asarray(identity_ids, dtype=np.int64).reshape(-1)
     h = hash_uniform(ids, salt=0x1D, n=48)
     c = iter(range(48))
-    U = lambda lo, hi: lo + (hi - lo) * h[:, next(c)]
-    pick = lambda table: table[(h[:, next(c)] * len(table)).astype(int)]
+
+    def U(lo: float, hi: float) -> np.ndarray:  # next hashed column, scaled to [lo, hi)
+        return lo + (hi - lo) * h[:, next(c)]
+
+    def pick(table: np.ndarray) -> np.ndarray:  # next hashed column picks a table row
+        return table[(h[:, next(c)] * len(table)).astype(int)]
+
     tone = U(0.0, 1.0)
     skin = _SKIN_LIGHT[None] * (1 - tone[:, None]) + _SKIN_DARK[None] * tone[:, None]
     skin = skin * (1 + (U(-0.06, 0.06)[:, None] * np.array([1.0, 0.0, -1.0])))
@@ -382,7 +387,10 @@ def paint_background(
     if not cluttered:
         return torch.full((b, 3, gy.shape[1], gx.shape[2]), 0.55)
     h = torch.as_tensor(draws, dtype=torch.float32)
-    P = lambda i: h[:, i].reshape(b, 1, 1)
+
+    def P(i: int) -> torch.Tensor:
+        return h[:, i].reshape(b, 1, 1)
+
     c0 = _muted(h[:, 0:3])
     c1 = _muted(h[:, 3:6])
     ang = P(6) * 2 * math.pi

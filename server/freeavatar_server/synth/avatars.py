@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigControl, RigSpec
-
 from freeavatar_server.synth.actors import AU_INDEX, N_AU
 from freeavatar_server.synth.face import MUSCLES, Identity, Scene, paint
 from freeavatar_server.synth.raster import cov, over, to_uint8

@@ -192,7 +192,10 @@ class _Ctx:
         sample (symmetric expressions) are not broadcast at all.
         """
         left, right = fn("L"), fn("R")
-        return [a if torch.equal(a, b) else torch.where(mask, a, b) for a, b in zip(left, right)]
+        return [
+            a if torch.equal(a, b) else torch.where(mask, a, b)
+            for a, b in zip(left, right, strict=True)
+        ]
 
 
 @dataclass
@@ -259,7 +262,10 @@ def _coordinates(
     muscles: dict[str, np.ndarray],
 ) -> _Ctx:
     b = ident.batch
-    P = lambda v: par(v, b)
+
+    def P(values: np.ndarray | float) -> torch.Tensor:
+        return par(values, b)
+
     rx_np, ry_np = head_radii(ident, scene)
     rx, ry = P(rx_np), P(ry_np)
     # view frame: undo roll, normalise by the head radii

@@ -102,7 +102,7 @@ def _compose(
             y += header
             continue
         images, labels = payload  # type: ignore[misc]
-        for c, (im, label) in enumerate(zip(images, labels)):
+        for c, (im, label) in enumerate(zip(images, labels, strict=True)):
             x = pad + c * (cell + pad)
             sheet.paste(Image.fromarray(im), (x, y))
             draw.text((x + 1, y + cell), label[: cell // 6], fill=(180, 180, 190))

@@ -25,7 +25,8 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -318,19 +319,35 @@ def _parse_row(fields: list[str]) -> FecRow:
     return FecRow(images=row_images, triplet_type=kind, annotations=tuple(pairs))
 
 
-def resolve_image(row_image: FecImage, csv_path: str | os.PathLike[str]) -> Path:
-    """Local file of an FEC image: absolute paths as they are, relative ones beside the CSV."""
-    p = Path(row_image.path)
-    return p if p.is_absolute() else Path(csv_path).parent / p
+def resolve_image(
+    row_image: FecImage,
+    csv_path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Local file of an FEC image.
+
+    Absolute paths are used as they are; relative ones are looked up beside the CSV (or under
+    `image_root`). URLs, as in Google's release, map to `image_root` / the URL's file name:
+    download the images once, keep their names, and the original CSV reads unchanged.
+    """
+    path = row_image.path
+    root = Path(csv_path).parent if image_root is None else Path(image_root)
+    if "://" in path:
+        return root / PurePosixPath(urlsplit(path).path).name
+    p = Path(path)
+    return p if p.is_absolute() else root / p
 
 
 def load_fec_face(
-    row_image: FecImage, csv_path: str | os.PathLike[str], size: int = 128
+    row_image: FecImage,
+    csv_path: str | os.PathLike[str],
+    size: int = 128,
+    image_root: str | os.PathLike[str] | None = None,
 ) -> np.ndarray:
     """(size, size, 3) uint8 face crop of one FEC image (its box, resized)."""
     from PIL import Image
 
-    with Image.open(resolve_image(row_image, csv_path)) as im:
+    with Image.open(resolve_image(row_image, csv_path, image_root)) as im:
         im = im.convert("RGB")
         crop = im.crop(row_image.box_pixels(*im.size)).resize((size, size), Image.BILINEAR)
         return np.asarray(crop)
