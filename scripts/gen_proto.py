@@ -33,9 +33,8 @@ def generate() -> dict[str, str]:
     installed = metadata.version("grpcio-tools")
     if installed != GRPCIO_TOOLS_VERSION:
         sys.exit(f"gen_proto: grpcio-tools {GRPCIO_TOOLS_VERSION} required, {installed} installed")
-    from grpc_tools import protoc
-
     import grpc_tools
+    from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PACKAGE_DIR.glob("*.proto"))

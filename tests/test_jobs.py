@@ -8,7 +8,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ def png(image: np.ndarray) -> bytes:
 
 def robot_samples(n: int, size: int = 32, seed: int = 0) -> list[RenderSample]:
     rigs = ROBOT.sample_rigs(n, np.random.default_rng(seed))
-    return [RenderSample(tuple(r), png(i)) for r, i in zip(rigs, ROBOT.render(rigs, size))]
+    return [RenderSample(tuple(r), png(i)) for r, i in zip(rigs, ROBOT.render(rigs, size), strict=True)]
 
 
 async def robot_with_samples(client: AsyncClient, n: int = 60):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from freeavatar._proto import avatar_pb2
@@ -30,7 +30,7 @@ class ModelVersion:
             kind=ModelKind(msg.kind),
             version=msg.version,
             job_id=msg.job_id,
-            created=msg.create_time.ToDatetime(tzinfo=timezone.utc),
+            created=msg.create_time.ToDatetime(tzinfo=UTC),
             metrics=dict(msg.metrics),
             active=msg.active,
         )
@@ -55,7 +55,7 @@ class Avatar:
         return cls(
             id=msg.id,
             spec=RigSpec.from_proto(msg.spec),
-            created=msg.create_time.ToDatetime(tzinfo=timezone.utc),
+            created=msg.create_time.ToDatetime(tzinfo=UTC),
             render_sample_count=msg.render_sample_count,
             keyframe_count=msg.keyframe_count,
             renderer=ModelVersion.from_proto(msg.renderer) if msg.HasField("renderer") else None,

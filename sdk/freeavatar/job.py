@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from freeavatar._proto import avatar_pb2, job_pb2
@@ -93,4 +93,4 @@ def training_options(**options: float | int | None) -> job_pb2.TrainingOptions:
 
 
 def _time(stamp: object) -> datetime:
-    return stamp.ToDatetime(tzinfo=timezone.utc)  # type: ignore[attr-defined]
+    return stamp.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]

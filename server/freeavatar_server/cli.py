@@ -11,10 +11,17 @@ from typing import Annotated
 
 import typer
 
-from freeavatar.cli_avatars import ApiKeyOption, ServerOption, TlsCaOption, avatars_app, connect, console, fail
+from freeavatar.cli_avatars import (
+    ApiKeyOption,
+    ServerOption,
+    TlsCaOption,
+    avatars_app,
+    connect,
+    console,
+    fail,
+)
 from freeavatar.cli_jobs import train_app
 from freeavatar.client import DEFAULT_ADDRESS
-from freeavatar.errors import NotFound
 from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.synth.cli import synth_app

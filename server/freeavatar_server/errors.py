@@ -10,7 +10,12 @@ from typing import Any, TypeVar
 import grpc
 
 from freeavatar.rig import InvalidRigSpec
-from freeavatar_server.store import AvatarNameTaken, AvatarNotFound, JobNotFound, ModelVersionNotFound
+from freeavatar_server.store import (
+    AvatarNameTaken,
+    AvatarNotFound,
+    JobNotFound,
+    ModelVersionNotFound,
+)
 
 
 class BadRequest(ValueError):
