@@ -134,5 +134,16 @@ def ship_encoder(run_dir: Annotated[Path, typer.Argument(help="A finished traini
     _ship(run_dir)
 
 
+@encoder_app.command("curves")
+def curves(
+    run_dir: Annotated[Path, typer.Argument(help="A training run directory.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("docs/encoder_curves.png"),
+) -> None:
+    """Plot a run's training curves (MAE loss, triplet loss/accuracy, classifier baseline)."""
+    from freeavatar_server.encoder.curves import plot_run
+
+    typer.echo(f"wrote {plot_run(run_dir, out)}")
+
+
 if __name__ == "__main__":
     encoder_app()

@@ -55,11 +55,11 @@ class TrainConfig:
     mae_lr: float = 1.5e-3
     mask_ratio: float = 0.75
     # triplet stage (also the step budget of the classifier baseline)
-    triplet_steps: int = 3000
+    triplet_steps: int = 1200
     triplet_batch: int = 48
     triplet_lr: float = 5e-4
-    classifier_steps: int | None = None  # default: triplet_steps
-    classifier_batch: int = 128
+    classifier_steps: int | None = 600  # None: triplet_steps
+    classifier_batch: int = 64
     weight_decay: float = 0.05
     warmup: int = 150
     augment: bool = True
