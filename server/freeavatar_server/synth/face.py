@@ -605,9 +605,9 @@ def _paint_hair_front(c: _Ctx, canvas: _Canvas, head_a: torch.Tensor) -> None:
     """The fringe above the hairline, and sideburns in front of the ears."""
     ident, soft, u, v, P = c.ident, c.soft, c.u, c.v, c.p
     hl = P(ident.hairline) + 0.3 * u * u + P(ident.hair_part) * u
-    sideburn = (
-        cov(c.au - 0.88, soft) * cov(torch.minimum(v + 0.5, 0.02 - v), soft) * P(ident.hair_volume)
-    )
+    # sideburns taper to a point in front of the ear instead of ending in a square block
+    inner_edge = 0.86 + 0.5 * (v + 0.2).clamp(min=0.0)
+    sideburn = cov(c.au - inner_edge, soft) * cov(v + 0.5, soft) * P(ident.hair_volume)
     front = torch.maximum(cov(hl - v, soft), sideburn)
     strands = 0.93 + 0.07 * torch.sin(u * 45.0 + v * 20.0)
     canvas.over(
