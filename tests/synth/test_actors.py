@@ -78,6 +78,23 @@ def test_sub_batches_render_the_same_pixels() -> None:
     assert np.array_equal(whole.images[2:4], part.images)
 
 
+def test_a_face_renders_the_same_alone_or_in_any_batch() -> None:
+    expr = sample_expressions(20, np.random.default_rng(4))
+    ids = np.arange(20) + 500
+    seeds = _seeds(2, 20)
+    whole = render_faces(expr, ids, size=40, sample_seeds=seeds)  # one painter chunk
+    big = render_faces(expr, ids, size=160, sample_seeds=seeds)  # several chunks
+    for i in (0, 7, 19):
+        alone = render_faces(
+            expr[i : i + 1], ids[i : i + 1], size=40, sample_seeds=seeds[i : i + 1]
+        )
+        assert np.array_equal(whole.images[i], alone.images[0])
+        big_alone = render_faces(
+            expr[i : i + 1], ids[i : i + 1], size=160, sample_seeds=seeds[i : i + 1]
+        )
+        assert np.array_equal(big.images[i], big_alone.images[0])
+
+
 def _seeds(seed: int, n: int) -> np.ndarray:
     from freeavatar_server.synth.actors import sample_seeds_for
 

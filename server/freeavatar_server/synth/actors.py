@@ -291,6 +291,9 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
 # pose, light, nuisance
 
 
+MAX_BLUR = 1.4  # largest defocus sigma, in pixels of a 128 px crop
+
+
 @dataclass(frozen=True)
 class Nuisance:
     """Per-sample nuisance draws (all (B,) or (B, k) numpy arrays)."""
@@ -354,7 +357,7 @@ def sample_nuisance(seeds: np.ndarray, enabled: bool) -> Nuisance:
         shift=(h[:, 7:9] - 0.5) * 0.14,
         scale=0.9 + 0.2 * h[:, 9],
         gaze=(h[:, 10:12] - 0.5) * np.array([1.2, 0.8]),
-        blur=np.where(h[:, 12] < 0.5, 0.0, 1.4 * h[:, 13]),
+        blur=np.where(h[:, 12] < 0.5, 0.0, MAX_BLUR * h[:, 13]),
         noise=np.where(h[:, 14] < 0.3, 0.0, 0.045 * h[:, 15]),
         jpeg=np.where(h[:, 16] < 0.5, 0, 20 + 75 * h[:, 17]).astype(int),
         bg=bg,
@@ -433,7 +436,7 @@ class FaceBatch:
 
 # Samples per painter call, and pixels per frame tile. The painter streams ~100 full-size
 # temporaries; keeping them cache-sized matters more than batching. Never changes pixels.
-_CHUNK = 16
+_CHUNK_PIXELS = 1 << 18  # 16 crops of 128 x 128 per painter call
 _TILE_PIXELS = 1 << 17
 
 
@@ -477,7 +480,7 @@ def _scene(
 def _degrade(img: torch.Tensor, nui: Nuisance, seeds: np.ndarray, blur_scale: float) -> np.ndarray:
     """Camera nuisance: defocus/motion-ish blur, sensor noise, then JPEG; returns uint8 HWC."""
     if np.any(nui.blur > 0):
-        img = gaussian_blur(img, nui.blur * blur_scale)
+        img = gaussian_blur(img, nui.blur * blur_scale, MAX_BLUR * blur_scale)
     if np.any(nui.noise > 0):
         noise = torch.stack([
             torch.randn(img.shape[1:], generator=torch.Generator().manual_seed(int(s) & 0x7FFFFFFF))
@@ -538,8 +541,9 @@ def render_faces(
     gx, gy = centres.reshape(1, 1, -1), centres.reshape(1, -1, 1)
     half = (torch.arange(size // 2, dtype=torch.float32) + 0.5) * (2 * pixel) - 1.0
     images = np.empty((b, size, size, 3), dtype=np.uint8)
-    for start in range(0, b, _CHUNK):
-        sl = slice(start, min(start + _CHUNK, b))
+    chunk = max(1, _CHUNK_PIXELS // (size * size))
+    for start in range(0, b, chunk):
+        sl = slice(start, min(start + chunk, b))
         n_sl, i_sl = _slice(nui, sl), _slice_identity(ident, sl)
         bg = paint_background(
             half.reshape(1, 1, -1), half.reshape(1, -1, 1), n_sl.bg, nuisance, 2 * pixel

@@ -70,10 +70,14 @@ def par(values: np.ndarray | float, batch: int) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.float32)).reshape(-1, 1, 1)
 
 
-def gaussian_blur(img: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
-    """Blur each image of (B,3,H,W) with its own sigma (pixels) by a separable grouped conv."""
+def gaussian_blur(img: torch.Tensor, sigma: np.ndarray, max_sigma: float) -> torch.Tensor:
+    """Blur each image of (B,3,H,W) with its own sigma (pixels) by a separable grouped conv.
+
+    The kernel support comes from `max_sigma` (the largest sigma the caller can draw), not
+    from the batch, so an image blurs the same whichever batch it is rendered in.
+    """
     b = img.shape[0]
-    radius = int(np.ceil(3.0 * max(float(np.max(sigma)), 0.3)))
+    radius = int(np.ceil(3.0 * max(max_sigma, 0.3)))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     s = torch.as_tensor(np.maximum(sigma, 1e-3), dtype=torch.float32).reshape(b, 1)
     k = torch.exp(-0.5 * (t[None, :] / s) ** 2)
