@@ -189,6 +189,13 @@ def _render_human(rig: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _expected_human(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """EVALUATION ONLY. FACS -> ARKit, one to one where ARKit has the shape (AU45 -> eyeBlink,
+    AU7 -> eyeSquint, AU5 -> eyeWide, AU4 -> browDown, AU1 -> browInnerUp, AU2 -> browOuterUp,
+    AU6 -> cheekSquint, AU9 -> noseSneer, AU10 -> mouthUpperUp, AU12 -> mouthSmile,
+    AU15 -> mouthFrown, AU14 -> mouthDimple, AU20 -> mouthStretch, AU24 -> mouthPress,
+    AU26 -> jawOpen, AU30 -> jawLeft/Right, AU18 -> mouthPucker, AU17 -> mouthShrugLower,
+    AU34 -> cheekPuff; AU25 without a jaw drop -> mouthLowerDown). Gaze, tongue, funnel, roll,
+    mouthClose, mouthLeft/Right and jawForward have no action unit here and stay 0."""
     out: dict[str, np.ndarray] = {}
     for s, side in (("L", "Left"), ("R", "Right")):
         out[f"eyeBlink{side}"] = a[f"blink_{s}"]
@@ -336,6 +343,10 @@ def _render_cartoon(rig: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _expected_cartoon(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """EVALUATION ONLY. Blinks per side; brows_up from AU1+AU2; brows_angry = AU4; brows_sad =
+    AU1 without AU2; eyes_wide = AU5; happy_eyes from AU6; grin = both AU12 scaled by AU6;
+    frown = AU15; mouth_open = AU26 (+AU25); mouth_O = AU18; smirk = AU12 L - R (signed);
+    blush from AU34 and AU6; squash_stretch = jaw drop/surprise (+) against AU17/AU24 (-)."""
     outer = 0.5 * (a["brow_outer_raise_L"] + a["brow_outer_raise_R"])
     pull = 0.5 * (a["lip_corner_pull_L"] + a["lip_corner_pull_R"])
     return {
@@ -448,6 +459,10 @@ def _render_robot(rig: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _expected_robot(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """EVALUATION ONLY. eye_squint = blink or lid tighten/cheek raise; eye_size = AU5;
+    brow_tilt = AU4 - AU1 (signed); mouth_open = AU26 (or AU25); mouth_curve = AU12 - AU15;
+    mouth_width = AU20 (+ a smile's widening) - AU18; antenna_glow = surprise (AU5, AU2);
+    panel_blush = AU6."""
     blink = 0.5 * (a["blink_L"] + a["blink_R"])
     pull = 0.5 * (a["lip_corner_pull_L"] + a["lip_corner_pull_R"])
     depress = 0.5 * (a["lip_corner_depress_L"] + a["lip_corner_depress_R"])
