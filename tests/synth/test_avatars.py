@@ -85,3 +85,22 @@ def test_expected_rig_semantics() -> None:
     c = cartoon.expected_rig(wink)[0]
     assert c[cartoon.spec.control_names.index("blink_L")] == 1.0
     assert c[cartoon.spec.control_names.index("blink_R")] == 0.0
+
+
+def test_human_expected_rig_reproduces_the_actors_expression() -> None:
+    """The evaluation mapping is coherent: the ARKit head driven by expected_rig(AUs) looks like
+    the same head driven by the AUs directly, closer than to any other expression."""
+    from freeavatar_server.synth.actors import au_to_muscles
+    from freeavatar_server.synth.avatars import render_human_muscles
+    from freeavatar_server.synth.face import MUSCLES
+
+    human = get_avatar("human_arkit")
+    aus = sample_expressions(40, np.random.default_rng(7))
+    aus = aus[np.abs(aus).sum(axis=1) > 0.5][:16]  # near-neutral faces all look alike
+    via_rig = human.render(human.expected_rig(aus), size=64).astype(np.float32)
+    muscles = au_to_muscles(aus)
+    assert set(muscles) == set(MUSCLES)
+    direct = render_human_muscles(muscles, len(aus), 64).clamp(0, 1) * 255
+    direct = direct.permute(0, 2, 3, 1).numpy()
+    d = np.abs(via_rig[:, None] - direct[None]).mean(axis=(2, 3, 4))  # (via rig i, direct j)
+    assert (d.argmin(axis=1) == np.arange(len(aus))).mean() >= 0.9

@@ -171,7 +171,12 @@ def _arkit_muscles(rig: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 def _render_human(rig: torch.Tensor, size: int) -> torch.Tensor:
-    b = len(rig)
+    return render_human_muscles(_arkit_muscles(rig), len(rig), size)
+
+
+def render_human_muscles(muscles: dict[str, np.ndarray], b: int, size: int) -> torch.Tensor:
+    """The human avatar's look, scene and light, driven by painter muscles directly: lets
+    evaluation compare an actor's expression and its ARKit retarget on the same face."""
     ident = Identity(
         **{k: np.repeat(getattr(_HUMAN, k), b, axis=0) for k in Identity.__dataclass_fields__}
     )
@@ -185,7 +190,7 @@ def _render_human(rig: torch.Tensor, size: int) -> torch.Tensor:
     gx, gy = _grid(size)
     bg = _rgb(0.55, 0.62, 0.7).expand(b, 3, size, size).clone()
     bg = bg * (1.0 - 0.25 * (gy + 1.0) / 2.0).unsqueeze(1)  # studio backdrop vignette
-    return paint(gx, gy, bg, ident, scene, _arkit_muscles(rig))
+    return paint(gx, gy, bg, ident, scene, muscles)
 
 
 def _expected_human(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
