@@ -326,7 +326,7 @@ def sample_nuisance(seeds: np.ndarray, enabled: bool) -> Nuisance:
     """Lighting, framing jitter, gaze, background and camera degradations for each seed."""
     b = len(seeds)
     h = hash_uniform(seeds, salt=0x7A11, n=24)
-    bg = hash_uniform(seeds, salt=0xB6, n=52)
+    bg = hash_uniform(seeds, salt=0xB6, n=_BG_DRAWS)
     if not enabled:
         d = np.array([0.0, -0.35, 1.0]) / np.linalg.norm([0.0, -0.35, 1.0])
         return Nuisance(
