@@ -15,15 +15,25 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from freeavatar._proto import avatar_pb2, avatar_pb2_grpc, job_pb2, job_pb2_grpc
+from freeavatar._proto import (
+    avatar_pb2,
+    avatar_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+)
 from freeavatar.avatar import Avatar, ModelKind, ModelVersion
 from freeavatar.errors import from_rpc_error
-from freeavatar.job import Job, JobEvent, RenderSample, UploadSummary, training_options
+from freeavatar.job import Job, JobEvent, Keyframe, RenderSample, UploadSummary, training_options
 from freeavatar.rig import RigSpecLike, load_rig_spec
+from freeavatar.stream import Actor, ActorFrame, RigFrame, RigStream, Session
 
 DEFAULT_ADDRESS = "localhost:50051"
 _T = TypeVar("_T")
 SampleLike = RenderSample | tuple[Sequence[float], bytes]
+FrameLike = ActorFrame | bytes | np.ndarray
+KeyframeLike = Keyframe | tuple[Sequence[float], bytes]  # (rig, actor image bytes)
 
 
 class AsyncClient:
@@ -52,6 +62,7 @@ class AsyncClient:
             self._channel = grpc.aio.insecure_channel(address)
         self._avatars = avatar_pb2_grpc.AvatarServiceStub(self._channel)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
+        self._streams = stream_pb2_grpc.StreamServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -109,12 +120,31 @@ class AsyncClient:
         summary by their index; the good ones are kept."""
 
         async def requests() -> AsyncIterator[avatar_pb2.UploadRenderSamplesRequest]:
-            async for rig, image in _aiter(samples):
+            async for item in _aiter(samples):
+                rig, image = _sample_parts(item)
                 sample = avatar_pb2.RenderSample(rig=rig, image=image)
                 yield avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
 
         try:
             reply = await self._avatars.UploadRenderSamples(requests(), metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return UploadSummary.from_proto(reply)
+
+    async def upload_keyframes(
+        self, avatar_id: str, keyframes: Iterable[KeyframeLike] | AsyncIterable[KeyframeLike]
+    ) -> UploadSummary:
+        """Stream artist keyframes (rig values, actor image PNG/JPEG bytes) for `avatar_id`;
+        animator jobs add them as a supervised term. Bad ones are reported in the summary by
+        their index; the good ones are kept."""
+
+        async def requests() -> AsyncIterator[avatar_pb2.UploadKeyframesRequest]:
+            async for rig, image in _aiter(keyframes):
+                keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
+                yield avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
+
+        try:
+            reply = await self._avatars.UploadKeyframes(requests(), metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         return UploadSummary.from_proto(reply)
@@ -142,6 +172,13 @@ class AsyncClient:
             avatar_id=avatar_id, options=training_options(**options)
         )
         return Job.from_proto(await self._unary(self._jobs.TrainRenderer, request))
+
+    async def finetune_animator(self, avatar_ids: Sequence[str] | str, **options: float | int | None) -> Job:
+        """Queue tuning of the shared animator for these avatars (each needs a trained renderer).
+        Options: steps, batch_size, learning_rate, seed, time_budget_s, keyframe_limit."""
+        ids = [avatar_ids] if isinstance(avatar_ids, str) else list(avatar_ids)
+        request = job_pb2.FinetuneAnimatorRequest(avatar_ids=ids, options=training_options(**options))
+        return Job.from_proto(await self._unary(self._jobs.FinetuneAnimator, request))
 
     async def get_job(self, job_id: str) -> Job:
         return Job.from_proto(await self._unary(self._jobs.GetJob, job_pb2.GetJobRequest(job_id=job_id)))
@@ -178,6 +215,83 @@ class AsyncClient:
             if event.job.state.finished:
                 return event.job
         return await self.get_job(job_id)
+
+    # Sessions and streams
+
+    async def create_session(self, name: str = "") -> Session:
+        """A session (virtual meeting) for actors and subscribers; keep its `token`."""
+        request = stream_pb2.CreateSessionRequest(name=name)
+        return Session.from_proto(await self._unary(self._streams.CreateSession, request))
+
+    async def get_session(self, session_id: str) -> Session:
+        request = stream_pb2.GetSessionRequest(session_id=session_id)
+        return Session.from_proto(await self._unary(self._streams.GetSession, request))
+
+    async def close_session(self, session_id: str) -> None:
+        request = stream_pb2.CloseSessionRequest(session_id=session_id)
+        await self._unary(self._streams.CloseSession, request)
+
+    async def join_session(
+        self, session_id: str, avatar_ids: Sequence[str], actor_name: str = "", token: str = ""
+    ) -> Actor:
+        """Join as an actor driving `avatar_ids`; stream its frames with animate(actor_id=...)."""
+        request = stream_pb2.JoinSessionRequest(
+            session_id=session_id,
+            session_token=token,
+            actor_name=actor_name,
+            bindings=[stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids],
+        )
+        return Actor.from_proto(await self._unary(self._streams.JoinSession, request))
+
+    async def rebind_actor(self, session_id: str, actor_id: str, avatar_ids: Sequence[str]) -> Actor:
+        """Change which avatars a joined actor drives, while it streams."""
+        request = stream_pb2.RebindActorRequest(
+            session_id=session_id,
+            actor_id=actor_id,
+            bindings=[stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids],
+        )
+        return Actor.from_proto(await self._unary(self._streams.RebindActor, request))
+
+    async def leave_session(self, session_id: str, actor_id: str) -> None:
+        request = stream_pb2.LeaveSessionRequest(session_id=session_id, actor_id=actor_id)
+        await self._unary(self._streams.LeaveSession, request)
+
+    def animate(
+        self,
+        frames: Iterable[FrameLike] | AsyncIterable[FrameLike],
+        *,
+        avatar_ids: Sequence[str] = (),
+        session_id: str = "",
+        actor_id: str = "",
+        token: str = "",
+    ) -> RigStream:
+        """Send the actor's frames, receive their avatars' rig frames.
+
+        Either `avatar_ids` (a private session for this call) or a joined `session_id` and
+        `actor_id`. Frames are JPEG/PNG bytes, (H, W, 3) uint8 RGB arrays, or ActorFrames.
+        """
+        start = stream_pb2.AnimateStart(
+            session_id=session_id, session_token=token, actor_id=actor_id, avatar_ids=avatar_ids
+        )
+
+        async def requests() -> AsyncIterator[stream_pb2.AnimateRequest]:
+            yield stream_pb2.AnimateRequest(start=start)
+            async for frame in _aiter(frames):
+                actor_frame = frame if isinstance(frame, ActorFrame) else ActorFrame(frame)
+                yield stream_pb2.AnimateRequest(frame=actor_frame.to_proto())
+
+        return RigStream(self._streams.Animate(requests(), metadata=self._metadata))
+
+    def subscribe(self, session_id: str, *, avatar_ids: Sequence[str] = (), token: str = "") -> RigStream:
+        """Every rig frame of a session (or of some of its avatars) as it is made."""
+        request = stream_pb2.SubscribeRequest(
+            session_id=session_id, session_token=token, avatar_ids=avatar_ids
+        )
+        return RigStream(self._streams.Subscribe(request, metadata=self._metadata))
+
+    async def get_stats(self) -> stream_pb2.PipelineStats:
+        """Per-stage timings and drop counts of the live pipeline."""
+        return await self._unary(self._streams.GetStats, stream_pb2.GetStatsRequest())
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
@@ -245,6 +359,12 @@ class Client:
     def train_renderer(self, avatar_id: str, **options: float | int | None) -> Job:
         return self._run(self._client.train_renderer(avatar_id, **options))
 
+    def finetune_animator(self, avatar_ids: Sequence[str] | str, **options: float | int | None) -> Job:
+        return self._run(self._client.finetune_animator(avatar_ids, **options))
+
+    def upload_keyframes(self, avatar_id: str, keyframes: Iterable[KeyframeLike]) -> UploadSummary:
+        return self._run(self._client.upload_keyframes(avatar_id, keyframes))
+
     def get_job(self, job_id: str) -> Job:
         return self._run(self._client.get_job(job_id))
 
@@ -259,6 +379,37 @@ class Client:
 
     def wait_job(self, job_id: str) -> Job:
         return self._run(self._client.wait_job(job_id))
+
+    def create_session(self, name: str = "") -> Session:
+        return self._run(self._client.create_session(name))
+
+    def get_session(self, session_id: str) -> Session:
+        return self._run(self._client.get_session(session_id))
+
+    def close_session(self, session_id: str) -> None:
+        self._run(self._client.close_session(session_id))
+
+    def join_session(
+        self, session_id: str, avatar_ids: Sequence[str], actor_name: str = "", token: str = ""
+    ) -> Actor:
+        return self._run(self._client.join_session(session_id, avatar_ids, actor_name, token))
+
+    def rebind_actor(self, session_id: str, actor_id: str, avatar_ids: Sequence[str]) -> Actor:
+        return self._run(self._client.rebind_actor(session_id, actor_id, avatar_ids))
+
+    def leave_session(self, session_id: str, actor_id: str) -> None:
+        self._run(self._client.leave_session(session_id, actor_id))
+
+    def animate(self, frames: Iterable[FrameLike], **target: Any) -> Iterator[RigFrame]:
+        """Blocking `AsyncClient.animate`. The frames iterable is read on the client's own
+        thread, so a slow generator paces the upload, as a camera would."""
+        return self._iterate(self._run(_in_loop(self._client.animate, frames, **target)))
+
+    def subscribe(self, session_id: str, **options: Any) -> Iterator[RigFrame]:
+        return self._iterate(self._run(_in_loop(self._client.subscribe, session_id, **options)))
+
+    def get_stats(self) -> stream_pb2.PipelineStats:
+        return self._run(self._client.get_stats())
 
     def _iterate(self, events: AsyncIterator[_T]) -> Iterator[_T]:
         try:
@@ -279,16 +430,23 @@ async def _open(address: str, options: dict[str, Any]) -> AsyncClient:
     return AsyncClient(address, **options)
 
 
-async def _aiter(samples: Iterable[SampleLike] | AsyncIterable[SampleLike]) -> AsyncIterator[tuple[list[float], bytes]]:
-    if isinstance(samples, AsyncIterable):
-        async for sample in samples:
-            yield _sample_parts(sample)
+async def _in_loop(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call `function` on the client's loop (grpc.aio calls bind to the loop they start on)."""
+    return function(*args, **kwargs)
+
+
+async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
     else:
-        for sample in samples:
-            yield _sample_parts(sample)
+        for item in items:
+            yield item
 
 
-def _sample_parts(sample: SampleLike) -> tuple[list[float], bytes]:
+def _sample_parts(sample: SampleLike | KeyframeLike) -> tuple[list[float], bytes]:
+    if isinstance(sample, Keyframe):
+        return [float(v) for v in sample.rig], bytes(sample.actor_image)
     rig, image = (sample.rig, sample.image) if isinstance(sample, RenderSample) else sample
     return [float(v) for v in rig], bytes(image)
 

@@ -24,6 +24,8 @@ class ServerConfig:
     shutdown_grace_s: float = 5.0  # in-flight calls get this long to finish on SIGINT/SIGTERM
     max_running_jobs: int = 1  # training jobs run at once, each in its own process
     job_threads: int = 0  # torch threads per job process; 0: torch's default (all cores)
+    encoder_path: Path | None = None  # expression encoder (ONNX); None: the shipped default
+    pipeline_workers: int = 2  # threads running the live pipelines' heavy stages
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -42,6 +42,36 @@ def status_for(error: Exception) -> grpc.StatusCode | None:
     return None
 
 
+def register_status(cls: type[Exception], code: grpc.StatusCode) -> None:
+    """Map another module's exception to a status (modules that import this one)."""
+    _STATUS[cls] = code
+
+
+async def abort_for(error: Exception, context: grpc.aio.ServicerContext, where: str) -> None:
+    """Abort the call with the status `error` maps to; INTERNAL (logged) for anything unknown."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error
+    code = status_for(error)
+    if code is None:
+        log.error("%s failed", where, exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {error}")
+    await context.abort(code, str(error))
+
+
+def grpc_stream_errors(handler: _Handler) -> _Handler:
+    """`grpc_errors` for response-streaming handlers (async generators)."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except Exception as error:
+            await abort_for(error, context, handler.__qualname__)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def grpc_errors(handler: _Handler) -> _Handler:
     """Abort a unary-response handler with the status its exception maps to.
 
@@ -54,13 +84,7 @@ def grpc_errors(handler: _Handler) -> _Handler:
         try:
             return await handler(self, request, context)
         except Exception as error:
-            if isinstance(error, grpc.aio.AbortError):
-                raise
-            code = status_for(error)
-            if code is None:
-                log.exception("%s failed", handler.__qualname__)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {error}")
-            await context.abort(code, str(error))
+            await abort_for(error, context, handler.__qualname__)
 
     return wrapper  # type: ignore[return-value]
 

@@ -27,9 +27,13 @@ class StreamClosed(Exception):
 
 class RigSubscription:
     def __init__(
-        self, avatar_ids: frozenset[str] = frozenset(), capacity: int = DEFAULT_CAPACITY
+        self,
+        avatar_ids: frozenset[str] = frozenset(),
+        capacity: int = DEFAULT_CAPACITY,
+        actor_id: str = "",
     ) -> None:
         self.avatar_ids = avatar_ids  # empty: every avatar
+        self.actor_id = actor_id  # empty: every actor; an animate call hears only its own actor
         self.dropped = 0
         self._frames: deque[rig_pb2.RigStreamMessage] = deque(maxlen=capacity)
         self._announcements: deque[rig_pb2.RigStreamMessage] = deque()
@@ -37,12 +41,14 @@ class RigSubscription:
         self._ready = asyncio.Event()
         self._closed: str | None = None
 
-    def wants(self, avatar_id: str) -> bool:
-        return not self.avatar_ids or avatar_id in self.avatar_ids
+    def wants(self, frame: rig_pb2.RigFrame) -> bool:
+        return (not self.avatar_ids or frame.avatar_id in self.avatar_ids) and (
+            not self.actor_id or frame.actor_id == self.actor_id
+        )
 
     def offer(self, controls: rig_pb2.AvatarControls, frame: rig_pb2.RigFrame) -> None:
         """Queue a frame without ever blocking; announce its avatar's controls the first time."""
-        if self._closed is not None or not self.wants(frame.avatar_id):
+        if self._closed is not None or not self.wants(frame):
             return
         if frame.avatar_id not in self._announced:
             self._announced.add(frame.avatar_id)

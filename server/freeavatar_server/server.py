@@ -5,18 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from freeavatar._proto import avatar_pb2, avatar_pb2_grpc, job_pb2, job_pb2_grpc
+from freeavatar._proto import (
+    avatar_pb2,
+    avatar_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+)
 from freeavatar_server.auth import ApiKeyInterceptor
 from freeavatar_server.avatars import AvatarService
 from freeavatar_server.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.jobs.manager import JobManager
 from freeavatar_server.jobs.service import JobService
+from freeavatar_server.live_models import LiveModels
+from freeavatar_server.sessions import SessionRegistry
 from freeavatar_server.store import Store
+from freeavatar_server.stream_service import StreamService
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +35,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # render samples and frames are images
 SERVICE_NAMES = (
     avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    stream_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
 )
 
 
@@ -36,6 +48,7 @@ class FreeAvatarServer:
         self.port = 0
         self._store: Store | None = None
         self._jobs: JobManager | None = None
+        self._streams: StreamService | None = None
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
 
@@ -43,10 +56,18 @@ class FreeAvatarServer:
         """Open the store, bind and start serving; returns the bound port."""
         config = self.config
         self._store = Store(config.store_path)
-        self._jobs = JobManager(
-            self._store, config.data_dir, config.max_running_jobs, config.job_threads
-        )
         keys = config.read_api_keys()
+        models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
+        self._streams = StreamService(
+            self._store, models, SessionRegistry(require_tokens=bool(keys)), config.pipeline_workers
+        )
+        self._jobs = JobManager(
+            self._store,
+            config.data_dir,
+            config.max_running_jobs,
+            config.job_threads,
+            on_model_published=models.refresh,
+        )
         server = grpc.aio.server(
             interceptors=[ApiKeyInterceptor(keys)] if keys else [],
             options=[
@@ -56,7 +77,9 @@ class FreeAvatarServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        avatar_pb2_grpc.add_AvatarServiceServicer_to_server(AvatarService(self._store), server)
+        avatars = AvatarService(self._store, self._streams.avatar_deleted, models.refresh)
+        avatar_pb2_grpc.add_AvatarServiceServicer_to_server(avatars, server)
+        stream_pb2_grpc.add_StreamServiceServicer_to_server(self._streams, server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobService(self._store, self._jobs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -88,6 +111,9 @@ class FreeAvatarServer:
         if self._jobs is not None:  # first, so that job watchers see their jobs end
             await self._jobs.stop()
             self._jobs = None
+        if self._streams is not None:  # ends every stream with a clear reason
+            self._streams.close()
+            self._streams = None
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
             self._server = None
@@ -107,6 +133,12 @@ class FreeAvatarServer:
         log.info("FreeAvatar serving on %s (%s, %s), data in %s", where, scheme, auth, config.data_dir)
         if is_loopback(config.host):
             log.info("listening on loopback only; --host with --api-key-file serves other machines")
+
+
+def default_encoder_path() -> Path:
+    from freeavatar_server.encoder.export import DEFAULT_ONNX
+
+    return DEFAULT_ONNX
 
 
 async def serve(config: ServerConfig) -> None:

@@ -130,8 +130,13 @@ class Session:
         del self.actors[actor_id]
         return actor
 
-    def subscribe(self, avatar_ids: frozenset[str] = frozenset(), capacity: int = DEFAULT_CAPACITY) -> RigSubscription:
-        subscription = RigSubscription(avatar_ids, capacity)
+    def subscribe(
+        self,
+        avatar_ids: frozenset[str] = frozenset(),
+        capacity: int = DEFAULT_CAPACITY,
+        actor_id: str = "",
+    ) -> RigSubscription:
+        subscription = RigSubscription(avatar_ids, capacity, actor_id)
         self.subscriptions.add(subscription)
         return subscription
 

@@ -1,0 +1,101 @@
+"""The models the live pipeline runs: the expression encoder, and each avatar's active animator.
+
+A newly published or activated animator version is loaded beside the old one and swapped in
+with one dict assignment, so streams pick it up on their next frame and never stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from freeavatar_server.store import Store
+
+
+class AnimatorMissing(Exception):
+    """The avatar cannot be streamed: no animator has been tuned for it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"avatar {name!r} has no tuned animator yet: train its renderer and run "
+            "finetune_animator before streaming it"
+        )
+
+
+class EncoderMissing(Exception):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no expression encoder at {path}: streaming needs one")
+
+
+class Animator(Protocol):
+    def predict(self, embeddings: np.ndarray, avatar_id: str) -> np.ndarray: ...
+
+
+class Encoder(Protocol):
+    size: int
+
+    def embed_batch(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class LoadedAnimator:
+    path: Path
+    runtime: Animator
+
+
+class LiveModels:
+    def __init__(self, store: Store, data_dir: Path, encoder_path: Path, threads: int = 1) -> None:
+        self._store = store
+        self._data_dir = data_dir
+        self._encoder_path = encoder_path
+        self._threads = threads
+        self._encoder: Encoder | None = None
+        self._animators: dict[str, LoadedAnimator] = {}
+
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            if not self._encoder_path.exists():
+                raise EncoderMissing(self._encoder_path)
+            from freeavatar_server.encoder.export import OnnxEncoder
+
+            self._encoder = OnnxEncoder(self._encoder_path, threads=self._threads)
+        return self._encoder
+
+    def animator(self, avatar_id: str) -> Animator | None:
+        """The avatar's live animator; None once the avatar is gone."""
+        loaded = self._animators.get(avatar_id)
+        return loaded.runtime if loaded else None
+
+    async def ensure(self, avatar_id: str) -> None:
+        """Load the avatar's active animator unless it is loaded; AnimatorMissing if none."""
+        if avatar_id not in self._animators:
+            await self.refresh(avatar_id)
+        if avatar_id not in self._animators:
+            name = (await asyncio.to_thread(self._store.get_avatar, avatar_id)).spec.name
+            raise AnimatorMissing(name)
+
+    async def refresh(self, avatar_id: str) -> None:
+        """Swap in the avatar's active animator version (after a publish or an activation)."""
+        summary = await asyncio.to_thread(self._store.avatar_summary, avatar_id)
+        if summary.animator is None:
+            self._animators.pop(avatar_id, None)
+            return
+        path = self._data_dir / summary.animator.path
+        current = self._animators.get(avatar_id)
+        if current is not None and current.path == path:
+            return
+        shared = next((a for a in self._animators.values() if a.path == path), None)
+        runtime = shared.runtime if shared else await asyncio.to_thread(self._load_animator, path)
+        self._animators[avatar_id] = LoadedAnimator(path, runtime)
+
+    def forget(self, avatar_id: str) -> None:
+        self._animators.pop(avatar_id, None)
+
+    def _load_animator(self, path: Path) -> Animator:
+        from freeavatar_server.animator.runtime import AnimatorRuntime
+
+        return AnimatorRuntime.load(path)

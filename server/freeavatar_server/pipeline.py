@@ -1,0 +1,232 @@
+"""One actor's live pipeline: decode -> find the face -> encode -> animate every bound avatar ->
+calibrate, smooth, adjust -> publish rig frames to the session.
+
+Latest frame wins: `submit` replaces a frame still waiting, so a slow stage drops stale frames
+(counted) instead of queueing them. The heavy steps run on a thread pool (ONNX Runtime, OpenCV
+and the decoders release the GIL); smoothing and publishing stay on the event loop, which owns
+all of the actor's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from freeavatar._proto import rig_pb2, stream_pb2
+from freeavatar_server.images import BadImage, decode_image
+from freeavatar_server.live_models import LiveModels
+from freeavatar_server.sessions import Actor, Binding, Session
+from freeavatar_server.smoothing import NeutralCalibration, OneEuroFilter, ease_towards
+from freeavatar_server.store import now_us
+
+if TYPE_CHECKING:
+    from freeavatar_server.face import FaceObservation
+
+STAGES = ("decode", "detect", "encode", "animate", "publish")
+MAX_FRAME_PIXELS = 4096 * 2160
+
+
+class BadFrame(ValueError):
+    """An actor frame the pipeline cannot read; the message says which and why."""
+
+
+@dataclass
+class StageStats:
+    timings_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    processed: int = 0
+    dropped: int = 0
+
+    def add(self, ms: float) -> None:
+        self.timings_ms.append(ms)
+        self.processed += 1
+
+    def to_proto(self, name: str) -> stream_pb2.StageStats:
+        p50, p99 = np.percentile(self.timings_ms, [50, 99]) if self.timings_ms else (0.0, 0.0)
+        return stream_pb2.StageStats(
+            name=name, p50_ms=p50, p99_ms=p99, processed=self.processed, dropped=self.dropped
+        )
+
+
+@dataclass
+class PipelineStats:
+    """Server-wide: per-stage timings and drops, frames in and out."""
+
+    stages: dict[str, StageStats] = field(default_factory=lambda: {s: StageStats() for s in STAGES})
+    frames_in: int = 0
+    frames_out: int = 0
+    retired_subscriber_drops: int = 0  # drops of subscribers that have since gone
+
+
+@dataclass
+class Analysis:
+    """What the thread-pool half of the pipeline found in one frame."""
+
+    face: FaceObservation | None
+    raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
+    timings_ms: dict[str, float]
+
+
+@dataclass
+class AvatarTrack:
+    """Per bound avatar: the post-processing state that makes frames smooth over time."""
+
+    smoothing: OneEuroFilter
+    calibration: NeutralCalibration
+    values: np.ndarray
+    sequence: int = 0
+
+
+class ActorPipeline:
+    def __init__(
+        self, session: Session, actor: Actor, models: LiveModels, stats: PipelineStats, executor: Executor
+    ) -> None:
+        self.session = session
+        self.actor = actor
+        self._models = models
+        self._stats = stats
+        self._executor = executor
+        from freeavatar_server.face import FaceTracker  # OpenCV and ONNX load with the first stream
+
+        self._tracker = FaceTracker()
+        self._tracks: dict[str, AvatarTrack] = {}
+        self._pending: stream_pb2.ActorFrame | None = None
+        self._frame_index = 0
+        self._pending_index = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._last_time_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"pipeline-{self.actor.id[:8]}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def submit(self, frame: stream_pb2.ActorFrame) -> None:
+        """Take a frame; one that is still waiting becomes stale and is dropped."""
+        self._frame_index += 1
+        self._stats.frames_in += 1
+        if self._pending is not None:
+            self._stats.stages["decode"].dropped += 1
+        self._pending, self._pending_index = frame, self._frame_index
+        self._idle.clear()
+        self._wake.set()
+
+    def calibrate(self) -> None:
+        for track in self._tracks.values():
+            track.calibration.request()
+
+    async def flush(self) -> None:
+        """Wait until every submitted frame is processed or dropped."""
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            frame, index, self._pending = self._pending, self._pending_index, None
+            if frame is None:
+                self._idle.set()
+                continue
+            bindings = dict(self.actor.bindings)  # a rebind swaps in a new dict mid-stream
+            try:
+                analysis = await loop.run_in_executor(self._executor, self._analyse, frame, bindings)
+            except BadFrame as error:
+                self.failed.set_exception(BadFrame(f"frame {index}: {error}"))
+                self._idle.set()
+                return
+            self._publish(frame, analysis, bindings)
+            if self._pending is None:
+                self._idle.set()
+
+    def _analyse(self, frame: stream_pb2.ActorFrame, bindings: dict[str, Binding]) -> Analysis:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        image = decode_frame(frame)
+        timings["decode"], started = _ms_since(started), time.perf_counter()
+        face = self._tracker.update(image)
+        timings["detect"], started = _ms_since(started), time.perf_counter()
+        raw: dict[str, np.ndarray] = {}
+        if face is not None:
+            from freeavatar_server.face import crop_face
+
+            encoder = self._models.encoder()
+            embedding = encoder.embed_batch(crop_face(image, face.box, encoder.size)[None])
+            timings["encode"], started = _ms_since(started), time.perf_counter()
+            for avatar_id in bindings:
+                animator = self._models.animator(avatar_id)
+                if animator is not None:
+                    raw[avatar_id] = animator.predict(embedding, avatar_id)[0]
+            timings["animate"] = _ms_since(started)
+        return Analysis(face, raw, timings)
+
+    def _publish(self, frame: stream_pb2.ActorFrame, analysis: Analysis, bindings: dict[str, Binding]) -> None:
+        started = time.perf_counter()
+        time_s = frame.capture_time_us / 1e6 if frame.capture_time_us else time.monotonic()
+        dt_s = time_s - self._last_time_s if self._last_time_s else 0.0
+        self._last_time_s = time_s
+        face = analysis.face
+        for avatar_id, binding in bindings.items():
+            track = self._tracks.get(avatar_id)
+            if track is None:
+                defaults = np.asarray(binding.spec.defaults, np.float32)
+                track = self._tracks[avatar_id] = AvatarTrack(
+                    OneEuroFilter(), NeutralCalibration(defaults), defaults.copy()
+                )
+            raw = analysis.raw.get(avatar_id)
+            if raw is not None:
+                track.values = track.smoothing(track.calibration(raw), time_s)
+            else:  # no face (or no model any more): settle to neutral rather than freeze
+                track.values = ease_towards(track.values, track.calibration.defaults, dt_s)
+                track.smoothing.reset()
+            track.sequence += 1
+            rig_frame = rig_pb2.RigFrame(
+                avatar_id=avatar_id,
+                session_id=self.session.id,
+                actor_id=self.actor.id,
+                sequence=track.sequence,
+                capture_time_us=frame.capture_time_us,
+                emit_time_us=now_us(),
+                values=binding.adjust(track.values).tolist(),
+                face_present=raw is not None,
+                confidence=face.confidence if face is not None and raw is not None else 0.0,
+            )
+            self.session.publish(binding, rig_frame)
+            self._stats.frames_out += 1
+        for stage, ms in analysis.timings_ms.items():
+            self._stats.stages[stage].add(ms)
+        self._stats.stages["publish"].add(_ms_since(started))
+
+
+def decode_frame(frame: stream_pb2.ActorFrame) -> np.ndarray:
+    """An actor frame -> (H, W, 3) uint8 RGB, or BadFrame naming the problem."""
+    if frame.format == stream_pb2.IMAGE_FORMAT_RGB24:
+        width, height = frame.width, frame.height
+        if not width or not height or width * height > MAX_FRAME_PIXELS:
+            raise BadFrame(f"RGB24 frame needs width and height (got {width}x{height})")
+        if len(frame.data) != width * height * 3:
+            raise BadFrame(f"RGB24 frame of {width}x{height} needs {width * height * 3} bytes, got {len(frame.data)}")
+        return np.frombuffer(frame.data, np.uint8).reshape(height, width, 3)
+    if frame.format not in (stream_pb2.IMAGE_FORMAT_JPEG, stream_pb2.IMAGE_FORMAT_PNG):
+        raise BadFrame("frame format must be JPEG, PNG or RGB24")
+    try:
+        return decode_image(frame.data)
+    except BadImage as error:
+        raise BadFrame(str(error)) from None
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,225 @@
+"""StreamService: sessions, actors and their avatar bindings, and the animate and subscribe
+streams over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from freeavatar._proto import rig_pb2, stream_pb2, stream_pb2_grpc
+from freeavatar_server.errors import (
+    BadRequest,
+    grpc_errors,
+    grpc_stream_errors,
+    register_status,
+    require_id,
+)
+from freeavatar_server.live_models import AnimatorMissing, EncoderMissing, LiveModels
+from freeavatar_server.pipeline import ActorPipeline, BadFrame, PipelineStats
+from freeavatar_server.rig_stream import RigSubscription
+from freeavatar_server.sessions import (
+    ActorNotFound,
+    BadBinding,
+    BadSessionToken,
+    Binding,
+    Session,
+    SessionNotFound,
+    SessionRegistry,
+)
+from freeavatar_server.store import Store
+
+for _error, _code in (
+    (SessionNotFound, grpc.StatusCode.NOT_FOUND),
+    (ActorNotFound, grpc.StatusCode.NOT_FOUND),
+    (BadSessionToken, grpc.StatusCode.PERMISSION_DENIED),
+    (BadBinding, grpc.StatusCode.INVALID_ARGUMENT),
+    (BadFrame, grpc.StatusCode.INVALID_ARGUMENT),
+    (AnimatorMissing, grpc.StatusCode.FAILED_PRECONDITION),
+    (EncoderMissing, grpc.StatusCode.FAILED_PRECONDITION),
+):
+    register_status(_error, _code)
+
+
+class ActorBusy(Exception):
+    def __init__(self, actor_id: str) -> None:
+        super().__init__(f"actor {actor_id!r} is already streaming in another animate call")
+
+
+register_status(ActorBusy, grpc.StatusCode.FAILED_PRECONDITION)
+
+SUBSCRIBER_BUFFER = 8  # frames per subscriber before the oldest go
+
+
+class StreamService(stream_pb2_grpc.StreamServiceServicer):
+    def __init__(self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2) -> None:
+        self._store = store
+        self._models = models
+        self._sessions = sessions
+        self.stats = PipelineStats()
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pipeline")
+        self._pipelines: dict[str, ActorPipeline] = {}
+        self._animate_streams: dict[str, RigSubscription] = {}
+
+    def close(self) -> None:
+        self._sessions.close_all("the server is shutting down")
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def avatar_deleted(self, avatar_id: str) -> None:
+        """Unbind a deleted avatar everywhere; its streams end, other avatars carry on."""
+        self._models.forget(avatar_id)
+        for session in self._sessions.sessions(include_private=True):
+            for actor in session.actors.values():
+                if avatar_id in actor.bindings:
+                    actor.bindings = {k: v for k, v in actor.bindings.items() if k != avatar_id}
+            for subscription in session.subscriptions:
+                subscription.forget(avatar_id)
+
+    # Sessions and actors
+
+    @grpc_errors
+    async def CreateSession(self, request: stream_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
+        return self._sessions.create(request.name).to_proto(with_token=True)
+
+    @grpc_errors
+    async def GetSession(self, request: stream_pb2.GetSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
+        return self._sessions.get(require_id(request.session_id, "session_id")).to_proto()
+
+    @grpc_errors
+    async def ListSessions(self, request: stream_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.ListSessionsResponse:
+        return stream_pb2.ListSessionsResponse(sessions=[s.to_proto() for s in self._sessions.sessions()])
+
+    @grpc_errors
+    async def CloseSession(self, request: stream_pb2.CloseSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.CloseSessionResponse:
+        self._sessions.close(require_id(request.session_id, "session_id"))
+        return stream_pb2.CloseSessionResponse()
+
+    @grpc_errors
+    async def JoinSession(self, request: stream_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Actor:
+        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        bindings = await self._bindings(request.bindings)
+        return session.join(request.actor_name, bindings).to_proto()
+
+    @grpc_errors
+    async def RebindActor(self, request: stream_pb2.RebindActorRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Actor:
+        actor = self._sessions.get(require_id(request.session_id, "session_id")).actor(request.actor_id)
+        actor.bindings = await self._bindings(request.bindings)  # the pipeline reads it per frame
+        return actor.to_proto()
+
+    @grpc_errors
+    async def LeaveSession(self, request: stream_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.LeaveSessionResponse:
+        self._sessions.get(require_id(request.session_id, "session_id")).leave(request.actor_id)
+        stream = self._animate_streams.get(request.actor_id)
+        if stream is not None:
+            stream.close("the actor left the session")
+        return stream_pb2.LeaveSessionResponse()
+
+    async def _bindings(self, messages: list[stream_pb2.AvatarBinding]) -> dict[str, Binding]:
+        bindings: dict[str, Binding] = {}
+        for message in messages:
+            avatar_id = require_id(message.avatar_id, "binding avatar_id")
+            if avatar_id in bindings:
+                raise BadBinding(f"avatar {avatar_id!r} is bound twice")
+            avatar = await asyncio.to_thread(self._store.get_avatar, avatar_id)
+            await self._models.ensure(avatar_id)
+            bindings[avatar_id] = Binding.resolve(message, avatar.spec)
+        return bindings
+
+    # Streams
+
+    @grpc_stream_errors
+    async def Animate(
+        self, requests: AsyncIterator[stream_pb2.AnimateRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
+        incoming = aiter(requests)
+        first = await anext(incoming, None)
+        if first is None or first.WhichOneof("kind") != "start":
+            raise BadRequest("an animate call must open with AnimateStart")
+        await asyncio.to_thread(self._models.encoder)  # FAILED_PRECONDITION if none is installed
+        session, actor_id = await self._animate_target(first.start)
+        actor = session.actor(actor_id)
+        if actor.streaming:
+            raise ActorBusy(actor.id)
+        pipeline = ActorPipeline(session, actor, self._models, self.stats, self._executor)
+        stream = session.subscribe(capacity=SUBSCRIBER_BUFFER, actor_id=actor.id)
+        pipeline.failed.add_done_callback(lambda _: stream.close("a frame could not be read"))
+        actor.streaming = True
+        self._pipelines[actor.id], self._animate_streams[actor.id] = pipeline, stream
+        pipeline.start()
+        reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor.id[:8]}")
+        try:
+            async for message in stream:
+                yield message
+            if pipeline.failed.done():
+                pipeline.failed.result()  # raises the BadFrame
+            if reader.done():
+                reader.result()  # raises what the reader met
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await pipeline.stop()
+            session.unsubscribe(stream)
+            self.stats.retired_subscriber_drops += stream.dropped
+            actor.streaming = False
+            self._pipelines.pop(actor.id, None)
+            self._animate_streams.pop(actor.id, None)
+            if session.private:
+                self._sessions.close(session.id, "the animate call ended")
+
+    async def _animate_target(self, start: stream_pb2.AnimateStart) -> tuple[Session, str]:
+        if start.session_id:
+            session = self._sessions.enter(start.session_id, start.session_token)
+            return session, session.actor(require_id(start.actor_id, "actor_id")).id
+        if not start.avatar_ids:
+            raise BadRequest("AnimateStart needs a session_id and actor_id, or avatar_ids")
+        bindings = await self._bindings([stream_pb2.AvatarBinding(avatar_id=a) for a in start.avatar_ids])
+        session = self._sessions.create("animate", private=True)
+        return session, session.join("actor", bindings).id
+
+    async def _feed(
+        self, incoming: AsyncIterator[stream_pb2.AnimateRequest], pipeline: ActorPipeline, stream: RigSubscription
+    ) -> None:
+        """Hand the actor's frames to the pipeline; at the end of input, let it finish and end
+        the response stream."""
+        try:
+            async for request in incoming:
+                kind = request.WhichOneof("kind")
+                if kind == "frame":
+                    pipeline.submit(request.frame)
+                elif kind == "calibrate_neutral":
+                    pipeline.calibrate()
+                else:
+                    raise BadRequest("AnimateStart may only open an animate call")
+            await pipeline.flush()
+            stream.close("the actor's input ended")
+        except BaseException:
+            stream.close("the animate call failed")
+            raise
+
+    @grpc_stream_errors
+    async def Subscribe(
+        self, request: stream_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
+        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        stream = session.subscribe(frozenset(request.avatar_ids), SUBSCRIBER_BUFFER)
+        try:
+            async for message in stream:
+                yield message
+        finally:
+            session.unsubscribe(stream)
+            self.stats.retired_subscriber_drops += stream.dropped
+
+    @grpc_errors
+    async def GetStats(self, request: stream_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.PipelineStats:
+        sessions = self._sessions.sessions(include_private=True)
+        return stream_pb2.PipelineStats(
+            stages=[stats.to_proto(name) for name, stats in self.stats.stages.items()],
+            frames_in=self.stats.frames_in,
+            frames_out=self.stats.frames_out,
+            subscriber_drops=self.stats.retired_subscriber_drops
+            + sum(s.subscriber_drops() for s in sessions),
+            active_sessions=len(sessions),
+            active_actors=sum(len(s.actors) for s in sessions),
+        )

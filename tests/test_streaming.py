@@ -1,0 +1,97 @@
+"""StreamService through the SDK against a real server: sessions, refusals, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from freeavatar import (
+    AsyncClient,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RigSpec,
+)
+from freeavatar._proto import stream_pb2, stream_pb2_grpc
+from freeavatar_server.server import FreeAvatarServer
+from tests.conftest import loopback_config
+
+
+async def test_session_lifecycle(client: AsyncClient) -> None:
+    session = await client.create_session("standup")
+    assert session.token and session.name == "standup"
+    fetched = await client.get_session(session.id)
+    assert fetched.token == "" and fetched.actors == ()
+    await client.close_session(session.id)
+    with pytest.raises(NotFound, match="no session"):
+        await client.get_session(session.id)
+
+
+async def test_binding_an_avatar_without_animator_names_what_is_missing(client: AsyncClient) -> None:
+    session = await client.create_session()
+    avatar = await client.register_avatar(RigSpec.arkit52("head"))
+    with pytest.raises(FailedPrecondition, match="avatar 'head' has no tuned animator"):
+        await client.join_session(session.id, [avatar.id])
+    with pytest.raises(NotFound, match="no avatar with id 'ghost'"):
+        await client.join_session(session.id, ["ghost"])
+    stream = client.animate([np.zeros((8, 8, 3), np.uint8)], avatar_ids=[avatar.id])
+    with pytest.raises(FailedPrecondition, match="no tuned animator|no expression encoder"):
+        async for _ in stream:
+            pass
+
+
+async def test_animate_must_open_with_start(server: FreeAvatarServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = stream_pb2_grpc.StreamServiceStub(channel)
+        call = stub.Animate(iter([stream_pb2.AnimateRequest(frame=stream_pb2.ActorFrame())]))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in call:
+                pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must open with AnimateStart" in raised.value.details()
+
+
+async def test_missing_encoder_is_a_failed_precondition(tmp_path: Path) -> None:
+    config = loopback_config(tmp_path, encoder_path=tmp_path / "none.onnx")
+    server = FreeAvatarServer(config)
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            stream = client.animate([], avatar_ids=["x"])
+            with pytest.raises(FailedPrecondition, match="no expression encoder"):
+                async for _ in stream:
+                    pass
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_keyed_servers_need_the_session_token(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("k\n")
+    server = FreeAvatarServer(loopback_config(tmp_path / "data", api_key_file=keys))
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}", api_key="k") as client:
+            session = await client.create_session()
+            with pytest.raises(PermissionDenied, match="session token"):
+                async for _ in client.subscribe(session.id, token="wrong"):
+                    pass
+            with pytest.raises(PermissionDenied):
+                await client.join_session(session.id, [], token="")
+            actor = await client.join_session(session.id, [], actor_name="ada", token=session.token)
+            assert (await client.get_session(session.id)).actors[0].id == actor.id
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_subscribe_to_unknown_session(client: AsyncClient) -> None:
+    with pytest.raises(NotFound):
+        async for _ in client.subscribe("nope"):
+            pass
+    with pytest.raises(InvalidArgument, match="session_id is empty"):
+        async for _ in client.subscribe(""):
+            pass
