@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import numpy as np
@@ -23,9 +23,19 @@ MAX_PROPOSED_VECTORS = 100_000
 UPLOAD_BATCH = 64  # samples per store transaction while an upload streams in
 
 
+ModelChanged = Callable[[str], Awaitable[None]]
+
+
 class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_deleted: ModelChanged | None = None,
+        on_model_changed: ModelChanged | None = None,
+    ) -> None:
         self._store = store
+        self._on_deleted = on_deleted  # live streams unbind the avatar
+        self._on_model_changed = on_model_changed  # live streams swap in the active version
 
     @grpc_errors
     async def RegisterAvatar(
@@ -63,6 +73,8 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
     ) -> avatar_pb2.DeleteAvatarResponse:
         avatar_id = require_id(request.avatar_id, "avatar_id")
         await asyncio.to_thread(self._store.delete_avatar, avatar_id)
+        if self._on_deleted is not None:
+            await self._on_deleted(avatar_id)
         return avatar_pb2.DeleteAvatarResponse()
 
     @grpc_errors
@@ -132,6 +144,8 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         activated = await asyncio.to_thread(
             self._store.activate_model, record.id, kind, request.version
         )
+        if self._on_model_changed is not None:
+            await self._on_model_changed(record.id)
         return version_message(activated)
 
     async def _avatar(self, avatar_id: str) -> AvatarRecord:

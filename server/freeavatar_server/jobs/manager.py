@@ -11,7 +11,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from freeavatar._proto import job_pb2
@@ -24,8 +24,16 @@ SERVER_STOPPED = "the server stopped while the job was running"
 
 
 class JobManager:
-    def __init__(self, store: Store, data_dir: Path, max_running: int = 1, job_threads: int = 0):
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        max_running: int = 1,
+        job_threads: int = 0,
+        on_model_published: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
+        self._on_model_published = on_model_published  # live streams swap in the new version
         self._data_dir = data_dir
         self._max_running = max_running
         self._job_threads = job_threads
@@ -150,6 +158,8 @@ class JobManager:
                     self._store.publish_model, job_id, result["avatar_id"], result["model_kind"],
                     result["metrics"], result["model_dir"],
                 )  # fmt: skip
+                if self._on_model_published is not None:
+                    await self._on_model_published(result["avatar_id"])
             await self._update(job_id, "published", final=True)
         elif cancelled or "cancelled" in outcome:
             await self._update(job_id, "cancelled", state=job_pb2.JOB_STATE_CANCELLED, ended_us=now_us(), final=True)
