@@ -1,0 +1,33 @@
+"""Face finding for the live pipeline: a learned single-face localiser (ONNX, trained on the
+synthetic world), OpenCV's Haar cascade as a second opinion on real photographs, per-actor
+tracking, and the crop the expression encoder expects.
+
+    tracker = FaceTracker()                  # one per actor; FaceLocaliser() may be shared
+    obs = tracker.update(frame)              # FaceObservation | None
+    if obs: crop = crop_face(frame, obs.box, 128)
+"""
+
+from freeavatar_server.face.crop import crop_face, crop_square
+from freeavatar_server.face.haar import HaarFaceFinder
+from freeavatar_server.face.localiser import DEFAULT_MODEL, FaceLocaliser
+from freeavatar_server.face.model import Detection, LocaliserConfig
+from freeavatar_server.face.tracker import (
+    FaceObservation,
+    FaceTracker,
+    SmoothingConfig,
+    TrackerConfig,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Detection",
+    "FaceLocaliser",
+    "FaceObservation",
+    "FaceTracker",
+    "HaarFaceFinder",
+    "LocaliserConfig",
+    "SmoothingConfig",
+    "TrackerConfig",
+    "crop_face",
+    "crop_square",
+]

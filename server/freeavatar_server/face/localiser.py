@@ -1,0 +1,77 @@
+"""Run the shipped face localiser (ONNX Runtime, CPU, one thread) on frames and windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from freeavatar_server.face.crop import cut_window
+from freeavatar_server.face.model import Detection, LocaliserConfig, decode, preprocess
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "face_localiser.onnx"
+
+
+def _session(path: Path, threads: int):  # -> onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # The streaming pipeline runs many actors side by side on few cores: one thread per call,
+    # and no thread pool spinning between frames.
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def read_config(session) -> LocaliserConfig:  # session: onnxruntime.InferenceSession
+    meta = session.get_modelmeta().custom_metadata_map
+    return LocaliserConfig.from_json(meta["freeavatar_face_config"])
+
+
+def full_input_size(width: int, height: int, target: tuple[int, int]) -> tuple[int, int]:
+    """The network input (w, h) for a frame: fit inside `target`, keep the aspect ratio, round
+    to the network stride (8). A 640x480 frame becomes 160x120, a 512x512 photo 120x120."""
+    scale = min(target[0] / width, target[1] / height)
+    w = max(8, int(round(width * scale / 8)) * 8)
+    h = max(8, int(round(height * scale / 8)) * 8)
+    return w, h
+
+
+class FaceLocaliser:
+    """The learned single-face localiser. Stateless per call: one instance can serve many
+    trackers (ONNX Runtime sessions are safe to share across threads)."""
+
+    def __init__(self, model_path: Path | str | None = None, threads: int = 1) -> None:
+        path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        if not path.exists():
+            raise FileNotFoundError(
+                f"face localiser model not found at {path}; train it with "
+                "`python -m freeavatar_server.face.train all --ship`"
+            )
+        self.session = _session(path, threads)
+        self.config = read_config(self.session)
+
+    def _run(self, image: np.ndarray) -> Detection:
+        out = self.session.run(None, {"image": preprocess(image[None])})[0]
+        return decode(out, self.config.stride)[0]
+
+    def detect(self, frame: np.ndarray) -> Detection:
+        """Strongest face in a whole frame (shrunk to the network's input), in frame pixels."""
+        h, w = frame.shape[:2]
+        iw, ih = full_input_size(w, h, self.config.full_input)
+        small = cv2.resize(frame, (iw, ih), interpolation=cv2.INTER_AREA)
+        det = self._run(small)
+        scale = np.array([w / iw, h / ih, w / iw, h / ih], dtype=np.float32)
+        return Detection(det.box * scale, det.confidence)
+
+    def detect_in_window(self, frame: np.ndarray, window: np.ndarray) -> Detection:
+        """Strongest face inside a square window (x0, y0, x1, y1; may leave the frame)."""
+        side = self.config.crop_input
+        patch = cut_window(frame, window, side)
+        det = self._run(patch)
+        k = (window[2] - window[0]) / side
+        box = det.box * k + np.array([window[0], window[1], window[0], window[1]])
+        return Detection(box.astype(np.float32), det.confidence)

@@ -1,0 +1,142 @@
+"""The face localiser network: a tiny fully convolutional CenterNet/FCOS-style detector.
+
+Input: an RGB frame (any size that is a multiple of 8) scaled to [-1, 1]. Output at stride 8:
+a face-centre logit map and, per cell, the log distances from the cell centre to the four box
+edges (left, top, right, bottom), in units of the stride. One face per actor stream, so decoding
+is "take the strongest cell": no NMS, no anchors. Dilated convolutions give the stride-8 cells a
+receptive field larger than the whole 160x120 input, so one cell can size a face that fills the
+frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LocaliserConfig:
+    """Architecture and input conventions; saved beside the weights."""
+
+    widths: tuple[int, int, int] = (16, 32, 48)  # stride 2, 4, 8 stages
+    context: tuple[int, ...] = (2, 4, 8)  # dilations of the stride-8 context convolutions
+    context_width: int = 48
+    stride: int = 8
+    full_input: tuple[int, int] = (160, 120)  # (width, height) a 4:3 frame is shrunk to
+    crop_input: int = 96  # side of the square tracking window fed to the network
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LocaliserConfig:
+        raw = json.loads(text)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FaceLocaliserNet(nn.Module):
+    """(B, 3, H, W) in [-1, 1] -> (B, 5, H/8, W/8): centre logit, then log(l, t, r, b / stride)."""
+
+    def __init__(self, config: LocaliserConfig) -> None:
+        super().__init__()
+        w1, w2, w3 = config.widths
+        layers = [_conv(3, w1, 2), _conv(w1, w2, 2), _conv(w2, w3, 2)]
+        cin = w3
+        for d in config.context:
+            layers.append(_conv(cin, config.context_width, dilation=d))
+            cin = config.context_width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(cin, 5, 1)
+        # Start with "no face anywhere" (CenterNet's prior) so early training is stable.
+        nn.init.constant_(self.head.bias[:1], -4.0)
+        nn.init.constant_(self.head.bias[1:], math.log(4.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1], the network's input."""
+    x = np.ascontiguousarray(np.asarray(images, dtype=np.float32).transpose(0, 3, 1, 2))
+    return x * (2.0 / 255.0) - 1.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The strongest face in one input image, in that image's pixels."""
+
+    box: np.ndarray  # (4,) float32 x0, y0, x1, y1
+    confidence: float
+
+
+def decode(output: np.ndarray, stride: int) -> list[Detection]:
+    """(B, 5, h, w) network output -> the strongest cell of each image as a Detection.
+
+    The box is a confidence-weighted average of the boxes predicted by the 3x3 cells around the
+    peak: neighbouring cells see the same face, and averaging them cuts the box jitter a
+    tracker would otherwise have to filter out.
+    """
+    out = []
+    _, _, h, w = output.shape
+    for o in output:
+        logit = o[0]
+        k = int(np.argmax(logit))
+        py, px = divmod(k, w)
+        y0, y1, x0, x1 = max(py - 1, 0), min(py + 2, h), max(px - 1, 0), min(px + 2, w)
+        conf = 1.0 / (1.0 + np.exp(-logit[y0:y1, x0:x1].astype(np.float64)))
+        weight = conf * (conf >= 0.5 * conf.max())
+        cy, cx = np.mgrid[y0:y1, x0:x1]
+        cx = (cx + 0.5) * stride
+        cy = (cy + 0.5) * stride
+        dist = np.exp(o[1:5, y0:y1, x0:x1].astype(np.float64)) * stride
+        boxes = np.stack([cx - dist[0], cy - dist[1], cx + dist[2], cy + dist[3]])
+        box = (boxes * weight).reshape(4, -1).sum(1) / weight.sum()
+        out.append(Detection(box.astype(np.float32), float(conf.max())))
+    return out
+
+
+def save_localiser(model: FaceLocaliserNet, config: LocaliserConfig, path: Path) -> None:
+    """Torch checkpoint with the config inside (state dict + config JSON)."""
+    torch.save({"config": config.to_json(), "state_dict": model.state_dict()}, path)
+
+
+def load_localiser(path: Path) -> tuple[FaceLocaliserNet, LocaliserConfig]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = LocaliserConfig.from_json(ckpt["config"])
+    model = FaceLocaliserNet(config)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), config
+
+
+def export_onnx(model: FaceLocaliserNet, config: LocaliserConfig, path: Path) -> None:
+    """ONNX with dynamic height/width (full frames and tracking windows share one graph) and the
+    config JSON in the model's metadata, so the .onnx file alone is enough to run it."""
+    import onnx
+
+    model = model.eval()
+    w, h = config.full_input
+    dummy = torch.zeros(1, 3, h, w)
+    torch.onnx.export(
+        model, (dummy,), str(path), input_names=["image"], output_names=["maps"],
+        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                      "maps": {0: "batch", 2: "rows", 3: "cols"}},
+        opset_version=17, dynamo=False,
+    )  # fmt: skip
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "freeavatar_face_config", config.to_json()
+    onnx.save(proto, str(path))
