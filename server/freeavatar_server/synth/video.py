@@ -191,41 +191,22 @@ def write_video(
     """Render the trajectory to `out` (mp4, H.264 when available) and write the ground truth
     to the .json beside it. `on_frames(k)` is called after every k frames (progress bars).
     Returns the JSON path."""
-    import av
+    from freeavatar_server.media import VideoWriter
 
-    if traj.width % 2 or traj.height % 2:
-        raise ValueError("width and height must be even for yuv420p video")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, object]] = []
-    with av.open(str(out), mode="w") as container:
-        stream = container.add_stream(_codec(), rate=_rate(traj.fps))
-        stream.width, stream.height, stream.pix_fmt = traj.width, traj.height, "yuv420p"
+    with VideoWriter(out, traj.fps, traj.width, traj.height) as video:
         for start in range(0, traj.n_frames, chunk):
             stop = min(start + chunk, traj.n_frames)
             batch = render_trajectory_frames(traj, start, stop)
             for j, image in enumerate(batch.images):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                container.mux(stream.encode(frame))
+                video.write(image)
                 records.append(_record(traj, start + j, batch, j))
             if on_frames is not None:
                 on_frames(stop - start)
-        container.mux(stream.encode(None))
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(_header(traj, out.name) | {"frames": records}))
     return json_path
-
-
-def _codec() -> str:
-    import av
-
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-
-
-def _rate(fps: float):  # -> fractions.Fraction | int
-    from fractions import Fraction
-
-    return Fraction(fps).limit_denominator(1001)
 
 
 def _header(traj: Trajectory, video_name: str) -> dict[str, object]:
