@@ -69,6 +69,9 @@ def serve(
         tls_key=tls_key,
         max_running_jobs=max_running_jobs,
         job_threads=job_threads,
+        encoder_path=encoder,
+        pipeline_workers=pipeline_workers,
+        builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
     )
     try:
         asyncio.run(run_server(config))

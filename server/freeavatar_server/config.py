@@ -26,6 +26,7 @@ class ServerConfig:
     job_threads: int = 0  # torch threads per job process; 0: torch's default (all cores)
     encoder_path: Path | None = None  # expression encoder (ONNX); None: the shipped default
     pipeline_workers: int = 2  # threads running the live pipelines' heavy stages
+    builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

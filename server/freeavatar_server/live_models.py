@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class EncoderMissing(Exception):
 
 
 class Animator(Protocol):
+    avatar_ids: list[str]
+
     def predict(self, embeddings: np.ndarray, avatar_id: str) -> np.ndarray: ...
 
 
@@ -45,6 +47,7 @@ class Encoder(Protocol):
 class LoadedAnimator:
     path: Path
     runtime: Animator
+    key: str  # the avatar inside the model: its id, or its built-in name in a shipped model
 
 
 class LiveModels:
@@ -54,6 +57,7 @@ class LiveModels:
         self._encoder_path = encoder_path
         self._threads = threads
         self._encoder: Encoder | None = None
+        self._face_localiser: Any = None
         self._animators: dict[str, LoadedAnimator] = {}
 
     def encoder(self) -> Encoder:
@@ -65,10 +69,18 @@ class LiveModels:
             self._encoder = OnnxEncoder(self._encoder_path, threads=self._threads)
         return self._encoder
 
-    def animator(self, avatar_id: str) -> Animator | None:
-        """The avatar's live animator; None once the avatar is gone."""
+    def face_localiser(self) -> Any:  # a FaceLocaliser: stateless, shared by every tracker
+        if self._face_localiser is None:
+            from freeavatar_server.face import FaceLocaliser
+
+            self._face_localiser = FaceLocaliser(threads=self._threads)
+        return self._face_localiser
+
+    def animate(self, avatar_id: str, embeddings: np.ndarray) -> np.ndarray | None:
+        """(B, 16) embeddings -> (B, controls) with the avatar's live animator; None if it has
+        none (any more)."""
         loaded = self._animators.get(avatar_id)
-        return loaded.runtime if loaded else None
+        return loaded.runtime.predict(embeddings, loaded.key) if loaded else None
 
     async def ensure(self, avatar_id: str) -> None:
         """Load the avatar's active animator unless it is loaded; AnimatorMissing if none."""
@@ -90,7 +102,11 @@ class LiveModels:
             return
         shared = next((a for a in self._animators.values() if a.path == path), None)
         runtime = shared.runtime if shared else await asyncio.to_thread(self._load_animator, path)
-        self._animators[avatar_id] = LoadedAnimator(path, runtime)
+        name = (await asyncio.to_thread(self._store.get_avatar, avatar_id)).spec.name
+        key = avatar_id if avatar_id in runtime.avatar_ids else name
+        if key not in runtime.avatar_ids:
+            raise AnimatorMissing(name)
+        self._animators[avatar_id] = LoadedAnimator(path, runtime, key)
 
     def forget(self, avatar_id: str) -> None:
         self._animators.pop(avatar_id, None)

@@ -93,7 +93,7 @@ class ActorPipeline:
         self._executor = executor
         from freeavatar_server.face import FaceTracker  # OpenCV and ONNX load with the first stream
 
-        self._tracker = FaceTracker()
+        self._tracker = FaceTracker(models.face_localiser())
         self._tracks: dict[str, AvatarTrack] = {}
         self._pending: stream_pb2.ActorFrame | None = None
         self._frame_index = 0
@@ -157,7 +157,7 @@ class ActorPipeline:
         started = time.perf_counter()
         image = decode_frame(frame)
         timings["decode"], started = _ms_since(started), time.perf_counter()
-        face = self._tracker.update(image)
+        face = self._tracker.update(image, frame.capture_time_us / 1e6 or None)
         timings["detect"], started = _ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}
         if face is not None:
@@ -167,9 +167,9 @@ class ActorPipeline:
             embedding = encoder.embed_batch(crop_face(image, face.box, encoder.size)[None])
             timings["encode"], started = _ms_since(started), time.perf_counter()
             for avatar_id in bindings:
-                animator = self._models.animator(avatar_id)
-                if animator is not None:
-                    raw[avatar_id] = animator.predict(embedding, avatar_id)[0]
+                rig = self._models.animate(avatar_id, embedding)
+                if rig is not None:
+                    raw[avatar_id] = rig[0]
             timings["animate"] = _ms_since(started)
         return Analysis(face, raw, timings)
 

@@ -21,6 +21,7 @@ from freeavatar._proto import (
 )
 from freeavatar_server.auth import ApiKeyInterceptor
 from freeavatar_server.avatars import AvatarService
+from freeavatar_server.builtin import install_builtin_avatars
 from freeavatar_server.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.jobs.manager import JobManager
 from freeavatar_server.jobs.service import JobService
@@ -56,6 +57,8 @@ class FreeAvatarServer:
         """Open the store, bind and start serving; returns the bound port."""
         config = self.config
         self._store = Store(config.store_path)
+        if config.builtin_avatars:
+            install_builtin_avatars(self._store, config.data_dir, list(config.builtin_avatars))
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
         self._streams = StreamService(

@@ -1,0 +1,151 @@
+"""`freeavatar bench stream`: frame-in to rig-out latency and how many actors x avatars one
+machine holds at 30 fps, against a real server process on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from freeavatar import AsyncClient
+from freeavatar.stream import ActorFrame
+
+BUILTIN = ("human_arkit", "cartoon", "robot")
+
+
+@dataclass(frozen=True)
+class ActorRun:
+    sent: int
+    received: int  # rig frames, all avatars
+    latencies_ms: np.ndarray
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    actors: int
+    avatars: int
+    fps: float
+    delivered: float  # share of (frames sent x avatars) that came back as rig frames
+    latency_ms: dict[str, float]
+
+    @property
+    def held(self) -> bool:
+        """Kept up: nearly every frame came back and latency did not grow into a backlog."""
+        return self.delivered >= 0.95 and self.latency_ms.get("p99", 1e9) < 100
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """`freeavatar serve --builtin-avatars` in a process of its own, as in production."""
+
+    def __init__(self, data_dir: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable, "-c", "from freeavatar.cli import main; main()", "serve",
+            "--data-dir", str(data_dir), "--port", str(self.port), "--builtin-avatars",
+            "--pipeline-workers", str(workers), "--log-level", "WARNING",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, env=os.environ | {"OMP_NUM_THREADS": "1"})
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def drive_actor(client: AsyncClient, jpegs: list[bytes], avatar_ids: list[str], fps: float, seconds: float) -> ActorRun:
+    n = int(seconds * fps)
+
+    async def camera() -> AsyncIterator[ActorFrame]:
+        started = time.monotonic()
+        for index in range(n):
+            await asyncio.sleep(max(0.0, started + index / fps - time.monotonic()))
+            yield ActorFrame(jpegs[index % len(jpegs)], capture_time_us=time.time_ns() // 1000)
+
+    latencies = []
+    async for frame in client.animate(camera(), avatar_ids=avatar_ids):
+        latencies.append((time.time_ns() // 1000 - frame.capture_time_us) / 1000)
+    return ActorRun(n, len(latencies), np.array(latencies))
+
+
+async def run_load(address: str, jpegs: list[bytes], actors: int, avatar_ids: list[str], fps: float, seconds: float) -> LoadResult:
+    async with AsyncClient(address) as client:
+        runs = await asyncio.gather(
+            *(drive_actor(client, jpegs[a::actors] or jpegs, avatar_ids, fps, seconds) for a in range(actors))
+        )
+    latencies = np.concatenate([r.latencies_ms for r in runs])
+    sent = sum(r.sent for r in runs) * len(avatar_ids)
+    return LoadResult(actors, len(avatar_ids), fps, sum(r.received for r in runs) / sent, percentiles(latencies))
+
+
+def percentiles(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "mean": round(float(values.mean()), 2)}
+
+
+def clip_jpegs(seconds: float = 2.0, fps: float = 30.0) -> list[bytes]:
+    from freeavatar_server.demo import DemoConfig, render_clip
+    from freeavatar_server.media import encode_jpeg
+
+    frames = render_clip(DemoConfig(seconds=seconds, fps=fps), lambda stage, done: None)
+    return [encode_jpeg(f) for f in frames]
+
+
+async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int = 16) -> dict[str, object]:
+    jpegs = await asyncio.to_thread(clip_jpegs)
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = ServerProcess(Path(data_dir))
+        try:
+            address = f"127.0.0.1:{server.port}"
+            async with AsyncClient(address) as client:
+                await client.wait_ready(60)
+                for _ in range(100):  # the server registers the built-ins as it starts
+                    ids = [a.id for a in await client.list_avatars()]
+                    if len(ids) == len(BUILTIN):
+                        break
+                    await asyncio.sleep(0.1)
+                stats_before = await client.get_stats()
+            single = await run_load(address, jpegs, 1, ids[:1], fps, seconds)
+            ladder = []
+            actors = 1
+            while actors <= max_actors:
+                result = await run_load(address, jpegs, actors, ids, fps, seconds)
+                ladder.append(result)
+                if not result.held:
+                    break
+                actors *= 2
+            async with AsyncClient(address) as client:
+                stats = await client.get_stats()
+        finally:
+            server.stop()
+    held = [r for r in ladder if r.held]
+    best = held[-1] if held else None
+    return {
+        "latency_ms": {"grpc": single.latency_ms},
+        "capacity": {"actors": best.actors if best else 0, "avatars": best.avatars if best else 0, "fps": fps},
+        "ladder": [
+            {"actors": r.actors, "avatars": r.avatars, "delivered": round(r.delivered, 4), "latency_ms": r.latency_ms}
+            for r in ladder
+        ],
+        "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "dropped": s.dropped} for s in stats.stages},
+        "frames_in": stats.frames_in - stats_before.frames_in,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
