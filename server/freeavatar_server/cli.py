@@ -26,6 +26,8 @@ from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.synth.cli import synth_app
 
+BUILTIN_NAMES = ("human_arkit", "cartoon", "robot")
+bench_app = typer.Typer(help="Speed measurements; results belong in docs/results.md.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure model quality; results belong in docs/results.md.", no_args_is_help=True)
 
 
@@ -50,6 +52,13 @@ def serve(
     job_threads: Annotated[
         int, typer.Option(help="Torch threads per training job; 0 uses every core.")
     ] = 0,
+    builtin_avatars: Annotated[
+        bool, typer.Option(help="Register the built-in avatars, ready to stream (shipped animator).")
+    ] = False,
+    pipeline_workers: Annotated[int, typer.Option(help="Threads for the live pipelines.")] = 2,
+    encoder: Annotated[
+        Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run the FreeAvatar server until Ctrl-C or SIGTERM."""
@@ -161,8 +170,71 @@ def eval_renderer(
         )
 
 
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Where demo.mp4 and demo.json go.")] = Path("demo"),
+    seconds: Annotated[float, typer.Option(help="Length of the actor clip.")] = 10.0,
+    fps: Annotated[float, typer.Option(help="Frame rate the clip is streamed at.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Which synthetic actor and performance.")] = 3,
+) -> None:
+    """Stream a synthetic actor through an in-process server to the built-in avatars; write a
+    side-by-side video and the latency measured."""
+    from rich.progress import Progress
+
+    from freeavatar_server.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out_dir=out_dir, seconds=seconds, fps=fps, seed=seed)
+    with Progress(console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=1.0)
+            progress.update(tasks[stage], completed=done)
+
+        result = asyncio.run(run_demo(config, report))
+    latency = result.latency_ms
+    console.print(f"wrote [bold]{result.video}[/] ({result.frames_sent} frames) and {out_dir / 'demo.json'}")
+    console.print(
+        f"rig frames per avatar: {result.frames_received}; face found in {result.faces_found:.0%}"
+    )
+    if latency:
+        console.print(
+            f"frame-in to rig-out latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"
+        )
+
+
+def stream(
+    video: Annotated[Path, typer.Option(help="A video file to play as the actor's camera.")],
+    avatar: Annotated[list[str], typer.Option(help="Avatar id or name to drive (repeatable).")],
+    fps: Annotated[float | None, typer.Option(help="Send rate; default: the video's own.")] = None,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Stream a video file through a running server and print live rates and latency."""
+    from freeavatar_server.stream_cli import stream_video
+
+    stream_video(video, avatar, fps, server, api_key, tls_ca)
+
+
+def bench_stream(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    seconds: Annotated[float, typer.Option(help="Length of each load step.")] = 10.0,
+    max_actors: Annotated[int, typer.Option(help="Stop the capacity ladder here.")] = 16,
+) -> None:
+    """Latency (one actor at 30 fps) and capacity (actors x avatars held at 30 fps) over gRPC."""
+    from freeavatar_server.bench import bench_stream as run
+
+    result = asyncio.run(run(seconds=seconds, max_actors=max_actors))
+    print(json.dumps(result, indent=None if as_json else 2))
+
+
 def add_server_commands(app: typer.Typer) -> None:
     app.command()(serve)
+    app.command()(demo)
+    app.command()(stream)
+    bench_app.command("stream")(bench_stream)
+    app.add_typer(bench_app, name="bench")
     avatars_app.command("render-samples")(render_samples)
     train_app.command("encoder")(train_encoder)
     eval_app.command("encoder")(eval_encoder)
