@@ -12,7 +12,7 @@ from freeavatar.errors import (
     Unauthenticated,
     Unavailable,
 )
-from freeavatar.job import Job, JobEvent, JobKind, JobState, RenderSample, UploadSummary
+from freeavatar.job import Job, JobEvent, JobKind, JobState, Keyframe, RenderSample, UploadSummary
 from freeavatar.rig import InvalidRigSpec, RigControl, RigSpec, load_rig_spec
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "JobEvent",
     "JobKind",
     "JobState",
+    "Keyframe",
     "RenderSample",
     "UploadSummary",
     "ModelKind",

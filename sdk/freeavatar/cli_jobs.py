@@ -154,6 +154,38 @@ def renderer(
     report_end(job)
 
 
+@train_app.command()
+def animator(
+    avatars: Annotated[list[str], typer.Argument(help="Avatar ids or names (each needs a trained renderer).")],
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Actor images per step and avatar.")] = None,
+    time_budget_s: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    keyframe_limit: Annotated[int | None, typer.Option(help="Use at most this many keyframes (0: none).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    detach: Annotated[bool, typer.Option(help="Print the job id and return at once.")] = False,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Tune the shared animator for these avatars (expression consistency through each avatar's
+    neural renderer, plus its keyframes); publishes an animator version per avatar."""
+    options = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "time_budget_s": time_budget_s,
+        "keyframe_limit": keyframe_limit,
+        "seed": seed,
+    }
+    with connect(server, api_key, tls_ca) as client:
+        ids = [resolve_avatar(client, avatar).id for avatar in avatars]
+        job = client.finetune_animator(ids, **options)
+        if detach:
+            console.print(f"queued job {job.id}")
+            return
+        job = watch_with_progress(client, job)
+    report_end(job)
+
+
 def _job_dict(job: Job) -> dict[str, object]:
     return {
         "id": job.id,

@@ -139,7 +139,8 @@ class AsyncClient:
         their index; the good ones are kept."""
 
         async def requests() -> AsyncIterator[avatar_pb2.UploadKeyframesRequest]:
-            async for rig, image in _aiter(keyframes):
+            async for item in _aiter(keyframes):
+                rig, image = _sample_parts(item)
                 keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
                 yield avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
 

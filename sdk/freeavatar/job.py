@@ -72,6 +72,15 @@ class RenderSample:
 
 
 @dataclass(frozen=True)
+class Keyframe:
+    """An artist keyframe: an actor image (PNG or JPEG bytes) and the rig values (in rig-spec
+    order) an artist posed the avatar with for that expression."""
+
+    rig: tuple[float, ...]
+    actor_image: bytes
+
+
+@dataclass(frozen=True)
 class UploadSummary:
     accepted: int
     rejected: list[tuple[int, str]]  # (index in the upload, reason)

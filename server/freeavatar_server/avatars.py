@@ -115,6 +115,43 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         return avatar_pb2.UploadSummary(accepted=accepted, rejected=rejected, total=total)
 
     @grpc_errors
+    async def UploadKeyframes(
+        self,
+        requests: AsyncIterator[avatar_pb2.UploadKeyframesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> avatar_pb2.UploadSummary:
+        """Artist keyframes (actor image + posed rig): checked and stored like render samples,
+        in batches as they arrive; bad ones are rejected with the reason, good ones kept."""
+        record: AvatarRecord | None = None
+        batch: list[tuple[np.ndarray, bytes]] = []
+        rejected: list[avatar_pb2.RejectedItem] = []
+        accepted = 0
+        total = 0
+        try:
+            async for index, request in _enumerate(requests):
+                if record is None:
+                    record = await self._avatar(request.avatar_id)
+                try:
+                    rig = await asyncio.to_thread(_checked_keyframe, record, request)
+                except (BadRequest, BadImage) as problem:
+                    rejected.append(avatar_pb2.RejectedItem(index=index, reason=str(problem)))
+                    continue
+                batch.append((rig, request.keyframe.actor_image))
+                if len(batch) >= UPLOAD_BATCH:
+                    total = await asyncio.to_thread(self._store.add_keyframes, record.id, batch)
+                    accepted += len(batch)
+                    batch = []
+        finally:
+            if record is not None and batch:
+                total = await asyncio.to_thread(self._store.add_keyframes, record.id, batch)
+                accepted += len(batch)
+        if record is None:
+            raise BadRequest("the upload holds no keyframes")
+        if not total:
+            total = (await asyncio.to_thread(self._store.avatar_summary, record.id)).keyframes
+        return avatar_pb2.UploadSummary(accepted=accepted, rejected=rejected, total=total)
+
+    @grpc_errors
     async def SampleRigVectors(
         self, request: avatar_pb2.SampleRigVectorsRequest, context: grpc.aio.ServicerContext
     ) -> avatar_pb2.SampleRigVectorsResponse:
@@ -158,6 +195,7 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
             spec=record.spec.to_proto(),
             create_time=timestamp(record.created_us),
             render_sample_count=summary.render_samples,
+            keyframe_count=summary.keyframes,
         )
         if summary.renderer is not None:
             message.renderer.CopyFrom(version_message(summary.renderer))
@@ -201,9 +239,17 @@ def _checked_sample(
     record: AvatarRecord, request: avatar_pb2.UploadRenderSamplesRequest
 ) -> np.ndarray:
     """The sample's rig as float32, or BadRequest/BadImage saying what is wrong with it."""
-    if request.avatar_id != record.id:
-        raise BadRequest(f"names avatar {request.avatar_id!r}; this upload is for {record.id!r}")
-    rig = list(request.sample.rig)
+    return _checked_pair(record, request.avatar_id, list(request.sample.rig), request.sample.image)
+
+
+def _checked_keyframe(record: AvatarRecord, request: avatar_pb2.UploadKeyframesRequest) -> np.ndarray:
+    """The keyframe's rig as float32, or BadRequest/BadImage saying what is wrong with it."""
+    return _checked_pair(record, request.avatar_id, list(request.keyframe.rig), request.keyframe.actor_image)
+
+
+def _checked_pair(record: AvatarRecord, avatar_id: str, rig: list[float], image: bytes) -> np.ndarray:
+    if avatar_id != record.id:
+        raise BadRequest(f"names avatar {avatar_id!r}; this upload is for {record.id!r}")
     controls = record.spec.controls
     if len(rig) != len(controls):
         raise BadRequest(f"rig has {len(rig)} values; avatar {record.spec.name!r} has {len(controls)} controls")
@@ -215,7 +261,7 @@ def _checked_sample(
             raise BadRequest(
                 f"control {control.name!r} = {value:g} is outside [{control.min:g}, {control.max:g}]"
             )
-    decode_image(request.sample.image)
+    decode_image(image)
     return np.asarray(rig, dtype=np.float32)
 
 

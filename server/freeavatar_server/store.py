@@ -68,6 +68,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (avatar_id, kind, version)
     );
     """,
+    """
+    CREATE TABLE keyframes (
+        avatar_id TEXT NOT NULL REFERENCES avatars(id) ON DELETE CASCADE,
+        rig BLOB NOT NULL,           -- float32 values in rig-spec order, as the artist posed
+        image BLOB NOT NULL          -- the actor image, PNG or JPEG as uploaded
+    );
+    CREATE INDEX keyframes_by_avatar ON keyframes(avatar_id);
+    """,
 )
 
 
@@ -123,6 +131,7 @@ class AvatarSummary:
     render_samples: int
     renderer: ModelVersionRecord | None
     animator: ModelVersionRecord | None
+    keyframes: int = 0
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,9 @@ class Store:
             (samples,) = self._db.execute(
                 "SELECT COUNT(*) FROM render_samples WHERE avatar_id = ?", (avatar_id,)
             ).fetchone()
+            (keyframes,) = self._db.execute(
+                "SELECT COUNT(*) FROM keyframes WHERE avatar_id = ?", (avatar_id,)
+            ).fetchone()
             rows = self._db.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE avatar_id = ? AND active = 1",
                 (avatar_id,),
@@ -234,6 +246,7 @@ class Store:
             render_samples=samples,
             renderer=active.get(avatar_pb2.MODEL_KIND_RENDERER),
             animator=active.get(avatar_pb2.MODEL_KIND_ANIMATOR),
+            keyframes=keyframes,
         )
 
     # Render samples
@@ -259,6 +272,30 @@ class Store:
             rows = self._db.execute(
                 "SELECT rig, image FROM render_samples WHERE avatar_id = ? ORDER BY rowid",
                 (avatar_id,),
+            ).fetchall()
+        rigs = np.array([np.frombuffer(rig, "<f4") for rig, _ in rows], dtype=np.float32)
+        return rigs, [image for _, image in rows]
+
+    # Keyframes (an actor image and the rig an artist posed for it)
+
+    def add_keyframes(self, avatar_id: str, keyframes: list[tuple[np.ndarray, bytes]]) -> int:
+        """Store (rig, encoded actor image) pairs in one transaction; returns the avatar's total."""
+        rows = [(avatar_id, rig.astype("<f4").tobytes(), image) for rig, image in keyframes]
+        try:
+            with self._transaction() as db:
+                db.executemany("INSERT INTO keyframes (avatar_id, rig, image) VALUES (?, ?, ?)", rows)
+                (total,) = db.execute(
+                    "SELECT COUNT(*) FROM keyframes WHERE avatar_id = ?", (avatar_id,)
+                ).fetchone()
+        except sqlite3.IntegrityError:
+            raise AvatarNotFound(avatar_id) from None
+        return int(total)
+
+    def keyframes(self, avatar_id: str) -> tuple[np.ndarray, list[bytes]]:
+        """All of an avatar's keyframes, oldest first: rigs (N, controls) float32 and images."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rig, image FROM keyframes WHERE avatar_id = ? ORDER BY rowid", (avatar_id,)
             ).fetchall()
         rigs = np.array([np.frombuffer(rig, "<f4") for rig, _ in rows], dtype=np.float32)
         return rigs, [image for _, image in rows]

@@ -33,6 +33,23 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         return job_message(record)
 
     @grpc_errors
+    async def FinetuneAnimator(
+        self, request: job_pb2.FinetuneAnimatorRequest, context: grpc.aio.ServicerContext
+    ) -> job_pb2.Job:
+        if not request.avatar_ids:
+            raise BadRequest("avatar_ids is empty: name at least one avatar to tune")
+        avatar_ids = [require_id(avatar_id, "avatar_ids") for avatar_id in request.avatar_ids]
+        if len(set(avatar_ids)) != len(avatar_ids):
+            raise BadRequest("avatar_ids names an avatar more than once")
+        for avatar_id in avatar_ids:  # NOT_FOUND before queueing
+            await asyncio.to_thread(self._store.get_avatar, avatar_id)
+        _check_options(request.options)
+        if request.options.HasField("image_size"):
+            raise BadRequest("options.image_size does not apply to animator jobs (the encoder fixes it)")
+        record = await self._jobs.submit(job_pb2.JOB_KIND_ANIMATOR_FINETUNE, avatar_ids, request.options)
+        return job_message(record)
+
+    @grpc_errors
     async def GetJob(self, request: job_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> job_pb2.Job:
         return job_message(await self._jobs.get(require_id(request.job_id, "job_id")))
 

@@ -26,6 +26,7 @@ from freeavatar_server.store import Store
 # because each pulls in its own training stack.
 RUNNERS: dict[int, str] = {
     job_pb2.JOB_KIND_RENDERER_TRAINING: "freeavatar_server.renderer.job:train_renderer_job",
+    job_pb2.JOB_KIND_ANIMATOR_FINETUNE: "freeavatar_server.animator.job:finetune_animator_job",
 }
 
 

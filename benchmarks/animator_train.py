@@ -1,0 +1,190 @@
+"""Train and compare the animators behind docs/results.md ("Animator").
+
+    .venv/bin/python benchmarks/animator_prepare.py --out /work/runs/animator      # renderers, actors
+    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part shared
+    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part per_avatar
+    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part geometry
+    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part keyframes
+
+`shared`: the shared animator learns human_arkit and cartoon together (shared weights, codes
+and control queries), then robot is ADDED with the shared weights frozen (only its code and
+control queries train); the old avatars' held-out error is measured before and after.
+`per_avatar`: one decoder per avatar; `geometry`: the same decoder reading hand-made face
+measurements instead of the embedding; both trained the same way (same loss, same number of
+steps per avatar). `keyframes`: robot added with 0, 5, 20 artist keyframes.
+
+Training reads unlabeled actor images only. The one exception is the keyframe experiment: an
+artist's keyframe is an actor image with the rig an artist posed for it; the synthetic world
+has no artist, so it is simulated by the ground-truth mapping plus artist noise (5% of range)
+on a handful of TRAINING images. Evaluation uses held-out actors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from freeavatar_server.animator.encoding import (
+    ENCODER_FILE,
+    embed_images,
+    encoder_checkpoint,
+    load_frozen_encoder,
+    save_encoder_copy,
+)
+from freeavatar_server.animator.evaluate import (
+    SHARED_FILE,
+    build_heldout,
+    geometry_inputs,
+    per_avatar_file,
+    save_decoder,
+    score,
+)
+from freeavatar_server.animator.model import (
+    AnimatorConfig,
+    AvatarRig,
+    PerAvatarDecoder,
+    SharedAnimator,
+    count_parameters,
+    load_animator,
+    save_animator,
+)
+from freeavatar_server.animator.train import (
+    ActorData,
+    AnimatorTrainConfig,
+    AvatarTarget,
+    Keyframes,
+    fit_animator,
+)
+from freeavatar_server.renderer.model import load_renderer
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+
+FIRST = ("human_arkit", "cartoon")
+ADDED = "robot"
+VAL = 300
+
+
+def actor_data(work: Path, encoder: torch.nn.Module, geometry: bool = False) -> ActorData:
+    d = np.load(work / "actors.npz")
+    images = d["train_images"]
+    targets = embed_images(encoder, images)
+    clips = d["clip_images"]
+    c, t = clips.shape[:2]
+    if geometry:
+        inputs = geometry_inputs(images)
+        clip_inputs = geometry_inputs(clips.reshape(c * t, *clips.shape[2:])).view(c, t, -1)
+    else:
+        inputs = targets
+        clip_inputs = embed_images(encoder, clips.reshape(c * t, *clips.shape[2:])).view(c, t, -1)
+    return ActorData(inputs[VAL:], targets[VAL:], inputs[:VAL], targets[:VAL], clip_inputs)
+
+
+def target(work: Path, name: str, keyframes: Keyframes | None = None) -> AvatarTarget:
+    rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
+    return AvatarTarget(name, rig, load_renderer(work / f"renderer_{name}.pt"), keyframes)
+
+
+def heldout_scores(predict, names, heldout, encoder) -> dict[str, dict[str, float]]:
+    with torch.no_grad():
+        return {n: score(BUILTIN_AVATARS[n], predict(n), heldout, encoder) for n in names}
+
+
+def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: int = 0) -> Keyframes:
+    """k artist keyframes on TRAINING images (see the module docstring: a simulated artist)."""
+    d = np.load(work / "actors.npz")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(actors.inputs), k, replace=False)
+    avatar = BUILTIN_AVATARS[name]
+    rigs = avatar.expected_rig(d["train_aus"][VAL:][idx])
+    span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
+    rigs = avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
+    return Keyframes(actors.inputs[idx], torch.from_numpy(rigs))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="models dir (default: <work>/models)")
+    p.add_argument("--part", choices=("shared", "per_avatar", "geometry", "keyframes"), required=True)
+    p.add_argument("--encoder", type=Path, default=None)
+    p.add_argument("--steps", type=int, default=500, help="steps per avatar for the first avatars")
+    p.add_argument("--add-steps", type=int, default=400, help="steps for the added avatar")
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--centered", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    out = args.out or args.work / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    # Every part uses one frozen snapshot of the encoder, kept beside the models: an animator
+    # only understands the embedding space it was trained in.
+    enc_path = out / ENCODER_FILE
+    if not enc_path.exists():
+        source = encoder_checkpoint(args.encoder)
+        save_encoder_copy(source, enc_path)
+        print(f"encoder snapshot of {source}", flush=True)
+    encoder = load_frozen_encoder(enc_path)
+    size = encoder.cfg.img_size
+    heldout = build_heldout(encoder)
+    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centered=args.centered)
+    report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
+
+    def log(fraction: float, metrics: dict[str, float]) -> None:
+        if "val_consistency" in metrics:
+            print(f"  {fraction:.2f} {json.dumps({k: round(v, 4) for k, v in metrics.items()})}", flush=True)
+
+    if args.part == "shared":
+        actors = actor_data(args.work, encoder)
+        model = SharedAnimator(AnimatorConfig())
+        for i, name in enumerate(FIRST):
+            model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
+        fit = fit_animator(model, [target(args.work, n) for n in FIRST], actors, encoder, size,
+                           replace(base, steps=args.steps), list(model.parameters()), log)
+        before = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), FIRST, heldout, encoder)
+        print("joint", fit.metrics, before, flush=True)
+        save_animator(model, out / "animator_first.pt", {"fit": fit.metrics, "encoder": ENCODER_FILE})
+        started = time.monotonic()
+        model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
+        add = fit_animator(model, [target(args.work, ADDED)], actors, encoder, size,
+                           replace(base, steps=args.add_steps), model.avatar_parameters(ADDED), log)
+        add_seconds = time.monotonic() - started
+        after = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), (*FIRST, ADDED), heldout, encoder)
+        print("add", add.metrics, after, flush=True)
+        save_animator(model, out / SHARED_FILE, {"joint_fit": fit.metrics, "add_fit": add.metrics, "encoder": ENCODER_FILE})
+        report |= {"joint_fit": fit.metrics, "add_fit": add.metrics, "add_seconds": add_seconds,
+                   "before_add": before, "after_add": after, "parameters": count_parameters(model)}
+    elif args.part in ("per_avatar", "geometry"):
+        for kind in (args.part,):
+            actors = actor_data(args.work, encoder, geometry=kind == "geometry")
+            for name in (*FIRST, ADDED):
+                rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
+                torch.manual_seed(0)
+                model = PerAvatarDecoder(AnimatorConfig(), rig, in_dim=actors.inputs.shape[1])
+                steps = args.add_steps if name == ADDED else args.steps
+                fit = fit_animator(model, [target(args.work, name)], actors, encoder, size,
+                                   replace(base, steps=steps), list(model.parameters()), log)
+                inputs = heldout.geometry if kind == "geometry" else heldout.embeddings
+                s = heldout_scores(lambda n, m=model, x=inputs: m(x).numpy(), (name,), heldout, encoder)
+                print(kind, name, fit.metrics, s, flush=True)
+                save_decoder(model, out / per_avatar_file(kind, name), {"fit": fit.metrics})
+                report[f"{kind}/{name}"] = {"fit": fit.metrics, "heldout": s[name], "parameters": count_parameters(model)}
+    else:
+        actors = actor_data(args.work, encoder)
+        for k in (0, 5, 20):
+            model = load_animator(out / "animator_first.pt")
+            model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
+            kf = simulated_keyframes(args.work, actors, ADDED, k) if k else None
+            fit = fit_animator(model, [target(args.work, ADDED, kf)], actors, encoder, size,
+                               replace(base, steps=args.add_steps), model.avatar_parameters(ADDED), log)
+            s = heldout_scores(lambda n, m=model: m(heldout.embeddings, n).numpy(), (ADDED,), heldout, encoder)
+            print("keyframes", k, fit.metrics, s, flush=True)
+            report[f"keyframes_{k}"] = {"fit": fit.metrics, "heldout": s[ADDED]}
+    (out / f"report_{args.part}.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The shared multi-avatar animator: expression embedding + avatar code -> that avatar's rig."""

@@ -1,0 +1,221 @@
+"""The shared multi-avatar animator: (16-d expression embedding, avatar) -> that avatar's rig.
+
+One network serves every avatar. What is shared, and what each avatar owns:
+
+* shared trunk: an MLP over the embedding whose residual blocks are FiLM-modulated by the
+  avatar's code (the dynamic identity injection: the same expression features are re-weighted
+  per avatar, e.g. a robot with no cheeks routes cheek motion elsewhere), ending in a few
+  expression tokens;
+* shared readout: every control is a query token that cross-attends to the expression tokens,
+  then a shared MLP turns the attended features into that control's value;
+* per avatar: a code (16 numbers), one query embedding per control, and the controls' ranges.
+
+So rigs of any size need no decoder of their own, and a new avatar adds only a code and its
+control queries: tuning those with the shared weights frozen cannot change the outputs of
+avatars already tuned. Outputs are sigmoids scaled to each control's [min, max].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from freeavatar.rig import RigSpec
+
+
+@dataclass(frozen=True)
+class AnimatorConfig:
+    embed_dim: int = 16  # the expression encoder's embedding
+    code_dim: int = 16  # avatar identity code (the paper's avatar-ID embedding is 16-d too)
+    width: int = 128  # trunk width
+    blocks: int = 2  # FiLM-modulated residual blocks
+    tokens: int = 8  # expression tokens the controls attend to
+    token_dim: int = 32
+    heads: int = 4
+
+
+@dataclass(frozen=True)
+class AvatarRig:
+    """What the animator needs to know about one avatar's rig."""
+
+    names: tuple[str, ...]
+    minimum: tuple[float, ...]
+    maximum: tuple[float, ...]
+    default: tuple[float, ...]
+
+    @classmethod
+    def from_spec(cls, spec: RigSpec) -> "AvatarRig":
+        return cls(
+            tuple(c.name for c in spec.controls),
+            tuple(float(c.min) for c in spec.controls),
+            tuple(float(c.max) for c in spec.controls),
+            tuple(float(v) for v in spec.defaults),
+        )
+
+    @property
+    def n_controls(self) -> int:
+        return len(self.names)
+
+
+class FiLMBlock(nn.Module):
+    """Pre-norm residual MLP block whose hidden features are scaled and shifted by the code."""
+
+    def __init__(self, width: int, code_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+        self.film = nn.Linear(code_dim, 2 * width)
+        nn.init.zeros_(self.film.weight)  # starts as identity modulation
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(code).chunk(2, dim=-1)
+        h = self.fc1(self.norm(x)) * (1 + gamma) + beta
+        return x + self.fc2(F.gelu(h))
+
+
+class SharedAnimator(nn.Module):
+    def __init__(self, config: AnimatorConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.stem = nn.Linear(c.embed_dim, c.width)
+        self.blocks = nn.ModuleList(FiLMBlock(c.width, c.code_dim) for _ in range(c.blocks))
+        self.to_tokens = nn.Linear(c.width, c.tokens * c.token_dim)
+        self.token_pos = nn.Parameter(torch.randn(c.tokens, c.token_dim) * 0.02)
+        self.query_from_code = nn.Linear(c.code_dim, c.token_dim)
+        self.attend = nn.MultiheadAttention(c.token_dim, c.heads, batch_first=True)
+        self.readout = nn.Sequential(
+            nn.Linear(2 * c.token_dim, c.width), nn.GELU(), nn.Linear(c.width, 1)
+        )
+        # Per-avatar parameters, keyed by avatar id.
+        self.codes = nn.ParameterDict()
+        self.queries = nn.ParameterDict()
+        self.rigs: dict[str, AvatarRig] = {}
+
+    # -- avatars ------------------------------------------------------------------------------
+
+    @property
+    def avatar_ids(self) -> list[str]:
+        return list(self.rigs)
+
+    def add_avatar(self, avatar_id: str, rig: AvatarRig, seed: int = 0) -> None:
+        """A new avatar: a fresh code and one query per control (small random init)."""
+        if avatar_id in self.rigs:
+            raise ValueError(f"avatar {avatar_id!r} is already in the animator")
+        g = torch.Generator().manual_seed(seed)
+        key = _key(avatar_id)
+        self.codes[key] = nn.Parameter(torch.randn(self.config.code_dim, generator=g) * 0.1)
+        self.queries[key] = nn.Parameter(torch.randn(rig.n_controls, self.config.token_dim, generator=g) * 0.5)
+        self.rigs[avatar_id] = rig
+        self.register_buffer(f"lo_{key}", torch.tensor(rig.minimum, dtype=torch.float32))
+        self.register_buffer(f"span_{key}", torch.tensor(rig.maximum, dtype=torch.float32) - torch.tensor(rig.minimum))
+
+    def avatar_parameters(self, avatar_id: str) -> list[nn.Parameter]:
+        key = _key(avatar_id)
+        return [self.codes[key], self.queries[key]]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        own = {id(p) for p in self.codes.parameters()} | {id(p) for p in self.queries.parameters()}
+        return [p for p in self.parameters() if id(p) not in own]
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def logits(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, embed_dim) -> (B, n_controls) pre-sigmoid values."""
+        key = _key(avatar_id)
+        code = self.codes[key]
+        x = self.stem(embeddings)
+        for block in self.blocks:
+            x = block(x, code)
+        # -1, not len(x): keeps the batch axis dynamic in the exported ONNX graph
+        tokens = self.to_tokens(x).view(-1, self.config.tokens, self.config.token_dim) + self.token_pos
+        query = (self.queries[key] + self.query_from_code(code)).unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        attended, _ = self.attend(query, tokens, tokens, need_weights=False)
+        return self.readout(torch.cat([attended, query], dim=-1)).squeeze(-1)
+
+    def normalized(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, n_controls) in [0, 1]: each control's position within its range."""
+        return torch.sigmoid(self.logits(embeddings, avatar_id))
+
+    def to_rig(self, unit: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        key = _key(avatar_id)
+        return getattr(self, f"lo_{key}") + unit * getattr(self, f"span_{key}")
+
+    def forward(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, embed_dim) -> (B, n_controls) rig values in each control's own range."""
+        return self.to_rig(self.normalized(embeddings, avatar_id), avatar_id)
+
+
+class PerAvatarDecoder(nn.Module):
+    """Baseline: one plain decoder per avatar (the paper's alternative it improves on): an MLP of
+    the same trunk width with residual blocks and sigmoid outputs scaled to the ranges."""
+
+    def __init__(self, config: AnimatorConfig, rig: AvatarRig, in_dim: int | None = None) -> None:
+        super().__init__()
+        self.config, self.rig = config, rig
+        self.stem = nn.Linear(in_dim or config.embed_dim, config.width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(config.width), nn.Linear(config.width, config.width), nn.GELU(),
+                          nn.Linear(config.width, config.width))
+            for _ in range(config.blocks)
+        )
+        self.head = nn.Linear(config.width, rig.n_controls)
+        self.register_buffer("lo", torch.tensor(rig.minimum, dtype=torch.float32))
+        self.register_buffer("span", torch.tensor(rig.maximum, dtype=torch.float32) - self.lo)
+
+    def logits(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
+        x = self.stem(embeddings)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+    def normalized(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
+        return torch.sigmoid(self.logits(embeddings))
+
+    def to_rig(self, unit: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
+        return self.lo + unit * self.span
+
+    def forward(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
+        return self.to_rig(self.normalized(embeddings))
+
+
+def _key(avatar_id: str) -> str:
+    """ParameterDict keys may not contain dots; avatar ids are uuids or names."""
+    return "a_" + avatar_id.replace(".", "_").replace("-", "_")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def save_animator(model: SharedAnimator, path: Path, metrics: dict[str, object] | None = None) -> None:
+    """Config and every avatar's rig travel inside the checkpoint: loading needs nothing else."""
+    torch.save(
+        {
+            "config": asdict(model.config),
+            "avatars": {aid: asdict(rig) for aid, rig in model.rigs.items()},
+            "state_dict": model.state_dict(),
+            "metrics": metrics or {},
+        },
+        path,
+    )
+
+
+def load_animator(path: Path) -> SharedAnimator:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = SharedAnimator(AnimatorConfig(**checkpoint["config"]))
+    for avatar_id, rig in checkpoint["avatars"].items():
+        model.add_avatar(avatar_id, AvatarRig(**{k: tuple(v) for k, v in rig.items()}))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def checkpoint_metrics(path: Path) -> dict[str, object]:
+    return torch.load(path, map_location="cpu", weights_only=True).get("metrics", {})
+

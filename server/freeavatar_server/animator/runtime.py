@@ -1,0 +1,123 @@
+"""The animator at inference time, for the live pipeline.
+
+    runtime = AnimatorRuntime.load(model_dir)       # a directory an animator job published
+    runtime.avatar_ids                              # the avatars it can drive
+    rig = runtime.predict(embeddings, avatar_id)    # (B, 16) float32 -> (B, n_controls) float32
+
+`predict` returns control values in each control's own range, in rig-spec order
+(`runtime.control_names(avatar_id)`). It runs on ONNX Runtime, one small graph per avatar with
+that avatar's code and control queries folded in as constants (so the graph is a few matmuls),
+one intra-op thread, no Python-side torch at all. Measured cost is in docs/results.md
+("Animator"): a few tens of microseconds per avatar per frame on one core.
+
+The model directory holds `animator.pt` (the torch checkpoint, config and rigs inside) and a
+`manifest.json` naming the per-avatar ONNX files; `load` exports any that are missing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ANIMATOR_FILE = "animator.pt"
+MANIFEST_FILE = "manifest.json"
+INPUT_NAME, OUTPUT_NAME = "embedding", "rig"
+
+
+def onnx_name(index: int) -> str:
+    return f"animator_{index}.onnx"
+
+
+def export_runtime(model_dir: Path) -> dict[str, object]:
+    """Write one ONNX graph per avatar of `model_dir/animator.pt` and the manifest."""
+    import onnx
+    import torch
+
+    from freeavatar_server.animator.model import load_animator
+
+    model = load_animator(model_dir / ANIMATOR_FILE)
+    avatars: dict[str, dict[str, object]] = {}
+    for index, avatar_id in enumerate(model.avatar_ids):
+        path = model_dir / onnx_name(index)
+        wrapper = _Bound(model, avatar_id).eval()
+        torch.onnx.export(
+            wrapper,
+            (torch.zeros(1, model.config.embed_dim),),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        onnx.checker.check_model(onnx.load(str(path)))
+        avatars[avatar_id] = {"file": path.name, "controls": list(model.rigs[avatar_id].names)}
+    manifest = {"embed_dim": model.config.embed_dim, "avatars": avatars}
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory)
+    import torch
+
+    class Bound(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+            return self.model(embeddings, avatar_id)
+
+    return Bound()
+
+
+@dataclass
+class AnimatorRuntime:
+    """Embeddings -> rig controls for every avatar in one published animator model."""
+
+    sessions: dict[str, object]  # avatar id -> onnxruntime.InferenceSession
+    controls: dict[str, list[str]]
+    embed_dim: int
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int = 1) -> "AnimatorRuntime":
+        import onnxruntime as ort
+
+        model_dir = Path(model_dir)
+        manifest_path = model_dir / MANIFEST_FILE
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+        else:
+            manifest = export_runtime(model_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        sessions = {}
+        for avatar_id, entry in manifest["avatars"].items():
+            if not (model_dir / entry["file"]).exists():
+                manifest = export_runtime(model_dir)
+                return cls.load(model_dir, threads)
+            sessions[avatar_id] = ort.InferenceSession(
+                str(model_dir / entry["file"]), options, providers=["CPUExecutionProvider"]
+            )
+        controls = {aid: list(entry["controls"]) for aid, entry in manifest["avatars"].items()}
+        return cls(sessions, controls, int(manifest["embed_dim"]))
+
+    @property
+    def avatar_ids(self) -> list[str]:
+        return list(self.sessions)
+
+    def control_names(self, avatar_id: str) -> list[str]:
+        return self.controls[avatar_id]
+
+    def predict(self, embeddings: np.ndarray, avatar_id: str) -> np.ndarray:
+        """(B, 16) float32 embeddings -> (B, n_controls) float32 in the controls' ranges."""
+        if avatar_id not in self.sessions:
+            raise KeyError(f"the animator has no avatar {avatar_id!r} (it has {self.avatar_ids})")
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.embed_dim:
+            raise ValueError(f"embeddings must be (B, {self.embed_dim}), got {x.shape}")
+        return self.sessions[avatar_id].run([OUTPUT_NAME], {INPUT_NAME: x})[0]

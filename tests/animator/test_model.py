@@ -1,0 +1,111 @@
+"""The shared animator network and its runtime: shapes, ranges, new avatars, ONNX parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from freeavatar_server.animator.model import (
+    AnimatorConfig,
+    AvatarRig,
+    PerAvatarDecoder,
+    SharedAnimator,
+    count_parameters,
+    load_animator,
+    save_animator,
+)
+from freeavatar_server.animator.runtime import AnimatorRuntime
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+
+
+def rig_of(name: str) -> AvatarRig:
+    return AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
+
+
+def all_avatars() -> SharedAnimator:
+    torch.manual_seed(0)
+    model = SharedAnimator(AnimatorConfig())
+    for i, name in enumerate(BUILTIN_AVATARS):
+        model.add_avatar(name, rig_of(name), seed=i)
+    return model.eval()
+
+
+def embeddings(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(n, 16, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_every_rig_size_gets_its_controls_within_range() -> None:
+    model = all_avatars()
+    # big inputs push the sigmoids to their ends: outputs must still respect the ranges
+    x = torch.cat([embeddings(64), 50 * embeddings(64, seed=1)])
+    sizes = set()
+    with torch.no_grad():
+        for name, avatar in BUILTIN_AVATARS.items():
+            rig = model(x, name)
+            lo = torch.tensor([c.min for c in avatar.spec.controls])
+            hi = torch.tensor([c.max for c in avatar.spec.controls])
+            assert rig.shape == (len(x), avatar.n_controls)
+            assert (rig >= lo - 1e-6).all() and (rig <= hi + 1e-6).all()
+            sizes.add(avatar.n_controls)
+    assert len(sizes) == 3  # 52, 14 and 8 controls through one network
+
+
+def test_signed_controls_use_their_whole_range() -> None:
+    model = all_avatars()
+    cartoon = BUILTIN_AVATARS["cartoon"]
+    signed = [i for i, c in enumerate(cartoon.spec.controls) if c.min < 0]
+    assert signed, "cartoon has signed controls"
+    with torch.no_grad():
+        unit = torch.zeros(1, cartoon.n_controls)
+        assert torch.allclose(model.to_rig(unit, "cartoon")[0, signed], torch.tensor([cartoon.spec.controls[i].min for i in signed]))
+
+
+def test_a_new_avatar_needs_only_its_code_and_queries() -> None:
+    model = all_avatars()
+    before = {n: model(embeddings(32), n).detach().clone() for n in BUILTIN_AVATARS}
+    extra = rig_of("robot")
+    model.add_avatar("robot_2", extra, seed=9)
+    own = model.avatar_parameters("robot_2")
+    assert sum(p.numel() for p in own) == 16 + extra.n_controls * model.config.token_dim
+    optimizer = torch.optim.Adam(own, lr=0.1)
+    for _ in range(5):  # push the new avatar somewhere; the old ones must not move
+        loss = (model.normalized(embeddings(32), "robot_2") - 1).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        for name, old in before.items():
+            assert torch.equal(model(embeddings(32), name), old)
+    with pytest.raises(ValueError, match="already"):
+        model.add_avatar("robot_2", extra)
+
+
+def test_shared_network_is_smaller_than_one_decoder_per_avatar() -> None:
+    model = all_avatars()
+    per_avatar = sum(count_parameters(PerAvatarDecoder(AnimatorConfig(), rig_of(n))) for n in BUILTIN_AVATARS)
+    assert count_parameters(model) < per_avatar
+
+
+def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path) -> None:
+    model = all_avatars()
+    save_animator(model, tmp_path / "animator.pt", {"note": "test"})
+    loaded = load_animator(tmp_path / "animator.pt")
+    runtime = AnimatorRuntime.load(tmp_path)  # exports the ONNX graphs on first load
+    assert sorted(runtime.avatar_ids) == sorted(BUILTIN_AVATARS)
+    x = embeddings(7, seed=3)
+    for name, avatar in BUILTIN_AVATARS.items():
+        with torch.no_grad():
+            expected = model(x, name).numpy()
+            assert np.array_equal(loaded(x, name).numpy(), expected)
+        got = runtime.predict(x.numpy(), name)
+        assert got.dtype == np.float32 and got.shape == (7, avatar.n_controls)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert runtime.control_names(name) == avatar.spec.control_names
+    assert runtime.predict(x[:1].numpy(), "robot").shape == (1, 8)
+    with pytest.raises(KeyError, match="no avatar 'ghost'"):
+        runtime.predict(x.numpy(), "ghost")
+    with pytest.raises(ValueError, match="embeddings must be"):
+        runtime.predict(np.zeros((2, 8), np.float32), "robot")

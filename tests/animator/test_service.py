@@ -1,0 +1,106 @@
+"""Keyframe uploads and animator jobs through the SDK, on a real server with real workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freeavatar import AsyncClient, InvalidArgument, JobState, Keyframe, ModelKind, NotFound
+from freeavatar_server.animator.runtime import AnimatorRuntime
+from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.synth.actors import render_faces, sample_expressions
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from tests.test_jobs import TINY, png, robot_with_samples
+
+ROBOT = BUILTIN_AVATARS["robot"]
+TINY_ANIMATOR = {"steps": 6, "batch_size": 4, "time_budget_s": 60}
+
+
+def keyframes(n: int, seed: int = 0) -> list[Keyframe]:
+    rng = np.random.default_rng(seed)
+    faces = render_faces(sample_expressions(n, rng), np.arange(n), size=32, seed=seed).images
+    rigs = ROBOT.sample_rigs(n, rng)
+    return [Keyframe(tuple(float(v) for v in r), png(f)) for r, f in zip(rigs, faces, strict=True)]
+
+
+@pytest.fixture
+def tiny_parts(monkeypatch: pytest.MonkeyPatch, tiny_encoder_path: Path) -> None:
+    """Job workers (child processes) inherit these: a tiny encoder, no shipped base network."""
+    monkeypatch.setenv("FREEAVATAR_ANIMATOR_ENCODER", str(tiny_encoder_path))
+    monkeypatch.setenv("FREEAVATAR_ANIMATOR_BASE", "none")
+
+
+async def test_upload_keyframes_keeps_good_ones_and_names_bad_ones(client: AsyncClient) -> None:
+    avatar = await client.register_avatar(ROBOT.spec)
+    good = keyframes(4)
+    n = ROBOT.n_controls
+    bad = [
+        Keyframe(good[0].rig[:-2], good[0].actor_image),
+        Keyframe(good[0].rig, b"\x89PNG broken"),
+        Keyframe((5.0,) * n, good[0].actor_image),
+    ]
+    summary = await client.upload_keyframes(avatar.id, [good[0], *bad, *good[1:]])
+    assert summary.accepted == 4 and summary.total == 4
+    reasons = dict(summary.rejected)
+    assert sorted(reasons) == [1, 2, 3]
+    assert f"rig has {n - 2} values; avatar 'robot' has {n} controls" in reasons[1]
+    assert "does not decode" in reasons[2]
+    assert "is outside" in reasons[3]
+    again = await client.upload_keyframes(avatar.id, [(good[0].rig, good[0].actor_image)])  # tuples too
+    assert again.total == 5
+    assert (await client.get_avatar(avatar.id)).keyframe_count == 5
+    with pytest.raises(NotFound):
+        await client.upload_keyframes("ghost", good)
+    with pytest.raises(InvalidArgument, match="no keyframes"):
+        await client.upload_keyframes(avatar.id, [])
+
+
+async def test_bad_finetune_requests(client: AsyncClient) -> None:
+    with pytest.raises(InvalidArgument, match="avatar_ids is empty"):
+        await client.finetune_animator([])
+    with pytest.raises(NotFound):
+        await client.finetune_animator(["ghost"])
+    avatar = await client.register_avatar(ROBOT.spec)
+    with pytest.raises(InvalidArgument, match="more than once"):
+        await client.finetune_animator([avatar.id, avatar.id])
+    with pytest.raises(InvalidArgument, match="image_size"):
+        await client.finetune_animator(avatar.id, image_size=64)
+    with pytest.raises(InvalidArgument, match="batch_size"):
+        await client.finetune_animator(avatar.id, batch_size=0)
+
+
+async def test_finetune_without_a_renderer_fails_with_the_reason(client: AsyncClient, tiny_parts: None) -> None:
+    avatar = await client.register_avatar(ROBOT.spec)
+    final = await client.wait_job((await client.finetune_animator([avatar.id], **TINY_ANIMATOR)).id)
+    assert final.state == JobState.FAILED
+    assert "has no active renderer" in final.error
+
+
+@pytest.mark.slow
+async def test_finetune_animator_end_to_end(client: AsyncClient, server: FreeAvatarServer, tiny_parts: None) -> None:
+    avatar = await robot_with_samples(client)
+    renderer_job = await client.wait_job((await client.train_renderer(avatar.id, **TINY)).id)
+    assert renderer_job.state == JobState.SUCCEEDED, renderer_job.error
+    await client.upload_keyframes(avatar.id, keyframes(3))
+
+    job = await client.finetune_animator([avatar.id], keyframe_limit=2, **TINY_ANIMATOR)
+    events = [event async for event in client.watch_job(job.id)]
+    final = events[-1].job
+    assert final.state == JobState.SUCCEEDED, final.error
+    assert [e.job.progress for e in events] == sorted(e.job.progress for e in events)
+    tuned = await client.get_avatar(avatar.id)
+    assert tuned.animator is not None and tuned.animator.version == 1
+    assert tuned.animator.metrics["keyframes"] == 2
+    assert "val_consistency" in tuned.animator.metrics
+    versions = await client.list_model_versions(avatar.id, ModelKind.ANIMATOR)
+    assert [(v.version, v.active) for v in versions] == [(1, True)]
+
+    model_dir = server.config.data_dir / "models" / avatar.id / "animator" / job.id
+    runtime = AnimatorRuntime.load(model_dir)
+    assert runtime.avatar_ids == [avatar.id]
+    rig = runtime.predict(np.eye(16, dtype=np.float32)[:3], avatar.id)
+    lo = np.array([c.min for c in ROBOT.spec.controls])
+    hi = np.array([c.max for c in ROBOT.spec.controls])
+    assert rig.shape == (3, ROBOT.n_controls) and (rig >= lo - 1e-6).all() and (rig <= hi + 1e-6).all()

@@ -1,0 +1,103 @@
+"""Training through the frozen renderer and encoder: gradients, keyframes, freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from freeavatar_server.animator.encoding import load_frozen_encoder
+from freeavatar_server.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
+from freeavatar_server.animator.train import (
+    ActorData,
+    AnimatorTrainConfig,
+    AvatarTarget,
+    Keyframes,
+    fit_animator,
+    freeze,
+    render_embed,
+)
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from tests.animator.conftest import tiny_renderer
+
+
+def actors(n: int = 64, seed: int = 0) -> ActorData:
+    g = torch.Generator().manual_seed(seed)
+    e = torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=-1)
+    clips = torch.nn.functional.normalize(torch.randn(4, 6, 16, generator=g), dim=-1)
+    return ActorData(e[8:], e[8:], e[:8], e[:8], clips)
+
+
+def animator(*names: str) -> SharedAnimator:
+    torch.manual_seed(0)
+    model = SharedAnimator(AnimatorConfig(width=32, token_dim=16, heads=2))
+    for i, name in enumerate(names):
+        model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
+    return model
+
+
+def test_gradients_reach_the_animator_through_frozen_renderer_and_encoder(tiny_encoder_path: Path) -> None:
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    renderer = freeze(tiny_renderer("robot"))
+    model = animator("robot")
+    e = actors().inputs[:8]
+    rendered = render_embed(renderer, encoder, model(e, "robot"), 16)
+    (rendered - e).pow(2).sum(-1).mean().backward()
+    frozen = [*encoder.parameters(), *renderer.parameters()]
+    assert all(p.grad is None and not p.requires_grad for p in frozen)
+    own = model.avatar_parameters("robot")
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own)
+    assert model.stem.weight.grad.abs().sum() > 0
+    assert not renderer.training and not encoder.training  # BatchNorm statistics stay fixed
+
+
+def test_consistency_training_lowers_the_validation_loss(tiny_encoder_path: Path) -> None:
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    model = animator("robot")
+    data = actors()
+    target = AvatarTarget("robot", model.rigs["robot"], tiny_renderer("robot"))
+    config = AnimatorTrainConfig(steps=1, batch_size=8, evaluations=1)
+    start = fit_animator(model, [target], data, encoder, 16, config, list(model.parameters())).metrics
+    trained = fit_animator(model, [target], data, encoder, 16, AnimatorTrainConfig(steps=40, batch_size=16, evaluations=4),
+                           list(model.parameters())).metrics
+    assert trained["val_consistency"] < start["val_consistency"]
+    assert trained["steps"] == 40
+
+
+def keyframe_error(model: SharedAnimator, kf: Keyframes) -> float:
+    with torch.no_grad():
+        rig = model.rigs["cartoon"]
+        lo, hi = torch.tensor(rig.minimum), torch.tensor(rig.maximum)
+        return float(((model(kf.inputs, "cartoon") - kf.rigs) / (hi - lo)).abs().mean())
+
+
+def test_keyframes_pull_the_rig_towards_the_artists_pose(tiny_encoder_path: Path) -> None:
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    data = actors()
+    cartoon = BUILTIN_AVATARS["cartoon"]
+    poses = torch.from_numpy(cartoon.sample_rigs(5, __import__("numpy").random.default_rng(0)))
+    kf = Keyframes(data.inputs[:5], poses)
+    config = AnimatorTrainConfig(steps=60, batch_size=8, evaluations=1, keyframe_weight=5.0)
+    errors = {}
+    for use in (False, True):
+        model = animator("cartoon")
+        target = AvatarTarget("cartoon", model.rigs["cartoon"], tiny_renderer("cartoon"), kf if use else None)
+        fit_animator(model, [target], data, encoder, 16, config, list(model.parameters()))
+        errors[use] = keyframe_error(model, kf)
+    assert errors[True] < 0.75 * errors[False]
+
+
+def test_tuning_only_a_new_avatar_leaves_the_others_unchanged(tiny_encoder_path: Path) -> None:
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    data = actors()
+    model = animator("robot", "cartoon")
+    with torch.no_grad():
+        before = {n: model(data.val_inputs, n).clone() for n in ("robot", "cartoon")}
+    model.add_avatar("new", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec), seed=5)
+    target = AvatarTarget("new", model.rigs["new"], tiny_renderer("robot", seed=1))
+    fit_animator(model, [target], data, encoder, 16, AnimatorTrainConfig(steps=10, batch_size=8, evaluations=2),
+                 model.avatar_parameters("new"))
+    with torch.no_grad():
+        for name, old in before.items():
+            assert torch.equal(model(data.val_inputs, name), old)
+    assert all(p.requires_grad for p in model.parameters())  # flags restored after the run
