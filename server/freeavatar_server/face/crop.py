@@ -6,7 +6,9 @@ box: the head centre sits 0.04 crop half-sides above the crop centre and the hea
 detector only sees the face box, whose relation to the head depends on identity (head
 proportions), roll and jaw opening. `crop_square` therefore maps a box to the crop with a
 least-squares fit of the exact render_faces framing over 20,000 synthetic identities, random
-poses and expressions (the fit is `fit_crop_framing` below; tests re-run it):
+poses and expressions (the fit is `fit_crop_framing` below; tests re-run it; box height and
+width are nearly collinear, so the two coefficients trade off between samples while the
+predicted crop stays put):
 
     centre x  = box centre x                              (residual std 0.026 box widths)
     centre y  = y0 + 0.0762 * box_w + 0.3381 * box_h       (residual std 0.010 box widths)
@@ -127,10 +129,17 @@ def fit_crop_framing(n: int = 20000, seed: int = 0) -> dict[str, tuple[float, ..
     design = np.stack([bw, bh], axis=1)
     cy_coef, *_ = np.linalg.lstsq(design, hy + 0.04 * half - box[:, 1], rcond=None)
     half_coef, *_ = np.linalg.lstsq(design, half, rcond=None)
+    cy_err = box[:, 1] + design @ np.array(CROP_CY) - (hy + 0.04 * half)
+    half_err = design @ np.array(CROP_HALF) - half
     return {
         "cy": tuple(float(c) for c in cy_coef),
         "half": tuple(float(c) for c in half_coef),
         "cx_residual": float(np.std((hx - (box[:, 0] + box[:, 2]) / 2) / bw)),
         "cy_residual": float(np.std((hy + 0.04 * half - box[:, 1] - design @ cy_coef) / bw)),
         "half_residual": float(np.std((half - design @ half_coef) / bw)),
+        # errors of the shipped constants on this sample, in face-box widths
+        "shipped_cy_bias": float(np.mean(cy_err / bw)),
+        "shipped_cy_std": float(np.std(cy_err / bw)),
+        "shipped_half_bias": float(np.mean(half_err / bw)),
+        "shipped_half_std": float(np.std(half_err / bw)),
     }

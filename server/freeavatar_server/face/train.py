@@ -282,9 +282,10 @@ def export(out: Path, ship: bool) -> Path:
     model, cfg = load_localiser(out / "localiser.pt")
     path = out / "face_localiser.onnx"
     export_onnx(model, cfg, path)
-    if ship:
+    if ship:  # the .pt beside it keeps fine-tuning and the ONNX parity test possible
         SHIPPED.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SHIPPED)
+        shutil.copyfile(out / "localiser.pt", SHIPPED.with_suffix(".pt"))
     return path
 
 
