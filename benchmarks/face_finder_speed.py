@@ -208,7 +208,9 @@ def bench_crop(n: int = 16) -> dict:
         frames = render_frames(expr, ids, poses=pose, nuisance=False, seed=11)
         faces = render_faces(expr, ids, poses=pose, nuisance=False, size=128)
         diffs = []
-        for im, box, ref, rbox in zip(frames.images, frames.boxes, faces.images, faces.boxes, strict=True):
+        for im, box, ref, rbox in zip(
+            frames.images, frames.boxes, faces.images, faces.boxes, strict=True
+        ):
             crop = crop_face(im, box, 128).astype(np.float64)
             x0, y0, x1, y1 = (int(round(v)) for v in rbox)
             sl = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
