@@ -49,6 +49,23 @@ def held_out_frames(n: int, seed: int):  # -> FaceBatch
     )
 
 
+def edge_frames(n: int, seed: int):  # -> FaceBatch
+    """Faces cut by a random frame edge, 55-90% of the face box inside the picture."""
+    from freeavatar_server.synth.actors import render_frames, sample_expressions
+
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(0.2, 0.4, n) * 480
+    h = 1.1 * w
+    cx, cy = rng.uniform(w, 640 - w), rng.uniform(h, 480 - h)
+    inside, edge = rng.uniform(0.55, 0.9, n), rng.integers(4, size=n)
+    cx = np.where(edge == 0, -w / 2 + inside * w, np.where(edge == 1, 640 + w / 2 - inside * w, cx))
+    cy = np.where(edge == 2, -h / 2 + inside * h, np.where(edge == 3, 480 + h / 2 - inside * h, cy))
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return render_frames(
+        sample_expressions(n, rng), rng.integers(0, 2**62, n), seed=seed, face_boxes=boxes
+    )
+
+
 def no_face_frames(n: int, seed: int) -> np.ndarray:
     """Cluttered rooms with the person placed far outside the picture, plus flat frames."""
     from freeavatar_server.synth.actors import render_frames, sample_expressions
@@ -235,6 +252,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     loc = FaceLocaliser(DEFAULT_MODEL, threads=1)
     held = held_out_frames(args.frames, HELD_OUT_SEED)
+    edges = edge_frames(max(args.frames // 5, 20), HELD_OUT_SEED + 2)
     empty = no_face_frames(max(args.frames // 5, 20), HELD_OUT_SEED + 1)
     empty_conf = np.array([loc.detect(im).confidence for im in empty])
     result = {
@@ -242,6 +260,7 @@ def main() -> None:
                     "load_average_1min": round(__import__("os").getloadavg()[0], 2)},
         "model": {"path": DEFAULT_MODEL.name, "kb": round(DEFAULT_MODEL.stat().st_size / 1024, 1)},
         "detection_640x480": bench_detection(loc, held.images, held.boxes),
+        "edge_faces_640x480": bench_detection(loc, edges.images, edges.boxes),
         "no_face": {"n": len(empty), "false_positive_rate": round(float((empty_conf >= 0.5).mean()), 4),
                     "max_confidence": round(float(empty_conf.max()), 4)},
         "window_step": bench_window(loc, held.images, held.boxes),
