@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -95,3 +96,22 @@ async def test_subscribe_to_unknown_session(client: AsyncClient) -> None:
     with pytest.raises(InvalidArgument, match="session_id is empty"):
         async for _ in client.subscribe(""):
             pass
+
+
+async def test_stats_call_and_prometheus_endpoint(tmp_path: Path) -> None:
+    import urllib.request
+
+    server = FreeAvatarServer(loopback_config(tmp_path, metrics_port=0))
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await client.create_session("one")
+            stats = await client.get_stats()
+            assert stats.active_sessions == 1
+            assert {s.name for s in stats.stages} == {"decode", "detect", "encode", "animate", "publish"}
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        assert "freeavatar_sessions 1.0" in body
+        assert 'freeavatar_stage_ms{quantile="0.99",stage="encode"}' in body
+    finally:
+        await server.stop(grace=0)

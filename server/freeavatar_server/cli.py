@@ -22,7 +22,6 @@ from freeavatar.cli_avatars import (
 )
 from freeavatar.cli_jobs import train_app
 from freeavatar.client import DEFAULT_ADDRESS
-from freeavatar_server.animator.cli import eval_animator
 from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.synth.cli import synth_app
@@ -57,6 +56,9 @@ def serve(
         bool, typer.Option(help="Register the built-in avatars, ready to stream (shipped animator).")
     ] = False,
     pipeline_workers: Annotated[int, typer.Option(help="Threads for the live pipelines.")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+    ] = None,
     encoder: Annotated[
         Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
     ] = None,
@@ -81,6 +83,7 @@ def serve(
         job_threads=job_threads,
         encoder_path=encoder,
         pipeline_workers=pipeline_workers,
+        metrics_port=metrics_port,
         builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
     )
     try:
@@ -240,7 +243,6 @@ def add_server_commands(app: typer.Typer) -> None:
     train_app.command("encoder")(train_encoder)
     eval_app.command("encoder")(eval_encoder)
     eval_app.command("renderer")(eval_renderer)
-    eval_app.command("animator")(eval_animator)
     app.add_typer(eval_app, name="eval")
     app.add_typer(encoder_app, name="encoder")
     app.add_typer(synth_app, name="synth")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +27,7 @@ from freeavatar_server.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.jobs.manager import JobManager
 from freeavatar_server.jobs.service import JobService
 from freeavatar_server.live_models import LiveModels
+from freeavatar_server.metrics import serve_metrics
 from freeavatar_server.sessions import SessionRegistry
 from freeavatar_server.store import Store
 from freeavatar_server.stream_service import StreamService
@@ -50,6 +52,8 @@ class FreeAvatarServer:
         self._store: Store | None = None
         self._jobs: JobManager | None = None
         self._streams: StreamService | None = None
+        self._metrics: Any = None  # the Prometheus HTTP server, when configured
+        self.metrics_port = 0
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
 
@@ -102,6 +106,11 @@ class FreeAvatarServer:
             raise ConfigError(f"cannot listen on {address}: {error}") from None
         await server.start()
         await self._jobs.start()
+        if config.metrics_port is not None:
+            self._metrics, self.metrics_port = serve_metrics(
+                self._streams.snapshot, config.host, config.metrics_port
+            )
+            log.info("Prometheus metrics on http://%s:%d/metrics", config.host, self.metrics_port)
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -114,6 +123,9 @@ class FreeAvatarServer:
         if self._jobs is not None:  # first, so that job watchers see their jobs end
             await self._jobs.stop()
             self._jobs = None
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics = None
         if self._streams is not None:  # ends every stream with a clear reason
             self._streams.close()
             self._streams = None

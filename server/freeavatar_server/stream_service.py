@@ -213,6 +213,10 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def GetStats(self, request: stream_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.PipelineStats:
+        return self.snapshot()
+
+    def snapshot(self) -> stream_pb2.PipelineStats:
+        """Per-stage timings and counters now; call on the event loop, which owns them."""
         sessions = self._sessions.sessions(include_private=True)
         return stream_pb2.PipelineStats(
             stages=[stats.to_proto(name) for name, stats in self.stats.stages.items()],
