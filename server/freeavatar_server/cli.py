@@ -22,6 +22,7 @@ from freeavatar.cli_avatars import (
 )
 from freeavatar.cli_jobs import train_app
 from freeavatar.client import DEFAULT_ADDRESS
+from freeavatar_server.animator.cli import eval_animator
 from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.synth.cli import synth_app
@@ -243,6 +244,7 @@ def add_server_commands(app: typer.Typer) -> None:
     train_app.command("encoder")(train_encoder)
     eval_app.command("encoder")(eval_encoder)
     eval_app.command("renderer")(eval_renderer)
+    eval_app.command("animator")(eval_animator)
     app.add_typer(eval_app, name="eval")
     app.add_typer(encoder_app, name="encoder")
     app.add_typer(synth_app, name="synth")
