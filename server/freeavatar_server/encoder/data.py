@@ -424,6 +424,17 @@ class PoolTripletSampler:
         return TripletSet(self.pool, idx, odd, kind, amb, true_odd=odd)
 
 
+    def in_batch(self, faces: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to n more triplets among the faces already in a batch (`faces`: pool indices),
+        labelled the same way: extra supervision for no extra forward pass.
+        Returns (local (k, 3) rows into `faces`, odd (k,), kind (k,))."""
+        loc = rng.integers(0, len(faces), (2 * n, 3))
+        loc = loc[(loc[:, 0] != loc[:, 1]) & (loc[:, 0] != loc[:, 2]) & (loc[:, 1] != loc[:, 2])]
+        odd, _, margin = label_by_distance(self.pool.expressions, faces[loc])
+        keep = np.flatnonzero(margin >= self.min_margin)[:n]
+        return loc[keep], odd[keep], triplet_kind(self.categories[faces[loc[keep]]])
+
+
 def _group(keys: np.ndarray) -> dict[int, np.ndarray]:
     """key -> indices with that key."""
     order = np.argsort(keys, kind="stable")

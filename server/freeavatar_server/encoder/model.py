@@ -35,6 +35,10 @@ class ModelConfig:
     decoder_dim: int = 96
     decoder_depth: int = 2
     decoder_heads: int = 4
+    # "patch": the plain ViT linear patch embedding. "conv": a small strided-conv stem that ends
+    # at the same token grid (ViT with an early-convolution stem, Xiao et al. 2021): it learns
+    # small local detail (mouth corners, lids) much faster on CPU-sized budgets.
+    stem: str = "patch"
 
     @property
     def n_patches(self) -> int:
@@ -110,13 +114,26 @@ def random_masking(x: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.T
     return kept, torch.gather(mask, 1, ids_restore), ids_restore
 
 
+def conv_stem(cfg: ModelConfig) -> nn.Sequential:
+    """Stride-2 3x3 convs down to the patch grid (patch must be a power of two)."""
+    layers: list[nn.Module] = []
+    ch, n = 3, int(round(np.log2(cfg.patch)))
+    widths = [max(16, cfg.dim // 2 ** (n - i)) for i in range(1, n)] + [cfg.dim]
+    for i, w in enumerate(widths):
+        layers.append(nn.Conv2d(ch, w, 3, stride=2, padding=1))
+        if i < len(widths) - 1:
+            layers.append(nn.GELU())
+        ch = w
+    return nn.Sequential(*layers)
+
+
 class ViTBackbone(nn.Module):
     """Patch embedding + transformer blocks over face crops (B, 3, S, S) in [0, 1]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = nn.Conv2d(3, cfg.dim, cfg.patch, stride=cfg.patch)
+        self.patch_embed = conv_stem(cfg) if cfg.stem == "conv" else nn.Conv2d(3, cfg.dim, cfg.patch, stride=cfg.patch)
         self.register_buffer("pos", sincos_pos_embed(cfg.dim, cfg.img_size // cfg.patch)[None], persistent=False)
         self.register_buffer("mean", torch.tensor(_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).reshape(1, 3, 1, 1), persistent=False)
@@ -148,10 +165,16 @@ class ExpressionEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = ViTBackbone(cfg)
+        # BatchNorm before the linear head: mean-pooled token features of different faces share
+        # a large common component, so a bare linear head starts with every embedding inside a
+        # narrow cone and the triplet loss sits at its collapsed value (2 x margin) with almost
+        # no gradient. Centring across the batch spreads them. At inference it is a fixed affine
+        # map, so head(bn(x)) is still one linear layer on the pooled tokens.
+        self.head_norm = nn.BatchNorm1d(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.embed_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone.pooled(images)), dim=-1)
+        return F.normalize(self.head(self.head_norm(self.backbone.pooled(images))), dim=-1)
 
 
 class MAEDecoder(nn.Module):
@@ -208,7 +231,7 @@ class MaskedAutoencoder(nn.Module):
         per_patch = ((pred - target) ** 2).mean(-1)
         # The head is unused in pretraining; a zero-weight term keeps DDP from complaining about
         # parameters that receive no gradient.
-        unused = sum(p.sum() for p in self.encoder.head.parameters()) * 0.0
+        unused = sum(p.sum() for m in (self.encoder.head, self.encoder.head_norm) for p in m.parameters()) * 0.0
         return (per_patch * mask).sum() / mask.sum() + unused, pred
 
 

@@ -55,13 +55,14 @@ class TrainConfig:
     mae_lr: float = 1.5e-3
     mask_ratio: float = 0.75
     # triplet stage (also the step budget of the classifier baseline)
-    triplet_steps: int = 1200
-    triplet_batch: int = 48
+    triplet_steps: int = 2400
+    triplet_batch: int = 32  # sampled triplets per step (96 faces)
+    in_batch_triplets: int = 384  # extra triplets among those faces (synthetic labels only)
     triplet_lr: float = 5e-4
-    classifier_steps: int | None = 600  # None: triplet_steps
+    classifier_steps: int | None = 400  # None: triplet_steps
     classifier_batch: int = 64
     weight_decay: float = 0.05
-    warmup: int = 150
+    warmup: int = 100
     augment: bool = True
     threads: int = 1
     log_every: int = 25
@@ -114,6 +115,20 @@ def init_distributed() -> Dist:
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
+
+
+def sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Average float buffers (BatchNorm running statistics) over ranks. DDP keeps parameters
+    identical through all-reduced gradients, but each rank's last forward updates its own
+    running statistics; averaging them leaves every rank with the same, better estimate."""
+    if d.world <= 1:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(d.world)
+        else:
+            dist.broadcast(buf, src=0)
 
 
 def wrap_ddp(model: nn.Module, d: Dist) -> nn.Module:
@@ -261,8 +276,11 @@ def load_encoder(path: Path) -> ExpressionEncoder:
     enc = ExpressionEncoder(mcfg)
     state = ck["model"]
     if ck["stage"] == "mae":
-        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    enc.load_state_dict(state)
+        # MAE trains only the backbone; the head stays at its seeded initialisation
+        prefix = "encoder.backbone."
+        enc.backbone.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    else:
+        enc.load_state_dict(state)
     return enc.eval()
 
 
@@ -338,6 +356,8 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
                     on_log(rec)
                 progress.log(rec)
         progress.advance()
+        if (step + 1) % cfg.ckpt_every == 0 or done:
+            sync_buffers(model, d)  # collective: every rank takes part
         if d.main and ((step + 1) % cfg.ckpt_every == 0 or done):
             save_checkpoint(path, cfg=cfg, stage=spec.name, step=step + 1, model=model, opt=opt, history=history, done=done)
     progress.stop()
@@ -397,8 +417,9 @@ def _init_from_mae(cfg: TrainConfig, backbone: nn.Module) -> None:
     backbone.load_state_dict(load_encoder(path).backbone.state_dict())
 
 
-def triplet_source(cfg: TrainConfig, pool: D.FacePool) -> Callable[[int, np.random.Generator], D.TripletSet]:
-    """Batches of labelled triplets: rows of an FEC CSV, or synthetic ones labelled on the fly."""
+def triplet_source(cfg: TrainConfig, pool: D.FacePool) -> tuple[Callable[[int, np.random.Generator], D.TripletSet], D.PoolTripletSampler | None]:
+    """Batches of labelled triplets: rows of an FEC CSV, or synthetic ones labelled on the fly
+    (then the sampler is returned too, to label extra triplets inside each batch)."""
     if cfg.fec_csv:
         fixed = D.load_fec_csv(Path(cfg.fec_csv), cfg.model.img_size)
 
@@ -406,28 +427,36 @@ def triplet_source(cfg: TrainConfig, pool: D.FacePool) -> Callable[[int, np.rand
             rows = rng.integers(0, len(fixed), n)
             return D.TripletSet(fixed.pool, fixed.index[rows], fixed.odd[rows], fixed.kind[rows], fixed.ambiguous[rows])
 
-        return from_csv
+        return from_csv, None
     sampler = D.PoolTripletSampler(pool)
-    return sampler.sample
+    return sampler.sample, sampler
 
 
 def triplet_stage(cfg: TrainConfig, pool: D.FacePool, val: D.TripletSet | None) -> StageSpec:
     torch.manual_seed(cfg.seed + 1)
     model = ExpressionEncoder(cfg.model)
     _init_from_mae(cfg, model.backbone)
-    source = triplet_source(cfg, pool)
+    source, sampler = triplet_source(cfg, pool)
     margins = torch.tensor([0.0, D.MARGINS[1], D.MARGINS[2], D.MARGINS[3]])
 
     def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator):
         ts = source(cfg.triplet_batch, rng)
-        x = D.to_tensor(ts.pool.images[ts.index.reshape(-1)])
+        # Embed each distinct face once; every triplet then indexes into the batch.
+        faces, local = np.unique(ts.index.reshape(-1), return_inverse=True)
+        local, odd, kind = local.reshape(-1, 3), ts.odd, ts.kind
+        if sampler is not None and cfg.in_batch_triplets > 0:
+            more, more_odd, more_kind = sampler.in_batch(faces, cfg.in_batch_triplets, rng)
+            local = np.concatenate([local, more])
+            odd, kind = np.concatenate([odd, more_odd]), np.concatenate([kind, more_kind])
+        x = D.to_tensor(ts.pool.images[faces])
         if cfg.augment:
-            flip = (torch.rand(len(ts), generator=gen) < 0.5).repeat_interleave(3)
+            # one mirror decision for the whole batch: mirroring every face keeps which two
+            # expressions of a triplet are alike, mirroring some of them would not
+            flip = torch.full((len(x),), bool(torch.rand(1, generator=gen) < 0.5))
             x = augment(x, gen, flip=flip)
-        emb = m(x).reshape(len(ts), 3, -1)
-        odd = torch.from_numpy(ts.odd)
-        loss = symmetric_triplet_loss(emb, odd, margins[torch.from_numpy(ts.kind)])
-        acc = float(torch.from_numpy(triplet_correct(emb.detach().numpy(), ts.odd)).float().mean())
+        emb = m(x)[torch.from_numpy(local)]  # (T, 3, D)
+        loss = symmetric_triplet_loss(emb, torch.from_numpy(odd), margins[torch.from_numpy(kind)])
+        acc = float(triplet_correct(emb.detach().numpy(), odd).mean())
         return loss, {"train_acc": acc}
 
     def validate(m: nn.Module) -> dict:
