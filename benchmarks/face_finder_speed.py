@@ -234,6 +234,13 @@ def bench_crop(n: int = 16) -> dict:
             diffs.append(float(np.abs(crop[sl] - ref[sl]).mean()))
         out[name] = {"face_region_mean_abs_diff": round(float(np.mean(diffs)), 2),
                      "worst": round(float(np.max(diffs)), 2)}  # fmt: skip
+    ms = []
+    for _ in range(5):
+        for im, box in zip(frames.images, frames.boxes, strict=True):
+            t = time.perf_counter()
+            crop_face(im, box, 128)
+            ms.append((time.perf_counter() - t) * 1000)
+    out["time_128px"] = timings(ms)
     return out
 
 
