@@ -204,7 +204,8 @@ def demo(
     )
     if latency:
         console.print(
-            f"frame-in to rig-out latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms"
+            f"frame-in to rig-out latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms "
+            f"(the first frame, with call set-up: {result.first_frame_ms:.0f} ms)"
         )
 
 

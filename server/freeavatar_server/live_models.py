@@ -69,6 +69,13 @@ class LiveModels:
             self._encoder = OnnxEncoder(self._encoder_path, threads=self._threads)
         return self._encoder
 
+    def warm_up(self) -> None:
+        """Load the encoder and face localiser and run each once (ONNX Runtime optimises the
+        graph on its first run), so a stream's first frames are not the slow ones."""
+        encoder = self.encoder()
+        encoder.embed_batch(np.zeros((1, encoder.size, encoder.size, 3), np.uint8))
+        self.face_localiser().detect(np.zeros((480, 640, 3), np.uint8))
+
     def face_localiser(self) -> Any:  # a FaceLocaliser: stateless, shared by every tracker
         if self._face_localiser is None:
             from freeavatar_server.face import FaceLocaliser

@@ -137,7 +137,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         first = await anext(incoming, None)
         if first is None or first.WhichOneof("kind") != "start":
             raise BadRequest("an animate call must open with AnimateStart")
-        await asyncio.to_thread(self._models.encoder)  # FAILED_PRECONDITION if none is installed
+        await asyncio.to_thread(self._models.warm_up)  # FAILED_PRECONDITION if no encoder
         session, actor_id = await self._animate_target(first.start)
         actor = session.actor(actor_id)
         if actor.streaming:
