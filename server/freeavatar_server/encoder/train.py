@@ -55,9 +55,12 @@ class TrainConfig:
     mae_lr: float = 1.5e-3
     mask_ratio: float = 0.75
     # triplet stage (also the step budget of the classifier baseline)
-    triplet_steps: int = 2400
+    triplet_steps: int = 1000
     triplet_batch: int = 32  # sampled triplets per step (96 faces)
-    in_batch_triplets: int = 384  # extra triplets among those faces (synthetic labels only)
+    in_batch_triplets: int = 256  # extra triplets among those faces (synthetic labels only)
+    scene_groups: int = 1500  # synthetic scene groups (same person and scene, 8 expressions)
+    groups_per_step: int = 8
+    group_triplets: int = 256  # triplets inside scene groups per step
     triplet_lr: float = 5e-4
     classifier_steps: int | None = 400  # None: triplet_steps
     classifier_batch: int = 64
@@ -218,6 +221,17 @@ def training_pool(cfg: TrainConfig, d: Dist) -> D.FacePool:
         pool = D.cached_pool(cache, **params)
     barrier(d)
     return pool if d.main else D.cached_pool(cache, **params)
+
+
+def scene_group_pool(cfg: TrainConfig, d: Dist) -> D.FacePool | None:
+    if cfg.fec_csv or cfg.scene_groups <= 0:
+        return None
+    params = dict(n_groups=cfg.scene_groups, group_size=8, size=cfg.model.img_size, seed=cfg.pool_seed + 1, identity_offset=0)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
+    if d.main:
+        pool = D.cached_pool(cache, scene_groups=True, **params)
+    barrier(d)
+    return pool if d.main else D.cached_pool(cache, scene_groups=True, **params)
 
 
 def validation_triplets(cfg: TrainConfig, d: Dist) -> D.TripletSet | None:
@@ -432,11 +446,12 @@ def triplet_source(cfg: TrainConfig, pool: D.FacePool) -> tuple[Callable[[int, n
     return sampler.sample, sampler
 
 
-def triplet_stage(cfg: TrainConfig, pool: D.FacePool, val: D.TripletSet | None) -> StageSpec:
+def triplet_stage(cfg: TrainConfig, pool: D.FacePool, val: D.TripletSet | None, groups: D.FacePool | None = None) -> StageSpec:
     torch.manual_seed(cfg.seed + 1)
     model = ExpressionEncoder(cfg.model)
     _init_from_mae(cfg, model.backbone)
     source, sampler = triplet_source(cfg, pool)
+    group_sampler = D.GroupTripletSampler(groups) if groups is not None else None
     margins = torch.tensor([0.0, D.MARGINS[1], D.MARGINS[2], D.MARGINS[3]])
 
     def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator):
@@ -448,7 +463,13 @@ def triplet_stage(cfg: TrainConfig, pool: D.FacePool, val: D.TripletSet | None) 
             more, more_odd, more_kind = sampler.in_batch(faces, cfg.in_batch_triplets, rng)
             local = np.concatenate([local, more])
             odd, kind = np.concatenate([odd, more_odd]), np.concatenate([kind, more_kind])
-        x = D.to_tensor(ts.pool.images[faces])
+        images = ts.pool.images[faces]
+        if group_sampler is not None and cfg.group_triplets > 0:
+            g_faces, g_local, g_odd, g_kind = group_sampler.sample(cfg.groups_per_step, cfg.group_triplets, rng)
+            local = np.concatenate([local, g_local + len(faces)])
+            odd, kind = np.concatenate([odd, g_odd]), np.concatenate([kind, g_kind])
+            images = np.concatenate([images, groups.images[g_faces]])
+        x = D.to_tensor(images)
         if cfg.augment:
             # one mirror decision for the whole batch: mirroring every face keeps which two
             # expressions of a triplet are alike, mirroring some of them would not
@@ -507,7 +528,7 @@ def train(cfg: TrainConfig, stages: tuple[str, ...] = ("mae", "triplet", "classi
         if name == "mae":
             spec = mae_stage(cfg, pool)
         elif name == "triplet":
-            spec = triplet_stage(cfg, pool, validation_triplets(cfg, d))
+            spec = triplet_stage(cfg, pool, validation_triplets(cfg, d), scene_group_pool(cfg, d))
         elif name == "classifier":
             spec = classifier_stage(cfg, pool)
         else:
