@@ -12,13 +12,16 @@ from freeavatar_server.store import AvatarNameTaken, Store
 SHIPPED_ANIMATOR = Path(__file__).resolve().parent / "models" / "animator_builtin"
 
 
-def install_builtin_avatars(store: Store, data_dir: Path, names: list[str]) -> dict[str, str]:
-    """Register each named built-in avatar (unless an avatar of that name exists) with the
-    shipped animator as its active version; returns {name: avatar id}."""
+def install_builtin_avatars(
+    store: Store, data_dir: Path, names: list[str], animator: Path | None = None
+) -> dict[str, str]:
+    """Register each named built-in avatar (unless an avatar of that name exists) with an
+    animator (default: the shipped one) as its active version; returns {name: avatar id}."""
     from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
-    if not (SHIPPED_ANIMATOR / "animator.pt").exists():
-        raise FileNotFoundError(f"no shipped animator at {SHIPPED_ANIMATOR}")
+    animator = animator or SHIPPED_ANIMATOR
+    if not (animator / "animator.pt").exists():
+        raise FileNotFoundError(f"no animator checkpoint at {animator}")
     installed: dict[str, str] = {}
     existing = {record.spec.name: record for record in store.list_avatars(0, 10_000)}
     for name in names:
@@ -33,7 +36,7 @@ def install_builtin_avatars(store: Store, data_dir: Path, names: list[str]) -> d
         if store.avatar_summary(record.id).animator is not None:
             continue
         target = data_dir / "models" / record.id / "animator" / "builtin"
-        shutil.copytree(SHIPPED_ANIMATOR, target, dirs_exist_ok=True)
+        shutil.copytree(animator, target, dirs_exist_ok=True)
         store.publish_model(
             job_id="",  # shipped, not trained by a job here
             avatar_id=record.id,

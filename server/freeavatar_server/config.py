@@ -27,6 +27,7 @@ class ServerConfig:
     encoder_path: Path | None = None  # expression encoder (ONNX); None: the shipped default
     pipeline_workers: int = 2  # threads running the live pipelines' heavy stages
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
+    builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)
 
     def validate(self) -> None:

@@ -62,7 +62,9 @@ class FreeAvatarServer:
         config = self.config
         self._store = Store(config.store_path)
         if config.builtin_avatars:
-            install_builtin_avatars(self._store, config.data_dir, list(config.builtin_avatars))
+            install_builtin_avatars(
+                self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
+            )
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
         self._streams = StreamService(
@@ -104,6 +106,8 @@ class FreeAvatarServer:
         except RuntimeError as error:  # grpc's way of saying the address is taken or invalid
             self._store.close()
             raise ConfigError(f"cannot listen on {address}: {error}") from None
+        if config.builtin_avatars:  # a server meant to stream at once: its first frame is not slow
+            await asyncio.to_thread(models.warm_up)
         await server.start()
         await self._jobs.start()
         if config.metrics_port is not None:

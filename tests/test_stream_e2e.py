@@ -1,0 +1,215 @@
+"""The live pipeline end to end: synthetic actor video in through the SDK, rig frames out,
+with the shipped encoder, face finder and built-in avatars' animator on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from freeavatar import AsyncClient, InvalidArgument, ModelKind
+from freeavatar._proto import stream_pb2, stream_pb2_grpc
+from freeavatar.stream import ActorFrame, RigFrame
+from freeavatar_server.media import encode_jpeg
+from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from tests.conftest import loopback_config
+
+BUILTIN = ("human_arkit", "cartoon", "robot")
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[bytes]:
+    from freeavatar_server.demo import DemoConfig, render_clip
+
+    frames = render_clip(DemoConfig(seconds=1.0, fps=24, seed=5), lambda stage, done: None)
+    return [encode_jpeg(frame) for frame in frames]
+
+
+@pytest.fixture(scope="module")
+def untrained_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A freshly initialised encoder (ONNX) and shared animator for the built-in avatars: the
+    real architectures and runtimes, so these tests check the pipeline, not what training
+    reached (that is `freeavatar eval encoder|animator` and the demo's job)."""
+    import torch
+
+    from freeavatar_server.animator.model import (
+        AnimatorConfig,
+        AvatarRig,
+        SharedAnimator,
+        save_animator,
+    )
+    from freeavatar_server.animator.runtime import export_runtime
+    from freeavatar_server.encoder.export import export_onnx
+    from freeavatar_server.encoder.model import ExpressionEncoder, ModelConfig
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    encoder = export_onnx(ExpressionEncoder(ModelConfig()), root / "encoder.onnx")
+    animator = SharedAnimator(AnimatorConfig())
+    for name in BUILTIN:
+        animator.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec))
+    (root / "animator").mkdir()
+    save_animator(animator, root / "animator" / "animator.pt")
+    export_runtime(root / "animator")  # the ONNX graphs a shipped animator comes with
+    return encoder, root / "animator"
+
+
+@pytest.fixture
+async def live(
+    tmp_path: Path, untrained_models: tuple[Path, Path]
+) -> AsyncIterator[tuple[FreeAvatarServer, AsyncClient, dict[str, str]]]:
+    encoder, animator = untrained_models
+    config = loopback_config(
+        tmp_path / "data", builtin_avatars=BUILTIN, builtin_animator=animator, encoder_path=encoder
+    )
+    server = FreeAvatarServer(config)
+    await server.start()
+    async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+        ids = {a.name: a.id for a in await client.list_avatars()}
+        yield server, client, ids
+    await server.stop(grace=0)
+
+
+async def paced(frames: list[bytes], fps: float = 30.0) -> AsyncIterator[ActorFrame]:
+    for frame in frames:
+        yield ActorFrame(frame)
+        await asyncio.sleep(1 / fps)
+
+
+async def test_clip_in_rig_frames_out(live, clip: list[bytes]) -> None:
+    server, client, ids = live
+    stream = client.animate(paced(clip), avatar_ids=list(ids.values()))
+    frames: list[RigFrame] = [frame async for frame in stream]
+    assert set(stream.controls) == set(ids.values())
+    for name, avatar_id in ids.items():
+        mine = [f for f in frames if f.avatar_id == avatar_id]
+        spec = BUILTIN_AVATARS[name].spec
+        assert len(mine) >= len(clip) // 2  # latest frame wins: some may drop, most arrive
+        assert [f.sequence for f in mine] == list(range(1, len(mine) + 1))
+        values = np.stack([f.values for f in mine])
+        assert values.shape[1] == len(spec.controls)
+        assert (values >= np.array([c.min for c in spec.controls]) - 1e-5).all()
+        assert (values <= np.array([c.max for c in spec.controls]) + 1e-5).all()
+        assert mine[0].controls.control_names == tuple(spec.control_names)
+        assert np.mean([f.face_present for f in mine]) > 0.8
+        assert all(f.emit_time_us >= f.capture_time_us > 0 for f in mine)
+    assert values.std(axis=0).max() > 0  # a new face crop every frame: the rig follows it
+
+
+async def test_no_face_eases_to_neutral(live) -> None:
+    _, client, ids = live
+    blank = encode_jpeg(np.full((240, 320, 3), 90, np.uint8))
+    robot = BUILTIN_AVATARS["robot"].spec
+    frames = [f async for f in client.animate(paced([blank] * 12), avatar_ids=[ids["robot"]])]
+    assert frames and not any(f.face_present for f in frames)
+    assert frames[-1].values == pytest.approx(robot.defaults, abs=1e-3)
+
+
+async def test_corrupt_frame_is_a_clear_error_and_the_server_carries_on(live, clip) -> None:
+    _, client, ids = live
+
+    async def with_corrupt() -> AsyncIterator[ActorFrame]:
+        yield ActorFrame(clip[0])
+        await asyncio.sleep(0.2)
+        yield ActorFrame(b"\xff\xd8 definitely not a jpeg")
+        await asyncio.sleep(1.0)
+
+    with pytest.raises(InvalidArgument, match="frame 2: image does not decode"):
+        async for _ in client.animate(with_corrupt(), avatar_ids=[ids["robot"]]):
+            pass
+    again = [f async for f in client.animate(paced(clip[:5]), avatar_ids=[ids["robot"]])]
+    assert again
+
+
+async def test_real_photograph(live) -> None:
+    from skimage import data
+
+    _, client, ids = live
+    photo = encode_jpeg(data.astronaut())
+    frames = [f async for f in client.animate(paced([photo] * 6), avatar_ids=[ids["human_arkit"]])]
+    assert frames and frames[-1].face_present
+
+
+async def test_session_subscribers_and_a_reader_that_never_reads(live, clip) -> None:
+    server, client, ids = live
+    session = await client.create_session("meeting")
+    ada = await client.join_session(session.id, [ids["robot"], ids["cartoon"]], "ada", session.token)
+    listener = client.subscribe(session.id, avatar_ids=[ids["robot"]], token=session.token)
+    # An engine that stops reading: with a small HTTP/2 window the transport fills at once and
+    # the server's drop-oldest buffer takes over.
+    stalled_channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}",
+        options=[("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)],
+    )
+    stalled = stream_pb2_grpc.StreamServiceStub(stalled_channel).Subscribe(
+        stream_pb2.SubscribeRequest(session_id=session.id, session_token=session.token)
+    )
+    first = asyncio.create_task(anext(listener))
+    await asyncio.sleep(0.2)
+    actor_frames = [
+        f async for f in client.animate(paced(clip), session_id=session.id, actor_id=ada.id, token=session.token)
+    ]
+    heard = [await first]
+    while len(heard) < 5:
+        heard.append(await asyncio.wait_for(anext(listener), 5))
+    assert {f.avatar_id for f in heard} == {ids["robot"]}
+    assert {f.avatar_id for f in actor_frames} == {ids["robot"], ids["cartoon"]}
+    stats = await client.get_stats()
+    assert stats.subscriber_drops > 0  # the stalled subscriber lost old frames...
+    assert len(actor_frames) >= len(clip)  # ...and nobody else slowed down for it
+    await listener.aclose()
+    stalled.cancel()
+    await stalled_channel.close()
+    await client.close_session(session.id)
+
+
+async def test_rebind_delete_and_hot_swap_while_streaming(live, clip) -> None:
+    server, client, ids = live
+    session = await client.create_session()
+    actor = await client.join_session(session.id, [ids["robot"]], token=session.token)
+    seen: list[RigFrame] = []
+
+    async def camera() -> AsyncIterator[ActorFrame]:
+        for index in range(60):
+            if index == 15:
+                await client.rebind_actor(session.id, actor.id, [ids["robot"], ids["cartoon"]])
+            if index == 30:  # re-activating the version swaps the model without a drop
+                await client.activate_model_version(ids["robot"], ModelKind.ANIMATOR, 1)
+            if index == 40:
+                await client.delete_avatar(ids["cartoon"])
+            yield ActorFrame(clip[index % len(clip)])
+            await asyncio.sleep(1 / 30)
+
+    async for frame in client.animate(camera(), session_id=session.id, actor_id=actor.id):
+        seen.append(frame)
+    robot = [f.sequence for f in seen if f.avatar_id == ids["robot"]]
+    cartoon = [f for f in seen if f.avatar_id == ids["cartoon"]]
+    assert robot == list(range(1, len(robot) + 1)) and len(robot) >= 45
+    assert cartoon and len(cartoon) < len(robot)
+
+
+async def test_many_connects_and_disconnects_leak_no_tasks(live, clip) -> None:
+    _, client, ids = live
+
+    async def one_call() -> None:
+        stream = client.animate(paced(clip[:2]), avatar_ids=[ids["robot"]])
+        await anext(stream)
+        await stream.aclose()  # disconnect mid-stream
+
+    await one_call()
+    gc.collect()
+    baseline = len(asyncio.all_tasks())
+    for _ in range(100):
+        await one_call()
+    await asyncio.sleep(0.5)
+    gc.collect()
+    assert len(asyncio.all_tasks()) <= baseline + 2
+    stats = await client.get_stats()
+    assert stats.active_sessions == 0 and stats.active_actors == 0
+
