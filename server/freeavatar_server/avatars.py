@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -15,7 +17,7 @@ from freeavatar.rig import RigSpec
 from freeavatar_server.errors import BadRequest, grpc_errors, require_id
 from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.rig_sampling import propose_rig_vectors
-from freeavatar_server.store import AvatarRecord, ModelVersionRecord, Store
+from freeavatar_server.store import AvatarRecord, AvatarSummary, ModelVersionRecord, Store
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -24,6 +26,16 @@ UPLOAD_BATCH = 64  # samples per store transaction while an upload streams in
 
 
 ModelChanged = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PairUpload:
+    """One kind of (rig, image) upload: how to read its requests and where the pairs go."""
+
+    noun: str
+    parts: Callable[[Any], tuple[str, list[float], bytes]]  # request -> (avatar id, rig, image)
+    add: Callable[[str, list[tuple[np.ndarray, bytes]]], int]  # store them; returns the total
+    count: Callable[[AvatarSummary], int]  # the avatar's total, from its summary
 
 
 class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
@@ -83,36 +95,14 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         requests: AsyncIterator[avatar_pb2.UploadRenderSamplesRequest],
         context: grpc.aio.ServicerContext,
     ) -> avatar_pb2.UploadSummary:
-        """Checks every sample; stores the good ones in batches as they arrive, so a broken
-        upload keeps what was sent before the break."""
-        record: AvatarRecord | None = None
-        batch: list[tuple[np.ndarray, bytes]] = []
-        rejected: list[avatar_pb2.RejectedItem] = []
-        accepted = 0
-        total = 0
-        try:
-            async for index, request in _enumerate(requests):
-                if record is None:
-                    record = await self._avatar(request.avatar_id)
-                try:
-                    rig = await asyncio.to_thread(_checked_sample, record, request)
-                except (BadRequest, BadImage) as problem:
-                    rejected.append(avatar_pb2.RejectedItem(index=index, reason=str(problem)))
-                    continue
-                batch.append((rig, request.sample.image))
-                if len(batch) >= UPLOAD_BATCH:
-                    total = await asyncio.to_thread(self._store.add_render_samples, record.id, batch)
-                    accepted += len(batch)
-                    batch = []
-        finally:
-            if record is not None and batch:
-                total = await asyncio.to_thread(self._store.add_render_samples, record.id, batch)
-                accepted += len(batch)
-        if record is None:
-            raise BadRequest("the upload holds no samples")
-        if not total:
-            total = (await asyncio.to_thread(self._store.avatar_summary, record.id)).render_samples
-        return avatar_pb2.UploadSummary(accepted=accepted, rejected=rejected, total=total)
+        """The engine's (rig, rendered image) samples the avatar's neural renderer learns from."""
+        upload = PairUpload(
+            "samples",
+            lambda r: (r.avatar_id, list(r.sample.rig), r.sample.image),
+            self._store.add_render_samples,
+            lambda summary: summary.render_samples,
+        )
+        return await self._receive_pairs(requests, upload)
 
     @grpc_errors
     async def UploadKeyframes(
@@ -120,8 +110,18 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         requests: AsyncIterator[avatar_pb2.UploadKeyframesRequest],
         context: grpc.aio.ServicerContext,
     ) -> avatar_pb2.UploadSummary:
-        """Artist keyframes (actor image + posed rig): checked and stored like render samples,
-        in batches as they arrive; bad ones are rejected with the reason, good ones kept."""
+        """Artist keyframes (actor image + the rig an artist posed for it)."""
+        upload = PairUpload(
+            "keyframes",
+            lambda r: (r.avatar_id, list(r.keyframe.rig), r.keyframe.actor_image),
+            self._store.add_keyframes,
+            lambda summary: summary.keyframes,
+        )
+        return await self._receive_pairs(requests, upload)
+
+    async def _receive_pairs(self, requests: AsyncIterator[Any], upload: PairUpload) -> avatar_pb2.UploadSummary:
+        """Check every (rig, image) pair; store the good ones in batches as they arrive, so a
+        broken upload keeps what was sent before the break; name each bad one by its index."""
         record: AvatarRecord | None = None
         batch: list[tuple[np.ndarray, bytes]] = []
         rejected: list[avatar_pb2.RejectedItem] = []
@@ -129,26 +129,27 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         total = 0
         try:
             async for index, request in _enumerate(requests):
+                avatar_id, rig, image = upload.parts(request)
                 if record is None:
-                    record = await self._avatar(request.avatar_id)
+                    record = await self._avatar(avatar_id)
                 try:
-                    rig = await asyncio.to_thread(_checked_keyframe, record, request)
+                    checked = await asyncio.to_thread(_checked_pair, record, avatar_id, rig, image)
                 except (BadRequest, BadImage) as problem:
                     rejected.append(avatar_pb2.RejectedItem(index=index, reason=str(problem)))
                     continue
-                batch.append((rig, request.keyframe.actor_image))
+                batch.append((checked, image))
                 if len(batch) >= UPLOAD_BATCH:
-                    total = await asyncio.to_thread(self._store.add_keyframes, record.id, batch)
+                    total = await asyncio.to_thread(upload.add, record.id, batch)
                     accepted += len(batch)
                     batch = []
         finally:
             if record is not None and batch:
-                total = await asyncio.to_thread(self._store.add_keyframes, record.id, batch)
+                total = await asyncio.to_thread(upload.add, record.id, batch)
                 accepted += len(batch)
         if record is None:
-            raise BadRequest("the upload holds no keyframes")
+            raise BadRequest(f"the upload holds no {upload.noun}")
         if not total:
-            total = (await asyncio.to_thread(self._store.avatar_summary, record.id)).keyframes
+            total = upload.count(await asyncio.to_thread(self._store.avatar_summary, record.id))
         return avatar_pb2.UploadSummary(accepted=accepted, rejected=rejected, total=total)
 
     @grpc_errors
@@ -235,19 +236,8 @@ def _model_kind(kind: int) -> int:
     return kind
 
 
-def _checked_sample(
-    record: AvatarRecord, request: avatar_pb2.UploadRenderSamplesRequest
-) -> np.ndarray:
-    """The sample's rig as float32, or BadRequest/BadImage saying what is wrong with it."""
-    return _checked_pair(record, request.avatar_id, list(request.sample.rig), request.sample.image)
-
-
-def _checked_keyframe(record: AvatarRecord, request: avatar_pb2.UploadKeyframesRequest) -> np.ndarray:
-    """The keyframe's rig as float32, or BadRequest/BadImage saying what is wrong with it."""
-    return _checked_pair(record, request.avatar_id, list(request.keyframe.rig), request.keyframe.actor_image)
-
-
 def _checked_pair(record: AvatarRecord, avatar_id: str, rig: list[float], image: bytes) -> np.ndarray:
+    """The rig as float32, or BadRequest/BadImage saying what is wrong with the pair."""
     if avatar_id != record.id:
         raise BadRequest(f"names avatar {avatar_id!r}; this upload is for {record.id!r}")
     controls = record.spec.controls
@@ -265,7 +255,7 @@ def _checked_pair(record: AvatarRecord, avatar_id: str, rig: list[float], image:
     return np.asarray(rig, dtype=np.float32)
 
 
-async def _enumerate(items: AsyncIterator[avatar_pb2.UploadRenderSamplesRequest]):  # type: ignore[no-untyped-def]
+async def _enumerate(items: AsyncIterator[Any]) -> AsyncIterator[tuple[int, Any]]:
     index = 0
     async for item in items:
         yield index, item
