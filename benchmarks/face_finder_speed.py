@@ -13,6 +13,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -253,11 +254,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--clip-seconds", type=float, default=6.0)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    loc = FaceLocaliser(DEFAULT_MODEL, threads=1)
+    loc = FaceLocaliser(args.model, threads=1)
     held = held_out_frames(args.frames, HELD_OUT_SEED)
     edges = edge_frames(max(args.frames // 5, 20), HELD_OUT_SEED + 2)
     empty = no_face_frames(max(args.frames // 5, 20), HELD_OUT_SEED + 1)
@@ -265,7 +267,7 @@ def main() -> None:
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": 1,
                     "load_average_1min": round(__import__("os").getloadavg()[0], 2)},
-        "model": {"path": DEFAULT_MODEL.name, "kb": round(DEFAULT_MODEL.stat().st_size / 1024, 1)},
+        "model": {"path": args.model.name, "kb": round(args.model.stat().st_size / 1024, 1)},
         "detection_640x480": bench_detection(loc, held.images, held.boxes),
         "edge_faces_640x480": bench_detection(loc, edges.images, edges.boxes),
         "no_face": {"n": len(empty), "false_positive_rate": round(float((empty_conf >= 0.5).mean()), 4),

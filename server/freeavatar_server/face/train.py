@@ -43,7 +43,7 @@ EVAL_SEED = 10_000_000
 class TrainConfig:
     n_full: int = 24_000
     n_crop: int = 12_000
-    steps: int = 5000
+    steps: int = 10000
     batch: int = 48
     lr: float = 3e-3
     weight_decay: float = 1e-4
