@@ -12,8 +12,8 @@ States of one `FaceTracker` (one per actor, nothing shared but the stateless loc
   locked onto the wrong thing.
 * template track (a face only the cascade saw, i.e. a real photograph the synthetic-trained
   model doubts): normalised cross-correlation of a grey template, re-anchored by the cascade
-  inside the window every `haar_refresh` frames; hands over to the learned track as soon as the
-  localiser is sure.
+  inside the window every `haar_refresh` frames; hands over to the learned track only when the
+  localiser is very sure (its boxes on real faces wander more than the cascade's).
 
 The reported box goes through a One Euro filter (per coordinate, speed measured in face widths
 per second), which removes detector jitter at rest and follows fast motion without lag; the
@@ -67,6 +67,9 @@ class TrackerConfig:
     haar_every_idle: int = 60
     haar_refresh: int = 10  # cascade re-anchor period of a template track
     template_min_score: float = 0.45  # NCC below this: the template track is lost
+    # A template track (a face only the cascade found) goes to the learned track only when the
+    # localiser is very sure: on a real face its boxes wander (hair, jaw) more than Haar's.
+    handover_threshold: float = 0.9
     use_haar: bool = True
     fps: float = 30.0  # frame clock when update() gets no timestamps
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
@@ -237,7 +240,7 @@ class FaceTracker:
         assert self.box is not None and self.template is not None
         window = window_around(self.box, c.window_scale)
         det = self.localiser.detect_in_window(frame, window)
-        if det.confidence >= c.present_threshold and _iou(det.box, self.box) > 0.3:
+        if det.confidence >= c.handover_threshold and _iou(det.box, self.box) > 0.3:
             self.mode, self.template = "learned", None  # the model is sure now: hand over
             self.box, self.confidence = det.box.astype(np.float64), det.confidence
             return self.box, "track"
