@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from freeavatar_server.animator.train import freeze
 from freeavatar_server.encoder.model import ExpressionEncoder
@@ -47,12 +48,18 @@ def save_encoder_copy(source: Path, destination: Path) -> None:
     state = ck["model"]
     if ck["stage"] == "mae":
         state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    # Fill what an older checkpoint lacks (an MAE stage never trains the head) with the current
+    # architecture's initial values, so the copy loads strictly.
+    from freeavatar_server.encoder.model import ModelConfig
+
+    full = ExpressionEncoder(ModelConfig.from_dict(ck["model_config"])).state_dict()
+    state = {**full, **{k: v for k, v in state.items() if k in full}}
     torch.save({"stage": "triplet", "step": ck.get("step"), "done": ck.get("done"),
                 "model_config": ck["model_config"], "model": state, "source": str(source)}, destination)
 
 
 @torch.no_grad()
-def embed_images(encoder: ExpressionEncoder, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+def embed_images(encoder: nn.Module, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """(N, S, S, 3) uint8 at the encoder's size -> (N, 16) embeddings."""
     size = encoder.cfg.img_size
     out = []
