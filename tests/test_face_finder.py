@@ -164,3 +164,17 @@ def test_tracker_rejects_bad_frames(localiser: FaceLocaliser) -> None:
         tracker.update(np.zeros((48, 64), np.uint8))
     with pytest.raises(ValueError):
         tracker.update(np.zeros((48, 64, 3), np.float32))
+
+
+def test_tracker_drops_a_face_that_leaves_and_finds_it_again(localiser: FaceLocaliser) -> None:
+    rng = np.random.default_rng(HELD_OUT + 2)
+    batch = render_frames(sample_expressions(1, rng), [7], seed=HELD_OUT + 2)
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    tracker = FaceTracker(localiser, TrackerConfig(use_haar=False))
+    sources = []
+    for frame in (batch.images[0], batch.images[0], empty, batch.images[0]):
+        obs = tracker.update(frame)
+        sources.append(None if obs is None else obs.source)
+        if obs is not None:
+            assert iou(obs.box, batch.boxes[0]) > 0.5
+    assert sources == ["detect", "track", None, "detect"]
