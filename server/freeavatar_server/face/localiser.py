@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -32,9 +33,11 @@ def read_config(session) -> LocaliserConfig:  # session: onnxruntime.InferenceSe
 
 
 def full_input_size(width: int, height: int, target: tuple[int, int]) -> tuple[int, int]:
-    """The network input (w, h) for a frame: fit inside `target`, keep the aspect ratio, round
-    to the network stride (8). A 640x480 frame becomes 160x120, a 512x512 photo 120x120."""
-    scale = min(target[0] / width, target[1] / height)
+    """The network input (w, h) for a frame: the pixel budget of `target` at the frame's own
+    aspect ratio, rounded to the network stride (8). A 640x480 frame becomes 160x120, a 512x512
+    photo 136x136, a 1280x720 frame 184x104 (a wide frame keeps its faces as large as a 4:3
+    one does, at the same cost)."""
+    scale = math.sqrt(target[0] * target[1] / (width * height))
     w = max(8, int(round(width * scale / 8)) * 8)
     h = max(8, int(round(height * scale / 8)) * 8)
     return w, h
