@@ -133,9 +133,15 @@ class FaceTracker:
     ) -> None:
         self.config = config or TrackerConfig()
         self.localiser = localiser or FaceLocaliser()
-        self.haar = HaarFaceFinder() if self.config.use_haar else None
+        self._haar: HaarFaceFinder | None = None  # loaded on first use: joining stays cheap
         self.filter = BoxFilter(self.config.smoothing)
         self.reset()
+
+    @property
+    def haar(self) -> HaarFaceFinder | None:
+        if self._haar is None and self.config.use_haar:
+            self._haar = HaarFaceFinder()
+        return self._haar
 
     def reset(self) -> None:
         """Forget the face (a new take, a camera switch)."""

@@ -238,8 +238,8 @@ def fit(out: Path, cfg: TrainConfig, net_cfg: LocaliserConfig) -> Path:
     model = FaceLocaliserNet(net_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05
-    )
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 3.0 / cfg.steps)
+    )  # (warm-up of at least 3 steps: OneCycleLR divides by zero on shorter ones)
     held_full = eval_set("full", 256, 160)
     held_crop = eval_set("crop", 128, net_cfg.crop_input)
     data = out / "data"
