@@ -235,7 +235,18 @@ def bench_stream(
     print(json.dumps(result, indent=None if as_json else 2))
 
 
+def train_face(ctx: typer.Context) -> None:
+    """Train the face localiser on synthetic frames (`freeavatar train face --help` for options)."""
+    from freeavatar_server.face.train import main as train_main
+
+    train_main(ctx.args)
+
+
 def add_server_commands(app: typer.Typer) -> None:
+    train_app.command(
+        "face",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    )(train_face)
     app.command()(serve)
     app.command()(demo)
     app.command()(stream)

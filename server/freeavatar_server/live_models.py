@@ -78,7 +78,12 @@ class LiveModels:
 
     def face_localiser(self) -> Any:  # a FaceLocaliser: stateless, shared by every tracker
         if self._face_localiser is None:
+            import cv2
+
             from freeavatar_server.face import FaceLocaliser
+
+            # OpenCV's own thread pool would fight the pipeline's threads for the same cores.
+            cv2.setNumThreads(1)
 
             self._face_localiser = FaceLocaliser(threads=self._threads)
         return self._face_localiser
