@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from freeavatar import AsyncClient, InvalidArgument, JobState, Keyframe, ModelKind, NotFound
+from freeavatar_server.animator.model import load_animator
 from freeavatar_server.animator.runtime import AnimatorRuntime
 from freeavatar_server.server import FreeAvatarServer
 from freeavatar_server.synth.actors import render_faces, sample_expressions
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from tests.test_jobs import TINY, png, robot_with_samples
+from tests.test_jobs import TINY, png, robot_samples, robot_with_samples
 
 ROBOT = BUILTIN_AVATARS["robot"]
 TINY_ANIMATOR = {"steps": 6, "batch_size": 4, "time_budget_s": 60}
@@ -104,3 +107,30 @@ async def test_finetune_animator_end_to_end(client: AsyncClient, server: FreeAva
     lo = np.array([c.min for c in ROBOT.spec.controls])
     hi = np.array([c.max for c in ROBOT.spec.controls])
     assert rig.shape == (3, ROBOT.n_controls) and (rig >= lo - 1e-6).all() and (rig <= hi + 1e-6).all()
+
+
+@pytest.mark.slow
+async def test_a_job_on_a_base_adds_avatars_without_changing_the_others(
+    client: AsyncClient, server: FreeAvatarServer, tiny_parts: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await robot_with_samples(client)
+    assert (await client.wait_job((await client.train_renderer(first.id, **TINY)).id)).state == JobState.SUCCEEDED
+    base_job = await client.wait_job((await client.finetune_animator([first.id], **TINY_ANIMATOR)).id)
+    assert base_job.state == JobState.SUCCEEDED, base_job.error
+    base = server.config.data_dir / "models" / first.id / "animator" / base_job.id / "animator.pt"
+
+    monkeypatch.setenv("FREEAVATAR_ANIMATOR_BASE", str(base))  # the next worker starts from it
+    second = await client.register_avatar(replace(ROBOT.spec, name="robot_two"))
+    await client.upload_render_samples(second.id, robot_samples(60, seed=1))
+    assert (await client.wait_job((await client.train_renderer(second.id, **TINY)).id)).state == JobState.SUCCEEDED
+    added = await client.wait_job((await client.finetune_animator([second.id], **TINY_ANIMATOR)).id)
+    assert added.state == JobState.SUCCEEDED, added.error
+
+    after = load_animator(server.config.data_dir / "models" / second.id / "animator" / added.id / "animator.pt")
+    before = load_animator(base)
+    assert sorted(after.avatar_ids) == sorted([first.id, second.id])
+    x = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    with torch.no_grad():
+        assert torch.equal(after(x, first.id), before(x, first.id))  # untouched by the new job
+    assert (await client.get_avatar(second.id)).animator.version == 1
+    assert (await client.get_avatar(first.id)).animator.job_id == base_job.id

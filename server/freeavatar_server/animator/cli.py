@@ -28,7 +28,11 @@ def eval_animator(
     import torch
 
     torch.set_num_threads(threads)
-    from freeavatar_server.animator.encoding import ENCODER_FILE, encoder_checkpoint, load_frozen_encoder
+    from freeavatar_server.animator.encoding import (
+        ENCODER_FILE,
+        encoder_checkpoint,
+        load_frozen_encoder,
+    )
     from freeavatar_server.animator.evaluate import (
         MODELS_DIR,
         SHARED_FILE,

@@ -48,7 +48,7 @@ class AvatarRig:
     default: tuple[float, ...]
 
     @classmethod
-    def from_spec(cls, spec: RigSpec) -> "AvatarRig":
+    def from_spec(cls, spec: RigSpec) -> AvatarRig:
         return cls(
             tuple(c.name for c in spec.controls),
             tuple(float(c.min) for c in spec.controls),

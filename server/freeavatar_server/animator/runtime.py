@@ -83,7 +83,7 @@ class AnimatorRuntime:
     embed_dim: int
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int = 1) -> "AnimatorRuntime":
+    def load(cls, model_dir: Path, threads: int = 1) -> AnimatorRuntime:
         import onnxruntime as ort
 
         model_dir = Path(model_dir)

@@ -114,13 +114,13 @@ def render_embed(renderer: NeuralRenderer, encoder: Encoder, rig: torch.Tensor, 
 @torch.no_grad()
 def avatar_center(target: AvatarTarget, encoder: Encoder, size: int, n: int = 256, seed: int = 0) -> torch.Tensor:
     """Mean embedding of the avatar's renders over random in-range rigs (unlabeled statistic)."""
-    from freeavatar_server.rig_sampling import propose_rig_vectors
     from freeavatar.rig import RigControl, RigSpec
+    from freeavatar_server.rig_sampling import propose_rig_vectors
 
     spec = RigSpec(
         name=target.avatar_id,
         controls=[RigControl(name=nm, min=lo, max=hi, default=d)
-                  for nm, lo, hi, d in zip(target.rig.names, target.rig.minimum, target.rig.maximum, target.rig.default)],
+                  for nm, lo, hi, d in zip(target.rig.names, target.rig.minimum, target.rig.maximum, target.rig.default, strict=True)],
     )
     rigs = torch.from_numpy(propose_rig_vectors(spec, n, seed=seed))
     return torch.cat([render_embed(target.renderer, encoder, r, size) for r in rigs.split(64)]).mean(0)
