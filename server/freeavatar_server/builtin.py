@@ -9,7 +9,7 @@ from pathlib import Path
 from freeavatar._proto import avatar_pb2
 from freeavatar_server.store import AvatarNameTaken, Store
 
-SHIPPED_ANIMATOR = Path(__file__).resolve().parent / "models" / "animator_builtin"
+SHIPPED_ANIMATOR = Path(__file__).resolve().parent / "models" / "animator"
 
 
 def install_builtin_avatars(
