@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,15 +25,15 @@ def train_encoder(
     stages: Annotated[str, typer.Option(help="Comma-separated stages: mae, triplet, classifier (baseline).")] = "mae,triplet,classifier",
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of face images/videos for MAE pretraining (default: synthetic world).")] = None,
-    fec_csv: Annotated[Optional[Path], typer.Option(help="FEC-format triplet CSV with local paths for triplet tuning (default: synthetic triplets).")] = None,
-    mae_steps: Annotated[Optional[int], typer.Option(help="MAE pretraining steps.")] = None,
-    triplet_steps: Annotated[Optional[int], typer.Option(help="Triplet tuning steps (also the classifier baseline's budget).")] = None,
-    classifier_steps: Annotated[Optional[int], typer.Option(help="Classifier baseline steps (default: triplet steps).")] = None,
-    n_identities: Annotated[Optional[int], typer.Option(help="Synthetic training identities.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads per process.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Where rendered synthetic pools are cached (default: <out>/cache).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of face images/videos for MAE pretraining (default: synthetic world).")] = None,
+    fec_csv: Annotated[Path | None, typer.Option(help="FEC-format triplet CSV with local paths for triplet tuning (default: synthetic triplets).")] = None,
+    mae_steps: Annotated[int | None, typer.Option(help="MAE pretraining steps.")] = None,
+    triplet_steps: Annotated[int | None, typer.Option(help="Triplet tuning steps (also the classifier baseline's budget).")] = None,
+    classifier_steps: Annotated[int | None, typer.Option(help="Classifier baseline steps (default: triplet steps).")] = None,
+    n_identities: Annotated[int | None, typer.Option(help="Synthetic training identities.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads per process.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Where rendered synthetic pools are cached (default: <out>/cache).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
     """Train the expression encoder: MAE pretraining, then triplet tuning (+ classifier baseline).
@@ -74,7 +74,7 @@ def _ship(run_dir: Path) -> None:
 @encoder_app.command("eval")
 def eval_encoder(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
-    run_dir: Annotated[Optional[Path], typer.Option(help="A training run directory (default: the shipped models).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="A training run directory (default: the shipped models).")] = None,
     onnx: Annotated[bool, typer.Option(help="Score the encoder through its ONNX graph on ONNX Runtime.")] = False,
     n_triplets: Annotated[int, typer.Option(help="Held-out triplets to build.")] = 2000,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,

@@ -495,7 +495,7 @@ def _group(keys: np.ndarray) -> dict[int, np.ndarray]:
     """key -> indices with that key."""
     order = np.argsort(keys, kind="stable")
     uniq, start, count = np.unique(keys[order], return_index=True, return_counts=True)
-    return {int(u): order[s : s + c] for u, s, c in zip(uniq, start, count)}
+    return {int(u): order[s : s + c] for u, s, c in zip(uniq, start, count, strict=True)}
 
 
 def synthetic_eval_triplets(n: int, *, size: int, seed: int, identity_offset: int, n_identities: int | None = None) -> TripletSet:

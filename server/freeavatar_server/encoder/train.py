@@ -18,9 +18,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from freeavatar_server.encoder import data as D
-from freeavatar_server.encoder.model import EmotionClassifier, ExpressionEncoder, MaskedAutoencoder, ModelConfig
+from freeavatar_server.encoder.model import (
+    EmotionClassifier,
+    ExpressionEncoder,
+    MaskedAutoencoder,
+    ModelConfig,
+)
 
 STAGES = ("mae", "triplet", "classifier")
 VAL_IDENTITY_OFFSET = 500_000  # validation identities: never in training, never in the final eval
@@ -77,7 +82,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         if isinstance(kw.get("model"), dict):
@@ -385,7 +390,13 @@ class _progress:
     def __init__(self, d: Dist, name: str, total: int, start: int) -> None:
         self.bar = None
         if d.main:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
             self.task = self.bar.add_task("", total=total, completed=start)
