@@ -115,3 +115,17 @@ async def test_stats_call_and_prometheus_endpoint(tmp_path: Path) -> None:
         assert 'freeavatar_stage_ms{quantile="0.99",stage="encode"}' in body
     finally:
         await server.stop(grace=0)
+
+
+async def test_oversized_frame_is_refused_and_the_server_carries_on(client: AsyncClient) -> None:
+    from freeavatar import FreeAvatarError
+
+    session = await client.create_session()
+    actor = await client.join_session(session.id, [])
+    oversized = b"\xff\xd8" + bytes(17 * 1024 * 1024)  # over the server's 16 MiB message limit
+    with pytest.raises(FreeAvatarError) as raised:
+        async for _ in client.animate([oversized], session_id=session.id, actor_id=actor.id):
+            pass
+    assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await client.get_session(session.id)).actors[0].id == actor.id  # the session lives on
+    assert (await client.create_session("still serving")).token
