@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -74,6 +75,12 @@ async def live(
         ids = {a.name: a.id for a in await client.list_avatars()}
         yield server, client, ids
     await server.stop(grace=0)
+
+
+def resident_mb() -> float:
+    """This process's resident memory (client and server both live here)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 async def paced(frames: list[bytes], fps: float = 30.0) -> AsyncIterator[ActorFrame]:
@@ -202,14 +209,18 @@ async def test_many_connects_and_disconnects_leak_no_tasks(live, clip) -> None:
         await anext(stream)
         await stream.aclose()  # disconnect mid-stream
 
-    await one_call()
+    for _ in range(10):  # warm: allocator pools, gRPC and ONNX Runtime buffers
+        await one_call()
     gc.collect()
-    baseline = len(asyncio.all_tasks())
+    baseline_tasks, baseline_rss = len(asyncio.all_tasks()), resident_mb()
     for _ in range(100):
         await one_call()
     await asyncio.sleep(0.5)
     gc.collect()
-    assert len(asyncio.all_tasks()) <= baseline + 2
+    assert len(asyncio.all_tasks()) <= baseline_tasks + 2
+    grown = resident_mb() - baseline_rss
+    print(f"100 animate calls: resident memory grew {grown:.1f} MB")
+    assert grown < 40  # a leak of one 640x480 frame per call would be ~90 MB
     stats = await client.get_stats()
     assert stats.active_sessions == 0 and stats.active_actors == 0
 

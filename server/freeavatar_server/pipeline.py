@@ -102,17 +102,20 @@ class ActorPipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_time_s = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"pipeline-{self.actor.id[:8]}")
+        self.task = asyncio.create_task(self._run(), name=f"pipeline-{self.actor.id[:8]}")
+
+    def cancel(self) -> None:
+        """Stop processing; `task` finishes soon after (await it to be sure)."""
+        if self.task is not None:
+            self.task.cancel()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self.cancel()
+        await asyncio.gather(*[t for t in (self.task,) if t is not None], return_exceptions=True)
 
     def submit(self, frame: stream_pb2.ActorFrame) -> None:
         """Take a frame; one that is still waiting becomes stale and is dropped."""

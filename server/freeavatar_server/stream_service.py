@@ -149,6 +149,22 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self._pipelines[actor.id], self._animate_streams[actor.id] = pipeline, stream
         pipeline.start()
         reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor.id[:8]}")
+
+        def release(_: object = None) -> None:
+            """Idempotent. Runs when the generator ends and when the RPC does: a client that
+            vanishes may leave this generator suspended until it is garbage-collected."""
+            if self._pipelines.get(actor.id) is not pipeline:
+                return
+            reader.cancel()
+            pipeline.cancel()
+            session.unsubscribe(stream)
+            self.stats.retired_subscriber_drops += stream.dropped
+            actor.streaming = False
+            del self._pipelines[actor.id], self._animate_streams[actor.id]
+            if session.private and session.id in {s.id for s in self._sessions.sessions(True)}:
+                self._sessions.close(session.id, "the animate call ended")
+
+        context.add_done_callback(release)
         try:
             async for message in stream:
                 yield message
@@ -157,16 +173,8 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             if reader.done():
                 reader.result()  # raises what the reader met
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            await pipeline.stop()
-            session.unsubscribe(stream)
-            self.stats.retired_subscriber_drops += stream.dropped
-            actor.streaming = False
-            self._pipelines.pop(actor.id, None)
-            self._animate_streams.pop(actor.id, None)
-            if session.private:
-                self._sessions.close(session.id, "the animate call ended")
+            release()
+            await asyncio.gather(reader, pipeline.task, return_exceptions=True)
 
     async def _animate_target(self, start: stream_pb2.AnimateStart) -> tuple[Session, str]:
         if start.session_id:
@@ -204,12 +212,18 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
     ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
         session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
         stream = session.subscribe(frozenset(request.avatar_ids), SUBSCRIBER_BUFFER)
+
+        def release(_: object = None) -> None:  # idempotent; see Animate
+            if stream in session.subscriptions:
+                session.unsubscribe(stream)
+                self.stats.retired_subscriber_drops += stream.dropped
+
+        context.add_done_callback(release)
         try:
             async for message in stream:
                 yield message
         finally:
-            session.unsubscribe(stream)
-            self.stats.retired_subscriber_drops += stream.dropped
+            release()
 
     @grpc_errors
     async def GetStats(self, request: stream_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.PipelineStats:
