@@ -125,10 +125,7 @@ class AsyncClient:
                 sample = avatar_pb2.RenderSample(rig=rig, image=image)
                 yield avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
 
-        try:
-            reply = await self._avatars.UploadRenderSamples(requests(), metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
+        reply = await self._client_stream(self._avatars.UploadRenderSamples, requests())
         return UploadSummary.from_proto(reply)
 
     async def upload_keyframes(
@@ -144,10 +141,7 @@ class AsyncClient:
                 keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
                 yield avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
 
-        try:
-            reply = await self._avatars.UploadKeyframes(requests(), metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from None
+        reply = await self._client_stream(self._avatars.UploadKeyframes, requests())
         return UploadSummary.from_proto(reply)
 
     async def list_model_versions(self, avatar_id: str, kind: ModelKind) -> list[ModelVersion]:
@@ -293,6 +287,12 @@ class AsyncClient:
     async def get_stats(self) -> stream_pb2.PipelineStats:
         """Per-stage timings and drop counts of the live pipeline."""
         return await self._unary(self._streams.GetStats, stream_pb2.GetStatsRequest())
+
+    async def _client_stream(self, method: Any, requests: AsyncIterator[Any]) -> Any:
+        try:
+            return await method(requests, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
