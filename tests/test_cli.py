@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 
 from freeavatar import RigControl, RigSpec
 from freeavatar.cli import app
+from freeavatar_server.bench import free_port
 from freeavatar_server.cli import add_server_commands
 from tests.conftest import ServerThread
 
@@ -76,12 +76,6 @@ def test_help_lists_the_commands() -> None:
     assert code == 0
     for command in ("serve", "avatars", "synth"):
         assert command in out
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def freeavatar_command() -> list[str]:

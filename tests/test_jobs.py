@@ -22,10 +22,11 @@ from freeavatar import (
     NotFound,
     RenderSample,
 )
+from freeavatar_server.bench import free_port
 from freeavatar_server.server import FreeAvatarServer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from tests.conftest import loopback_config
-from tests.test_cli import free_port, freeavatar_command
+from tests.test_cli import freeavatar_command
 
 ROBOT = BUILTIN_AVATARS["robot"]
 TINY = {"image_size": 16, "steps": 40, "batch_size": 8, "time_budget_s": 60}

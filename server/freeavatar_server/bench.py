@@ -100,10 +100,12 @@ async def run_load(address: str, jpegs: list[bytes], actors: int, avatar_ids: li
 
 
 def percentiles(values: np.ndarray) -> dict[str, float]:
+    """Latency summary in ms: p50, p90, p99, mean, max."""
     if not len(values):
         return {}
-    p50, p99 = np.percentile(values, [50, 99])
-    return {"p50": round(float(p50), 2), "p99": round(float(p99), 2), "mean": round(float(values.mean()), 2)}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    summary = {"p50": p50, "p90": p90, "p99": p99, "mean": values.mean(), "max": values.max()}
+    return {name: round(float(value), 2) for name, value in summary.items()}
 
 
 def clip_jpegs(seconds: float = 2.0, fps: float = 30.0) -> list[bytes]:

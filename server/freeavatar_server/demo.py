@@ -16,6 +16,7 @@ import numpy as np
 
 from freeavatar import AsyncClient
 from freeavatar.stream import ActorFrame, RigFrame
+from freeavatar_server.bench import percentiles
 from freeavatar_server.config import ServerConfig
 from freeavatar_server.media import VideoWriter, encode_jpeg
 from freeavatar_server.server import FreeAvatarServer
@@ -70,7 +71,7 @@ async def run_demo(config: DemoConfig, progress: Progress = lambda stage, done: 
         video=str(video),
         frames_sent=len(frames),
         frames_received={name: len(fs) for name, fs in by_avatar.items()},
-        latency_ms=_percentiles(latencies),
+        latency_ms=percentiles(latencies),
         first_frame_ms=(received[0].received_us - captures[0]) / 1000 if received else 0.0,
         faces_found=float(np.mean([f.frame.face_present for f in received])) if received else 0.0,
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
@@ -163,11 +164,3 @@ def _resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
-
-
-def _percentiles(values: np.ndarray) -> dict[str, float]:
-    if not len(values):
-        return {}
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(values.max())}
-

@@ -4,6 +4,7 @@ streams over gRPC."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -161,8 +162,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             self.stats.retired_subscriber_drops += stream.dropped
             actor.streaming = False
             del self._pipelines[actor.id], self._animate_streams[actor.id]
-            if session.private and session.id in {s.id for s in self._sessions.sessions(True)}:
-                self._sessions.close(session.id, "the animate call ended")
+            if session.private:
+                with contextlib.suppress(SessionNotFound):  # the server may have closed it
+                    self._sessions.close(session.id, "the animate call ended")
 
         context.add_done_callback(release)
         try:

@@ -239,20 +239,11 @@ def expression_classes() -> list[str]:
 
 
 def class_sample(name: str, rng: np.random.Generator) -> np.ndarray:
-    """One expression of a class: the prototype at a random intensity with per-AU jitter, a
-    stray AU now and then, mirrored half the time (like the synthetic world's triplets)."""
-    from freeavatar_server.synth.actors import AU_INDEX, N_AU, mirror_permutation, prototype_vector
+    """One expression of a class, as the synthetic world's triplets draw them, from a slightly
+    lower intensity (0.3) so that weak expressions are in the pool too."""
+    from freeavatar_server.synth.triplets import class_sample as synth_class_sample
 
-    if name == "neutral":
-        vec = rng.uniform(0, 0.1, N_AU) * (rng.random(N_AU) < 0.2)
-    else:
-        vec = prototype_vector(name) * rng.uniform(0.3, 1.0) * rng.uniform(0.7, 1.3, N_AU)
-        vec = vec + rng.uniform(0, 0.25, N_AU) * (rng.random(N_AU) < 0.08)
-    if rng.random() < 0.5:
-        vec = vec[mirror_permutation()]
-    if rng.random() < 0.06:
-        vec[AU_INDEX["blink_L"]] = vec[AU_INDEX["blink_R"]] = rng.uniform(0.7, 1.0)
-    return np.clip(vec, 0, 1).astype(np.float32)
+    return synth_class_sample(name, rng, min_intensity=0.3)
 
 
 def render_pool(

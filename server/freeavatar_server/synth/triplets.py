@@ -86,12 +86,13 @@ def odd_one_out(expr: np.ndarray) -> tuple[int, float, int]:
     return int(order[0]), float(margin), int(order[1])
 
 
-def _class_sample(name: str, rng: np.random.Generator) -> np.ndarray:
-    """One expression of a class: a prototype (or neutral) at a random intensity with jitter."""
+def class_sample(name: str, rng: np.random.Generator, min_intensity: float = 0.35) -> np.ndarray:
+    """One expression of a class: a prototype (or neutral) at a random intensity from
+    `min_intensity` to 1 with per-AU jitter, a stray AU now and then, mirrored half the time."""
     if name == "neutral":
         vec = rng.uniform(0, 0.1, N_AU) * (rng.random(N_AU) < 0.2)
     else:
-        vec = prototype_vector(name) * rng.uniform(0.35, 1.0) * rng.uniform(0.7, 1.3, N_AU)
+        vec = prototype_vector(name) * rng.uniform(min_intensity, 1.0) * rng.uniform(0.7, 1.3, N_AU)
         vec = vec + rng.uniform(0, 0.25, N_AU) * (rng.random(N_AU) < 0.08)
     if rng.random() < 0.5:
         vec = vec[mirror_permutation()]
@@ -110,7 +111,7 @@ def _candidate(kind: str, rng: np.random.Generator) -> np.ndarray:
     else:
         names = [classes[i] for i in picks]
     order = rng.permutation(3)
-    return np.stack([_class_sample(names[i], rng) for i in order])
+    return np.stack([class_sample(names[i], rng) for i in order])
 
 
 def make_triplets(
