@@ -17,10 +17,9 @@ def tiny_model() -> ModelConfig:
 
 def tiny_train_config(out_dir: str, **kw) -> TrainConfig:
     base = dict(
-        out_dir=out_dir, model=TINY_MODEL, n_identities=4, faces_per_identity=6, mae_steps=3,
-        mae_batch=8, triplet_steps=3, triplet_batch=4, classifier_batch=8, warmup=1, threads=1,
-        log_every=1, val_every=3, val_triplets=0, ckpt_every=2, scene_groups=6, groups_per_step=2,
-        group_triplets=8, in_batch_triplets=8,
+        out_dir=out_dir, model=TINY_MODEL, mae_steps=3, mae_batch=8, triplet_steps=3,
+        triplet_batch=8, classifier_steps=3, classifier_batch=8, warmup=1, threads=1, log_every=1, val_every=3,
+        val_triplets=0, ckpt_every=2,
     )
     base.update(kw)
     return TrainConfig(**base)

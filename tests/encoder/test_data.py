@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from freeavatar_server.encoder import data as D
@@ -34,11 +35,28 @@ def test_folder_pool_reads_images_and_video(tmp_path):
     assert pool.expressions is None
 
 
-def test_pool_sampler_labels_follow_ground_truth():
-    pool = D.render_pool(6, 8, size=32, seed=0)
-    ts = D.PoolTripletSampler(pool, neighbours=4).sample(40, np.random.default_rng(0))
-    e = pool.expressions[ts.index]
-    d = np.stack([np.linalg.norm(e[:, 1] - e[:, 2], axis=1), np.linalg.norm(e[:, 0] - e[:, 2], axis=1),
-                  np.linalg.norm(e[:, 0] - e[:, 1], axis=1)], axis=1)
-    assert (d.argmin(1) == ts.odd).all()
-    assert set(np.unique(ts.kind)) <= {1, 2, 3}
+def test_stream_batches_pair_expressions_and_identities():
+    spec = D.StreamSpec(size=32, n_expressions=6, seed=3, steps=10, clean_start=1.0, clean_end=0.0)
+    images, expr, classes = D.render_stream_batch(spec, 0)
+    assert images.shape == (12, 32, 32, 3) and expr.shape == (12, 25) and classes.shape == (12,)
+    assert np.array_equal(expr[:6], expr[6:])  # every expression on two faces...
+    assert not np.array_equal(images[:6], images[6:])  # ...of different people and scenes
+    again = D.render_stream_batch(spec, 0)
+    assert np.array_equal(again[0], images)  # a pure function of (seed, rank, step)
+    other_rank = D.render_stream_batch(D.StreamSpec(**{**spec.__dict__, "rank": 1}), 0)
+    assert not np.array_equal(other_rank[1], expr)
+    # the curriculum: step 0 is all clean (grey background), the last step has nuisance
+    clean_corner = images[:, :3, :3].reshape(12, -1).std(1)
+    assert (clean_corner < 2).all()
+    noisy = D.render_stream_batch(spec, 9)[0][:, :3, :3].reshape(12, -1).std(1)
+    assert (noisy > 2).any()
+
+
+def test_stream_renders_ahead_in_step_order():
+    spec = D.StreamSpec(size=32, n_expressions=2, seed=1, steps=5)
+    with D.SyntheticStream(spec, start=2) as stream:
+        images, expr, _ = stream.get(2)
+        assert np.array_equal(images, D.render_stream_batch(spec, 2)[0])
+        with pytest.raises(ValueError, match="at step 3"):
+            stream.get(4)
+        assert np.array_equal(stream.get(3)[1], D.render_stream_batch(spec, 3)[1])

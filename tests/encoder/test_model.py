@@ -4,7 +4,12 @@ import numpy as np
 import torch
 
 from freeavatar_server.encoder.model import ExpressionEncoder, MaskedAutoencoder, patchify
-from freeavatar_server.encoder.train import augment, symmetric_triplet_loss, triplet_correct
+from freeavatar_server.encoder.train import (
+    all_triplet_loss,
+    augment,
+    symmetric_triplet_loss,
+    triplet_correct,
+)
 
 
 def test_embedding_is_16d_unit_length(tiny_model):
@@ -68,6 +73,36 @@ def test_triplet_loss_trains_embeddings_to_be_right():
     final = torch.nn.functional.normalize(emb, dim=-1).detach().numpy()
     assert float(loss.detach()) == 0.0
     assert triplet_correct(final, odd.numpy()).mean() == 1.0
+
+
+def test_all_triplet_loss_labels_every_clear_triplet_from_ground_truth():
+    rng = np.random.default_rng(0)
+    expr = torch.from_numpy(rng.uniform(0, 1, (24, 25)).astype(np.float32))
+    classes = torch.full((24,), -1)
+    # an embedding that is the ground truth itself gets every clear triplet right
+    _, wrong = all_triplet_loss(expr, expr, classes)
+    assert wrong == 0.0
+    # a random one gets many wrong, and the loss trains it to get (almost) all right
+    torch.manual_seed(0)
+    emb = torch.randn(24, 16, requires_grad=True)
+    _, wrong_before = all_triplet_loss(torch.nn.functional.normalize(emb, dim=-1), expr, classes)
+    assert wrong_before > 0.3
+    opt = torch.optim.Adam([emb], lr=0.05)
+    for _ in range(200):
+        loss, wrong = all_triplet_loss(torch.nn.functional.normalize(emb, dim=-1), expr, classes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert wrong < 0.05
+
+
+def test_all_triplet_loss_uses_the_one_class_margin():
+    # three faces of one class: (0, 1) are the close pair; right by 0.15, inside 0.2, outside 0.1
+    expr = torch.tensor([[0.0], [0.1], [1.0]])
+    emb = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 0.65]])
+    one, _ = all_triplet_loss(emb, expr, torch.tensor([4, 4, 4]))
+    mixed, _ = all_triplet_loss(emb, expr, torch.tensor([4, 4, 5]))
+    assert float(one) == 0.0 and float(mixed) > 0.0
 
 
 def test_triplet_correct_requires_both_inequalities():

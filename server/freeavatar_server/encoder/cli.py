@@ -30,9 +30,7 @@ def train_encoder(
     mae_steps: Annotated[int | None, typer.Option(help="MAE pretraining steps.")] = None,
     triplet_steps: Annotated[int | None, typer.Option(help="Triplet tuning steps (also the classifier baseline's budget).")] = None,
     classifier_steps: Annotated[int | None, typer.Option(help="Classifier baseline steps (default: triplet steps).")] = None,
-    n_identities: Annotated[int | None, typer.Option(help="Synthetic training identities.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per process.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Where rendered synthetic pools are cached (default: <out>/cache).")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -46,13 +44,13 @@ def train_encoder(
         "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
         "triplet_steps": triplet_steps, "classifier_steps": classifier_steps,
-        "n_identities": n_identities, "threads": threads, "cache_dir": str(cache_dir) if cache_dir else None,
+        "threads": threads,
     }  # fmt: skip
-    keep_from_file = {"images", "fec_csv", "cache_dir"}
+    keep_from_file = {"images", "fec_csv"}
     d = cfg.to_dict()
     d.update({k: v for k, v in overrides.items() if v is not None or (k in keep_from_file and not config)})
     cfg = TrainConfig.from_dict(d)
-    if cfg.fec_csv and "classifier" in stages and not cfg.images:
+    if (cfg.fec_csv or cfg.images) and "classifier" in stages:
         typer.secho("note: the classifier baseline needs synthetic ground truth; skipping it", err=True)
         stages = ",".join(s for s in stages.split(",") if s != "classifier")
     train(cfg, tuple(s.strip() for s in stages.split(",") if s.strip()), resume=resume)

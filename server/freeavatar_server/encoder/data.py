@@ -3,19 +3,17 @@
 - a `FacePool`: face crops (N, S, S, 3) uint8, with ground truth beside them when it exists
   (synthetic world) and without it otherwise (image folders, video files, FEC images);
 - a `TripletSet`: rows of three pool indices and the label "which face is most different"
-  (FEC layout), from an FEC CSV, from the synthetic world's annotator simulation, or labelled
-  on the fly from ground-truth action units (`PoolTripletSampler`: an infinite, noiseless
-  annotator; the AUs only label, they are never an input to the encoder).
+  (FEC layout), from an FEC CSV or from the synthetic world's annotator simulation.
 
-MAE pretraining reads a pool; triplet tuning reads triplets. So real data (folder + FEC CSV)
-and synthetic data go through one code path.
+Synthetic training data is not a pool: a `SyntheticStream` renders fresh faces for every step
+in a child process, and the simulated annotator labels every clear triplet among them from
+ground-truth action units (the AUs only label, they are never an input to the encoder).
+Real data (a folder for MAE, an FEC CSV for triplets) goes through the same training stages.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,277 +214,12 @@ def categorise(expressions: np.ndarray) -> np.ndarray:
     return out
 
 
-def triplet_kind(categories: np.ndarray) -> np.ndarray:
-    """(T, 3) categories -> FEC kind: 1 (all same), 2 (two share), 3 (all differ)."""
-    c = np.asarray(categories)
-    n_unique = 1 + (c[:, 0] != c[:, 1]) + ((c[:, 2] != c[:, 0]) & (c[:, 2] != c[:, 1]))
-    return n_unique.astype(np.int64)
-
-
-def expression_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Ground-truth expression distance between AU vectors (the simulated annotator's view).
-    Uses the synthetic world's own definition when it provides one."""
-    # Euclidean in AU space, as synth.triplets.expression_distances labels its triplets.
-    return np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=-1)
-
-
 def expression_classes() -> list[str]:
     """The synthetic world's expression classes (neutral + its prototypes): what FEC-style
     one/two/three-class triplets are drawn from."""
     from freeavatar_server.synth.actors import PROTOTYPES
 
     return ["neutral", *PROTOTYPES]
-
-
-def class_sample(name: str, rng: np.random.Generator) -> np.ndarray:
-    """One expression of a class, as the synthetic world's triplets draw them, from a slightly
-    lower intensity (0.3) so that weak expressions are in the pool too."""
-    from freeavatar_server.synth.triplets import class_sample as synth_class_sample
-
-    return synth_class_sample(name, rng, min_intensity=0.3)
-
-
-def render_pool(
-    n_identities: int,
-    faces_per_identity: int,
-    *,
-    size: int,
-    seed: int,
-    identity_offset: int = 0,
-    shared_share: float = 0.3,
-    class_share: float = 0.7,
-    render_size: int | None = None,
-) -> FacePool:
-    """Render a pool of synthetic faces. Each identity shows several expressions: `class_share`
-    of them drawn from an expression class (prototype at some intensity, neutral included), the
-    rest from the world's free mixture (blends, random AU combinations). A share of faces copy
-    (with jitter) the expression of a face of ANOTHER identity, so the pool holds
-    same-expression / different-identity pairs that teach identity invariance."""
-    from freeavatar_server.synth.actors import render_faces, sample_expressions
-
-    rng = np.random.default_rng(seed)
-    n = n_identities * faces_per_identity
-    ids = identity_offset + np.repeat(np.arange(n_identities, dtype=np.int64), faces_per_identity)
-    expr = sample_expressions(n, rng)
-    names = expression_classes()
-    classes = np.where(rng.random(n) < class_share, rng.integers(0, len(names), n), -1)
-    for i in np.flatnonzero(classes >= 0):
-        expr[i] = class_sample(names[classes[i]], rng)
-    copy = np.flatnonzero(rng.random(n) < shared_share)
-    src = rng.integers(0, n, len(copy))
-    jitter = rng.normal(0, 0.03, (len(copy), expr.shape[1])) * (expr[src] > 0)
-    expr[copy] = np.clip(expr[src] + jitter, 0, 1).astype(np.float32)
-    classes[copy] = classes[src]
-    batch = render_faces(expr, ids, size=render_size or size, seed=seed)
-    images = resize_uint8(batch.images, size)
-    return FacePool(
-        images=images, expressions=batch.expressions, identity_ids=ids, classes=classes,
-        meta={"source": "synthetic", "seed": seed},
-    )
-
-
-POOL_VERSION = 2  # bump when render_pool changes what it draws: old caches are then ignored
-
-
-def render_scene_groups(n_groups: int, group_size: int, *, size: int, seed: int, identity_offset: int = 0) -> FacePool:
-    """Groups of faces that share identity, pose, lighting, background and camera (one scene,
-    like frames of one actor's video) and differ only in expression. Triplets inside a group
-    carry the expression signal without the nuisance, which is ~10x larger in pixel terms;
-    the encoder learns what to look at from them, and invariance from the mixed pool."""
-    from freeavatar_server.synth.actors import render_faces, sample_expressions, sample_seeds_for
-
-    rng = np.random.default_rng(seed)
-    n = n_groups * group_size
-    group = np.repeat(np.arange(n_groups, dtype=np.int64), group_size)
-    ids = identity_offset + rng.integers(0, 400_000, n_groups)[group]  # clear of validation ids
-    expr = sample_expressions(n, rng)
-    names = expression_classes()
-    classes = np.where(rng.random(n) < 0.7, rng.integers(0, len(names), n), -1)
-    for i in np.flatnonzero(classes >= 0):
-        expr[i] = class_sample(names[classes[i]], rng)
-    seeds = sample_seeds_for(seed, n_groups)[group]
-    batch = render_faces(expr, ids, size=size, sample_seeds=seeds)
-    return FacePool(
-        images=batch.images, expressions=batch.expressions, identity_ids=ids, classes=classes,
-        groups=group, meta={"source": "synthetic-scene-groups", "seed": seed},
-    )
-
-
-def pool_cache_path(cache_dir: Path, **params) -> Path:
-    key = hashlib.sha1(json.dumps({**params, "version": POOL_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"pool_{key}.npz"
-
-
-def save_pool(pool: FacePool, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    arrays = {"images": pool.images}
-    if pool.expressions is not None:
-        arrays["expressions"] = pool.expressions
-    if pool.identity_ids is not None:
-        arrays["identity_ids"] = pool.identity_ids
-    if pool.classes is not None:
-        arrays["classes"] = pool.classes
-    if pool.groups is not None:
-        arrays["groups"] = pool.groups
-    np.savez(tmp, meta=json.dumps(pool.meta), **arrays)
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-
-
-def load_pool(path: Path) -> FacePool:
-    with np.load(path) as z:
-        return FacePool(
-            images=z["images"],
-            expressions=z["expressions"] if "expressions" in z else None,
-            identity_ids=z["identity_ids"] if "identity_ids" in z else None,
-            classes=z["classes"] if "classes" in z else None,
-            groups=z["groups"] if "groups" in z else None,
-            meta=json.loads(str(z["meta"])),
-        )
-
-
-def cached_pool(cache_dir: Path | None, *, scene_groups: bool = False, **params) -> FacePool:
-    """render_pool(**params) (or render_scene_groups), cached on disk: rendering is the slow
-    part on CPU."""
-    render = render_scene_groups if scene_groups else render_pool
-    if cache_dir is None:
-        return render(**params)
-    path = pool_cache_path(cache_dir, **({"scene_groups": True, **params} if scene_groups else params))
-    if path.exists():
-        return load_pool(path)
-    pool = render(**params)
-    save_pool(pool, path)
-    return pool
-
-
-def label_by_distance(expr: np.ndarray, index: np.ndarray, ambiguity: float = 0.08) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The noiseless annotator: the odd face is the one not in the closest pair. Returns
-    (odd, ambiguous, relative margin); ambiguous when (second-closest - closest) / largest pair
-    distance < `ambiguity` (the synthetic world's definition)."""
-    a, b, c = expr[index[:, 0]], expr[index[:, 1]], expr[index[:, 2]]
-    # pair distances: (b,c) closest -> odd 0, (a,c) -> odd 1, (a,b) -> odd 2
-    d = np.stack([expression_distance(b, c), expression_distance(a, c), expression_distance(a, b)], axis=1)
-    s = np.sort(d, axis=1)
-    margin = (s[:, 1] - s[:, 0]) / (s[:, 2] + 1e-6)
-    return d.argmin(1).astype(np.int64), margin < ambiguity, margin
-
-
-class PoolTripletSampler:
-    """Endless triplets over a synthetic pool, labelled from ground-truth AUs.
-
-    `class_share` of each batch are FEC-style: three faces from one, two or three expression
-    classes (kinds weighted 0.3/0.4/0.3 as in FEC). Of the rest, half are random triplets and
-    half 'hard': a face, a near neighbour in AU space, and a third face often of the same
-    identity as one of them (so identity is a distractor and only expression can decide)."""
-
-    def __init__(self, pool: FacePool, *, neighbours: int = 24, class_share: float = 0.6, min_margin: float = 0.02) -> None:
-        if pool.expressions is None or pool.identity_ids is None:
-            raise ValueError("on-the-fly triplet labels need a synthetic pool with ground truth")
-        self.pool = pool
-        self.class_share = class_share
-        self.min_margin = min_margin  # near-exact ties teach nothing but noise
-        self.categories = categorise(pool.expressions)
-        expr = pool.expressions
-        # k nearest neighbours in AU space, computed once, in chunks to bound memory
-        neighbours = min(neighbours, len(expr) - 1)
-        sq = (expr**2).sum(1)
-        self.knn = np.empty((len(expr), neighbours), np.int64)
-        for s in range(0, len(expr), 2048):
-            d = sq[s : s + 2048, None] + sq[None] - 2 * expr[s : s + 2048] @ expr.T
-            d[np.arange(len(d)), np.arange(s, s + len(d))] = np.inf
-            self.knn[s : s + 2048] = np.argpartition(d, neighbours - 1, axis=1)[:, :neighbours]
-        self._by_id = _group(pool.identity_ids)
-        self._by_class = _group(pool.classes) if pool.classes is not None else {}
-        self._by_class.pop(-1, None)
-
-    def _class_triplets(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        keys = np.array(sorted(self._by_class))
-        kinds = rng.choice(3, size=n, p=[0.3, 0.4, 0.3]) + 1
-        idx = np.empty((n, 3), np.int64)
-        for t in range(n):
-            c = keys[rng.choice(len(keys), 3, replace=False)]
-            names = {1: (c[0], c[0], c[0]), 2: (c[0], c[0], c[1]), 3: (c[0], c[1], c[2])}[int(kinds[t])]
-            for k, cls in enumerate(names):
-                members = self._by_class[int(cls)]
-                idx[t, k] = members[rng.integers(len(members))]
-        return idx, kinds
-
-    def _mixed_triplets(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        idx = rng.integers(0, len(self.pool), (n, 3))
-        n_hard = n // 2
-        anchors = idx[:n_hard, 0]
-        idx[:n_hard, 1] = self.knn[anchors, rng.integers(0, self.knn.shape[1], n_hard)]
-        ids = self.pool.identity_ids
-        for t in range(n_hard):
-            if rng.random() < 0.6:  # same identity as one of the pair
-                same = self._by_id[int(ids[idx[t, rng.integers(0, 2)]])]
-                idx[t, 2] = same[rng.integers(len(same))]
-        return idx
-
-    def sample(self, n: int, rng: np.random.Generator) -> TripletSet:
-        parts, kinds = [], []
-        got = 0
-        while got < n:
-            want = n - got + 8
-            n_cls = int(round(want * self.class_share)) if self._by_class else 0
-            ci, ck = self._class_triplets(n_cls, rng) if n_cls else (np.zeros((0, 3), np.int64), np.zeros(0, np.int64))
-            mi = self._mixed_triplets(want - n_cls, rng)
-            idx = np.concatenate([ci, mi])
-            kind = np.concatenate([ck, triplet_kind(self.categories[mi])])
-            _, _, margin = label_by_distance(self.pool.expressions, idx)
-            keep = margin >= self.min_margin
-            parts.append(idx[keep])
-            kinds.append(kind[keep])
-            got += int(keep.sum())
-        idx, kind = np.concatenate(parts)[:n], np.concatenate(kinds)[:n]
-        perm = np.argsort(rng.random((n, 3)), axis=1)  # shuffle positions within each triplet
-        idx = np.take_along_axis(idx, perm, axis=1)
-        odd, amb, _ = label_by_distance(self.pool.expressions, idx)
-        return TripletSet(self.pool, idx, odd, kind, amb, true_odd=odd)
-
-
-    def in_batch(self, faces: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Up to n more triplets among the faces already in a batch (`faces`: pool indices),
-        labelled the same way: extra supervision for no extra forward pass.
-        Returns (local (k, 3) rows into `faces`, odd (k,), kind (k,))."""
-        loc = rng.integers(0, len(faces), (2 * n, 3))
-        loc = loc[(loc[:, 0] != loc[:, 1]) & (loc[:, 0] != loc[:, 2]) & (loc[:, 1] != loc[:, 2])]
-        odd, _, margin = label_by_distance(self.pool.expressions, faces[loc])
-        keep = np.flatnonzero(margin >= self.min_margin)[:n]
-        return loc[keep], odd[keep], triplet_kind(self.categories[faces[loc[keep]]])
-
-
-class GroupTripletSampler:
-    """Triplets inside scene groups (see render_scene_groups), labelled from ground truth."""
-
-    def __init__(self, pool: FacePool, min_margin: float = 0.02) -> None:
-        if pool.groups is None or pool.expressions is None:
-            raise ValueError("needs a scene-group pool")
-        self.pool = pool
-        self.min_margin = min_margin
-        self.members = _group(pool.groups)
-        self.keys = np.array(sorted(self.members))
-        self.categories = categorise(pool.expressions)
-
-    def sample(self, n_groups: int, n_triplets: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(faces (F,) pool indices, local (T, 3) rows into faces, odd (T,), kind (T,));
-        every triplet's three faces come from one group."""
-        picked = self.keys[rng.choice(len(self.keys), n_groups, replace=False)]
-        faces = np.concatenate([self.members[int(g)] for g in picked])
-        size = len(self.members[int(picked[0])])
-        g = rng.integers(0, n_groups, 2 * n_triplets)
-        k = np.argsort(rng.random((2 * n_triplets, size)), axis=1)[:, :3]  # 3 distinct members
-        loc = g[:, None] * size + k
-        odd, _, margin = label_by_distance(self.pool.expressions, faces[loc])
-        keep = np.flatnonzero(margin >= self.min_margin)[:n_triplets]
-        return faces, loc[keep], odd[keep], triplet_kind(self.categories[faces[loc[keep]]])
-
-
-def _group(keys: np.ndarray) -> dict[int, np.ndarray]:
-    """key -> indices with that key."""
-    order = np.argsort(keys, kind="stable")
-    uniq, start, count = np.unique(keys[order], return_index=True, return_counts=True)
-    return {int(u): order[s : s + c] for u, s, c in zip(uniq, start, count, strict=True)}
 
 
 def synthetic_eval_triplets(n: int, *, size: int, seed: int, identity_offset: int, n_identities: int | None = None) -> TripletSet:
@@ -512,3 +245,117 @@ def synthetic_eval_triplets(n: int, *, size: int, seed: int, identity_offset: in
         np.array([bool(t.ambiguous) for t in trips]),
         np.array([t.true_odd_one for t in trips], np.int64),
     )
+
+
+# ------------------------------------------------------------------------------------------
+# fresh synthetic batches, rendered ahead by a background process
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a `SyntheticStream` renders. Batch for step k is a pure function of
+    (seed, rank, k), so resumed and distributed runs see the batches they would have seen.
+
+    Each batch holds `n_expressions` expressions, each on two identities, each identity with
+    two expressions (face i and i + n share an expression; face i + n shares face i-1's
+    identity): the pairs that teach "same expression, other person" and "same person, other
+    expression" in every step. A share of faces is rendered without nuisance (frontal white
+    light, grey background, no blur/noise/JPEG), falling from `clean_start` to `clean_end`
+    over `steps`: expression is learnt first where it is easy to see, invariance after.
+    """
+
+    size: int
+    n_expressions: int
+    seed: int = 0
+    rank: int = 0
+    steps: int = 1
+    clean_start: float = 0.5
+    clean_end: float = 0.1
+    identities: int = 500_000  # training identities 0..identities-1; validation starts at 500_000
+
+    @property
+    def batch(self) -> int:
+        return 2 * self.n_expressions
+
+
+def stream_expressions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(n, N_AU) expressions and (n,) class index (-1: the free mix): half drawn from an
+    expression class down to weak intensities (0.2), half from the world's free mixture."""
+    from freeavatar_server.synth.actors import sample_expressions
+    from freeavatar_server.synth.triplets import class_sample as synth_class_sample
+
+    names = expression_classes()
+    classes = np.where(rng.random(n) < 0.5, rng.integers(0, len(names), n), -1)
+    expr = sample_expressions(n, rng)
+    for i in np.flatnonzero(classes >= 0):
+        expr[i] = synth_class_sample(names[classes[i]], rng, min_intensity=0.2)
+    return expr, classes
+
+
+def render_stream_batch(spec: StreamSpec, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images (2n, S, S, 3) uint8, expressions (2n, N_AU), classes (2n,)) for one step."""
+    from freeavatar_server.synth.actors import render_faces
+
+    rng = np.random.default_rng([spec.seed, spec.rank, step, 0x57EA])
+    n = spec.n_expressions
+    expr, classes = stream_expressions(n, rng)
+    ids = rng.choice(spec.identities, size=n, replace=False)
+    expr, classes, ids = np.concatenate([expr, expr]), np.concatenate([classes, classes]), np.concatenate([ids, np.roll(ids, 1)])
+    t = min(1.0, step / max(1, spec.steps - 1))
+    clean = rng.random(2 * n) < spec.clean_start + (spec.clean_end - spec.clean_start) * t
+    seeds = rng.integers(0, 2**62, 2 * n)
+    images = np.empty((2 * n, spec.size, spec.size, 3), np.uint8)
+    for part, nuisance in ((clean, False), (~clean, True)):
+        if part.any():
+            images[part] = render_faces(expr[part], ids[part], size=spec.size, sample_seeds=seeds[part], nuisance=nuisance).images
+    return images, expr.astype(np.float32), classes
+
+
+def _render_ahead(spec: StreamSpec, start: int, queue) -> None:  # runs in the child process
+    import torch
+
+    torch.set_num_threads(1)  # the painter is many small ops: threads only add overhead
+    step = start
+    while True:
+        queue.put((step, render_stream_batch(spec, step)))
+        step += 1
+
+
+class SyntheticStream:
+    """Batches for steps start, start+1, ... rendered by one child process a few steps ahead,
+    so rendering overlaps training. `get(step)` must be called in step order; `close()` (or
+    the context manager) stops the child."""
+
+    def __init__(self, spec: StreamSpec, start: int = 0, ahead: int = 3) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+        self.spec, self._next = spec, start
+        self._queue = ctx.Queue(maxsize=ahead)
+        self._process = ctx.Process(target=_render_ahead, args=(spec, start, self._queue), daemon=True)
+        self._process.start()
+
+    def get(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if step != self._next:
+            raise ValueError(f"stream is at step {self._next}, asked for step {step}")
+        while True:
+            try:
+                got, batch = self._queue.get(timeout=5)
+                break
+            except Exception as exc:  # queue.Empty: check the renderer is still alive
+                if not self._process.is_alive():
+                    raise RuntimeError(f"the synthetic renderer exited with code {self._process.exitcode}") from exc
+        self._next += 1
+        return batch
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join(timeout=5)
+        self._queue.close()
+
+    def __enter__(self) -> SyntheticStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

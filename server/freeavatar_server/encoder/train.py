@@ -50,25 +50,20 @@ class TrainConfig:
     # data: synthetic world by default; a folder of images/videos and/or an FEC CSV otherwise
     images: str | None = None  # folder for MAE pretraining (replaces the synthetic pool there)
     fec_csv: str | None = None  # triplet CSV for tuning (replaces on-the-fly synthetic triplets)
-    n_identities: int = 2000
-    faces_per_identity: int = 24
-    pool_seed: int = 1
-    cache_dir: str | None = None
+    # synthetic batches (no --images / --fec-csv): rendered fresh every step by a child process
+    clean_start: float = 0.5  # share of faces rendered without nuisance, at the first step...
+    clean_end: float = 0.1  # ...and at the last (a curriculum from easy to hard)
     # MAE stage
-    mae_steps: int = 2000
+    mae_steps: int = 800
     mae_batch: int = 128
     mae_lr: float = 1.5e-3
     mask_ratio: float = 0.75
     # triplet stage (also the step budget of the classifier baseline)
-    triplet_steps: int = 1000
-    triplet_batch: int = 32  # sampled triplets per step (96 faces)
-    in_batch_triplets: int = 256  # extra triplets among those faces (synthetic labels only)
-    scene_groups: int = 1500  # synthetic scene groups (same person and scene, 8 expressions)
-    groups_per_step: int = 8
-    group_triplets: int = 256  # triplets inside scene groups per step
-    triplet_lr: float = 5e-4
-    classifier_steps: int | None = 400  # None: triplet_steps
-    classifier_batch: int = 64
+    triplet_steps: int = 4000
+    triplet_batch: int = 128  # faces per step; every clear triplet among them is labelled
+    triplet_lr: float = 1e-3
+    classifier_steps: int | None = 800  # None: triplet_steps
+    classifier_batch: int = 128
     weight_decay: float = 0.05
     warmup: int = 100
     augment: bool = True
@@ -169,6 +164,33 @@ def symmetric_triplet_loss(emb: torch.Tensor, odd: torch.Tensor, margin: torch.T
     return (F.relu(d_ap - d_an + margin) + F.relu(d_ap - d_pn + margin)).mean()
 
 
+def all_triplet_loss(emb: torch.Tensor, expr: torch.Tensor, classes: torch.Tensor, min_margin: float = 0.15) -> tuple[torch.Tensor, float]:
+    """The symmetric triplet loss over every clear triplet in a batch of B faces.
+
+    The simulated annotator labels each (a, p, n) whose ground-truth expression distances make
+    (a, p) the closest pair by a relative margin above `min_margin` (what synth.triplets calls
+    a clear triplet); loss max(0, |a-p| - |a-n| + m) + max(0, |p-a| - |p-n| + m) with m = 0.1
+    when all three faces come from one expression class and 0.2 otherwise, averaged over the
+    triplets that still violate it. B^3 triplets per step instead of a few hundred sampled
+    ones: the dense signal is what lets a CPU-sized budget learn. Returns (loss, share of
+    labelled triplets that are still wrong)."""
+    b = emb.shape[0]
+    g = torch.cdist(expr.double(), expr.double()).float()
+    d = ((emb[:, None] - emb[None]) ** 2).sum(-1).add(1e-12).sqrt()  # eps: finite gradient at 0
+    g_ap, g_an, g_pn = g[:, :, None], g[:, None, :], g[None, :, :]
+    worst = torch.maximum(torch.maximum(g_ap, g_an), g_pn)
+    clear = (torch.minimum(g_an, g_pn) - g_ap) / (worst + 1e-6) > min_margin
+    distinct = ~torch.eye(b, dtype=torch.bool)
+    clear &= distinct[:, :, None] & distinct[:, None, :] & distinct[None, :, :]
+    one_class = (classes[:, None, None] >= 0) & (classes[:, None, None] == classes[None, :, None]) & (classes[None, :, None] == classes[None, None, :])
+    margin = torch.where(one_class, D.MARGINS[D.ONE_CLASS], D.MARGINS[D.TWO_CLASS])
+    d_ap = d[:, :, None]
+    losses = (F.relu(d_ap - d[:, None, :] + margin) + F.relu(d_ap - d[None, :, :] + margin))[clear]
+    wrong = ((d_ap >= d[:, None, :]) | (d_ap >= d[None, :, :]))[clear]
+    active = (losses > 0).sum().clamp(min=1)
+    return losses.sum() / active, float(wrong.float().mean()) if wrong.numel() else 0.0
+
+
 def triplet_correct(emb: np.ndarray, odd: np.ndarray) -> np.ndarray:
     """(T, 3, D) embeddings -> (T,) bool: right when d(a,p) < d(a,n) and d(a,p) < d(p,n)."""
     order = _APN.numpy()[odd]
@@ -210,33 +232,16 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 # data
 
 
-def training_pool(cfg: TrainConfig, d: Dist) -> D.FacePool:
-    """The MAE/classifier pool. Rank 0 renders (and caches) it first; the others then read it."""
-    if cfg.images:
-        return D.load_folder_pool(Path(cfg.images), cfg.model.img_size)
-    params = dict(
-        n_identities=cfg.n_identities,
-        faces_per_identity=cfg.faces_per_identity,
-        size=cfg.model.img_size,
-        seed=cfg.pool_seed,
-        identity_offset=0,
+def folder_pool(cfg: TrainConfig) -> D.FacePool | None:
+    """The MAE pool when training on a folder of images or videos; None for synthetic data."""
+    return D.load_folder_pool(Path(cfg.images), cfg.model.img_size) if cfg.images else None
+
+
+def stream_spec(cfg: TrainConfig, d: Dist, stage: str, batch: int, steps: int) -> D.StreamSpec:
+    return D.StreamSpec(
+        size=cfg.model.img_size, n_expressions=max(2, batch // 2), seed=cfg.seed * 1000 + STAGES.index(stage),
+        rank=d.rank, steps=steps, clean_start=cfg.clean_start, clean_end=cfg.clean_end,
     )
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
-    if d.main:
-        pool = D.cached_pool(cache, **params)
-    barrier(d)
-    return pool if d.main else D.cached_pool(cache, **params)
-
-
-def scene_group_pool(cfg: TrainConfig, d: Dist) -> D.FacePool | None:
-    if cfg.fec_csv or cfg.scene_groups <= 0:
-        return None
-    params = dict(n_groups=cfg.scene_groups, group_size=8, size=cfg.model.img_size, seed=cfg.pool_seed + 1, identity_offset=0)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.out_dir) / "cache"
-    if d.main:
-        pool = D.cached_pool(cache, scene_groups=True, **params)
-    barrier(d)
-    return pool if d.main else D.cached_pool(cache, scene_groups=True, **params)
 
 
 def validation_triplets(cfg: TrainConfig, d: Dist) -> D.TripletSet | None:
@@ -323,8 +328,10 @@ class StageSpec:
     model: nn.Module
     steps: int
     lr: float
-    batch_loss: Callable[[nn.Module, int, np.random.Generator, torch.Generator], tuple[torch.Tensor, dict]]
+    # (model, step, rng, gen, stream batch or None) -> (loss, extra numbers to log)
+    batch_loss: Callable[[nn.Module, int, np.random.Generator, torch.Generator, tuple | None], tuple[torch.Tensor, dict]]
     validate: Callable[[nn.Module], dict] | None = None
+    stream: D.StreamSpec | None = None  # synthetic batches rendered ahead, one per step
 
 
 def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_log: Callable[[dict], None] | None = None) -> list[dict]:
@@ -341,6 +348,18 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
         if ck.get("done"):
             return history
     ddp = wrap_ddp(model, d)
+    stream = D.SyntheticStream(spec.stream, start) if spec.stream is not None else None
+    try:
+        _loop(cfg, spec, d, ddp, model, opt, start, history, stream, on_log)
+    finally:
+        if stream is not None:
+            stream.close()
+    barrier(d)
+    return history
+
+
+def _loop(cfg: TrainConfig, spec: StageSpec, d: Dist, ddp: nn.Module, model: nn.Module, opt, start: int, history: list, stream, on_log) -> None:
+    path = checkpoint_path(cfg, spec.name)
     progress = _progress(d, spec.name, spec.steps, start)
     t0, t_prev, seen = time.time(), time.time(), 0
     running: dict[str, float] = {}
@@ -352,7 +371,8 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         torch.manual_seed(int(rng.integers(2**62)))  # MAE masks come from the global generator
         ddp.train()
-        loss, extra = spec.batch_loss(ddp, step, rng, gen)
+        batch = stream.get(step) if stream is not None else None
+        loss, extra = spec.batch_loss(ddp, step, rng, gen, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -380,8 +400,6 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
         if d.main and ((step + 1) % cfg.ckpt_every == 0 or done):
             save_checkpoint(path, cfg=cfg, stage=spec.name, step=step + 1, model=model, opt=opt, history=history, done=done)
     progress.stop()
-    barrier(d)
-    return history
 
 
 class _progress:
@@ -421,18 +439,21 @@ class _progress:
 # stages
 
 
-def mae_stage(cfg: TrainConfig, pool: D.FacePool) -> StageSpec:
+def mae_stage(cfg: TrainConfig, pool: D.FacePool | None, d: Dist) -> StageSpec:
+    """Masked-autoencoder pretraining on a folder's faces, or on fresh synthetic faces."""
     torch.manual_seed(cfg.seed)
     model = MaskedAutoencoder(cfg.model)
 
-    def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator):
-        x = D.to_tensor(pool.images[rng.integers(0, len(pool), cfg.mae_batch)])
+    def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator, batch):
+        images = batch[0] if batch is not None else pool.images[rng.integers(0, len(pool), cfg.mae_batch)]
+        x = D.to_tensor(images)
         if cfg.augment:
             x = augment(x, gen, flip=torch.rand(len(x), generator=gen) < 0.5)
         loss, _ = m(x, cfg.mask_ratio)
         return loss, {}
 
-    return StageSpec("mae", model, cfg.mae_steps, cfg.mae_lr, batch_loss)
+    stream = None if pool is not None else stream_spec(cfg, d, "mae", cfg.mae_batch, cfg.mae_steps)
+    return StageSpec("mae", model, cfg.mae_steps, cfg.mae_lr, batch_loss, stream=stream)
 
 
 def _init_from_mae(cfg: TrainConfig, backbone: nn.Module) -> None:
@@ -442,82 +463,65 @@ def _init_from_mae(cfg: TrainConfig, backbone: nn.Module) -> None:
     backbone.load_state_dict(load_encoder(path).backbone.state_dict())
 
 
-def triplet_source(cfg: TrainConfig, pool: D.FacePool) -> tuple[Callable[[int, np.random.Generator], D.TripletSet], D.PoolTripletSampler | None]:
-    """Batches of labelled triplets: rows of an FEC CSV, or synthetic ones labelled on the fly
-    (then the sampler is returned too, to label extra triplets inside each batch)."""
-    if cfg.fec_csv:
-        fixed = D.load_fec_csv(Path(cfg.fec_csv), cfg.model.img_size)
-
-        def from_csv(n: int, rng: np.random.Generator) -> D.TripletSet:
-            rows = rng.integers(0, len(fixed), n)
-            return D.TripletSet(fixed.pool, fixed.index[rows], fixed.odd[rows], fixed.kind[rows], fixed.ambiguous[rows])
-
-        return from_csv, None
-    sampler = D.PoolTripletSampler(pool)
-    return sampler.sample, sampler
+def _augment_batch(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if not cfg.augment:
+        return x
+    # one mirror decision for the whole batch: mirroring every face keeps which expressions
+    # are alike (the mirror swaps left and right action units, an isometry of AU space);
+    # mirroring some of them would not
+    return augment(x, gen, flip=torch.full((len(x),), bool(torch.rand(1, generator=gen) < 0.5)))
 
 
-def triplet_stage(cfg: TrainConfig, pool: D.FacePool, val: D.TripletSet | None, groups: D.FacePool | None = None) -> StageSpec:
+def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageSpec:
+    """Triplet tuning from the MAE backbone: rows of an FEC CSV, or every clear triplet among
+    fresh synthetic faces labelled by the simulated annotator."""
     torch.manual_seed(cfg.seed + 1)
     model = ExpressionEncoder(cfg.model)
     _init_from_mae(cfg, model.backbone)
-    source, sampler = triplet_source(cfg, pool)
-    group_sampler = D.GroupTripletSampler(groups) if groups is not None else None
+    fec = D.load_fec_csv(Path(cfg.fec_csv), cfg.model.img_size) if cfg.fec_csv else None
     margins = torch.tensor([0.0, D.MARGINS[1], D.MARGINS[2], D.MARGINS[3]])
 
-    def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator):
-        ts = source(cfg.triplet_batch, rng)
-        # Embed each distinct face once; every triplet then indexes into the batch.
-        faces, local = np.unique(ts.index.reshape(-1), return_inverse=True)
-        local, odd, kind = local.reshape(-1, 3), ts.odd, ts.kind
-        if sampler is not None and cfg.in_batch_triplets > 0:
-            more, more_odd, more_kind = sampler.in_batch(faces, cfg.in_batch_triplets, rng)
-            local = np.concatenate([local, more])
-            odd, kind = np.concatenate([odd, more_odd]), np.concatenate([kind, more_kind])
-        images = ts.pool.images[faces]
-        if group_sampler is not None and cfg.group_triplets > 0:
-            g_faces, g_local, g_odd, g_kind = group_sampler.sample(cfg.groups_per_step, cfg.group_triplets, rng)
-            local = np.concatenate([local, g_local + len(faces)])
-            odd, kind = np.concatenate([odd, g_odd]), np.concatenate([kind, g_kind])
-            images = np.concatenate([images, groups.images[g_faces]])
-        x = D.to_tensor(images)
-        if cfg.augment:
-            # one mirror decision for the whole batch: mirroring every face keeps which two
-            # expressions of a triplet are alike, mirroring some of them would not
-            flip = torch.full((len(x),), bool(torch.rand(1, generator=gen) < 0.5))
-            x = augment(x, gen, flip=flip)
-        emb = m(x)[torch.from_numpy(local)]  # (T, 3, D)
-        loss = symmetric_triplet_loss(emb, torch.from_numpy(odd), margins[torch.from_numpy(kind)])
-        acc = float(triplet_correct(emb.detach().numpy(), odd).mean())
-        return loss, {"train_acc": acc}
+    def fec_loss(m: nn.Module, rng: np.random.Generator, gen: torch.Generator):
+        rows = rng.integers(0, len(fec), cfg.triplet_batch // 3)
+        # embed each distinct face once; every triplet then indexes into the batch
+        faces, local = np.unique(fec.index[rows].reshape(-1), return_inverse=True)
+        emb = m(_augment_batch(cfg, D.to_tensor(fec.pool.images[faces]), gen))[torch.from_numpy(local.reshape(-1, 3))]
+        odd = fec.odd[rows]
+        loss = symmetric_triplet_loss(emb, torch.from_numpy(odd), margins[torch.from_numpy(fec.kind[rows])])
+        return loss, {"train_acc": float(triplet_correct(emb.detach().numpy(), odd).mean())}
+
+    def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator, batch):
+        if batch is None:
+            return fec_loss(m, rng, gen)
+        images, expr, classes = batch
+        emb = m(_augment_batch(cfg, D.to_tensor(images), gen))
+        loss, wrong = all_triplet_loss(emb, torch.from_numpy(expr), torch.from_numpy(classes))
+        return loss, {"train_acc": round(1.0 - wrong, 4)}
 
     def validate(m: nn.Module) -> dict:
         r = triplet_accuracy(m, val)
         return {"val_acc_all": round(r["all"], 4), "val_acc_unamb": round(r["unambiguous"], 4)}
 
-    return StageSpec("triplet", model, cfg.triplet_steps, cfg.triplet_lr, batch_loss, validate if val else None)
+    stream = None if fec is not None else stream_spec(cfg, d, "triplet", cfg.triplet_batch, cfg.triplet_steps)
+    return StageSpec("triplet", model, cfg.triplet_steps, cfg.triplet_lr, batch_loss, validate if val else None, stream)
 
 
-def classifier_stage(cfg: TrainConfig, pool: D.FacePool) -> StageSpec:
-    if pool.expressions is None:
-        raise ValueError("the classification baseline needs synthetic ground truth to derive categories")
+def classifier_stage(cfg: TrainConfig, d: Dist) -> StageSpec:
+    """BASELINE ONLY: the same backbone classifying emotion categories derived from synthetic
+    ground truth (the paper's "classification features")."""
     torch.manual_seed(cfg.seed + 2)
-    cats = D.categorise(pool.expressions)
     model = EmotionClassifier(cfg.model, len(D.emotion_categories()))
     _init_from_mae(cfg, model.backbone)
-    labels = torch.from_numpy(cats)
+    steps = cfg.classifier_steps or cfg.triplet_steps
 
-    def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator):
-        rows = rng.integers(0, len(pool), cfg.classifier_batch)
-        x = D.to_tensor(pool.images[rows])
-        if cfg.augment:
-            # no flips: they would not change the category, but keep nuisance the same as triplets
-            x = augment(x, gen)
+    def batch_loss(m: nn.Module, step: int, rng: np.random.Generator, gen: torch.Generator, batch):
+        images, expr, _ = batch
+        x = augment(D.to_tensor(images), gen) if cfg.augment else D.to_tensor(images)  # no flips
         logits = m(x)
-        y = labels[rows]
+        y = torch.from_numpy(D.categorise(expr))
         return F.cross_entropy(logits, y), {"train_acc": float((logits.argmax(1) == y).float().mean())}
 
-    return StageSpec("classifier", model, cfg.classifier_steps or cfg.triplet_steps, cfg.triplet_lr, batch_loss)
+    return StageSpec("classifier", model, steps, cfg.triplet_lr, batch_loss, stream=stream_spec(cfg, d, "classifier", cfg.classifier_batch, steps))
 
 
 @dataclass
@@ -533,15 +537,16 @@ def train(cfg: TrainConfig, stages: tuple[str, ...] = ("mae", "triplet", "classi
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     if d.main:
         (Path(cfg.out_dir) / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    pool = training_pool(cfg, d)
     result = TrainResult({}, {})
     for name in stages:
         if name == "mae":
-            spec = mae_stage(cfg, pool)
+            spec = mae_stage(cfg, folder_pool(cfg), d)
         elif name == "triplet":
-            spec = triplet_stage(cfg, pool, validation_triplets(cfg, d), scene_group_pool(cfg, d))
+            spec = triplet_stage(cfg, validation_triplets(cfg, d), d)
         elif name == "classifier":
-            spec = classifier_stage(cfg, pool)
+            if cfg.fec_csv or cfg.images:
+                raise ValueError("the classification baseline needs the synthetic world's ground truth")
+            spec = classifier_stage(cfg, d)
         else:
             raise ValueError(f"unknown stage {name!r}; choose from {STAGES}")
         log_file = Path(cfg.out_dir) / f"history_{name}.jsonl"
