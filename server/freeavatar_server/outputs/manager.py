@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,7 +23,7 @@ from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.rig import RigSpec
 from freeavatar_server.outputs import livelink, vmc
 from freeavatar_server.pipeline import PipelineStats
-from freeavatar_server.rig_stream import RigSubscription
+from freeavatar_server.rig_stream import RigSubscription, StreamClosed
 from freeavatar_server.sessions import Session, SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ VMC = stream_pb2.OUTPUT_PROTOCOL_VMC
 DEFAULT_PORTS = {LIVE_LINK: livelink.DEFAULT_PORT, VMC: vmc.DEFAULT_PORT}
 MAX_OUTPUTS_PER_SESSION = 16
 RESOLVE_TIMEOUT_S = 5.0
-ACTOR_SILENCE_S = 1.0  # an output that follows whichever actor moves on after this long
+ACTOR_SILENCE_S = 1.0  # an output that follows whichever actor moves on after this much silence
 # Rest after a send, as a share of the source's frame interval. Under 1 so that a frame on time
 # (give or take a quarter frame of jitter) is never held back; over 0.5 so that two frames
 # never go out in one source frame interval.
@@ -121,8 +120,6 @@ class EngineOutput:
         self.task: asyncio.Task[None] | None = None
         self._session: Session | None = None
         self._skipped = 0
-        self._actor = settings.actor_id
-        self._actor_heard = -ACTOR_SILENCE_S
 
     @property
     def id(self) -> str:
@@ -158,32 +155,35 @@ class EngineOutput:
             self.task.cancel()
 
     async def _run(self, transport: asyncio.DatagramTransport) -> None:
-        assert self.subscription is not None
+        subscription = self.subscription
+        assert subscription is not None
+        fixed_actor = self.settings.actor_id
         try:
-            async for message in self.subscription:  # ends when the session closes
+            while True:
+                try:
+                    async with asyncio.timeout(None if fixed_actor else ACTOR_SILENCE_S):
+                        message = await subscription.next()
+                except TimeoutError:  # the actor followed fell silent: take whoever comes next
+                    subscription.actor_id = ""
+                    continue
                 if not message.HasField("frame"):
                     continue  # control names: the encoder has the rig already
-                if not self._follows(message.frame.actor_id):
-                    self._skipped += 1
+                frame = message.frame
+                if subscription.actor_id and frame.actor_id != subscription.actor_id:
+                    self._skipped += 1  # offered before the output kept to one actor
                     continue
-                self._send(message.frame, transport)
+                # One actor's frames only (two faces on one avatar would flicker): from now on
+                # the subscription lets only this actor's frames in, so others never displace them.
+                subscription.actor_id = frame.actor_id
+                self._send(frame, transport)
                 await asyncio.sleep(REST_SHARE * self.rate.interval_s)
+        except StreamClosed:  # the session closed, or the output was removed
+            pass
         except Exception as error:  # a bug here must not pass silently, nor reach anyone else
             log.exception("engine output %s failed", self.id)
             self.last_error = f"internal error: {error}"
         finally:
             transport.close()
-
-    def _follows(self, actor_id: str) -> bool:
-        """Frames of one actor only: the configured one, or the one heard first until it has
-        been silent for ACTOR_SILENCE_S (two faces on one avatar would flicker)."""
-        if self.settings.actor_id:
-            return True  # the subscription lets only that actor's frames through
-        now = time.monotonic()
-        if actor_id != self._actor and now - self._actor_heard < ACTOR_SILENCE_S:
-            return False
-        self._actor, self._actor_heard = actor_id, now
-        return True
 
     def _send(self, frame: rig_pb2.RigFrame, transport: asyncio.DatagramTransport) -> None:
         self.rate.observe(frame)
