@@ -243,6 +243,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
         context.add_done_callback(release)
         try:
+            # Headers now, not with the first frame: a client learns at once that it is
+            # subscribed (engines show it), even while the session has no frames to send.
+            await context.send_initial_metadata(())
             async for message in stream:
                 yield message
         finally:
