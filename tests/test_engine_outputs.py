@@ -200,7 +200,7 @@ async def test_vmc_frames_reach_a_python_osc_server(live, clip) -> None:
     tables = {"human_arkit": VmcNames.AUTO, "cartoon": VmcNames.VRM0, "robot": VmcNames.RIG}
     for name, app in apps.items():
         added = await client.add_output(
-            session.id,
+            session["id"],
             ids[name],
             VMC,
             f"127.0.0.1:{app.port}",
@@ -581,12 +581,24 @@ def test_command_line(untrained_models, tmp_path) -> None:
         )
         assert code == 2 and "--vmc drives one avatar" in out
 
+        code, out = invoke("sessions", "create", "cli", "--json", *address)
+        session = json.loads(out)
+        code, out = invoke("sessions", "list", *address)
+        assert code == 0 and session["id"] in out
+        # Into a session that outlives the run: its outputs and actor go with the run.
+        code, out = invoke(
+            "stream", "--video", str(video), "--avatar", "robot", "--session", session["id"], *address,
+            "--livelink", f"127.0.0.1:{unreal.getsockname()[1]}", "--subject", "Robo",
+        )  # fmt: skip
+        assert code == 0, out
+        assert {decode_live_link(p).name for p in read_all(unreal)} == {"Robo"}
         with Client(server.address) as client:
-            session = client.create_session("cli")
+            left = client.get_session(session["id"])
+            assert left.actors == () and left.outputs == ()
         code, out = invoke(
             "outputs",
             "add",
-            session.id,
+            session["id"],
             "--avatar",
             "robot",
             "--vmc",
@@ -599,13 +611,13 @@ def test_command_line(untrained_models, tmp_path) -> None:
         assert code == 0, out
         (added,) = json.loads(out)
         assert (added["protocol"], added["vmc_names"], added["port"]) == ("VMC", "RIG", 9)
-        code, out = invoke("outputs", "list", session.id, "--json", *address)
+        code, out = invoke("outputs", "list", session["id"], "--json", *address)
         assert [o["id"] for o in json.loads(out)] == [added["id"]]
-        code, out = invoke("outputs", "remove", session.id, added["id"], *address)
+        code, out = invoke("outputs", "remove", session["id"], added["id"], *address)
         assert code == 0
-        code, out = invoke("outputs", "list", session.id, "--json", *address)
+        code, out = invoke("outputs", "list", session["id"], "--json", *address)
         assert json.loads(out) == []
-        code, out = invoke("outputs", "add", session.id, "--avatar", "robot", *address)
+        code, out = invoke("outputs", "add", session["id"], "--avatar", "robot", *address)
         assert code == 2 and "give --livelink HOST:PORT or --vmc HOST:PORT" in out
         code, out = invoke(
             "outputs", "add", "nope", "--avatar", "robot", "--livelink", "127.0.0.1", *address

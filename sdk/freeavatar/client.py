@@ -223,6 +223,11 @@ class AsyncClient:
         request = stream_pb2.GetSessionRequest(session_id=session_id)
         return Session.from_proto(await self._unary(self._streams.GetSession, request))
 
+    async def list_sessions(self) -> list[Session]:
+        """The server's live sessions (without tokens), with their actors and outputs."""
+        reply = await self._unary(self._streams.ListSessions, stream_pb2.ListSessionsRequest())
+        return [Session.from_proto(s) for s in reply.sessions]
+
     async def close_session(self, session_id: str) -> None:
         request = stream_pb2.CloseSessionRequest(session_id=session_id)
         await self._unary(self._streams.CloseSession, request)
@@ -431,6 +436,9 @@ class Client:
 
     def get_session(self, session_id: str) -> Session:
         return self._run(self._client.get_session(session_id))
+
+    def list_sessions(self) -> list[Session]:
+        return self._run(self._client.list_sessions())
 
     def close_session(self, session_id: str) -> None:
         self._run(self._client.close_session(session_id))

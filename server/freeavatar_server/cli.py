@@ -225,6 +225,10 @@ def stream(
     vmc: VmcOption = None,
     vmc_names: VmcNamesOption = VmcNamesChoice.auto,
     subject: SubjectOption = "",
+    session: Annotated[
+        str, typer.Option(help="Play as an actor in this session (engines subscribed to it see it).")
+    ] = "",
+    token: Annotated[str, typer.Option(help="The session's token, on servers with API keys.")] = "",
     server: ServerOption = DEFAULT_ADDRESS,
     api_key: ApiKeyOption = None,
     tls_ca: TlsCaOption = None,
@@ -234,7 +238,7 @@ def stream(
     from freeavatar_server.stream_cli import OutputOptions, stream_video
 
     outputs = OutputOptions(output_targets(livelink, vmc), vmc_names.names, subject)
-    stream_video(video, avatar, fps, server, api_key, tls_ca, outputs)
+    stream_video(video, avatar, fps, server, api_key, tls_ca, outputs, session, token)
 
 
 def bench_stream(

@@ -41,25 +41,39 @@ async def _stream(
     avatars: list[str],
     client: AsyncClient,
     outputs: OutputOptions,
+    session_id: str = "",
+    token: str = "",
 ) -> None:
     known = {a.name: a.id for a in await client.list_avatars()}
     avatar_ids = [known.get(a, a) for a in avatars]
-    if outputs.targets:  # outputs belong to a session: make one for this run
+    if not session_id and not outputs.targets:
+        await _play(frames, fps, client, avatar_ids=avatar_ids)  # a private session for the call
+        return
+    own_session = not session_id  # outputs belong to a session: one for this run, unless given
+    if own_session:
         session = await client.create_session("stream")
-        try:
-            actor = await client.join_session(session.id, avatar_ids, "video", session.token)
-            for avatar_id in avatar_ids:
-                for protocol, target in outputs.targets:
-                    added = await client.add_output(
-                        session.id, avatar_id, protocol, target,
-                        subject_name=outputs.subject, vmc_names=outputs.vmc_names, token=session.token,
+        session_id, token = session.id, session.token
+    actor_id, added = "", []
+    try:
+        actor_id = (await client.join_session(session_id, avatar_ids, "video", token)).id
+        for avatar_id in avatar_ids:
+            for protocol, target in outputs.targets:
+                added.append(
+                    await client.add_output(
+                        session_id, avatar_id, protocol, target,
+                        subject_name=outputs.subject, vmc_names=outputs.vmc_names, token=token,
                     )  # fmt: skip
-                    console.print(f"sending {describe(added)}")
-            await _play(frames, fps, client, session_id=session.id, actor_id=actor.id, token=session.token)
-        finally:
-            await client.close_session(session.id)
-    else:
-        await _play(frames, fps, client, avatar_ids=avatar_ids)
+                )
+                console.print(f"sending {describe(added[-1])}")
+        await _play(frames, fps, client, session_id=session_id, actor_id=actor_id, token=token)
+    finally:  # leave a session that outlives the run as it was
+        if own_session:
+            await client.close_session(session_id)
+        else:
+            for output in added:
+                await client.remove_output(session_id, output.id)
+            if actor_id:
+                await client.leave_session(session_id, actor_id)
 
 
 async def _play(frames: list[np.ndarray], fps: float, client: AsyncClient, **target: Any) -> None:
@@ -112,6 +126,8 @@ def stream_video(
     api_key: str | None,
     tls_ca: Path | None,
     outputs: OutputOptions | None = None,
+    session_id: str = "",
+    token: str = "",
 ) -> None:
     outputs = outputs or OutputOptions()
     if any(p is OutputProtocol.VMC for p, _ in outputs.targets) and len(avatars) > 1:
@@ -122,7 +138,7 @@ def stream_video(
 
     async def run() -> None:
         async with AsyncClient(server, api_key=api_key, root_certificates=tls_ca) as client:
-            await _stream(frames, fps or native_fps, avatars, client, outputs)
+            await _stream(frames, fps or native_fps, avatars, client, outputs, session_id, token)
 
     try:
         asyncio.run(run())

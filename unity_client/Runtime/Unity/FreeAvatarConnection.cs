@@ -12,7 +12,7 @@ namespace FreeAvatar
         [Tooltip("http://host:port for a plaintext server, https://host:port for TLS.")]
         public string serverAddress = "http://127.0.0.1:50051";
 
-        [Tooltip("The session to subscribe to (SDK: create_session; CLI: freeavatar serve logs it).")]
+        [Tooltip("The session to subscribe to: `freeavatar sessions create`, or the SDK's create_session.")]
         public string sessionId = "";
 
         [Tooltip("The session's token: needed when the server runs with API keys.")]
