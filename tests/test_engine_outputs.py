@@ -20,6 +20,7 @@ from pylivelinkface import FaceBlendShape, PyLiveLinkFace
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_packet import OscPacket
 from pythonosc.osc_server import AsyncIOOSCUDPServer
+from scipy.spatial.transform import Rotation
 
 from freeavatar import (
     AsyncClient,
@@ -268,6 +269,12 @@ def test_vmc_datagrams_fit_one_packet_and_keep_their_order() -> None:
         perfect_sync_name(n) for n in ARKIT_BLENDSHAPES
     ]
     assert messages[2 + 17].params[1] == pytest.approx(17 / 51)  # JawOpen
+    assert sum(map(len, datagrams)) > 2400  # a perfect-sync frame, split up
+    # Unity's Quaternion.Euler(x, y, z) turns about z, then x, then y (fixed axes), as SciPy's
+    # "zxy" does; the avatar mirrors nothing: yaw and pitch change sign in Unity's frame.
+    for yaw, pitch, roll in ((30, 0, 0), (0, 20, 0), (0, 0, 15), (25, -10, 40)):
+        expected = Rotation.from_euler("zxy", [roll, -pitch, -yaw], degrees=True).as_quat()
+        assert vmc.head_quaternion(yaw, pitch, roll) == pytest.approx(expected)
     # 30 degrees to the actor's left: the avatar's head turns to its left, a -y turn in Unity.
     assert messages[1].params[4:] == pytest.approx(
         (0, -math.sin(math.radians(15)), 0, math.cos(math.radians(15)))
@@ -370,6 +377,31 @@ async def test_refusals_are_clear_statuses(client: AsyncClient, server) -> None:
     added = await client.add_output(session.id, gizmo.id, VMC, "127.0.0.1")
     assert (added.port, added.vmc_names) == (39539, VmcNames.RIG)
     assert parse_target("[::1]:11111") == ("::1", 11111) and parse_target("unreal") == ("unreal", 0)
+
+
+async def test_keyed_servers_want_the_session_token(tmp_path) -> None:
+    from freeavatar import PermissionDenied
+    from freeavatar_server.server import FreeAvatarServer
+    from tests.conftest import loopback_config
+
+    keys = tmp_path / "keys"
+    keys.write_text("k\n")
+    server = FreeAvatarServer(loopback_config(tmp_path / "data", api_key_file=keys))
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}", api_key="k") as client:
+            session = await client.create_session()
+            head = await client.register_avatar(RigSpec.arkit52("head"))
+            with pytest.raises(PermissionDenied, match="session token"):
+                await client.add_output(
+                    session.id, head.id, LIVE_LINK, "127.0.0.1:9", token="wrong"
+                )
+            added = await client.add_output(
+                session.id, head.id, LIVE_LINK, "127.0.0.1:9", token=session.token
+            )
+            assert [o.id for o in await client.list_outputs(session.id)] == [added.id]
+    finally:
+        await server.stop(grace=0)
 
 
 async def test_outputs_are_listed_and_end_with_their_session_or_avatar(
