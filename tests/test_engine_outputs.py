@@ -201,7 +201,7 @@ async def test_vmc_frames_reach_a_python_osc_server(live, clip) -> None:
     tables = {"human_arkit": VmcNames.AUTO, "cartoon": VmcNames.VRM0, "robot": VmcNames.RIG}
     for name, app in apps.items():
         added = await client.add_output(
-            session["id"],
+            session.id,
             ids[name],
             VMC,
             f"127.0.0.1:{app.port}",
@@ -470,18 +470,20 @@ async def test_a_dead_target_never_slows_the_publisher() -> None:
         spec,
     )
     values = [0.5] * 52
-    slowest = 0.0
+    publish_s = []
     start_us = time.time_ns() // 1000
     for index in range(60):  # two seconds of a 30 fps source
         started = time.perf_counter()
         session.publish(binding, frame_at(index, start_us + index * 33_333, values))
-        slowest = max(slowest, time.perf_counter() - started)
+        publish_s.append(time.perf_counter() - started)
         await asyncio.sleep(1 / 30)
-    await eventually(lambda: len(alive.received) >= 50)
+    await eventually(lambda: len(alive.received) >= 30)
     for output in dead:
         assert output.send_errors > 10 and "refused" in output.last_error.lower()
-        assert output.packets_sent >= 50  # it kept going, frame after frame
-    assert slowest < 0.005  # publishing is an offer to a one-frame slot, whatever the target
+        assert output.packets_sent >= 30  # it kept going, frame after frame
+    # Publishing is an offer to a one-frame slot, whatever the target: microseconds (the bound
+    # on the slowest leaves room for a loaded machine's scheduling, not for any waiting).
+    assert np.median(publish_s) < 0.0005 and max(publish_s) < 0.05
     assert len(alive.received) <= 60
     transport.close()
     await outputs.stop()
@@ -507,10 +509,10 @@ async def test_sends_follow_the_source_frame_rate_and_one_actor(monkeypatch) -> 
         session.publish(binding, frame_at(index, start_us + index * 33_333, [index / 100] * 52))
         await asyncio.sleep(0.011)
     elapsed = time.monotonic() - started
-    await asyncio.sleep(0.1)
+    await eventually(lambda: output.frames_skipped + len(unreal.received) == 30)  # the last one out
     sent = len(unreal.received)
-    assert sent <= elapsed / (manager.REST_SHARE / 30) + 1 and sent < 20  # ~ten, not thirty
-    assert output.frames_skipped == 30 - sent  # the rest were replaced by newer ones
+    assert sent <= elapsed / (manager.REST_SHARE / 30) + 1  # never faster than the source
+    assert sent < 25  # so most of the burst merged into newer frames (~ten of thirty sent)
     assert decode_live_link(unreal.received[-1][1]).get_blendshape(
         FaceBlendShape.JawOpen
     ) == pytest.approx(0.29)
@@ -527,14 +529,17 @@ async def test_sends_follow_the_source_frame_rate_and_one_actor(monkeypatch) -> 
         for _, d in unreal.received
     }
     assert heard == {0.1}
-    await asyncio.sleep(0.4)
-    session.publish(binding, frame_at(41, start_us + 41 * 33_333, [0.9] * 52, actor="bo"))
-    await eventually(
-        lambda: (
-            decode_live_link(unreal.received[-1][1]).get_blendshape(FaceBlendShape.JawOpen)
-            == pytest.approx(0.9)
-        )
-    )
+    await asyncio.sleep(0.3)
+    for index in range(41, 100):  # bo alone, until the output has moved on to bo
+        session.publish(binding, frame_at(index, start_us + index * 33_333, [0.9] * 52, actor="bo"))
+        await asyncio.sleep(1 / 30)
+        if (
+            unreal.received
+            and decode_live_link(unreal.received[-1][1]).get_blendshape(FaceBlendShape.JawOpen)
+            > 0.5
+        ):
+            break
+    assert index < 99, "the output never moved on to the other actor"
     transport.close()
     await outputs.stop()
     assert output.task.done()
