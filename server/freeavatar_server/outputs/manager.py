@@ -34,9 +34,9 @@ DEFAULT_PORTS = {LIVE_LINK: livelink.DEFAULT_PORT, VMC: vmc.DEFAULT_PORT}
 MAX_OUTPUTS_PER_SESSION = 16
 RESOLVE_TIMEOUT_S = 5.0
 ACTOR_SILENCE_S = 1.0  # an output that follows whichever actor moves on after this much silence
-# Rest after a send, as a share of the source's frame interval. Under 1 so that a frame on time
-# (give or take a quarter frame of jitter) is never held back; over 0.5 so that two frames
-# never go out in one source frame interval.
+# Rest after a send, as a share of the source's frame interval: under 1, so that a frame on
+# time, give or take a quarter frame of jitter, is never held back; a burst goes out at no
+# more than 4/3 of the source's rate, the newest frame after each rest.
 REST_SHARE = 0.75
 MAX_BUFFERED_BYTES = 64 * 1024  # a socket this far behind drops frames instead of queueing
 MAX_SUBJECT_CHARS = 255  # Unreal reads at most 256 characters
