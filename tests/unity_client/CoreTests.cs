@@ -401,6 +401,7 @@ static class SelfTest
         Check(states.SequenceEqual(expected), "states: " + string.Join(" | ", states));
         Check(transport.Requests.Count == 3 && transport.Requests.All(r => r.SequenceEqual(transport.Requests[0])), "resubscribes with the same request");
         Check(client.AcceptedCalls == 2 && client.MessagesReceived == 3, "accepted " + client.AcceptedCalls + ", messages " + client.MessagesReceived);
+        Check(policy.Failures == 1, "an accepted call starts the backoff over: " + policy.Failures + " failures");
         var taken = new List<ReceivedFrame>();
         client.Frames.TakeAll(taken);
         Check(taken.Count == 1 && taken[0].Frame.Sequence == 3, "the newest frame waits for the main thread");
