@@ -1,4 +1,5 @@
-"""Shared fixtures: a real server on a loopback port with its SQLite store in a temp dir."""
+"""Shared fixtures: a real server on a loopback port with its SQLite store in a temp dir, and a
+live one (the built-in avatars, real model architectures) with a synthetic actor's clip."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 import pytest
 
 from freeavatar import AsyncClient
+from freeavatar.stream import ActorFrame
 from freeavatar_server.config import ServerConfig
+from freeavatar_server.media import encode_jpeg
 from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 
 def loopback_config(data_dir: Path, **overrides: object) -> ServerConfig:
@@ -60,3 +64,65 @@ def server_thread(tmp_path: Path) -> Iterator[ServerThread]:
     running = ServerThread(loopback_config(tmp_path / "data"))
     yield running
     running.stop()
+
+
+BUILTIN = ("human_arkit", "cartoon", "robot")
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[bytes]:
+    from freeavatar_server.demo import DemoConfig, render_clip
+
+    frames = render_clip(DemoConfig(seconds=1.0, fps=24, seed=5), lambda stage, done: None)
+    return [encode_jpeg(frame) for frame in frames]
+
+
+@pytest.fixture(scope="module")
+def untrained_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A freshly initialised encoder (ONNX) and shared animator for the built-in avatars: the
+    real architectures and runtimes, so these tests check the pipeline, not what training
+    reached (that is `freeavatar eval encoder|animator` and the demo's job)."""
+    import torch
+
+    from freeavatar_server.animator.model import (
+        AnimatorConfig,
+        AvatarRig,
+        SharedAnimator,
+        save_animator,
+    )
+    from freeavatar_server.animator.runtime import export_runtime
+    from freeavatar_server.encoder.export import export_onnx
+    from freeavatar_server.encoder.model import ExpressionEncoder, ModelConfig
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    encoder = export_onnx(ExpressionEncoder(ModelConfig()), root / "encoder.onnx")
+    animator = SharedAnimator(AnimatorConfig())
+    for name in BUILTIN:
+        animator.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec))
+    (root / "animator").mkdir()
+    save_animator(animator, root / "animator" / "animator.pt")
+    export_runtime(root / "animator")  # the ONNX graphs a shipped animator comes with
+    return encoder, root / "animator"
+
+
+@pytest.fixture
+async def live(
+    tmp_path: Path, untrained_models: tuple[Path, Path]
+) -> AsyncIterator[tuple[FreeAvatarServer, AsyncClient, dict[str, str]]]:
+    encoder, animator = untrained_models
+    config = loopback_config(
+        tmp_path / "data", builtin_avatars=BUILTIN, builtin_animator=animator, encoder_path=encoder
+    )
+    server = FreeAvatarServer(config)
+    await server.start()
+    async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+        ids = {a.name: a.id for a in await client.list_avatars()}
+        yield server, client, ids
+    await server.stop(grace=0)
+
+
+async def paced(frames: list[bytes], fps: float = 30.0) -> AsyncIterator[ActorFrame]:
+    for frame in frames:
+        yield ActorFrame(frame)
+        await asyncio.sleep(1 / fps)

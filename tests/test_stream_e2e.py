@@ -13,80 +13,18 @@ import grpc
 import numpy as np
 import pytest
 
-from freeavatar import AsyncClient, InvalidArgument, ModelKind
+from freeavatar import InvalidArgument, ModelKind
 from freeavatar._proto import stream_pb2, stream_pb2_grpc
 from freeavatar.stream import ActorFrame, RigFrame
 from freeavatar_server.media import encode_jpeg
-from freeavatar_server.server import FreeAvatarServer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from tests.conftest import loopback_config
-
-BUILTIN = ("human_arkit", "cartoon", "robot")
-
-
-@pytest.fixture(scope="module")
-def clip() -> list[bytes]:
-    from freeavatar_server.demo import DemoConfig, render_clip
-
-    frames = render_clip(DemoConfig(seconds=1.0, fps=24, seed=5), lambda stage, done: None)
-    return [encode_jpeg(frame) for frame in frames]
-
-
-@pytest.fixture(scope="module")
-def untrained_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A freshly initialised encoder (ONNX) and shared animator for the built-in avatars: the
-    real architectures and runtimes, so these tests check the pipeline, not what training
-    reached (that is `freeavatar eval encoder|animator` and the demo's job)."""
-    import torch
-
-    from freeavatar_server.animator.model import (
-        AnimatorConfig,
-        AvatarRig,
-        SharedAnimator,
-        save_animator,
-    )
-    from freeavatar_server.animator.runtime import export_runtime
-    from freeavatar_server.encoder.export import export_onnx
-    from freeavatar_server.encoder.model import ExpressionEncoder, ModelConfig
-
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    encoder = export_onnx(ExpressionEncoder(ModelConfig()), root / "encoder.onnx")
-    animator = SharedAnimator(AnimatorConfig())
-    for name in BUILTIN:
-        animator.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec))
-    (root / "animator").mkdir()
-    save_animator(animator, root / "animator" / "animator.pt")
-    export_runtime(root / "animator")  # the ONNX graphs a shipped animator comes with
-    return encoder, root / "animator"
-
-
-@pytest.fixture
-async def live(
-    tmp_path: Path, untrained_models: tuple[Path, Path]
-) -> AsyncIterator[tuple[FreeAvatarServer, AsyncClient, dict[str, str]]]:
-    encoder, animator = untrained_models
-    config = loopback_config(
-        tmp_path / "data", builtin_avatars=BUILTIN, builtin_animator=animator, encoder_path=encoder
-    )
-    server = FreeAvatarServer(config)
-    await server.start()
-    async with AsyncClient(f"127.0.0.1:{server.port}") as client:
-        ids = {a.name: a.id for a in await client.list_avatars()}
-        yield server, client, ids
-    await server.stop(grace=0)
+from tests.conftest import paced
 
 
 def resident_mb() -> float:
     """This process's resident memory (client and server both live here)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-async def paced(frames: list[bytes], fps: float = 30.0) -> AsyncIterator[ActorFrame]:
-    for frame in frames:
-        yield ActorFrame(frame)
-        await asyncio.sleep(1 / fps)
 
 
 async def test_clip_in_rig_frames_out(live, clip: list[bytes]) -> None:

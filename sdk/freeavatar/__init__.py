@@ -13,6 +13,7 @@ from freeavatar.errors import (
     Unavailable,
 )
 from freeavatar.job import Job, JobEvent, JobKind, JobState, Keyframe, RenderSample, UploadSummary
+from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames
 from freeavatar.rig import InvalidRigSpec, RigControl, RigSpec, load_rig_spec
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "AsyncClient",
     "Avatar",
     "Client",
+    "EngineOutput",
     "FailedPrecondition",
     "FreeAvatarError",
     "InvalidArgument",
@@ -35,10 +37,12 @@ __all__ = [
     "ModelKind",
     "ModelVersion",
     "NotFound",
+    "OutputProtocol",
     "PermissionDenied",
     "RigControl",
     "RigSpec",
     "Unauthenticated",
     "Unavailable",
+    "VmcNames",
     "load_rig_spec",
 ]

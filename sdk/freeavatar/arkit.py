@@ -37,3 +37,27 @@ def arkit_mirror(name: str) -> str:
         if name.endswith(side):
             return name[: -len(side)] + other
     return ""
+
+
+# Tools spell the same shape differently: ARKit and Live Link write eyeBlinkLeft, VRM "perfect
+# sync" EyeBlinkLeft, others eyeBlink_L, Eye_Blink_L or blendShape1.eyeBlinkLeft. This is the one
+# place (with its C# twin, ArkitNames.Canonical in unity_client, held to it by a test) that reads
+# them all.
+_BY_KEY = {name.lower(): name for name in ARKIT_BLENDSHAPES}
+_SEPARATORS = str.maketrans("", "", "_- ")
+
+
+def canonical_arkit_name(name: str) -> str:
+    """ARKit's spelling of `name` (eyeBlinkLeft for eyeBlink_L, EyeBlinkLeft, eye_blink_left,
+    Face.eyeBlinkL), or "" if it is not one of the 52 shapes."""
+    key = name.rsplit(".", 1)[-1].rsplit(":", 1)[-1].translate(_SEPARATORS).lower()
+    if key in _BY_KEY:
+        return _BY_KEY[key]
+    # A one-letter side suffix, tried only after an exact match: mouthRollUpper ends in "r" too.
+    side = {"l": "left", "r": "right"}.get(key[-1:])
+    return _BY_KEY.get(key[:-1] + side, "") if side else ""
+
+
+def perfect_sync_name(name: str) -> str:
+    """The VRM "perfect sync" clip name of an ARKit shape: its name with a capital first letter."""
+    return name[:1].upper() + name[1:]

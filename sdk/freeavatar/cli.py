@@ -7,6 +7,8 @@ import typer
 
 from freeavatar.cli_avatars import avatars_app
 from freeavatar.cli_jobs import jobs_app, train_app
+from freeavatar.cli_outputs import outputs_app
+from freeavatar.cli_sessions import sessions_app
 
 app = typer.Typer(
     help="FreeAvatar: drive game-engine avatars from an actor's camera.",
@@ -17,6 +19,8 @@ app = typer.Typer(
 app.add_typer(avatars_app, name="avatars")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(train_app, name="train")
+app.add_typer(sessions_app, name="sessions")
+app.add_typer(outputs_app, name="outputs")
 
 
 def main() -> None:

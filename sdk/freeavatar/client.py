@@ -24,8 +24,9 @@ from freeavatar._proto import (
     stream_pb2_grpc,
 )
 from freeavatar.avatar import Avatar, ModelKind, ModelVersion
-from freeavatar.errors import from_rpc_error
+from freeavatar.errors import InvalidArgument, from_rpc_error
 from freeavatar.job import Job, JobEvent, Keyframe, RenderSample, UploadSummary, training_options
+from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames, parse_target
 from freeavatar.rig import RigSpecLike, load_rig_spec
 from freeavatar.stream import Actor, ActorFrame, RigFrame, RigStream, Session
 
@@ -222,6 +223,11 @@ class AsyncClient:
         request = stream_pb2.GetSessionRequest(session_id=session_id)
         return Session.from_proto(await self._unary(self._streams.GetSession, request))
 
+    async def list_sessions(self) -> list[Session]:
+        """The server's live sessions (without tokens), with their actors and outputs."""
+        reply = await self._unary(self._streams.ListSessions, stream_pb2.ListSessionsRequest())
+        return [Session.from_proto(s) for s in reply.sessions]
+
     async def close_session(self, session_id: str) -> None:
         request = stream_pb2.CloseSessionRequest(session_id=session_id)
         await self._unary(self._streams.CloseSession, request)
@@ -283,6 +289,50 @@ class AsyncClient:
             session_id=session_id, session_token=token, avatar_ids=avatar_ids
         )
         return RigStream(self._streams.Subscribe(request, metadata=self._metadata))
+
+    async def add_output(
+        self,
+        session_id: str,
+        avatar_id: str,
+        protocol: OutputProtocol,
+        target: str,
+        *,
+        subject_name: str = "",
+        actor_id: str = "",
+        vmc_names: VmcNames = VmcNames.AUTO,
+        token: str = "",
+    ) -> EngineOutput:
+        """Have the server push `avatar_id`'s frames in this session to `target` (HOST:PORT, or
+        HOST for the protocol's default port) as Live Link Face packets or VMC messages.
+
+        `subject_name` names the Live Link subject (default: the avatar's name); `actor_id` picks
+        one actor's frames when several drive the avatar; `vmc_names` is the VMC name table.
+        The output lasts until `remove_output` or the end of the session.
+        """
+        try:
+            host, port = parse_target(target)
+        except ValueError as error:
+            raise InvalidArgument(str(error)) from None
+        output = stream_pb2.EngineOutput(
+            session_id=session_id,
+            avatar_id=avatar_id,
+            protocol=protocol.value,
+            host=host,
+            port=port,
+            subject_name=subject_name,
+            actor_id=actor_id,
+            vmc_blend_names=vmc_names.value,
+        )
+        request = stream_pb2.AddOutputRequest(output=output, session_token=token)
+        return EngineOutput.from_proto(await self._unary(self._streams.AddOutput, request))
+
+    async def remove_output(self, session_id: str, output_id: str) -> None:
+        request = stream_pb2.RemoveOutputRequest(session_id=session_id, output_id=output_id)
+        await self._unary(self._streams.RemoveOutput, request)
+
+    async def list_outputs(self, session_id: str) -> list[EngineOutput]:
+        """The session's outputs with their counters (packets sent, errors, frames skipped)."""
+        return list((await self.get_session(session_id)).outputs)
 
     async def get_stats(self) -> stream_pb2.PipelineStats:
         """Per-stage timings and drop counts of the live pipeline."""
@@ -387,6 +437,9 @@ class Client:
     def get_session(self, session_id: str) -> Session:
         return self._run(self._client.get_session(session_id))
 
+    def list_sessions(self) -> list[Session]:
+        return self._run(self._client.list_sessions())
+
     def close_session(self, session_id: str) -> None:
         self._run(self._client.close_session(session_id))
 
@@ -408,6 +461,17 @@ class Client:
 
     def subscribe(self, session_id: str, **options: Any) -> Iterator[RigFrame]:
         return self._iterate(self._run(_in_loop(self._client.subscribe, session_id, **options)))
+
+    def add_output(
+        self, session_id: str, avatar_id: str, protocol: OutputProtocol, target: str, **options: Any
+    ) -> EngineOutput:
+        return self._run(self._client.add_output(session_id, avatar_id, protocol, target, **options))
+
+    def remove_output(self, session_id: str, output_id: str) -> None:
+        self._run(self._client.remove_output(session_id, output_id))
+
+    def list_outputs(self, session_id: str) -> list[EngineOutput]:
+        return self._run(self._client.list_outputs(session_id))
 
     def get_stats(self) -> stream_pb2.PipelineStats:
         return self._run(self._client.get_stats())

@@ -11,6 +11,7 @@ import numpy as np
 
 from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.errors import from_rpc_error
+from freeavatar.outputs import EngineOutput
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Session:
     token: str  # only from create_session; needed to join or subscribe on servers with API keys
     actors: tuple[Actor, ...] = field(default_factory=tuple)
     subscriber_count: int = 0
+    outputs: tuple[EngineOutput, ...] = field(default_factory=tuple)  # with their counters
 
     @classmethod
     def from_proto(cls, msg: stream_pb2.Session) -> Session:
@@ -86,6 +88,7 @@ class Session:
             msg.token,
             tuple(Actor.from_proto(a) for a in msg.actors),
             msg.subscriber_count,
+            tuple(EngineOutput.from_proto(o) for o in msg.outputs),
         )
 
 

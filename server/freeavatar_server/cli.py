@@ -21,6 +21,14 @@ from freeavatar.cli_avatars import (
     fail,
 )
 from freeavatar.cli_jobs import train_app
+from freeavatar.cli_outputs import (
+    LiveLinkOption,
+    SubjectOption,
+    VmcNamesChoice,
+    VmcNamesOption,
+    VmcOption,
+    output_targets,
+)
 from freeavatar.client import DEFAULT_ADDRESS
 from freeavatar_server.animator.cli import eval_animator
 from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
@@ -213,14 +221,24 @@ def stream(
     video: Annotated[Path, typer.Option(help="A video file to play as the actor's camera.")],
     avatar: Annotated[list[str], typer.Option(help="Avatar id or name to drive (repeatable).")],
     fps: Annotated[float | None, typer.Option(help="Send rate; default: the video's own.")] = None,
+    livelink: LiveLinkOption = None,
+    vmc: VmcOption = None,
+    vmc_names: VmcNamesOption = VmcNamesChoice.auto,
+    subject: SubjectOption = "",
+    session: Annotated[
+        str, typer.Option(help="Play as an actor in this session (engines subscribed to it see it).")
+    ] = "",
+    token: Annotated[str, typer.Option(help="The session's token, on servers with API keys.")] = "",
     server: ServerOption = DEFAULT_ADDRESS,
     api_key: ApiKeyOption = None,
     tls_ca: TlsCaOption = None,
 ) -> None:
-    """Stream a video file through a running server and print live rates and latency."""
-    from freeavatar_server.stream_cli import stream_video
+    """Stream a video file through a running server and print live rates and latency; with
+    --livelink or --vmc, the server also sends the avatars' frames on to Unreal or a VMC app."""
+    from freeavatar_server.stream_cli import OutputOptions, stream_video
 
-    stream_video(video, avatar, fps, server, api_key, tls_ca)
+    outputs = OutputOptions(output_targets(livelink, vmc), vmc_names.names, subject)
+    stream_video(video, avatar, fps, server, api_key, tls_ca, outputs, session, token)
 
 
 def bench_stream(

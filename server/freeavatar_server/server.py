@@ -131,7 +131,7 @@ class FreeAvatarServer:
             self._metrics.shutdown()
             self._metrics = None
         if self._streams is not None:  # ends every stream with a clear reason
-            self._streams.close()
+            await self._streams.close()
             self._streams = None
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)

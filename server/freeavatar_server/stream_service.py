@@ -19,6 +19,14 @@ from freeavatar_server.errors import (
     require_id,
 )
 from freeavatar_server.live_models import AnimatorMissing, EncoderMissing, LiveModels
+from freeavatar_server.outputs import (
+    BadOutput,
+    NoArkitControls,
+    NoArkitForVmc,
+    OutputManager,
+    OutputNotFound,
+    TooManyOutputs,
+)
 from freeavatar_server.pipeline import ActorPipeline, BadFrame, PipelineStats
 from freeavatar_server.rig_stream import RigSubscription
 from freeavatar_server.sessions import (
@@ -40,6 +48,11 @@ for _error, _code in (
     (BadFrame, grpc.StatusCode.INVALID_ARGUMENT),
     (AnimatorMissing, grpc.StatusCode.FAILED_PRECONDITION),
     (EncoderMissing, grpc.StatusCode.FAILED_PRECONDITION),
+    (BadOutput, grpc.StatusCode.INVALID_ARGUMENT),
+    (NoArkitControls, grpc.StatusCode.FAILED_PRECONDITION),
+    (NoArkitForVmc, grpc.StatusCode.FAILED_PRECONDITION),
+    (OutputNotFound, grpc.StatusCode.NOT_FOUND),
+    (TooManyOutputs, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ):
     register_status(_error, _code)
 
@@ -63,14 +76,17 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pipeline")
         self._pipelines: dict[str, ActorPipeline] = {}
         self._animate_streams: dict[str, RigSubscription] = {}
+        self._outputs = OutputManager(sessions, self.stats)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self._outputs.stop()
         self._sessions.close_all("the server is shutting down")
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def avatar_deleted(self, avatar_id: str) -> None:
-        """Unbind a deleted avatar everywhere; its streams end, other avatars carry on."""
+        """Unbind a deleted avatar everywhere; its streams and outputs end, other avatars carry on."""
         self._models.forget(avatar_id)
+        self._outputs.avatar_deleted(avatar_id)
         for session in self._sessions.sessions(include_private=True):
             for actor in session.actors.values():
                 if avatar_id in actor.bindings:
@@ -86,11 +102,16 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def GetSession(self, request: stream_pb2.GetSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
-        return self._sessions.get(require_id(request.session_id, "session_id")).to_proto()
+        return self._session_message(self._sessions.get(require_id(request.session_id, "session_id")))
 
     @grpc_errors
     async def ListSessions(self, request: stream_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.ListSessionsResponse:
-        return stream_pb2.ListSessionsResponse(sessions=[s.to_proto() for s in self._sessions.sessions()])
+        return stream_pb2.ListSessionsResponse(sessions=[self._session_message(s) for s in self._sessions.sessions()])
+
+    def _session_message(self, session: Session) -> stream_pb2.Session:
+        message = session.to_proto()
+        message.outputs.extend(o.to_proto() for o in self._outputs.of_session(session.id))
+        return message
 
     @grpc_errors
     async def CloseSession(self, request: stream_pb2.CloseSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.CloseSessionResponse:
@@ -222,10 +243,31 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
         context.add_done_callback(release)
         try:
+            # Headers now, not with the first frame: a client learns at once that it is
+            # subscribed (engines show it), even while the session has no frames to send.
+            await context.send_initial_metadata(())
             async for message in stream:
                 yield message
         finally:
             release()
+
+    # Engine outputs
+
+    @grpc_errors
+    async def AddOutput(self, request: stream_pb2.AddOutputRequest, context: grpc.aio.ServicerContext) -> stream_pb2.EngineOutput:
+        wanted = request.output
+        session = self._sessions.enter(require_id(wanted.session_id, "session_id"), request.session_token)
+        avatar = await asyncio.to_thread(self._store.get_avatar, require_id(wanted.avatar_id, "avatar_id"))
+        if wanted.actor_id:
+            session.actor(wanted.actor_id)  # NOT_FOUND unless the actor joined
+        output = await self._outputs.add(wanted, request.session_token, avatar.spec)
+        return output.to_proto()
+
+    @grpc_errors
+    async def RemoveOutput(self, request: stream_pb2.RemoveOutputRequest, context: grpc.aio.ServicerContext) -> stream_pb2.RemoveOutputResponse:
+        session = self._sessions.get(require_id(request.session_id, "session_id"))
+        self._outputs.remove(session.id, require_id(request.output_id, "output_id"))
+        return stream_pb2.RemoveOutputResponse()
 
     @grpc_errors
     async def GetStats(self, request: stream_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.PipelineStats:

@@ -24,6 +24,14 @@ class OutputProtocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_PROTOCOL_UNSPECIFIED: _ClassVar[OutputProtocol]
     OUTPUT_PROTOCOL_LIVE_LINK_FACE: _ClassVar[OutputProtocol]
     OUTPUT_PROTOCOL_VMC: _ClassVar[OutputProtocol]
+
+class VmcBlendNames(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VMC_BLEND_NAMES_UNSPECIFIED: _ClassVar[VmcBlendNames]
+    VMC_BLEND_NAMES_PERFECT_SYNC: _ClassVar[VmcBlendNames]
+    VMC_BLEND_NAMES_VRM0: _ClassVar[VmcBlendNames]
+    VMC_BLEND_NAMES_VRM1: _ClassVar[VmcBlendNames]
+    VMC_BLEND_NAMES_RIG: _ClassVar[VmcBlendNames]
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
@@ -31,6 +39,11 @@ IMAGE_FORMAT_RGB24: ImageFormat
 OUTPUT_PROTOCOL_UNSPECIFIED: OutputProtocol
 OUTPUT_PROTOCOL_LIVE_LINK_FACE: OutputProtocol
 OUTPUT_PROTOCOL_VMC: OutputProtocol
+VMC_BLEND_NAMES_UNSPECIFIED: VmcBlendNames
+VMC_BLEND_NAMES_PERFECT_SYNC: VmcBlendNames
+VMC_BLEND_NAMES_VRM0: VmcBlendNames
+VMC_BLEND_NAMES_VRM1: VmcBlendNames
+VMC_BLEND_NAMES_RIG: VmcBlendNames
 
 class ActorFrame(_message.Message):
     __slots__ = ("data", "format", "width", "height", "capture_time_us")
@@ -86,20 +99,22 @@ class Actor(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[AvatarBinding, _Mapping]]] = ..., streaming: _Optional[bool] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("id", "name", "token", "create_time", "actors", "subscriber_count")
+    __slots__ = ("id", "name", "token", "create_time", "actors", "subscriber_count", "outputs")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     token: str
     create_time: _timestamp_pb2.Timestamp
     actors: _containers.RepeatedCompositeFieldContainer[Actor]
     subscriber_count: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., token: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actors: _Optional[_Iterable[_Union[Actor, _Mapping]]] = ..., subscriber_count: _Optional[int] = ...) -> None: ...
+    outputs: _containers.RepeatedCompositeFieldContainer[EngineOutput]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., token: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actors: _Optional[_Iterable[_Union[Actor, _Mapping]]] = ..., subscriber_count: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[EngineOutput, _Mapping]]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("name",)
@@ -204,7 +219,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., avatar_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EngineOutput(_message.Message):
-    __slots__ = ("id", "session_id", "avatar_id", "protocol", "host", "port", "subject_name")
+    __slots__ = ("id", "session_id", "avatar_id", "protocol", "host", "port", "subject_name", "actor_id", "vmc_blend_names", "packets_sent", "send_errors", "last_error", "frames_skipped")
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +227,12 @@ class EngineOutput(_message.Message):
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    VMC_BLEND_NAMES_FIELD_NUMBER: _ClassVar[int]
+    PACKETS_SENT_FIELD_NUMBER: _ClassVar[int]
+    SEND_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     id: str
     session_id: str
     avatar_id: str
@@ -219,7 +240,13 @@ class EngineOutput(_message.Message):
     host: str
     port: int
     subject_name: str
-    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., avatar_id: _Optional[str] = ..., protocol: _Optional[_Union[OutputProtocol, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., subject_name: _Optional[str] = ...) -> None: ...
+    actor_id: str
+    vmc_blend_names: VmcBlendNames
+    packets_sent: int
+    send_errors: int
+    last_error: str
+    frames_skipped: int
+    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., avatar_id: _Optional[str] = ..., protocol: _Optional[_Union[OutputProtocol, str]] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., subject_name: _Optional[str] = ..., actor_id: _Optional[str] = ..., vmc_blend_names: _Optional[_Union[VmcBlendNames, str]] = ..., packets_sent: _Optional[int] = ..., send_errors: _Optional[int] = ..., last_error: _Optional[str] = ..., frames_skipped: _Optional[int] = ...) -> None: ...
 
 class AddOutputRequest(_message.Message):
     __slots__ = ("output", "session_token")

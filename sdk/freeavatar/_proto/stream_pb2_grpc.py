@@ -158,7 +158,9 @@ class StreamServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddOutput(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Push one avatar's frames to Unreal (Live Link Face) or a VMC app; the session's outputs are
+        listed, with their counters, in GetSession. They end with the session.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
