@@ -33,13 +33,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--budget", type=float, default=150.0)
     parser.add_argument("--what", default="renderers,actors")
+    parser.add_argument("--size", type=int, default=96, help="actor crop size: the encoder's input size")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     if "actors" in args.what:
-        train = actor_images(3000, identity_offset=TRAIN_IDENTITY_OFFSET, n_identities=300, seed=11)
-        held = actor_images(600, identity_offset=HELDOUT_IDENTITY_OFFSET, n_identities=60, seed=12)
-        clips = actor_clips(60, 12, identity_offset=TRAIN_IDENTITY_OFFSET + 500, seed=13, fps=10.0)
+        size = args.size
+        train = actor_images(3000, identity_offset=TRAIN_IDENTITY_OFFSET, n_identities=300, seed=11, size=size)
+        held = actor_images(600, identity_offset=HELDOUT_IDENTITY_OFFSET, n_identities=60, seed=12, size=size)
+        clips = actor_clips(60, 12, identity_offset=TRAIN_IDENTITY_OFFSET + 500, seed=13, fps=10.0, size=size)
         np.savez(args.out / "actors.npz", train_images=train.images, train_aus=train.action_units,
                  held_images=held.images, held_aus=held.action_units,
                  clip_images=clips.images, clip_aus=clips.action_units)

@@ -60,7 +60,8 @@ def geometry_inputs(images: np.ndarray) -> torch.Tensor:
 def build_heldout(encoder: torch.nn.Module, n: int = 600, seed: int = HELDOUT_SEED) -> HeldOut:
     from freeavatar_server.animator.encoding import embed_images
 
-    actors = actor_images(n, identity_offset=HELDOUT_IDENTITY_OFFSET, n_identities=60, seed=seed)
+    size = encoder.cfg.img_size  # actors are seen at the encoder's resolution, as in the pipeline
+    actors = actor_images(n, identity_offset=HELDOUT_IDENTITY_OFFSET, n_identities=60, seed=seed, size=size)
     return HeldOut(actors.images, actors.action_units, embed_images(encoder, actors.images), geometry_inputs(actors.images))
 
 
