@@ -27,7 +27,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import MediaDescription, SessionDescription
 
 from freeavatar._proto import stream_pb2
-from freeavatar_server.errors import register_status
+from freeavatar_server.errors import BadRequest, register_status
 from freeavatar_server.sessions import ActorNotFound, Session, SessionNotFound, SessionRegistry
 from freeavatar_server.store import AvatarNotFound, Store
 from freeavatar_server.stream_service import SUBSCRIBER_BUFFER, StreamService
@@ -248,6 +248,8 @@ class WebRtcService:
     async def _actor_for(self, target: PublishTarget) -> tuple[Session, str, bool]:
         """(session, actor id, whether the actor joined for this peer and leaves with it)."""
         avatar_ids = [await self._avatar_id(a) for a in target.avatars]
+        if not target.actor_id and not avatar_ids:
+            raise BadRequest("name the avatars this actor drives: ?avatar=ID_OR_NAME (repeatable)")
         if not target.session_id or target.actor_id:
             start = stream_pb2.AnimateStart(
                 session_id=target.session_id,
@@ -258,8 +260,6 @@ class WebRtcService:
             session, actor_id = await self._streams.animate_target(start)
             return session, actor_id, False
         session = self._sessions.enter(target.session_id, target.token)
-        if not avatar_ids:
-            raise BadOffer("name the avatars this actor drives: ?avatar=ID_OR_NAME (repeatable)")
         bindings = await self._streams.bindings([stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids])
         return session, session.join(target.actor_name, bindings).id, True
 
@@ -288,7 +288,7 @@ def parse_offer(offer: str) -> SessionDescription:
     try:
         description = SessionDescription.parse(offer)
     except Exception as error:  # aiortc's parser raises whatever the line it chokes on gives
-        raise BadOffer(f"the offer is not valid SDP: {error or type(error).__name__}") from None
+        raise BadOffer(f"the offer is not valid SDP: {str(error) or type(error).__name__}") from None
     if not description.media:
         raise BadOffer("the offer is not valid SDP: it has no media sections (m= lines)")
     return description
@@ -318,7 +318,7 @@ async def _set_offer(pc: RTCPeerConnection, offer: str) -> None:
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
     except (ValueError, LookupError, InvalidAccessError, InvalidStateError, OperationError) as error:
-        raise BadOffer(f"the offer cannot be answered: {error or type(error).__name__}") from None
+        raise BadOffer(f"the offer cannot be answered: {str(error) or type(error).__name__}") from None
 
 
 async def _answer(pc: RTCPeerConnection, hosts: tuple[str, ...] | None) -> str:
