@@ -7,18 +7,30 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
+from fractions import Fraction
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 from aiortc import RTCRtpSender
+from aiortc.codecs import CODECS
+from aiortc.rtp import RtpPacket
 
 from freeavatar import AsyncClient
 from freeavatar._proto import rig_pb2
+from freeavatar_server.pipeline import FrameSkipped, StageStats
 from freeavatar_server.server import FreeAvatarServer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from freeavatar_server.webrtc.client import PacedTrack, WebRtcPeer, WhipError
+from freeavatar_server.webrtc.video import (
+    MAX_BACKLOG,
+    FrameAssembler,
+    IncomingVideo,
+    SenderClock,
+    VideoFrameRef,
+    is_keyframe,
+)
 from tests.conftest import loopback_config
 
 AVATARS = ("robot", "cartoon")
@@ -240,3 +252,96 @@ async def test_keyed_servers_want_the_key_and_the_session_token(tmp_path: Path, 
         await peer.close()
     finally:
         await server.stop(grace=0)
+
+
+# The video path on its own: real encoders' output through the assembler and decoder.
+
+
+def rtp_frames(codec: str, images: list[np.ndarray], keyframes: tuple[int, ...] = (0,)) -> list[list[RtpPacket]]:
+    """Each image encoded (aiortc's own encoders) and packetized as a sender would."""
+    import av
+    from aiortc.codecs import depayload, get_encoder
+
+    parameters = next(c for c in CODECS["video"] if c.name == codec)
+    encoder = get_encoder(parameters)
+    frames, sequence = [], 1000
+    for index, image in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = index * 3000, Fraction(1, 90_000)
+        payloads, timestamp = encoder.encode(frame, force_keyframe=index in keyframes)
+        packets = []
+        for i, payload in enumerate(payloads):
+            packet = RtpPacket(payload_type=parameters.payloadType, sequence_number=sequence, timestamp=timestamp)
+            packet.payload, packet.marker = payload, int(i == len(payloads) - 1)
+            packet._data = depayload(parameters, payload)  # as aiortc's receiver does
+            packets.append(packet)
+            sequence += 1
+        frames.append(packets)
+    return frames
+
+
+def incoming(codec: str = "VP8") -> tuple[IncomingVideo, list[VideoFrameRef], StageStats]:
+    parameters = next(c for c in CODECS["video"] if c.name == codec)
+    submitted: list[VideoFrameRef] = []
+    drops = StageStats()
+    return IncomingVideo({parameters.payloadType: parameters}, submitted.append, drops), submitted, drops
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_a_frame_is_released_on_its_last_packet(clip, codec: str) -> None:
+    video, submitted, _ = incoming(codec)
+    assembler = FrameAssembler(video)
+    first, second = rtp_frames(codec, clip[:2])
+    assert len(first) > 1  # several packets, so the order matters
+    for packet in [first[0], *reversed(first[1:])]:  # reordered on the way
+        assert not submitted
+        assembler.add(packet)
+    assert len(submitted) == 1  # complete on its marker, before the next frame's first packet
+    for packet in second:
+        assembler.add(packet)
+    assert len(submitted) == 2
+    image = submitted[-1].decode()  # both frames decode; the newest comes out as RGB
+    assert image.shape == clip[1].shape and np.abs(image.astype(int) - clip[1]).mean() < 12
+    with pytest.raises(FrameSkipped):
+        submitted[0].decode()  # already decoded on the way to the newer one
+
+
+def test_a_reader_that_falls_behind_loses_frames_not_memory(clip) -> None:
+    video, submitted, drops = incoming("VP8")
+    frames = rtp_frames("VP8", (clip * 4)[:100], keyframes=(0, 90))
+    assembler = FrameAssembler(video)
+    asked = []
+    for packets in frames[:80]:  # nobody decodes: the pipeline is stuck
+        for packet in packets:
+            asked.append(assembler.add(packet)[0])
+        assert video.waiting <= MAX_BACKLOG
+    assert drops.dropped == MAX_BACKLOG + 1 + 19  # the backlog, the frame over it, then P frames
+    assert any(asked)  # a picture loss indication went out for a keyframe to restart from
+    for packets in frames[80:]:
+        for packet in packets:
+            assembler.add(packet)
+    assert video.waiting == 10  # from the keyframe at 90 on
+    assert submitted[-1].decode().shape == clip[0].shape
+    assert video.waiting == 0
+
+
+def test_capture_times_follow_the_senders_clock() -> None:
+    from freeavatar_server.store import now_us
+
+    clock = SenderClock()
+    before = now_us()
+    assert clock.capture_time_us(1234) >= before  # no sender report yet: our clock
+    sent_us = now_us() - 5_000_000  # a sender 5 s behind us
+    seconds, micros = divmod(sent_us, 1_000_000)
+    clock.report(((seconds + 2_208_988_800) << 32) + (micros << 32) // 1_000_000, 2**32 - 45_000)
+    assert clock.capture_time_us(2**32 - 45_000) == pytest.approx(sent_us, abs=2)
+    assert clock.capture_time_us(45_000) == pytest.approx(sent_us + 1_000_000, abs=2)  # across the wrap
+    clock.report(1 << 32, 0)  # a sender clock at 1900: not believed, the last report stands
+    assert clock.capture_time_us(45_000) == pytest.approx(sent_us + 1_000_000, abs=2)
+
+
+def test_keyframes_are_recognised(clip) -> None:
+    for codec in ("VP8", "H264"):
+        key, delta = rtp_frames(codec, clip[:2])
+        assert is_keyframe(codec, b"".join(p._data for p in key))
+        assert not is_keyframe(codec, b"".join(p._data for p in delta))

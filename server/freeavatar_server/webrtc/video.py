@@ -108,6 +108,11 @@ class IncomingVideo:
             index = self._index
         self._submit(VideoFrameRef(self, index, self.clock.capture_time_us(frame.timestamp)))
 
+    @property
+    def waiting(self) -> int:
+        """Encoded frames the pipeline has not taken yet."""
+        return len(self._backlog)
+
     def keyframe_wanted(self) -> bool:
         """Whether to send the sender a picture loss indication now (checked per packet)."""
         with self._lock:
