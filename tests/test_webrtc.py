@@ -280,6 +280,10 @@ def rtp_frames(codec: str, images: list[np.ndarray], keyframes: tuple[int, ...] 
     return frames
 
 
+def raise_it(error: BaseException) -> None:
+    raise error
+
+
 def incoming(codec: str = "VP8") -> tuple[IncomingVideo, list[VideoFrameRef], StageStats]:
     parameters = next(c for c in CODECS["video"] if c.name == codec)
     submitted: list[VideoFrameRef] = []
@@ -290,7 +294,7 @@ def incoming(codec: str = "VP8") -> tuple[IncomingVideo, list[VideoFrameRef], St
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
 def test_a_frame_is_released_on_its_last_packet(clip, codec: str) -> None:
     video, submitted, _ = incoming(codec)
-    assembler = FrameAssembler(video)
+    assembler = FrameAssembler(video, raise_it)
     first, second = rtp_frames(codec, clip[:2])
     assert len(first) > 1  # several packets, so the order matters
     for packet in [first[0], *reversed(first[1:])]:  # reordered on the way
@@ -309,7 +313,7 @@ def test_a_frame_is_released_on_its_last_packet(clip, codec: str) -> None:
 def test_a_reader_that_falls_behind_loses_frames_not_memory(clip) -> None:
     video, submitted, drops = incoming("VP8")
     frames = rtp_frames("VP8", (clip * 4)[:100], keyframes=(0, 90))
-    assembler = FrameAssembler(video)
+    assembler = FrameAssembler(video, raise_it)
     asked = []
     for packets in frames[:80]:  # nobody decodes: the pipeline is stuck
         for packet in packets:

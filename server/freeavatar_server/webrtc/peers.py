@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -30,7 +29,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.errors import BadRequest, register_status
 from freeavatar_server.sessions import ActorNotFound, Session, SessionNotFound, SessionRegistry
 from freeavatar_server.store import AvatarNotFound, Store
-from freeavatar_server.stream_service import SUBSCRIBER_BUFFER, StreamService
+from freeavatar_server.stream_service import SUBSCRIBER_BUFFER, ActorStream, StreamService
 from freeavatar_server.webrtc.ice import LastHeard, gather_on, peer_connection
 from freeavatar_server.webrtc.rig_channel import LABEL, RigChannel
 from freeavatar_server.webrtc.video import SUPPORTED_CODECS, IncomingVideo, attach
@@ -78,7 +77,7 @@ class Peer:
         kind: str,
         pc: RTCPeerConnection,
         channel: RigChannel,
-        release: Callable[[str], Awaitable[None]],
+        held: contextlib.AsyncExitStack,
         timeout_s: float,
     ) -> None:
         self.id = secrets.token_urlsafe(16)  # unguessable: its URL is all a DELETE needs without keys
@@ -87,7 +86,7 @@ class Peer:
         self.channel = channel
         self.video: IncomingVideo | None = None
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._release = release
+        self._held = held  # everything the peer holds, its connection included
         self._timeout_s = timeout_s
         self._heard = LastHeard(pc)
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,14 +115,22 @@ class Peer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
-            await self._release(reason)
+            await self._held.aclose()
         finally:
-            await self.pc.close()
             log.info("WebRTC %s peer %s ended: %s", self.kind, self.id, reason)
             self.closed.set_result(reason)
 
+    def fail(self, error: BaseException) -> None:
+        """Something of ours broke while serving this peer: say what, and end it (aiortc would
+        log a warning and let the media silently stop)."""
+        log.error("WebRTC %s peer %s failed", self.kind, self.id, exc_info=error)
+        self.close_soon(f"internal error: {error!r}")
+
     async def _forward(self) -> None:
-        self.close_soon(await self.channel.run())
+        try:
+            self.close_soon(await self.channel.run())
+        except Exception as error:
+            self.fail(error)
 
     async def _watch(self) -> None:
         while True:
@@ -163,47 +170,27 @@ class WebRtcService:
         """Answer a WHIP offer: returns the peer and the SDP answer."""
         video = offered_video(parse_offer(offer))
         await self._streams.warm_up()
-        pc = peer_connection()
-        session: Session | None = None
-        joined = False
-        actor_stream = None
-        try:
+        async with contextlib.AsyncExitStack() as held:  # released in reverse if anything fails
+            pc = peer_connection()
+            held.push_async_callback(pc.close)
             await _set_offer(pc, offer)
             receiving = next(t for t in pc.getTransceivers() if t.mid == video.rtp.muxId)
             for transceiver in pc.getTransceivers():
                 if transceiver is not receiving:  # audio, and any second camera: not ours
                     transceiver.direction = "inactive"
             session, actor_id, joined = await self._actor_for(target)
+            held.callback(self._leave if joined else self._close_if_private, session, actor_id)
             actor_stream = self._streams.start_actor(session, session.actor(actor_id))
+            held.push_async_callback(self._end_actor, actor_stream)
             rigs = session.subscribe(capacity=SUBSCRIBER_BUFFER, actor_id=actor_id)
+            held.callback(self._streams.retire, session, rigs)
             actor_stream.ended.add_done_callback(lambda ended: rigs.close(ended.result()))
             answer = await _answer(pc, self._ice_hosts)
             codecs = answered_codecs(answer, receiving.mid)
             incoming = IncomingVideo(codecs, actor_stream.pipeline.submit, self._streams.stats.stages["decode"])
-            attach(receiving.receiver, incoming)
-        except BaseException:
-            if actor_stream is not None:  # closes a private session too
-                self._streams.retire(actor_stream.session, rigs)
-                self._streams.end_actor(actor_stream, "the offer was refused")
-                await actor_stream.pipeline.stop()
-            elif session is not None and session.private:
-                self._sessions.close(session.id, "the offer was refused")
-            if session is not None and joined:
-                self._leave(session, actor_id)
-            await pc.close()
-            raise
-
-        async def release(reason: str) -> None:
-            self._streams.retire(session, rigs)
-            self._streams.end_actor(actor_stream, reason)
-            await actor_stream.pipeline.stop()
-            if actor_stream.pipeline.failed.done():
-                log.warning("WebRTC actor %s: %s", actor_id, actor_stream.pipeline.failed.exception())
-            if joined:
-                self._leave(session, actor_id)
-
-        peer = Peer("whip", pc, RigChannel(rigs), release, self._timeout_s)
+            peer = Peer("whip", pc, RigChannel(rigs), held.pop_all(), self._timeout_s)
         peer.video = incoming
+        attach(receiving.receiver, incoming, peer.fail)
         return self._add(peer), answer
 
     async def subscribe(self, offer: str, session_id: str, token: str, avatars: tuple[str, ...]) -> tuple[Peer, str]:
@@ -214,21 +201,17 @@ class WebRtcService:
             raise BadOffer(f"the offer has no data channel (m=application) to carry rig frames; open one labelled {LABEL!r}")
         session = self._sessions.enter(session_id, token)
         avatar_ids = frozenset([await self._avatar_id(a) for a in avatars])
-        pc = peer_connection()
-        try:
+        async with contextlib.AsyncExitStack() as held:
+            pc = peer_connection()
+            held.push_async_callback(pc.close)
             await _set_offer(pc, offer)
             for transceiver in pc.getTransceivers():
                 transceiver.direction = "inactive"  # rig frames only: no media either way
             answer = await _answer(pc, self._ice_hosts)
-        except BaseException:
-            await pc.close()
-            raise
-        rigs = session.subscribe(avatar_ids, SUBSCRIBER_BUFFER)
-
-        async def release(reason: str) -> None:
-            self._streams.retire(session, rigs)
-
-        return self._add(Peer("whep", pc, RigChannel(rigs), release, self._timeout_s)), answer
+            rigs = session.subscribe(avatar_ids, SUBSCRIBER_BUFFER)
+            held.callback(self._streams.retire, session, rigs)
+            peer = Peer("whep", pc, RigChannel(rigs), held.pop_all(), self._timeout_s)
+        return self._add(peer), answer
 
     def get(self, peer_id: str) -> Peer:
         try:
@@ -263,9 +246,20 @@ class WebRtcService:
         bindings = await self._streams.bindings([stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids])
         return session, session.join(target.actor_name, bindings).id, True
 
+    async def _end_actor(self, stream: ActorStream) -> None:
+        self._streams.end_actor(stream, "its WebRTC peer ended")
+        await stream.pipeline.stop()
+        if stream.pipeline.failed.done():
+            log.warning("WebRTC actor %s: %s", stream.actor.id, stream.pipeline.failed.exception())
+
     def _leave(self, session: Session, actor_id: str) -> None:
         with contextlib.suppress(SessionNotFound, ActorNotFound):  # closed or left meanwhile
             self._sessions.get(session.id).leave(actor_id)
+
+    def _close_if_private(self, session: Session, actor_id: str) -> None:
+        if session.private:
+            with contextlib.suppress(SessionNotFound):  # ending its actor stream closes it too
+                self._sessions.close(session.id, "its WebRTC peer ended")
 
     async def _avatar_id(self, ref: str) -> str:
         def find() -> str:

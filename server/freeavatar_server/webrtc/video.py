@@ -185,9 +185,10 @@ class FrameAssembler(JitterBuffer):
     """aiortc's jitter buffer (reordering, loss, capacity), releasing each frame on its last
     packet to an IncomingVideo rather than to aiortc's decoder thread."""
 
-    def __init__(self, video: IncomingVideo) -> None:
+    def __init__(self, video: IncomingVideo, on_error: Callable[[BaseException], None]) -> None:
         super().__init__(capacity=512, is_video=True)
         self._video = video
+        self._on_error = on_error
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         picture_lost, _ = super().add(packet)  # calls _remove_frame, which hands frames on
@@ -195,7 +196,10 @@ class FrameAssembler(JitterBuffer):
 
     def _remove_frame(self, sequence_number: int) -> None:
         while (complete := self._next_frame()) is not None:
-            self._video.add(*complete)
+            try:
+                self._video.add(*complete)
+            except Exception as error:  # raised into aiortc, it would only log a warning
+                self._on_error(error)
 
     def _next_frame(self) -> tuple[JitterFrame, int] | None:
         """The frame at the head of the buffer, if all its packets are in."""
@@ -218,15 +222,16 @@ class FrameAssembler(JitterBuffer):
         return JitterFrame(data=data, timestamp=packets[0].timestamp), packets[0].payload_type
 
 
-def attach(receiver: RTCRtpReceiver, video: IncomingVideo) -> None:
-    """Route a receiver's complete frames to `video` and its sender reports to `video.clock`.
+def attach(receiver: RTCRtpReceiver, video: IncomingVideo, on_error: Callable[[BaseException], None]) -> None:
+    """Route a receiver's complete frames to `video` and its sender reports to `video.clock`;
+    `on_error` hears of anything that goes wrong on the way.
 
     aiortc has no hook for either: this replaces the receiver's jitter buffer and wraps its
     RTCP handler, on this one receiver. Call before media flows (after setRemoteDescription).
     """
     if not hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
         raise RuntimeError("this aiortc version's RTCRtpReceiver has no jitter buffer to replace")
-    receiver._RTCRtpReceiver__jitter_buffer = FrameAssembler(video)  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = FrameAssembler(video, on_error)  # type: ignore[attr-defined]
     handle_rtcp = receiver._handle_rtcp_packet
 
     async def handle_rtcp_packet(packet: object) -> None:
