@@ -349,3 +349,11 @@ def test_keyframes_are_recognised(clip) -> None:
         key, delta = rtp_frames(codec, clip[:2])
         assert is_keyframe(codec, b"".join(p._data for p in key))
         assert not is_keyframe(codec, b"".join(p._data for p in delta))
+
+
+async def test_a_taken_http_port_is_a_clear_error(live: FreeAvatarServer, tmp_path: Path) -> None:
+    from freeavatar_server.config import ConfigError
+
+    taken = loopback_config(tmp_path / "other", http_port=live.http_port)
+    with pytest.raises(ConfigError, match=f"cannot serve HTTP on 127.0.0.1:{live.http_port}"):
+        await FreeAvatarServer(taken).start()

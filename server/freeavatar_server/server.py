@@ -112,6 +112,7 @@ class FreeAvatarServer:
             try:
                 self._http, self.http_port = await self._start_http(sessions, keys)
             except ConfigError:
+                await server.stop(None)  # frees the gRPC port it has bound
                 self._store.close()
                 raise
         if config.builtin_avatars:  # a server meant to stream at once: its first frame is not slow
