@@ -134,11 +134,16 @@ class WebRtcPeer:
             raise RuntimeError(f"the video track failed: {self.track.error!r}") from self.track.error
 
     async def close(self, delete: bool = True) -> None:
-        if delete and self.location is not None:
-            async with aiohttp.ClientSession() as http, http.delete(self.base_url + self.location, headers=self._headers) as response:
-                if response.status != 200:
-                    raise WhipError(response.status, await response.text())
-        await self.pc.close()
+        """End the connection, and with `delete` its resource on the server (WhipError if
+        the server refuses: a peer it had already ended is a 404)."""
+        try:
+            if delete and self.location is not None:
+                url = self.base_url + self.location
+                async with aiohttp.ClientSession() as http, http.delete(url, headers=self._headers) as response:
+                    if response.status != 200:
+                        raise WhipError(response.status, await response.text())
+        finally:
+            await self.pc.close()
 
     def _received(self, data: bytes | str) -> None:
         message = rig_pb2.RigStreamMessage()
