@@ -110,7 +110,9 @@ async def test_clip_through_whip_rig_frames_back(live: FreeAvatarServer, clip, c
         assert np.mean([f.face_present for f in mine]) > 0.8
         capture = np.array([f.capture_time_us for f in mine])
         assert (np.diff(capture) > 0).all()  # one rig frame per source frame, in order
-        assert all(0 < f.emit_time_us - f.capture_time_us < 1_000_000 for f in mine)
+        # aiortc's sender reports stamp a frame when it is sent, after encoding: the capture
+        # times estimated from them may run a little late, never far.
+        assert all(-20_000 < f.emit_time_us - f.capture_time_us < 1_000_000 for f in mine)
     await peer.close()  # DELETE
     async with AsyncClient(f"127.0.0.1:{live.port}") as client:
         stats = await client.get_stats()
@@ -342,6 +344,11 @@ def test_capture_times_follow_the_senders_clock() -> None:
     assert clock.capture_time_us(45_000) == pytest.approx(sent_us + 1_000_000, abs=2)  # across the wrap
     clock.report(1 << 32, 0)  # a sender clock at 1900: not believed, the last report stands
     assert clock.capture_time_us(45_000) == pytest.approx(sent_us + 1_000_000, abs=2)
+    # A later report stamped 30 ms late (the frame took that long to encode) moves nothing.
+    late_us = sent_us + 2_000_000 + 30_000
+    seconds, micros = divmod(late_us, 1_000_000)
+    clock.report(((seconds + 2_208_988_800) << 32) + (micros << 32) // 1_000_000, 135_000)
+    assert clock.capture_time_us(135_000) == pytest.approx(sent_us + 2_000_000, abs=2)
 
 
 def test_keyframes_are_recognised(clip) -> None:

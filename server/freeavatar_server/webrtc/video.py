@@ -160,25 +160,37 @@ class IncomingVideo:
 
 class SenderClock:
     """RTP timestamps -> the sender's wall clock (microseconds since the Unix epoch), through
-    its latest RTCP sender report; before the first report (or from a sender whose clock is
-    over a minute off ours), the server's clock when the frame was complete."""
+    its recent RTCP sender reports; before the first report (or from a sender whose clock is
+    over a minute off ours), the server's clock when the frame was complete.
+
+    A report pairs an RTP timestamp with a wall-clock time, which some senders take when the
+    frame left rather than when it was captured (aiortc does), late by however long encoding
+    took: of the last few reports, the earliest mapping is the closest to capture."""
+
+    REPORTS = 8  # about 8 s of them: short enough that clock drift does not build up
 
     def __init__(self, clock_rate: int = 90_000) -> None:
         self._clock_rate = clock_rate
-        self._report: tuple[int, int] | None = None  # (RTP timestamp, sender time us)
+        self._reports: deque[tuple[int, int]] = deque(maxlen=self.REPORTS)  # (RTP timestamp, sender us)
 
     def report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         seconds, fraction = ntp_timestamp >> 32, ntp_timestamp & 0xFFFFFFFF
         sender_us = (seconds - NTP_TO_UNIX_S) * 1_000_000 + (fraction * 1_000_000 >> 32)
         if ntp_timestamp and abs(sender_us - now_us()) < MAX_CLOCK_OFFSET_US:
-            self._report = (rtp_timestamp, sender_us)
+            self._reports.append((rtp_timestamp, sender_us))
 
     def capture_time_us(self, rtp_timestamp: int) -> int:
-        if self._report is None:
+        if not self._reports:
             return now_us()
-        reported_rtp, reported_us = self._report
-        ticks = (rtp_timestamp - reported_rtp + 2**31) % 2**32 - 2**31  # signed, across wraps
-        return reported_us + ticks * 1_000_000 // self._clock_rate
+        return min(
+            reported_us + _ticks_between(reported_rtp, rtp_timestamp) * 1_000_000 // self._clock_rate
+            for reported_rtp, reported_us in self._reports
+        )
+
+
+def _ticks_between(earlier: int, later: int) -> int:
+    """RTP timestamp difference, signed, across the 32-bit wrap."""
+    return (later - earlier + 2**31) % 2**32 - 2**31
 
 
 class FrameAssembler(JitterBuffer):
