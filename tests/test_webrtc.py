@@ -134,6 +134,8 @@ async def test_whip_into_a_meeting_and_a_whep_subscriber(live: FreeAvatarServer,
         assert [(a.name, a.streaming) for a in ada] == [("ada", True)]
         assert {f.avatar_id for f in heard} == {ids["robot"]}  # the subscriber asked for robot only
         assert {f.actor_id for f in heard} == {ada[0].id}
+        status, text = await post(live, f"/whip/sessions/{session.id}/actors/{ada[0].id}", await an_offer("VP8"))
+        assert status == 409 and "already streaming" in text  # one video per actor at a time
         own = await frames_until_quiet(actor)
         assert {f.avatar_id for f in own} == {ids["robot"], ids["cartoon"]}
         await actor.close()
