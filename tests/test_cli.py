@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -83,8 +84,8 @@ def freeavatar_command() -> list[str]:
 
 
 def test_serve_runs_until_sigterm_and_keeps_data(tmp_path: Path) -> None:
-    port = free_port()
-    command = [*freeavatar_command(), "serve", "--data-dir", str(tmp_path), "--port", str(port)]
+    port, http_port = free_port(), free_port()
+    command = [*freeavatar_command(), "serve", "--data-dir", str(tmp_path), "--port", str(port), "--http-port", str(http_port)]
     env = os.environ | {"COLUMNS": "200"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
@@ -94,12 +95,14 @@ def test_serve_runs_until_sigterm_and_keeps_data(tmp_path: Path) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         code, out = invoke("avatars", "register", "--arkit", "kept", "--server", f"127.0.0.1:{port}")
         assert code == 0, out
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=10) as page:  # WebRTC's
+            assert page.status == 200
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
     finally:
         process.kill()
     assert process.returncode == 0, output
-    assert "loopback only" in output and "stopped" in output
+    assert "loopback only" in output and "stopped" in output and "WebRTC (WHIP, WHEP)" in output
     assert (tmp_path / "freeavatar.sqlite3").exists()
 
 

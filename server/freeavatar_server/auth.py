@@ -28,16 +28,20 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         return handler if problem is None else _refusing(handler, problem)
 
     def _problem(self, metadata: dict[str, Any]) -> str | None:
-        header = metadata.get("authorization")
-        if not header:
-            return "this server requires an API key: send 'authorization: Bearer <key>'"
-        scheme, _, token = str(header).partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return "the authorization metadata must be 'Bearer <key>'"
-        # Compare against every key in constant time, so timing reveals nothing.
-        if not any([hmac.compare_digest(token.encode(), key) for key in self._keys]):
-            return "the API key is not valid"
-        return None
+        return authorization_problem(metadata.get("authorization"), self._keys)
+
+
+def authorization_problem(header: object, keys: tuple[bytes, ...]) -> str | None:
+    """What is wrong with an `authorization` value (gRPC metadata or HTTP header), or None."""
+    if not header:
+        return "this server requires an API key: send 'authorization: Bearer <key>'"
+    scheme, _, token = str(header).partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return "authorization must be 'Bearer <key>'"
+    # Compare against every key in constant time, so timing reveals nothing.
+    if not any([hmac.compare_digest(token.encode(), key) for key in keys]):
+        return "the API key is not valid"
+    return None
 
 
 def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:

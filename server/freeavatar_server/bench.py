@@ -1,5 +1,5 @@
-"""`freeavatar bench stream`: frame-in to rig-out latency and how many actors x avatars one
-machine holds at 30 fps, against a real server process on loopback."""
+"""`freeavatar bench stream`: frame-in to rig-out latency (over gRPC and over WebRTC) and how
+many actors x avatars one machine holds at 30 fps, against a real server process on loopback."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from freeavatar.stream import ActorFrame
 
 BUILTIN = ("human_arkit", "cartoon", "robot")
 SETTLE_US = 1_000_000
+WEBRTC_SETTLE_US = 2_000_000  # also waits for the sender report that sets the capture clock
+VP8_BITRATE = 1_500_000  # what a browser sends at 640x480
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,11 @@ class ServerProcess:
     """`freeavatar serve --builtin-avatars` in a process of its own, as in production."""
 
     def __init__(self, data_dir: Path, workers: int = 2) -> None:
-        self.port = free_port()
+        self.port, self.http_port = free_port(), free_port()
         command = [
             sys.executable, "-c", "from freeavatar.cli import main; main()", "serve",
             "--data-dir", str(data_dir), "--port", str(self.port), "--builtin-avatars",
+            "--http-port", str(self.http_port),
             "--pipeline-workers", str(workers), "--log-level", "WARNING",
         ]  # fmt: skip
         self.process = subprocess.Popen(command, env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -108,16 +111,61 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
     return {name: round(float(value), 2) for name, value in summary.items()}
 
 
-def clip_jpegs(seconds: float = 2.0, fps: float = 30.0) -> list[bytes]:
+def clip_frames(seconds: float = 2.0, fps: float = 30.0) -> np.ndarray:
     from freeavatar_server.demo import DemoConfig, render_clip
-    from freeavatar_server.media import encode_jpeg
 
-    frames = render_clip(DemoConfig(seconds=seconds, fps=fps), lambda stage, done: None)
-    return [encode_jpeg(f) for f in frames]
+    return render_clip(DemoConfig(seconds=seconds, fps=fps), lambda stage, done: None)
+
+
+def encode_vp8(frames: np.ndarray, fps: float = 30.0) -> list[bytes]:
+    """The clip as a real-time VP8 encoder sends it (aiortc's settings): one keyframe, then
+    frames that each refer to the one before, so it loops from its keyframe."""
+    import av
+
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+    codec.bit_rate, codec.gop_size, codec.framerate = VP8_BITRATE, 10_000, round(fps)
+    codec.options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0"}
+    packets = []
+    for index, image in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = index
+        packets.append(b"".join(bytes(p) for p in codec.encode(frame)))
+    return packets
+
+
+async def webrtc_latency(url: str, vp8: list[bytes], avatar_id: str, fps: float, seconds: float) -> dict[str, float]:
+    """One actor sending pre-encoded VP8 over WHIP (as the gRPC run sends pre-encoded JPEGs),
+    rig frames back over the data channel: capture to receipt, after the first two seconds."""
+    import av
+
+    from freeavatar_server.webrtc.client import PacedTrack, WebRtcPeer
+
+    peer = WebRtcPeer(url)
+    track = PacedTrack([av.Packet(p) for p in vp8], fps, repeat=max(1, round(seconds * fps / len(vp8))))
+    await peer.publish(f"/whip?avatar={avatar_id}", track, "VP8")
+    latencies = []
+    try:
+        first = await peer.next_frame(30)
+        settled_from = first.capture_time_us + WEBRTC_SETTLE_US
+        while True:
+            frame = await peer.next_frame(2.0)
+            if frame.capture_time_us >= settled_from:
+                latencies.append((time.time_ns() // 1000 - frame.capture_time_us) / 1000)
+    except TimeoutError:  # the track has ended
+        pass
+    finally:
+        await peer.close()
+    peer.check()
+    return percentiles(np.array(latencies))
 
 
 async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int = 16) -> dict[str, object]:
-    jpegs = await asyncio.to_thread(clip_jpegs)
+    from freeavatar_server.media import encode_jpeg
+
+    frames = await asyncio.to_thread(clip_frames)
+    jpegs = [encode_jpeg(f) for f in frames]
+    vp8 = await asyncio.to_thread(encode_vp8, frames, fps)
     with tempfile.TemporaryDirectory() as data_dir:
         server = ServerProcess(Path(data_dir))
         try:
@@ -131,6 +179,7 @@ async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int
                     await asyncio.sleep(0.1)
                 stats_before = await client.get_stats()
             single = await run_load(address, jpegs, 1, ids[:1], fps, seconds)
+            webrtc = await webrtc_latency(f"http://127.0.0.1:{server.http_port}", vp8, ids[0], fps, seconds)
             ladder = []
             actors = 1
             while actors <= max_actors:
@@ -146,7 +195,7 @@ async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int
     held = [r for r in ladder if r.held]
     best = held[-1] if held else None
     return {
-        "latency_ms": {"grpc": single.latency_ms},
+        "latency_ms": {"grpc": single.latency_ms, "webrtc": webrtc},
         "capacity": {"actors": best.actors if best else 0, "avatars": best.avatars if best else 0, "fps": fps},
         "ladder": [
             {"actors": r.actors, "avatars": r.avatars, "delivered": round(r.delivered, 4), "latency_ms": r.latency_ms}

@@ -68,6 +68,13 @@ def serve(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Serve WebRTC (WHIP in, WHEP-like out) and the try-it page at http://HOST:PORT/."),
+    ] = None,
+    peer_timeout: Annotated[
+        float, typer.Option(help="End a WebRTC peer nothing has been heard from for this many seconds.")
+    ] = 10.0,
     encoder: Annotated[
         Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
     ] = None,
@@ -93,6 +100,8 @@ def serve(
         encoder_path=encoder,
         pipeline_workers=pipeline_workers,
         metrics_port=metrics_port,
+        http_port=http_port,
+        peer_timeout_s=peer_timeout,
         builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
     )
     try:
@@ -246,7 +255,8 @@ def bench_stream(
     seconds: Annotated[float, typer.Option(help="Length of each load step.")] = 10.0,
     max_actors: Annotated[int, typer.Option(help="Stop the capacity ladder here.")] = 16,
 ) -> None:
-    """Latency (one actor at 30 fps) and capacity (actors x avatars held at 30 fps) over gRPC."""
+    """Latency (one actor at 30 fps, over gRPC and over WebRTC) and capacity (actors x avatars
+    held at 30 fps, over gRPC)."""
     from freeavatar_server.bench import bench_stream as run
 
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors))

@@ -29,6 +29,8 @@ class ServerConfig:
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)
+    http_port: int | None = None  # WHIP/WHEP and the try-it page on host:port (0 picks a port)
+    peer_timeout_s: float = 10.0  # a WebRTC peer heard nothing from for this long is ended
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -47,14 +49,30 @@ class ServerConfig:
             raise ConfigError(f"{self.api_key_file} holds no API keys")
         if self.max_running_jobs < 1:
             raise ConfigError("--max-running-jobs must be at least 1")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is not in 0..65535")
+        for name, port in (("--port", self.port), ("--metrics-port", self.metrics_port), ("--http-port", self.http_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name} {port} is not in 0..65535")
+        if self.peer_timeout_s <= 0:
+            raise ConfigError("--peer-timeout must be positive")
 
     def read_api_keys(self) -> frozenset[str]:
         if self.api_key_file is None:
             return frozenset()
         lines = self.api_key_file.read_text().splitlines()
         return frozenset(k for line in lines if (k := line.split("#", 1)[0].strip()))
+
+    @property
+    def ice_hosts(self) -> tuple[str, ...] | None:
+        """Where WebRTC media is offered: the host the server binds (loopback serves this
+        machine only), or every interface but loopback for a wildcard host (None)."""
+        if self.host in ("", "0.0.0.0", "::", "[::]"):
+            return None
+        if self.host == "localhost":
+            return ("127.0.0.1",)
+        try:
+            return (str(ipaddress.ip_address(self.host.strip("[]"))),)
+        except ValueError:
+            return None  # a host name: let ICE find the interfaces
 
     @property
     def store_path(self) -> Path:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -34,6 +34,26 @@ MAX_FRAME_PIXELS = 4096 * 2160
 
 class BadFrame(ValueError):
     """An actor frame the pipeline cannot read; the message says which and why."""
+
+
+class FrameSkipped(Exception):
+    """A frame with nothing to show this time (a video decoder waiting for its next keyframe):
+    counted as a decode drop, and the stream goes on."""
+
+
+class Decodable(Protocol):
+    """A frame whose pixels another module decodes on the pipeline's thread pool (a WebRTC
+    video track's): only the frames the pipeline takes are decoded."""
+
+    @property
+    def capture_time_us(self) -> int: ...
+
+    def decode(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB; raises BadFrame or FrameSkipped."""
+        ...
+
+
+Frame = stream_pb2.ActorFrame | Decodable
 
 
 @dataclass
@@ -95,7 +115,7 @@ class ActorPipeline:
 
         self._tracker = FaceTracker(models.face_localiser())
         self._tracks: dict[str, AvatarTrack] = {}
-        self._pending: stream_pb2.ActorFrame | None = None
+        self._pending: Frame | None = None
         self._frame_index = 0
         self._pending_index = 0
         self._wake = asyncio.Event()
@@ -117,7 +137,7 @@ class ActorPipeline:
         self.cancel()
         await asyncio.gather(*[t for t in (self.task,) if t is not None], return_exceptions=True)
 
-    def submit(self, frame: stream_pb2.ActorFrame) -> None:
+    def submit(self, frame: Frame) -> None:
         """Take a frame; one that is still waiting becomes stale and is dropped."""
         self._frame_index += 1
         self._stats.frames_in += 1
@@ -151,11 +171,16 @@ class ActorPipeline:
                 self.failed.set_exception(BadFrame(f"frame {index}: {error}"))
                 self._idle.set()
                 return
+            except FrameSkipped:
+                self._stats.stages["decode"].dropped += 1
+                if self._pending is None:
+                    self._idle.set()
+                continue
             self._publish(frame, analysis, bindings)
             if self._pending is None:
                 self._idle.set()
 
-    def _analyse(self, frame: stream_pb2.ActorFrame, bindings: dict[str, Binding]) -> Analysis:
+    def _analyse(self, frame: Frame, bindings: dict[str, Binding]) -> Analysis:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         image = decode_frame(frame)
@@ -176,7 +201,7 @@ class ActorPipeline:
             timings["animate"] = _ms_since(started)
         return Analysis(face, raw, timings)
 
-    def _publish(self, frame: stream_pb2.ActorFrame, analysis: Analysis, bindings: dict[str, Binding]) -> None:
+    def _publish(self, frame: Frame, analysis: Analysis, bindings: dict[str, Binding]) -> None:
         started = time.perf_counter()
         time_s = frame.capture_time_us / 1e6 if frame.capture_time_us else time.monotonic()
         dt_s = time_s - self._last_time_s if self._last_time_s else 0.0
@@ -214,8 +239,10 @@ class ActorPipeline:
         self._stats.stages["publish"].add(_ms_since(started))
 
 
-def decode_frame(frame: stream_pb2.ActorFrame) -> np.ndarray:
+def decode_frame(frame: Frame) -> np.ndarray:
     """An actor frame -> (H, W, 3) uint8 RGB, or BadFrame naming the problem."""
+    if not isinstance(frame, stream_pb2.ActorFrame):
+        return frame.decode()
     if frame.format == stream_pb2.IMAGE_FORMAT_RGB24:
         width, height = frame.width, frame.height
         if not width or not height or width * height > MAX_FRAME_PIXELS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class FreeAvatarServer:
         self._streams: StreamService | None = None
         self._metrics: Any = None  # the Prometheus HTTP server, when configured
         self.metrics_port = 0
+        self._http: Any = None  # WHIP/WHEP and the page, when configured
+        self.http_port = 0
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
 
@@ -67,9 +70,8 @@ class FreeAvatarServer:
             )
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
-        self._streams = StreamService(
-            self._store, models, SessionRegistry(require_tokens=bool(keys)), config.pipeline_workers
-        )
+        sessions = SessionRegistry(require_tokens=bool(keys))
+        self._streams = StreamService(self._store, models, sessions, config.pipeline_workers)
         self._jobs = JobManager(
             self._store,
             config.data_dir,
@@ -106,6 +108,13 @@ class FreeAvatarServer:
         except RuntimeError as error:  # grpc's way of saying the address is taken or invalid
             self._store.close()
             raise ConfigError(f"cannot listen on {address}: {error}") from None
+        if config.http_port is not None:
+            try:
+                self._http, self.http_port = await self._start_http(sessions, keys)
+            except ConfigError:
+                await server.stop(None)  # frees the gRPC port it has bound
+                self._store.close()
+                raise
         if config.builtin_avatars:  # a server meant to stream at once: its first frame is not slow
             await asyncio.to_thread(models.warm_up)
         await server.start()
@@ -130,6 +139,9 @@ class FreeAvatarServer:
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics = None
+        if self._http is not None:  # ends every WebRTC peer, before the streams they feed
+            await self._http.stop()
+            self._http = None
         if self._streams is not None:  # ends every stream with a clear reason
             await self._streams.close()
             self._streams = None
@@ -139,6 +151,26 @@ class FreeAvatarServer:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    async def _start_http(self, sessions: SessionRegistry, keys: frozenset[str]) -> tuple[Any, int]:
+        from freeavatar_server.webrtc.http import HttpServer  # aiohttp and aiortc load only if used
+        from freeavatar_server.webrtc.peers import WebRtcService
+
+        config = self.config
+        assert self._streams is not None and self._store is not None
+        webrtc = WebRtcService(self._streams, sessions, self._store, config.ice_hosts, config.peer_timeout_s)
+        tls = None
+        if config.tls_cert and config.tls_key:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
+        http = HttpServer(webrtc, keys, config.host, config.http_port or 0, tls)
+        try:
+            port = await http.start()
+        except OSError as error:
+            raise ConfigError(str(error)) from None
+        scheme = "https" if tls else "http"
+        log.info("WebRTC (WHIP, WHEP) and the page on %s://%s:%d/", scheme, config.host, port)
+        return http, port
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
 
@@ -30,6 +31,7 @@ from freeavatar_server.outputs import (
 from freeavatar_server.pipeline import ActorPipeline, BadFrame, PipelineStats
 from freeavatar_server.rig_stream import RigSubscription
 from freeavatar_server.sessions import (
+    Actor,
     ActorNotFound,
     BadBinding,
     BadSessionToken,
@@ -67,6 +69,16 @@ register_status(ActorBusy, grpc.StatusCode.FAILED_PRECONDITION)
 SUBSCRIBER_BUFFER = 8  # frames per subscriber before the oldest go
 
 
+@dataclass(eq=False)
+class ActorStream:
+    """One actor's live input being animated, from an animate call or a WebRTC peer."""
+
+    session: Session
+    actor: Actor
+    pipeline: ActorPipeline
+    ended: asyncio.Future[str]  # set to the reason when the stream ends, whoever ends it
+
+
 class StreamService(stream_pb2_grpc.StreamServiceServicer):
     def __init__(self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2) -> None:
         self._store = store
@@ -74,8 +86,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self._sessions = sessions
         self.stats = PipelineStats()
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pipeline")
-        self._pipelines: dict[str, ActorPipeline] = {}
-        self._animate_streams: dict[str, RigSubscription] = {}
+        self._actor_streams: dict[str, ActorStream] = {}  # by actor id
         self._outputs = OutputManager(sessions, self.stats)
 
     async def close(self) -> None:
@@ -121,24 +132,24 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
     @grpc_errors
     async def JoinSession(self, request: stream_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Actor:
         session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
-        bindings = await self._bindings(request.bindings)
+        bindings = await self.bindings(request.bindings)
         return session.join(request.actor_name, bindings).to_proto()
 
     @grpc_errors
     async def RebindActor(self, request: stream_pb2.RebindActorRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Actor:
         actor = self._sessions.get(require_id(request.session_id, "session_id")).actor(request.actor_id)
-        actor.bindings = await self._bindings(request.bindings)  # the pipeline reads it per frame
+        actor.bindings = await self.bindings(request.bindings)  # the pipeline reads it per frame
         return actor.to_proto()
 
     @grpc_errors
     async def LeaveSession(self, request: stream_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.LeaveSessionResponse:
         self._sessions.get(require_id(request.session_id, "session_id")).leave(request.actor_id)
-        stream = self._animate_streams.get(request.actor_id)
+        stream = self._actor_streams.get(request.actor_id)
         if stream is not None:
-            stream.close("the actor left the session")
+            self.end_actor(stream, "the actor left the session")
         return stream_pb2.LeaveSessionResponse()
 
-    async def _bindings(self, messages: list[stream_pb2.AvatarBinding]) -> dict[str, Binding]:
+    async def bindings(self, messages: list[stream_pb2.AvatarBinding]) -> dict[str, Binding]:
         bindings: dict[str, Binding] = {}
         for message in messages:
             avatar_id = require_id(message.avatar_id, "binding avatar_id")
@@ -148,6 +159,43 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             await self._models.ensure(avatar_id)
             bindings[avatar_id] = Binding.resolve(message, avatar.spec)
         return bindings
+
+    # Actor streams: an actor's live input (an animate call or a WebRTC peer) and its pipeline
+
+    async def warm_up(self) -> None:
+        """Load the models a stream needs; FAILED_PRECONDITION (EncoderMissing) without an encoder."""
+        await asyncio.to_thread(self._models.warm_up)
+
+    def start_actor(self, session: Session, actor: Actor) -> ActorStream:
+        """Run the actor's pipeline until `end_actor`; one stream per actor at a time."""
+        if actor.streaming:
+            raise ActorBusy(actor.id)
+        pipeline = ActorPipeline(session, actor, self._models, self.stats, self._executor)
+        stream = ActorStream(session, actor, pipeline, asyncio.get_running_loop().create_future())
+        pipeline.failed.add_done_callback(lambda _: self.end_actor(stream, "a frame could not be read"))
+        actor.streaming = True
+        self._actor_streams[actor.id] = stream
+        pipeline.start()
+        return stream
+
+    def end_actor(self, stream: ActorStream, reason: str) -> None:
+        """Idempotent: stop the pipeline (await `stream.pipeline.stop()` to be sure it is done),
+        tell the stream's owner why through `stream.ended`, close a private session."""
+        if self._actor_streams.get(stream.actor.id) is not stream:
+            return
+        del self._actor_streams[stream.actor.id]
+        stream.pipeline.cancel()
+        stream.actor.streaming = False
+        stream.ended.set_result(reason)
+        if stream.session.private:
+            with contextlib.suppress(SessionNotFound):  # the server may have closed it
+                self._sessions.close(stream.session.id, f"the actor's stream ended: {reason}")
+
+    def retire(self, session: Session, subscription: RigSubscription) -> None:
+        """Idempotent: unsubscribe, keeping the subscription's drop count in the stats."""
+        if subscription in session.subscriptions:
+            session.unsubscribe(subscription)
+            self.stats.retired_subscriber_drops += subscription.dropped
 
     # Streams
 
@@ -159,33 +207,20 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         first = await anext(incoming, None)
         if first is None or first.WhichOneof("kind") != "start":
             raise BadRequest("an animate call must open with AnimateStart")
-        await asyncio.to_thread(self._models.warm_up)  # FAILED_PRECONDITION if no encoder
-        session, actor_id = await self._animate_target(first.start)
-        actor = session.actor(actor_id)
-        if actor.streaming:
-            raise ActorBusy(actor.id)
-        pipeline = ActorPipeline(session, actor, self._models, self.stats, self._executor)
-        stream = session.subscribe(capacity=SUBSCRIBER_BUFFER, actor_id=actor.id)
-        pipeline.failed.add_done_callback(lambda _: stream.close("a frame could not be read"))
-        actor.streaming = True
-        self._pipelines[actor.id], self._animate_streams[actor.id] = pipeline, stream
-        pipeline.start()
-        reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor.id[:8]}")
+        await self.warm_up()
+        session, actor_id = await self.animate_target(first.start)
+        actor_stream = self.start_actor(session, session.actor(actor_id))
+        pipeline = actor_stream.pipeline
+        stream = session.subscribe(capacity=SUBSCRIBER_BUFFER, actor_id=actor_id)
+        actor_stream.ended.add_done_callback(lambda ended: stream.close(ended.result()))
+        reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor_id[:8]}")
 
         def release(_: object = None) -> None:
             """Idempotent. Runs when the generator ends and when the RPC does: a client that
             vanishes may leave this generator suspended until it is garbage-collected."""
-            if self._pipelines.get(actor.id) is not pipeline:
-                return
             reader.cancel()
-            pipeline.cancel()
-            session.unsubscribe(stream)
-            self.stats.retired_subscriber_drops += stream.dropped
-            actor.streaming = False
-            del self._pipelines[actor.id], self._animate_streams[actor.id]
-            if session.private:
-                with contextlib.suppress(SessionNotFound):  # the server may have closed it
-                    self._sessions.close(session.id, "the animate call ended")
+            self.retire(session, stream)
+            self.end_actor(actor_stream, "the animate call ended")
 
         context.add_done_callback(release)
         try:
@@ -199,13 +234,13 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             release()
             await asyncio.gather(reader, pipeline.task, return_exceptions=True)
 
-    async def _animate_target(self, start: stream_pb2.AnimateStart) -> tuple[Session, str]:
+    async def animate_target(self, start: stream_pb2.AnimateStart) -> tuple[Session, str]:
         if start.session_id:
             session = self._sessions.enter(start.session_id, start.session_token)
             return session, session.actor(require_id(start.actor_id, "actor_id")).id
         if not start.avatar_ids:
             raise BadRequest("AnimateStart needs a session_id and actor_id, or avatar_ids")
-        bindings = await self._bindings([stream_pb2.AvatarBinding(avatar_id=a) for a in start.avatar_ids])
+        bindings = await self.bindings([stream_pb2.AvatarBinding(avatar_id=a) for a in start.avatar_ids])
         session = self._sessions.create("animate", private=True)
         return session, session.join("actor", bindings).id
 
@@ -236,12 +271,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
         stream = session.subscribe(frozenset(request.avatar_ids), SUBSCRIBER_BUFFER)
 
-        def release(_: object = None) -> None:  # idempotent; see Animate
-            if stream in session.subscriptions:
-                session.unsubscribe(stream)
-                self.stats.retired_subscriber_drops += stream.dropped
-
-        context.add_done_callback(release)
+        context.add_done_callback(lambda _: self.retire(session, stream))  # see Animate's release
         try:
             # Headers now, not with the first frame: a client learns at once that it is
             # subscribed (engines show it), even while the session has no frames to send.
@@ -249,7 +279,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             async for message in stream:
                 yield message
         finally:
-            release()
+            self.retire(session, stream)
 
     # Engine outputs
 
