@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=150.0)
     parser.add_argument("--what", default="renderers,actors")
     parser.add_argument("--size", type=int, default=96, help="actor crop size: the encoder's input size")
+    parser.add_argument("--avatars", default=",".join(BUILTIN_AVATARS), help="whose renderers to train")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,8 @@ def main() -> None:
                  clip_images=clips.images, clip_aus=clips.action_units)
         print("actors done", flush=True)
     if "renderers" in args.what:
-        for name, avatar in BUILTIN_AVATARS.items():
+        for name in args.avatars.split(","):
+            avatar = BUILTIN_AVATARS[name]
             config = RendererTrainConfig(time_budget_s=args.budget, steps=100000)
             rigs = propose_rig_vectors(avatar.spec, args.samples, seed=0)
             fit = fit_renderer(avatar.spec, rigs, render_in_batches(avatar, rigs, 64), config)

@@ -60,3 +60,31 @@ def test_stream_renders_ahead_in_step_order():
         with pytest.raises(ValueError, match="at step 3"):
             stream.get(4)
         assert np.array_equal(stream.get(3)[1], D.render_stream_batch(spec, 3)[1])
+
+
+def test_stream_renderer_exits_when_its_trainer_is_killed(tmp_path):
+    # A trainer SIGKILLed (or os._exit) runs no clean-up; its renderer must not live on.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os\n"
+        "from freeavatar_server.encoder import data as D\n"
+        "s = D.SyntheticStream(D.StreamSpec(size=16, n_expressions=2), ahead=1)\n"
+        "s.get(0)\n"
+        "print(s._process.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    child = int(out.stdout.strip())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(child, 9)
+    raise AssertionError("the renderer outlived its trainer")

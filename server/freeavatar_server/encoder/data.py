@@ -14,6 +14,7 @@ Real data (a folder for MAE, an FEC CSV for triplets) goes through the same trai
 from __future__ import annotations
 
 import csv
+import queue as queues
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,12 +313,23 @@ def render_stream_batch(spec: StreamSpec, step: int) -> tuple[np.ndarray, np.nda
 
 
 def _render_ahead(spec: StreamSpec, start: int, queue) -> None:  # runs in the child process
+    import multiprocessing as mp
+
     import torch
 
     torch.set_num_threads(1)  # the painter is many small ops: threads only add overhead
+    parent = mp.parent_process()
     step = start
     while True:
-        queue.put((step, render_stream_batch(spec, step)))
+        batch = (step, render_stream_batch(spec, step))
+        while True:
+            try:
+                queue.put(batch, timeout=1.0)
+                break
+            except queues.Full:
+                # a trainer killed without clean-up never stops us: go when it is gone
+                if parent is not None and not parent.is_alive():
+                    return
         step += 1
 
 
@@ -340,9 +352,9 @@ class SyntheticStream:
             raise ValueError(f"stream is at step {self._next}, asked for step {step}")
         while True:
             try:
-                got, batch = self._queue.get(timeout=5)
+                _, batch = self._queue.get(timeout=5)
                 break
-            except Exception as exc:  # queue.Empty: check the renderer is still alive
+            except queues.Empty as exc:  # slow, or dead? a dead renderer would hang us forever
                 if not self._process.is_alive():
                     raise RuntimeError(f"the synthetic renderer exited with code {self._process.exitcode}") from exc
         self._next += 1

@@ -1,8 +1,9 @@
 """The expression foundation model: a small ViT encoder, its masked-autoencoder decoder for
 pretraining, and the 16-d L2-normalised expression head (FreeAvatar / FECNet style).
 
-Sized for the inference budget (<= 3 ms per face on one CPU thread in ONNX Runtime): 64 px
-input, 8 px patches (64 tokens), width 128-192, 4-6 blocks. Attention is written out by hand
+Sized for the inference budget (<= 3 ms per face on one CPU thread in ONNX Runtime) and for
+training on a CPU: 96 px input (mouth corners and lids need more than 64 px), a BatchNorm conv
+stem down to 16 px tokens (6x6 = 36), width 128, 4 blocks. Attention is written out by hand
 (no fused kernels) so the ONNX graph is plain MatMul/Softmax that every runtime handles.
 """
 
