@@ -43,7 +43,7 @@ def test_onnx_matches_torch(estimator: HeadPoseEstimator, held_out_crops) -> Non
 
 
 # Held-out mean absolute error bounds, degrees. Predicting 0 scores about 15 / 10 / 10.
-BOUNDS = {"yaw": 6.0, "pitch": 5.0, "roll": 4.0}
+BOUNDS = {"yaw": 4.0, "pitch": 4.0, "roll": 3.0}
 
 
 @pytest.mark.parametrize("kind", ["faces", "frames"])
@@ -111,8 +111,10 @@ async def test_streamed_head_pose_follows_a_turning_head(live) -> None:
 
     seen, expected = pose[face & present], truth[index[face & present]]
     error = np.abs(seen - expected).mean(0)
+    # measured 0.98 / 0.95 / 0.97 and 3.2 / 2.3 / 2.0 degrees (the smoothing's lag included);
+    # a head held still (0, 0, 0) has no correlation and errors of 16 / 7.7 / 7.6 degrees
     for k, axis in enumerate(AXES):
-        assert np.corrcoef(seen[:, k], expected[:, k])[0, 1] > 0.8, (axis, error)
-    assert error[0] < 6.0 and error[1] < 6.0 and error[2] < 6.0, error
+        assert np.corrcoef(seen[:, k], expected[:, k])[0, 1] > 0.85, (axis, error)
+    assert (error < np.array([6.0, 4.5, 4.5])).all(), error
     # no face: the head eases back to facing the camera instead of freezing
     assert np.abs(pose[~face][-1]).max() < 2.0

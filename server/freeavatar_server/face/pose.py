@@ -83,6 +83,8 @@ class HeadPoseNet(nn.Module):
 
     def __init__(self, config: PoseConfig) -> None:
         super().__init__()
+        # decided here, not per call, so the exported graph has no data-dependent branch
+        self.resize = config.crop_input != config.net_input
         self.net_input = config.net_input
         layers, cin = [], 3
         first_refined = len(config.widths) - config.refined_stages
@@ -99,7 +101,7 @@ class HeadPoseNet(nn.Module):
 
     def normalised(self, x: torch.Tensor) -> torch.Tensor:
         """Pose in units of the pose range (what the loss sees)."""
-        if x.shape[-1] != self.net_input:
+        if self.resize:
             x = F.interpolate(x, size=(self.net_input, self.net_input), mode="bilinear",
                               align_corners=False, antialias=False)  # fmt: skip
         return self.head(self.body(x))
