@@ -1,12 +1,15 @@
 """Head pose: error and speed of the shipped model, on crops and through the tracker.
 
-    python benchmarks/head_pose.py [--faces 1024] [--frames 512] [--clip-seconds 6] [--json]
+    python benchmarks/head_pose.py [--faces 1024] [--frames 512] [--clip-seconds 6]
+                                   [--live-seconds 10] [--json]
 
 One thread everywhere (torch for the synthetic renderer, ONNX Runtime, OpenCV), as the
 streaming server runs it. Held-out crops use identities >= 1,000,000 and seeds no training
 shard uses. The clip is a 640x480 `make_trajectory` take (wandering head, talking, blinks, a
 drifting face) run through FaceTracker + crop_face + the model, as the pipeline runs it, before
-any smoothing. Prints one JSON object. Results: docs/results.md.
+any smoothing. `--live-seconds` streams the demo clip through a server process (one actor, the
+three built-in avatars, 30 fps) and reports its per-stage timings, the `pose` stage among them
+(0 skips it). Prints one JSON object. Results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -86,6 +89,39 @@ def bench_astronaut(estimator) -> dict:
     return out
 
 
+def bench_live_stages(seconds: float) -> dict:
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from freeavatar import AsyncClient
+    from freeavatar_server.bench import BUILTIN, ServerProcess, clip_frames, run_load
+    from freeavatar_server.media import encode_jpeg
+
+    async def run() -> dict:
+        jpegs = [encode_jpeg(f) for f in clip_frames(2.0, 30.0)]
+        with tempfile.TemporaryDirectory() as data_dir:
+            server = ServerProcess(Path(data_dir))
+            try:
+                address = f"127.0.0.1:{server.port}"
+                async with AsyncClient(address) as client:
+                    await client.wait_ready(60)
+                    for _ in range(100):  # the server registers the built-ins as it starts
+                        ids = [a.id for a in await client.list_avatars()]
+                        if len(ids) == len(BUILTIN):
+                            break
+                        await asyncio.sleep(0.1)
+                load = await run_load(address, jpegs, 1, ids, 30.0, seconds)
+                async with AsyncClient(address) as client:
+                    stats = await client.get_stats()
+            finally:
+                server.stop()
+        stages = {s.name: {"p50_ms": round(s.p50_ms, 3), "p99_ms": round(s.p99_ms, 3)} for s in stats.stages}
+        return {"latency_ms": load.latency_ms, "stages": stages}  # fmt: skip
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     import cv2
     import torch
@@ -97,6 +133,7 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=1024)
     ap.add_argument("--frames", type=int, default=512)
     ap.add_argument("--clip-seconds", type=float, default=6.0)
+    ap.add_argument("--live-seconds", type=float, default=10.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -123,6 +160,8 @@ def main() -> None:
         "astronaut": bench_astronaut(estimator),
         "estimate_one_crop": timings(ms),
     }  # fmt: skip
+    if args.live_seconds > 0:
+        result["live_server"] = bench_live_stages(args.live_seconds)
     print(json.dumps(result, indent=None if args.json else 2))
 
 
