@@ -18,8 +18,8 @@ These are not the right-hand-rule rotations of any camera frame one would pick b
 ARKit's / OpenGL's (x to the image right, y up, z towards the camera) +yaw is a right-handed
 turn about y, but +pitch and +roll are left-handed turns about x and z. The three are
 right-handed only in the frame (actor's right, up, actor's back). So the proto documents the
-convention by what the image shows, and the engine outputs (outputs/vmc.py, livelink.py)
-convert from it.
+convention by what the image shows; the engine outputs start from it (outputs/vmc.py turns it
+into a Unity rotation, outputs/livelink.py sends it in radians as it is).
 
     estimator = HeadPoseEstimator()                 # shipped model, one thread
     yaw, pitch, roll = estimator.estimate(crop[None])[0]
