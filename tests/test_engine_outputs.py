@@ -153,6 +153,7 @@ async def test_live_link_face_packets_decode_as_the_rig_frames(live, clip) -> No
 
     packets = [decode_live_link(data) for _, data in unreal.received]
     assert len(clip) >= len(packets) >= len(frames) // 2  # one per source frame at most
+    heads = []
     for packet in packets:
         assert packet._version == 6 and packet.name == "human_arkit"
         assert uuid.UUID(packet.uuid[1:])  # a 36-character device id ('$' is its length, 36)
@@ -166,7 +167,11 @@ async def test_live_link_face_packets_decode_as_the_rig_frames(live, clip) -> No
         ]
         values = np.array(packet._blend_shapes, np.float32)
         np.testing.assert_array_equal(values[:52], arkit_values(frame))
-        np.testing.assert_array_equal(values[52:], 0.0)  # head pose 0: the pipeline sends none
+        pose = frame.head_pose  # degrees in the frame, radians on the wire; eyes not tracked
+        np.testing.assert_allclose(values[52:55], np.radians(pose).astype(np.float32), atol=1e-6)
+        np.testing.assert_array_equal(values[55:], 0.0)
+        heads.append(values[52:55])
+    assert np.abs(np.degrees(heads)).max() > 1.0  # the pipeline estimates the head pose
     outputs = (await client.get_session(session.id)).outputs
     assert outputs[0].packets_sent == len(packets) and outputs[0].send_errors == 0
 
@@ -225,10 +230,17 @@ async def test_vmc_frames_reach_a_python_osc_server(live, clip) -> None:
             assert set(addresses[2:-2]) == {"/VMC/Ext/Blend/Val"}
             assert addresses[-2:] == ["/VMC/Ext/Blend/Apply", "/VMC/Ext/OK"]
             head = messages[1][1]
-            assert head[0] == "Head" and head[1:] == pytest.approx((0, 0, 0, 0, 0, 0, 1))
+            assert head[0] == "Head" and head[1:4] == pytest.approx((0, 0, 0))
+            # the rotation is one of the sent frames' head poses (the actor's, for every avatar)
+            assert any(
+                head[4:] == pytest.approx(vmc.head_quaternion(*f.head_pose), abs=1e-6)
+                for f in by_avatar[name]
+            )
             assert messages[-1][1][:3] == (1, 3, 0) and messages[-1][1][3] in (0, 1)
         times = [messages[0][1][0] for messages in received]
         assert times == sorted(times)
+        # the head turns: some rotation is more than a degree away from the identity
+        assert min(abs(messages[1][1][7]) for messages in received) < math.cos(math.radians(0.5))
 
     def blends(messages) -> dict[str, float]:
         return {args[0]: args[1] for address, args in messages if address == "/VMC/Ext/Blend/Val"}

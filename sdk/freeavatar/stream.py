@@ -33,7 +33,8 @@ class RigFrame:
     values: np.ndarray  # float32, in rig-spec order
     face_present: bool
     confidence: float
-    head_pose: tuple[float, float, float]  # yaw, pitch, roll in degrees
+    # yaw, pitch, roll in degrees: +yaw towards the image right, +pitch up, +roll clockwise
+    head_pose: tuple[float, float, float]
     controls: AvatarControls | None = None
 
     def as_dict(self) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""The models the live pipeline runs: the expression encoder, and each avatar's active animator.
+"""The models the live pipeline runs: the face localiser, the head-pose model, the expression
+encoder, and each avatar's active animator.
 
 A newly published or activated animator version is loaded beside the old one and swapped in
 with one dict assignment, so streams pick it up on their next frame and never stop.
@@ -58,6 +59,7 @@ class LiveModels:
         self._threads = threads
         self._encoder: Encoder | None = None
         self._face_localiser: Any = None
+        self._head_pose: Any = None
         self._animators: dict[str, LoadedAnimator] = {}
 
     def encoder(self) -> Encoder:
@@ -70,11 +72,13 @@ class LiveModels:
         return self._encoder
 
     def warm_up(self) -> None:
-        """Load the encoder and face localiser and run each once (ONNX Runtime optimises the
-        graph on its first run), so a stream's first frames are not the slow ones."""
+        """Load the encoder, face localiser and head-pose model and run each once (ONNX Runtime
+        optimises the graph on its first run), so a stream's first frames are not the slow ones."""
         encoder = self.encoder()
         encoder.embed_batch(np.zeros((1, encoder.size, encoder.size, 3), np.uint8))
         self.face_localiser().detect(np.zeros((480, 640, 3), np.uint8))
+        pose = self.head_pose()
+        pose.estimate(np.zeros((1, pose.size, pose.size, 3), np.uint8))
 
     def face_localiser(self) -> Any:  # a FaceLocaliser: stateless, shared by every tracker
         if self._face_localiser is None:
@@ -87,6 +91,13 @@ class LiveModels:
 
             self._face_localiser = FaceLocaliser(threads=self._threads)
         return self._face_localiser
+
+    def head_pose(self) -> Any:  # a HeadPoseEstimator: stateless, shared by every actor
+        if self._head_pose is None:
+            from freeavatar_server.face.pose import HeadPoseEstimator
+
+            self._head_pose = HeadPoseEstimator(threads=self._threads)
+        return self._head_pose
 
     def animate(self, avatar_id: str, embeddings: np.ndarray) -> np.ndarray | None:
         """(B, 16) embeddings -> (B, controls) with the avatar's live animator; None if it has

@@ -1,5 +1,5 @@
-"""One actor's live pipeline: decode -> find the face -> encode -> animate every bound avatar ->
-calibrate, smooth, adjust -> publish rig frames to the session.
+"""One actor's live pipeline: decode -> find the face -> estimate its head pose -> encode ->
+animate every bound avatar -> calibrate, smooth, adjust -> publish rig frames to the session.
 
 Latest frame wins: `submit` replaces a frame still waiting, so a slow stage drops stale frames
 (counted) instead of queueing them. The heavy steps run on a thread pool (ONNX Runtime, OpenCV
@@ -28,7 +28,7 @@ from freeavatar_server.store import now_us
 if TYPE_CHECKING:
     from freeavatar_server.face import FaceObservation
 
-STAGES = ("decode", "detect", "encode", "animate", "publish")
+STAGES = ("decode", "detect", "pose", "encode", "animate", "publish")
 MAX_FRAME_PIXELS = 4096 * 2160
 
 
@@ -88,6 +88,7 @@ class Analysis:
     """What the thread-pool half of the pipeline found in one frame."""
 
     face: FaceObservation | None
+    head_pose: np.ndarray | None  # (3,) yaw, pitch, roll degrees, before smoothing
     raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
     timings_ms: dict[str, float]
 
@@ -100,6 +101,30 @@ class AvatarTrack:
     calibration: NeutralCalibration
     values: np.ndarray
     sequence: int = 0
+
+
+@dataclass
+class HeadPoseTrack:
+    """The actor's head pose (one per actor, shared by every avatar), smoothed like controls.
+
+    The One Euro filter's `beta` is per unit of speed: pose moves in degrees where controls
+    move in 0..1 ranges, so beta is the controls' 0.5 scaled down by 20 degrees (about one
+    axis' range). Swept on two 6 s tracked clips (min cutoff 1-3 Hz, beta 0.0125-0.1), this cuts
+    the frame-to-frame jitter of the raw estimate about 4x and lags a natural head turn by less
+    than its error: mean abs error 0.98 / 1.6 / 0.78 degrees smoothed, 0.75 / 1.47 / 0.69 raw.
+    """
+
+    smoothing: OneEuroFilter = field(default_factory=lambda: OneEuroFilter(beta=0.5 / 20))
+    degrees: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+
+    def update(self, raw: np.ndarray | None, time_s: float, dt_s: float) -> rig_pb2.HeadPose:
+        if raw is not None:
+            self.degrees = self.smoothing(raw, time_s)
+        else:  # no face: the head settles to facing the camera rather than freezing
+            self.degrees = ease_towards(self.degrees, np.zeros(3, np.float32), dt_s)
+            self.smoothing.reset()
+        yaw, pitch, roll = (float(v) for v in self.degrees)
+        return rig_pb2.HeadPose(yaw=yaw, pitch=pitch, roll=roll)
 
 
 class ActorPipeline:
@@ -115,6 +140,7 @@ class ActorPipeline:
 
         self._tracker = FaceTracker(models.face_localiser())
         self._tracks: dict[str, AvatarTrack] = {}
+        self._head_pose = HeadPoseTrack()
         self._pending: Frame | None = None
         self._frame_index = 0
         self._pending_index = 0
@@ -188,18 +214,26 @@ class ActorPipeline:
         face = self._tracker.update(image, frame.capture_time_us / 1e6 or None)
         timings["detect"], started = _ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}
+        head_pose = None
         if face is not None:
             from freeavatar_server.face import crop_face
 
-            encoder = self._models.encoder()
-            embedding = encoder.embed_batch(crop_face(image, face.box, encoder.size)[None])
-            timings["encode"], started = _ms_since(started), time.perf_counter()
+            encoder, pose = self._models.encoder(), self._models.head_pose()
+            crop = crop_face(image, face.box, encoder.size)
+            # the pose model takes the encoder's crop (both 96 px); cut its own if they differ
+            pose_crop = crop if pose.size == encoder.size else crop_face(image, face.box, pose.size)
+            pose_started = time.perf_counter()
+            head_pose = pose.estimate(pose_crop[None])[0]
+            timings["pose"] = _ms_since(pose_started)
+            embedding = encoder.embed_batch(crop[None])
+            timings["encode"] = _ms_since(started) - timings["pose"]  # the crop and the encoder
+            started = time.perf_counter()
             for avatar_id in bindings:
                 rig = self._models.animate(avatar_id, embedding)
                 if rig is not None:
                     raw[avatar_id] = rig[0]
             timings["animate"] = _ms_since(started)
-        return Analysis(face, raw, timings)
+        return Analysis(face, head_pose, raw, timings)
 
     def _publish(self, frame: Frame, analysis: Analysis, bindings: dict[str, Binding]) -> None:
         started = time.perf_counter()
@@ -207,6 +241,7 @@ class ActorPipeline:
         dt_s = time_s - self._last_time_s if self._last_time_s else 0.0
         self._last_time_s = time_s
         face = analysis.face
+        head_pose = self._head_pose.update(analysis.head_pose, time_s, dt_s)
         for avatar_id, binding in bindings.items():
             track = self._tracks.get(avatar_id)
             if track is None:
@@ -231,6 +266,7 @@ class ActorPipeline:
                 values=binding.adjust(track.values).tolist(),
                 face_present=raw is not None,
                 confidence=face.confidence if face is not None and raw is not None else 0.0,
+                head_pose=head_pose,
             )
             self.session.publish(binding, rig_frame)
             self._stats.frames_out += 1
