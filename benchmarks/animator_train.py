@@ -116,6 +116,8 @@ def main() -> None:
     p.add_argument("--add-steps", type=int, default=400, help="steps for the added avatar")
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--centered", action="store_true")
+    p.add_argument("--sparsity", type=float, default=AnimatorTrainConfig.sparsity_weight,
+                   help="weight of the L1 pull towards the default pose")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = args.out or args.work / "models"
@@ -130,7 +132,8 @@ def main() -> None:
     encoder = load_frozen_encoder(enc_path)
     size = encoder.cfg.img_size
     heldout = build_heldout(encoder)
-    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centered=args.centered)
+    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centered=args.centered,
+                               sparsity_weight=args.sparsity)
     report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
 
     def log(fraction: float, metrics: dict[str, float]) -> None:

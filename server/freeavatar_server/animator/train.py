@@ -46,7 +46,7 @@ class AnimatorTrainConfig:
     learning_rate: float = 3e-3
     time_budget_s: float = 540.0  # the schedule ends at whichever comes first: steps or budget
     seed: int = 0
-    sparsity_weight: float = 0.02
+    sparsity_weight: float = 1.0  # with a real encoder, 0.02-0.3 let the animator chase renderer artefacts (docs/results.md)
     plausible_weight: float = 1e-3
     smooth_weight: float = 1.0
     keyframe_weight: float = 1.0
