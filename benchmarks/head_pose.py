@@ -95,7 +95,7 @@ def bench_live_stages(seconds: float) -> dict:
     from pathlib import Path
 
     from freeavatar import AsyncClient
-    from freeavatar_server.bench import BUILTIN, ServerProcess, clip_frames, run_load
+    from freeavatar_server.bench import ServerProcess, builtin_avatar_ids, clip_frames, run_load
     from freeavatar_server.media import encode_jpeg
 
     async def run() -> dict:
@@ -105,12 +105,7 @@ def bench_live_stages(seconds: float) -> dict:
             try:
                 address = f"127.0.0.1:{server.port}"
                 async with AsyncClient(address) as client:
-                    await client.wait_ready(60)
-                    for _ in range(100):  # the server registers the built-ins as it starts
-                        ids = [a.id for a in await client.list_avatars()]
-                        if len(ids) == len(BUILTIN):
-                            break
-                        await asyncio.sleep(0.1)
+                    ids = await builtin_avatar_ids(client)
                 load = await run_load(address, jpegs, 1, ids, 30.0, seconds)
                 async with AsyncClient(address) as client:
                     stats = await client.get_stats()

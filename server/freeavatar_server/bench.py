@@ -73,6 +73,17 @@ class ServerProcess:
             self.process.kill()
 
 
+async def builtin_avatar_ids(client: AsyncClient) -> list[str]:
+    """The built-in avatars' ids, once a just-started server is up and has registered them."""
+    await client.wait_ready(60)
+    for _ in range(100):  # the server registers the built-ins as it starts
+        ids = [a.id for a in await client.list_avatars()]
+        if len(ids) == len(BUILTIN):
+            return ids
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the server registered {len(ids)} of the {len(BUILTIN)} built-in avatars")
+
+
 async def drive_actor(client: AsyncClient, jpegs: list[bytes], avatar_ids: list[str], fps: float, seconds: float) -> ActorRun:
     n = int(seconds * fps)
 
@@ -171,12 +182,7 @@ async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int
         try:
             address = f"127.0.0.1:{server.port}"
             async with AsyncClient(address) as client:
-                await client.wait_ready(60)
-                for _ in range(100):  # the server registers the built-ins as it starts
-                    ids = [a.id for a in await client.list_avatars()]
-                    if len(ids) == len(BUILTIN):
-                        break
-                    await asyncio.sleep(0.1)
+                ids = await builtin_avatar_ids(client)
                 stats_before = await client.get_stats()
             single = await run_load(address, jpegs, 1, ids[:1], fps, seconds)
             webrtc = await webrtc_latency(f"http://127.0.0.1:{server.http_port}", vp8, ids[0], fps, seconds)
