@@ -110,7 +110,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None, help="models dir (default: <work>/models)")
-    p.add_argument("--part", choices=("shared", "per_avatar", "geometry", "keyframes"), required=True)
+    p.add_argument("--part", choices=("shared", "joint", "per_avatar", "geometry", "keyframes"), required=True,
+                   help="shared: two avatars, then the third added; joint: all three trained together")
     p.add_argument("--encoder", type=Path, default=None)
     p.add_argument("--steps", type=int, default=500, help="steps per avatar for the first avatars")
     p.add_argument("--add-steps", type=int, default=400, help="steps for the added avatar")
@@ -160,6 +161,18 @@ def main() -> None:
         save_animator(model, out / SHARED_FILE, {"joint_fit": fit.metrics, "add_fit": add.metrics, "encoder": ENCODER_FILE})
         report |= {"joint_fit": fit.metrics, "add_fit": add.metrics, "add_seconds": add_seconds,
                    "before_add": before, "after_add": after, "parameters": count_parameters(model)}
+    elif args.part == "joint":
+        actors = actor_data(args.work, encoder)
+        model = SharedAnimator(AnimatorConfig())
+        names = (*FIRST, ADDED)
+        for i, name in enumerate(names):
+            model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
+        fit = fit_animator(model, [target(args.work, n) for n in names], actors, encoder, size,
+                           replace(base, steps=args.steps), list(model.parameters()), log)
+        scores = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), names, heldout, encoder)
+        print("joint3", fit.metrics, scores, flush=True)
+        save_animator(model, out / "animator_joint.pt", {"fit": fit.metrics, "encoder": ENCODER_FILE})
+        report |= {"fit": fit.metrics, "heldout": scores, "parameters": count_parameters(model)}
     elif args.part in ("per_avatar", "geometry"):
         for kind in (args.part,):
             actors = actor_data(args.work, encoder, geometry=kind == "geometry")
