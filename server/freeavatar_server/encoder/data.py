@@ -36,8 +36,6 @@ class FacePool:
     images: np.ndarray  # (N, S, S, 3) uint8
     expressions: np.ndarray | None = None  # (N, n_au) float32, synthetic only
     identity_ids: np.ndarray | None = None  # (N,) int64, synthetic only
-    classes: np.ndarray | None = None  # (N,) expression class index, -1 = free mix; synthetic only
-    groups: np.ndarray | None = None  # (N,) scene group: same identity and nuisance within a group
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
