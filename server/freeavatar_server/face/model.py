@@ -109,24 +109,39 @@ def decode(output: np.ndarray, stride: int) -> list[Detection]:
     return out
 
 
-def save_localiser(model: FaceLocaliserNet, config: LocaliserConfig, path: Path) -> None:
-    """Torch checkpoint with the config inside (state dict + config JSON)."""
+def save_checkpoint(model: nn.Module, config, path: Path) -> None:
+    """The face package's torch checkpoint (localiser and head pose): the state dict with the
+    config JSON inside, so the file alone rebuilds the network."""
     torch.save({"config": config.to_json(), "state_dict": model.state_dict()}, path)
 
 
-def load_localiser(path: Path) -> tuple[FaceLocaliserNet, LocaliserConfig]:
+def load_checkpoint(path: Path, config_type, net_type):  # -> tuple[net, config]
+    """(network in eval mode, its config) from a `save_checkpoint` file."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = LocaliserConfig.from_json(ckpt["config"])
-    model = FaceLocaliserNet(config)
+    config = config_type.from_json(ckpt["config"])
+    model = net_type(config)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), config
+
+
+def write_onnx_config(path: Path, key: str, config) -> None:
+    """Put the config JSON into an exported graph's metadata, so the .onnx file alone is enough
+    to run it."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = key, config.to_json()
+    onnx.save(proto, str(path))
+
+
+def load_localiser(path: Path) -> tuple[FaceLocaliserNet, LocaliserConfig]:
+    return load_checkpoint(path, LocaliserConfig, FaceLocaliserNet)
 
 
 def export_onnx(model: FaceLocaliserNet, config: LocaliserConfig, path: Path) -> None:
     """ONNX with dynamic height/width (full frames and tracking windows share one graph) and the
     config JSON in the model's metadata, so the .onnx file alone is enough to run it."""
-    import onnx
-
     model = model.eval()
     w, h = config.full_input
     dummy = torch.zeros(1, 3, h, w)
@@ -136,7 +151,4 @@ def export_onnx(model: FaceLocaliserNet, config: LocaliserConfig, path: Path) ->
                       "maps": {0: "batch", 2: "rows", 3: "cols"}},
         opset_version=17, dynamo=False,
     )  # fmt: skip
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "freeavatar_face_config", config.to_json()
-    onnx.save(proto, str(path))
+    write_onnx_config(path, "freeavatar_face_config", config)

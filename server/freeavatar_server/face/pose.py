@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from freeavatar_server.face.model import preprocess
+from freeavatar_server.face.model import load_checkpoint, preprocess, write_onnx_config
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "head_pose.onnx"
 _META_KEY = "freeavatar_pose_config"
@@ -110,22 +110,12 @@ class HeadPoseNet(nn.Module):
         return self.normalised(x) * self.scale
 
 
-def save_pose_model(model: HeadPoseNet, config: PoseConfig, path: Path) -> None:
-    torch.save({"config": config.to_json(), "state_dict": model.state_dict()}, path)
-
-
 def load_pose_model(path: Path) -> tuple[HeadPoseNet, PoseConfig]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = PoseConfig.from_json(ckpt["config"])
-    model = HeadPoseNet(config)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), config
+    return load_checkpoint(path, PoseConfig, HeadPoseNet)
 
 
 def export_onnx(model: HeadPoseNet, config: PoseConfig, path: Path) -> None:
     """ONNX (dynamic batch, crop_input x crop_input input) with the config in its metadata."""
-    import onnx
-
     model = model.eval()
     dummy = torch.zeros(1, 3, config.crop_input, config.crop_input)
     torch.onnx.export(
@@ -133,10 +123,7 @@ def export_onnx(model: HeadPoseNet, config: PoseConfig, path: Path) -> None:
         dynamic_axes={"crop": {0: "batch"}, "pose_deg": {0: "batch"}},
         opset_version=17, dynamo=False,
     )  # fmt: skip
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = _META_KEY, config.to_json()
-    onnx.save(proto, str(path))
+    write_onnx_config(path, _META_KEY, config)
 
 
 class HeadPoseEstimator:

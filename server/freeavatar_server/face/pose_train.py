@@ -32,14 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from freeavatar_server.face.crop import crop_face
-from freeavatar_server.face.model import preprocess
+from freeavatar_server.face.model import preprocess, save_checkpoint
 from freeavatar_server.face.pose import (
     DEFAULT_MODEL,
     HeadPoseNet,
     PoseConfig,
     export_onnx,
     load_pose_model,
-    save_pose_model,
 )
 from freeavatar_server.synth.actors import render_faces, render_frames, sample_expressions
 
@@ -211,7 +210,7 @@ def fit(
             metrics = {"step": step + 1, "held_out_mae_deg": evaluate(model, held)}
             history.append(metrics)
             progress.console.print(json.dumps(metrics))
-            save_pose_model(model, net_cfg, out / "pose.pt")
+            save_checkpoint(model, net_cfg, out / "pose.pt")
     return model.eval(), history
 
 

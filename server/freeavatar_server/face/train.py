@@ -30,7 +30,7 @@ from freeavatar_server.face.model import (
     export_onnx,
     load_localiser,
     preprocess,
-    save_localiser,
+    save_checkpoint,
 )
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "face_localiser.onnx"
@@ -272,7 +272,7 @@ def fit(out: Path, cfg: TrainConfig, net_cfg: LocaliserConfig) -> Path:
             }
             history.append(metrics)
             print(json.dumps(metrics), flush=True)
-            save_localiser(model, net_cfg, out / "localiser.pt")
+            save_checkpoint(model, net_cfg, out / "localiser.pt")
             (out / "history.json").write_text(json.dumps(history, indent=2))
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     return out / "localiser.pt"
