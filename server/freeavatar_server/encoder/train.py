@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -348,58 +349,50 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
         if ck.get("done"):
             return history
     ddp = wrap_ddp(model, d)
-    stream = D.SyntheticStream(spec.stream, start) if spec.stream is not None else None
-    try:
-        _loop(cfg, spec, d, ddp, model, opt, start, history, stream, on_log)
-    finally:
-        if stream is not None:
-            stream.close()
+    # fresh synthetic batches rendered ahead by a child process, stopped however the loop ends
+    with D.SyntheticStream(spec.stream, start) if spec.stream is not None else nullcontext() as stream:
+        progress = _progress(d, spec.name, spec.steps, start)
+        t0, t_prev, seen = time.time(), time.time(), 0
+        running: dict[str, float] = {}
+        for step in range(start, spec.steps):
+            lr = lr_at(step, spec.steps, spec.lr, cfg.warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = np.random.default_rng([cfg.seed, d.rank, step, STAGES.index(spec.name)])
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            torch.manual_seed(int(rng.integers(2**62)))  # MAE masks come from the global generator
+            ddp.train()
+            batch = stream.get(step) if stream is not None else None
+            loss, extra = spec.batch_loss(ddp, step, rng, gen, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            for k, v in {"loss": float(loss.detach()), **extra}.items():
+                running[k] = running.get(k, 0.0) + v
+            seen += 1
+            done = step + 1 == spec.steps
+            if (step + 1) % cfg.log_every == 0 or done:
+                rec = {"step": step + 1, "lr": lr, "time": round(time.time() - t0, 1)}
+                rec.update({k: round(v / seen, 5) for k, v in running.items()})
+                rec["sec_per_step"] = round((time.time() - t_prev) / seen, 3)
+                running, seen, t_prev = {}, 0, time.time()
+                if spec.validate is not None and d.main and ((step + 1) % cfg.val_every == 0 or done):
+                    model.eval()
+                    rec.update(spec.validate(model))
+                if d.main:
+                    history.append(rec)
+                    if on_log:
+                        on_log(rec)
+                    progress.log(rec)
+            progress.advance()
+            if (step + 1) % cfg.ckpt_every == 0 or done:
+                sync_buffers(model, d)  # collective: every rank takes part
+            if d.main and ((step + 1) % cfg.ckpt_every == 0 or done):
+                save_checkpoint(path, cfg=cfg, stage=spec.name, step=step + 1, model=model, opt=opt, history=history, done=done)
+        progress.stop()
     barrier(d)
     return history
-
-
-def _loop(cfg: TrainConfig, spec: StageSpec, d: Dist, ddp: nn.Module, model: nn.Module, opt, start: int, history: list, stream, on_log) -> None:
-    path = checkpoint_path(cfg, spec.name)
-    progress = _progress(d, spec.name, spec.steps, start)
-    t0, t_prev, seen = time.time(), time.time(), 0
-    running: dict[str, float] = {}
-    for step in range(start, spec.steps):
-        lr = lr_at(step, spec.steps, spec.lr, cfg.warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        rng = np.random.default_rng([cfg.seed, d.rank, step, STAGES.index(spec.name)])
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        torch.manual_seed(int(rng.integers(2**62)))  # MAE masks come from the global generator
-        ddp.train()
-        batch = stream.get(step) if stream is not None else None
-        loss, extra = spec.batch_loss(ddp, step, rng, gen, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        for k, v in {"loss": float(loss.detach()), **extra}.items():
-            running[k] = running.get(k, 0.0) + v
-        seen += 1
-        done = step + 1 == spec.steps
-        if (step + 1) % cfg.log_every == 0 or done:
-            rec = {"step": step + 1, "lr": lr, "time": round(time.time() - t0, 1)}
-            rec.update({k: round(v / seen, 5) for k, v in running.items()})
-            rec["sec_per_step"] = round((time.time() - t_prev) / seen, 3)
-            running, seen, t_prev = {}, 0, time.time()
-            if spec.validate is not None and d.main and ((step + 1) % cfg.val_every == 0 or done):
-                model.eval()
-                rec.update(spec.validate(model))
-            if d.main:
-                history.append(rec)
-                if on_log:
-                    on_log(rec)
-                progress.log(rec)
-        progress.advance()
-        if (step + 1) % cfg.ckpt_every == 0 or done:
-            sync_buffers(model, d)  # collective: every rank takes part
-        if d.main and ((step + 1) % cfg.ckpt_every == 0 or done):
-            save_checkpoint(path, cfg=cfg, stage=spec.name, step=step + 1, model=model, opt=opt, history=history, done=done)
-    progress.stop()
 
 
 class _progress:
