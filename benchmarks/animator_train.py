@@ -141,16 +141,20 @@ def main() -> None:
         if "val_consistency" in metrics:
             print(f"  {fraction:.2f} {json.dumps({k: round(v, 4) for k, v in metrics.items()})}", flush=True)
 
-    if args.part == "shared":
+    if args.part in ("shared", "joint"):
         actors = actor_data(args.work, encoder)
+        together = FIRST if args.part == "shared" else (*FIRST, ADDED)
         model = SharedAnimator(AnimatorConfig())
-        for i, name in enumerate(FIRST):
+        for i, name in enumerate(together):
             model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
-        fit = fit_animator(model, [target(args.work, n) for n in FIRST], actors, encoder, size,
+        fit = fit_animator(model, [target(args.work, n) for n in together], actors, encoder, size,
                            replace(base, steps=args.steps), list(model.parameters()), log)
-        before = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), FIRST, heldout, encoder)
-        print("joint", fit.metrics, before, flush=True)
-        save_animator(model, out / "animator_first.pt", {"fit": fit.metrics, "encoder": ENCODER_FILE})
+        scores = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), together, heldout, encoder)
+        print("joint", together, fit.metrics, scores, flush=True)
+        first_file = "animator_first.pt" if args.part == "shared" else "animator_joint.pt"
+        save_animator(model, out / first_file, {"fit": fit.metrics, "encoder": ENCODER_FILE})
+        report |= {"joint_fit": fit.metrics, "heldout": scores, "parameters": count_parameters(model)}
+    if args.part == "shared":  # then the third avatar joins, the shared weights frozen
         started = time.monotonic()
         model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
         add = fit_animator(model, [target(args.work, ADDED)], actors, encoder, size,
@@ -159,21 +163,9 @@ def main() -> None:
         after = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), (*FIRST, ADDED), heldout, encoder)
         print("add", add.metrics, after, flush=True)
         save_animator(model, out / SHARED_FILE, {"joint_fit": fit.metrics, "add_fit": add.metrics, "encoder": ENCODER_FILE})
-        report |= {"joint_fit": fit.metrics, "add_fit": add.metrics, "add_seconds": add_seconds,
-                   "before_add": before, "after_add": after, "parameters": count_parameters(model)}
-    elif args.part == "joint":
-        actors = actor_data(args.work, encoder)
-        model = SharedAnimator(AnimatorConfig())
-        names = (*FIRST, ADDED)
-        for i, name in enumerate(names):
-            model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
-        fit = fit_animator(model, [target(args.work, n) for n in names], actors, encoder, size,
-                           replace(base, steps=args.steps), list(model.parameters()), log)
-        scores = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), names, heldout, encoder)
-        print("joint3", fit.metrics, scores, flush=True)
-        save_animator(model, out / "animator_joint.pt", {"fit": fit.metrics, "encoder": ENCODER_FILE})
-        report |= {"fit": fit.metrics, "heldout": scores, "parameters": count_parameters(model)}
-    elif args.part in ("per_avatar", "geometry"):
+        report |= {"add_fit": add.metrics, "add_seconds": add_seconds, "before_add": scores,
+                   "after_add": after, "parameters": count_parameters(model)}
+    if args.part in ("per_avatar", "geometry"):
         for kind in (args.part,):
             actors = actor_data(args.work, encoder, geometry=kind == "geometry")
             for name in (*FIRST, ADDED):
@@ -188,7 +180,7 @@ def main() -> None:
                 print(kind, name, fit.metrics, s, flush=True)
                 save_decoder(model, out / per_avatar_file(kind, name), {"fit": fit.metrics})
                 report[f"{kind}/{name}"] = {"fit": fit.metrics, "heldout": s[name], "parameters": count_parameters(model)}
-    else:
+    if args.part == "keyframes":
         actors = actor_data(args.work, encoder)
         for k in (0, 5, 20):
             model = load_animator(out / "animator_first.pt")
