@@ -346,7 +346,7 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
         if ck["optimizer"] is not None:
             opt.load_state_dict(ck["optimizer"])
         start, history = ck["step"], ck["history"]
-        if ck.get("done"):
+        if start >= spec.steps:  # finished; a longer --*-steps extends it instead
             return history
     ddp = wrap_ddp(model, d)
     # fresh synthetic batches rendered ahead by a child process, stopped however the loop ends
