@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -15,18 +16,28 @@ class BadImage(ValueError):
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """PNG or JPEG bytes -> (H, W, 3) uint8 RGB."""
+    """PNG or JPEG bytes -> (H, W, 3) uint8 RGB.
+
+    Pillow reads the header (format and size are checked before any pixel is decoded);
+    OpenCV decodes the pixels: the same libjpeg-turbo output at about half Pillow's cost on
+    the live path, straight into a numpy array and without holding the GIL (Pillow's
+    conversion to an array copies under it, which serialises the pipeline's threads).
+    """
     if not data:
         raise BadImage("image is empty")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.format not in ("PNG", "JPEG"):
-                raise BadImage(f"image format {image.format} is not PNG or JPEG")
-            if image.width * image.height > MAX_PIXELS:
-                raise BadImage(f"image of {image.width}x{image.height} pixels is too large")
-            return np.asarray(image.convert("RGB"))
+            kind, width, height = image.format, image.width, image.height
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise BadImage(f"image does not decode as PNG or JPEG ({error})") from None
+    if kind not in ("PNG", "JPEG"):
+        raise BadImage(f"image format {kind} is not PNG or JPEG")
+    if width * height > MAX_PIXELS:
+        raise BadImage(f"image of {width}x{height} pixels is too large")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != (height, width):
+        raise BadImage(f"{kind} image of {width}x{height} does not decode (corrupt or truncated data)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

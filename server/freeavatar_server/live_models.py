@@ -61,6 +61,9 @@ class LiveModels:
         self._face_localiser: Any = None
         self._head_pose: Any = None
         self._animators: dict[str, LoadedAnimator] = {}
+        # One refresh at a time: actors joining together would otherwise each load the same
+        # animator (seconds of CPU and a copy of every ONNX session per actor).
+        self._refreshing = asyncio.Lock()
 
     def encoder(self) -> Encoder:
         if self._encoder is None:
@@ -115,6 +118,10 @@ class LiveModels:
 
     async def refresh(self, avatar_id: str) -> None:
         """Swap in the avatar's active animator version (after a publish or an activation)."""
+        async with self._refreshing:
+            await self._refresh(avatar_id)
+
+    async def _refresh(self, avatar_id: str) -> None:
         summary = await asyncio.to_thread(self._store.avatar_summary, avatar_id)
         if summary.animator is None:
             self._animators.pop(avatar_id, None)
