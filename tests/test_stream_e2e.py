@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -139,8 +140,40 @@ async def test_rebind_delete_and_hot_swap_while_streaming(live, clip) -> None:
     assert cartoon and len(cartoon) < len(robot)
 
 
+def worker_pids(server) -> list[int]:
+    return [w.pid for w in server._streams._analysis.workers if w.pid is not None]
+
+
+def resident_mb_of(pids: list[int]) -> float:
+    return sum(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) for pid in pids) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def test_a_dead_analysis_worker_is_replaced_and_the_stream_goes_on(live, clip) -> None:
+    server, client, ids = live
+    dead: list[int] = []
+
+    async def camera() -> AsyncIterator[ActorFrame]:
+        for index, frame in enumerate(clip * 3):
+            if index == len(clip):  # a third of the way in, the actor's analysis worker dies
+                (busy,) = [w for w in server._streams._analysis.workers if w.actors]
+                dead.append(busy.pid)
+                os.kill(busy.pid, signal.SIGKILL)
+            yield ActorFrame(frame)
+            await asyncio.sleep(1 / 30)
+
+    frames = [f async for f in client.animate(camera(), avatar_ids=[ids["robot"]])]
+    assert dead
+    assert [f.sequence for f in frames] == list(range(1, len(frames) + 1))  # one unbroken stream
+    assert all(f.face_present for f in frames[-5:])  # new workers found the face again
+    assert not set(worker_pids(server)) & set(dead)
+    stats = await client.get_stats()
+    assert next(s for s in stats.stages if s.name == "decode").dropped >= 1  # the lost frame, counted
+    again = [f async for f in client.animate(paced(clip[:6]), avatar_ids=[ids["cartoon"]])]
+    assert again and again[-1].face_present
+
+
 async def test_many_connects_and_disconnects_leak_no_tasks(live, clip) -> None:
-    _, client, ids = live
+    server, client, ids = live
 
     async def one_call() -> None:
         stream = client.animate(paced(clip[:2]), avatar_ids=[ids["robot"]])
@@ -150,15 +183,20 @@ async def test_many_connects_and_disconnects_leak_no_tasks(live, clip) -> None:
     for _ in range(10):  # warm: allocator pools, gRPC and ONNX Runtime buffers
         await one_call()
     gc.collect()
+    workers = worker_pids(server)
     baseline_tasks, baseline_rss = len(asyncio.all_tasks()), resident_mb()
+    baseline_workers_rss = resident_mb_of(workers)
     for _ in range(100):
         await one_call()
     await asyncio.sleep(0.5)
     gc.collect()
     assert len(asyncio.all_tasks()) <= baseline_tasks + 2
     grown = resident_mb() - baseline_rss
-    print(f"100 animate calls: resident memory grew {grown:.1f} MB")
+    grown_workers = resident_mb_of(workers) - baseline_workers_rss
+    print(f"100 animate calls: resident memory grew {grown:.1f} MB here, {grown_workers:.1f} MB in the workers")
     assert grown < 40  # a leak of one 640x480 frame per call would be ~90 MB
+    assert grown_workers < 40  # ...and a face tracker kept per call, its frames with it
+    assert worker_pids(server) == workers  # nothing died on the way
     stats = await client.get_stats()
     assert stats.active_sessions == 0 and stats.active_actors == 0
 

@@ -64,7 +64,7 @@ def serve(
     builtin_avatars: Annotated[
         bool, typer.Option(help="Register the built-in avatars, ready to stream (shipped animator).")
     ] = False,
-    pipeline_workers: Annotated[int, typer.Option(help="Threads for the live pipelines.")] = 2,
+    pipeline_workers: Annotated[int, typer.Option(help="Analysis worker processes for the live pipelines (one per core).")] = 2,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,

@@ -25,7 +25,7 @@ class ServerConfig:
     max_running_jobs: int = 1  # training jobs run at once, each in its own process
     job_threads: int = 0  # torch threads per job process; 0: torch's default (all cores)
     encoder_path: Path | None = None  # expression encoder (ONNX); None: the shipped default
-    pipeline_workers: int = 2  # threads running the live pipelines' heavy stages
+    pipeline_workers: int = 2  # analysis worker processes (decode .. animate), one per core
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)

@@ -1,5 +1,6 @@
-"""The models the live pipeline runs: the face localiser, the head-pose model, the expression
-encoder, and each avatar's active animator.
+"""Which models the live pipeline runs: the expression encoder's file, and each avatar's active
+animator. (The analysis workers load and run them, with the face localiser and the head-pose
+model: `analysis`.)
 
 A newly published or activated animator version is loaded beside the old one and swapped in
 with one dict assignment, so streams pick it up on their next frame and never stop.
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from freeavatar_server.analysis import AnimatorRef
 from freeavatar_server.store import Store
 
 
@@ -38,12 +40,6 @@ class Animator(Protocol):
     def predict(self, embeddings: np.ndarray, avatar_id: str) -> np.ndarray: ...
 
 
-class Encoder(Protocol):
-    size: int
-
-    def embed_batch(self, images: np.ndarray) -> np.ndarray: ...
-
-
 @dataclass(frozen=True)
 class LoadedAnimator:
     path: Path
@@ -52,61 +48,24 @@ class LoadedAnimator:
 
 
 class LiveModels:
-    def __init__(self, store: Store, data_dir: Path, encoder_path: Path, threads: int = 1) -> None:
+    def __init__(self, store: Store, data_dir: Path, encoder_path: Path) -> None:
         self._store = store
         self._data_dir = data_dir
-        self._encoder_path = encoder_path
-        self._threads = threads
-        self._encoder: Encoder | None = None
-        self._face_localiser: Any = None
-        self._head_pose: Any = None
+        self.encoder_path = encoder_path
         self._animators: dict[str, LoadedAnimator] = {}
         # One refresh at a time: actors joining together would otherwise each load the same
         # animator (seconds of CPU and a copy of every ONNX session per actor).
         self._refreshing = asyncio.Lock()
 
-    def encoder(self) -> Encoder:
-        if self._encoder is None:
-            if not self._encoder_path.exists():
-                raise EncoderMissing(self._encoder_path)
-            from freeavatar_server.encoder.export import OnnxEncoder
+    def check_encoder(self) -> None:
+        """EncoderMissing unless the expression encoder is there: streaming needs it."""
+        if not self.encoder_path.exists():
+            raise EncoderMissing(self.encoder_path)
 
-            self._encoder = OnnxEncoder(self._encoder_path, threads=self._threads)
-        return self._encoder
-
-    def warm_up(self) -> None:
-        """Load the encoder, face localiser and head-pose model and run each once (ONNX Runtime
-        optimises the graph on its first run), so a stream's first frames are not the slow ones."""
-        encoder = self.encoder()
-        encoder.embed_batch(np.zeros((1, encoder.size, encoder.size, 3), np.uint8))
-        self.face_localiser().detect(np.zeros((480, 640, 3), np.uint8))
-        pose = self.head_pose()
-        pose.estimate(np.zeros((1, pose.size, pose.size, 3), np.uint8))
-
-    def face_localiser(self) -> Any:  # a FaceLocaliser: stateless, shared by every tracker
-        if self._face_localiser is None:
-            import cv2
-
-            from freeavatar_server.face import FaceLocaliser
-
-            # OpenCV's own thread pool would fight the pipeline's threads for the same cores.
-            cv2.setNumThreads(1)
-
-            self._face_localiser = FaceLocaliser(threads=self._threads)
-        return self._face_localiser
-
-    def head_pose(self) -> Any:  # a HeadPoseEstimator: stateless, shared by every actor
-        if self._head_pose is None:
-            from freeavatar_server.face.pose import HeadPoseEstimator
-
-            self._head_pose = HeadPoseEstimator(threads=self._threads)
-        return self._head_pose
-
-    def animate(self, avatar_id: str, embeddings: np.ndarray) -> np.ndarray | None:
-        """(B, 16) embeddings -> (B, controls) with the avatar's live animator; None if it has
-        none (any more)."""
+    def animator_ref(self, avatar_id: str) -> AnimatorRef | None:
+        """What drives the avatar now, for the analysis workers; None if it has none (any more)."""
         loaded = self._animators.get(avatar_id)
-        return loaded.runtime.predict(embeddings, loaded.key) if loaded else None
+        return AnimatorRef(str(loaded.path), loaded.key) if loaded else None
 
     async def ensure(self, avatar_id: str) -> None:
         """Load the avatar's active animator unless it is loaded; AnimatorMissing if none."""

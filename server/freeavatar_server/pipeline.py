@@ -2,9 +2,9 @@
 animate every bound avatar -> calibrate, smooth, adjust -> publish rig frames to the session.
 
 Latest frame wins: `submit` replaces a frame still waiting, so a slow stage drops stale frames
-(counted) instead of queueing them. The heavy steps run on a thread pool (ONNX Runtime, OpenCV
-and the decoders release the GIL); smoothing and publishing stay on the event loop, which owns
-all of the actor's state.
+(counted) instead of queueing them. The heavy steps run in the actor's analysis worker process
+(`analysis`); smoothing and publishing stay on the event loop, which owns the rest of the
+actor's state.
 """
 
 from __future__ import annotations
@@ -12,33 +12,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from freeavatar._proto import rig_pb2, stream_pb2
-from freeavatar_server.images import BadImage, decode_image
+from freeavatar_server.analysis import (
+    MAX_FRAME_PIXELS,
+    Analysis,
+    AnalysisRequest,
+    AnalysisWorker,
+    BadFrame,
+    EncodedFrame,
+    FrameSkipped,
+    WorkerLost,
+)
 from freeavatar_server.live_models import LiveModels
 from freeavatar_server.sessions import Actor, Binding, Session
 from freeavatar_server.smoothing import NeutralCalibration, OneEuroFilter, ease_towards
 from freeavatar_server.store import now_us
 
-if TYPE_CHECKING:
-    from freeavatar_server.face import FaceObservation
+__all__ = ["MAX_FRAME_PIXELS", "ActorPipeline", "BadFrame", "FrameSkipped", "PipelineStats", "StageStats"]
 
 STAGES = ("decode", "detect", "pose", "encode", "animate", "publish")
-MAX_FRAME_PIXELS = 4096 * 2160
-
-
-class BadFrame(ValueError):
-    """An actor frame the pipeline cannot read; the message says which and why."""
-
-
-class FrameSkipped(Exception):
-    """A frame with nothing to show this time (a video decoder waiting for its next keyframe):
-    counted as a decode drop, and the stream goes on."""
 
 
 class Decodable(Protocol):
@@ -84,16 +81,6 @@ class PipelineStats:
 
 
 @dataclass
-class Analysis:
-    """What the thread-pool half of the pipeline found in one frame."""
-
-    face: FaceObservation | None
-    head_pose: np.ndarray | None  # (3,) yaw, pitch, roll degrees, before smoothing
-    raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
-    timings_ms: dict[str, float]
-
-
-@dataclass
 class AvatarTrack:
     """Per bound avatar: the post-processing state that makes frames smooth over time."""
 
@@ -129,16 +116,13 @@ class HeadPoseTrack:
 
 class ActorPipeline:
     def __init__(
-        self, session: Session, actor: Actor, models: LiveModels, stats: PipelineStats, executor: Executor
+        self, session: Session, actor: Actor, models: LiveModels, stats: PipelineStats, worker: AnalysisWorker
     ) -> None:
         self.session = session
         self.actor = actor
         self._models = models
         self._stats = stats
-        self._executor = executor
-        from freeavatar_server.face import FaceTracker  # OpenCV and ONNX load with the first stream
-
-        self._tracker = FaceTracker(models.face_localiser())
+        self._worker = worker  # the process that holds this actor's face tracker
         self._tracks: dict[str, AvatarTrack] = {}
         self._head_pose = HeadPoseTrack()
         self._pending: Frame | None = None
@@ -182,58 +166,44 @@ class ActorPipeline:
         await self._idle.wait()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            frame, index, self._pending = self._pending, self._pending_index, None
-            if frame is None:
-                self._idle.set()
-                continue
-            bindings = dict(self.actor.bindings)  # a rebind swaps in a new dict mid-stream
-            try:
-                analysis = await loop.run_in_executor(self._executor, self._analyse, frame, bindings)
-            except BadFrame as error:
-                self.failed.set_exception(BadFrame(f"frame {index}: {error}"))
-                self._idle.set()
-                return
-            except FrameSkipped:
-                self._stats.stages["decode"].dropped += 1
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                frame, index, self._pending = self._pending, self._pending_index, None
+                if frame is None:
+                    self._idle.set()
+                    continue
+                bindings = dict(self.actor.bindings)  # a rebind swaps in a new dict mid-stream
+                try:
+                    analysis = await self._analyse(frame, bindings)
+                except BadFrame as error:
+                    self.failed.set_exception(BadFrame(f"frame {index}: {error}"))
+                    self._idle.set()
+                    return
+                except (FrameSkipped, WorkerLost):  # the stream goes on with the next frame
+                    self._stats.stages["decode"].dropped += 1
+                    if self._pending is None:
+                        self._idle.set()
+                    continue
+                self._publish(frame, analysis, bindings)
                 if self._pending is None:
                     self._idle.set()
-                continue
-            self._publish(frame, analysis, bindings)
-            if self._pending is None:
-                self._idle.set()
+        finally:
+            self._worker.release(self.actor.id)
 
-    def _analyse(self, frame: Frame, bindings: dict[str, Binding]) -> Analysis:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        image = decode_frame(frame)
-        timings["decode"], started = _ms_since(started), time.perf_counter()
-        face = self._tracker.update(image, frame.capture_time_us / 1e6 or None)
-        timings["detect"], started = _ms_since(started), time.perf_counter()
-        raw: dict[str, np.ndarray] = {}
-        head_pose = None
-        if face is not None:
-            from freeavatar_server.face import crop_face
-
-            encoder, pose = self._models.encoder(), self._models.head_pose()
-            crop = crop_face(image, face.box, encoder.size)
-            # the pose model takes the encoder's crop (both 96 px); cut its own if they differ
-            pose_crop = crop if pose.size == encoder.size else crop_face(image, face.box, pose.size)
-            pose_started = time.perf_counter()
-            head_pose = pose.estimate(pose_crop[None])[0]
-            timings["pose"] = _ms_since(pose_started)
-            embedding = encoder.embed_batch(crop[None])
-            timings["encode"] = _ms_since(started) - timings["pose"]  # the crop and the encoder
+    async def _analyse(self, frame: Frame, bindings: dict[str, Binding]) -> Analysis:
+        decode_ms = 0.0
+        if isinstance(frame, stream_pb2.ActorFrame):
+            pixels: EncodedFrame | np.ndarray = EncodedFrame.of(frame)  # decoded by the worker
+        else:  # the transport's own decoder holds state: it runs here, off the event loop
             started = time.perf_counter()
-            for avatar_id in bindings:
-                rig = self._models.animate(avatar_id, embedding)
-                if rig is not None:
-                    raw[avatar_id] = rig[0]
-            timings["animate"] = _ms_since(started)
-        return Analysis(face, head_pose, raw, timings)
+            pixels = await asyncio.to_thread(frame.decode)
+            decode_ms = _ms_since(started)
+        animators = {a: ref for a in bindings if (ref := self._models.animator_ref(a)) is not None}
+        analysis = await self._worker.analyse(AnalysisRequest(self.actor.id, pixels, frame.capture_time_us, animators))
+        analysis.timings_ms["decode"] += decode_ms
+        return analysis
 
     def _publish(self, frame: Frame, analysis: Analysis, bindings: dict[str, Binding]) -> None:
         started = time.perf_counter()
@@ -273,25 +243,6 @@ class ActorPipeline:
         for stage, ms in analysis.timings_ms.items():
             self._stats.stages[stage].add(ms)
         self._stats.stages["publish"].add(_ms_since(started))
-
-
-def decode_frame(frame: Frame) -> np.ndarray:
-    """An actor frame -> (H, W, 3) uint8 RGB, or BadFrame naming the problem."""
-    if not isinstance(frame, stream_pb2.ActorFrame):
-        return frame.decode()
-    if frame.format == stream_pb2.IMAGE_FORMAT_RGB24:
-        width, height = frame.width, frame.height
-        if not width or not height or width * height > MAX_FRAME_PIXELS:
-            raise BadFrame(f"RGB24 frame needs width and height (got {width}x{height})")
-        if len(frame.data) != width * height * 3:
-            raise BadFrame(f"RGB24 frame of {width}x{height} needs {width * height * 3} bytes, got {len(frame.data)}")
-        return np.frombuffer(frame.data, np.uint8).reshape(height, width, 3)
-    if frame.format not in (stream_pb2.IMAGE_FORMAT_JPEG, stream_pb2.IMAGE_FORMAT_PNG):
-        raise BadFrame("frame format must be JPEG, PNG or RGB24")
-    try:
-        return decode_image(frame.data)
-    except BadImage as error:
-        raise BadFrame(str(error)) from None
 
 
 def _ms_since(started: float) -> float:

@@ -116,7 +116,7 @@ class FreeAvatarServer:
                 self._store.close()
                 raise
         if config.builtin_avatars:  # a server meant to stream at once: its first frame is not slow
-            await asyncio.to_thread(models.warm_up)
+            await self._streams.warm_up()
         await server.start()
         await self._jobs.start()
         if config.metrics_port is not None:

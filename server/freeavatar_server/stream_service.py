@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
 
 from freeavatar._proto import rig_pb2, stream_pb2, stream_pb2_grpc
+from freeavatar_server.analysis import AnalysisPool
 from freeavatar_server.errors import (
     BadRequest,
     grpc_errors,
@@ -85,14 +85,14 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self._models = models
         self._sessions = sessions
         self.stats = PipelineStats()
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pipeline")
+        self._analysis = AnalysisPool(workers, models.encoder_path)  # processes, started on first use
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
         self._outputs = OutputManager(sessions, self.stats)
 
     async def close(self) -> None:
         await self._outputs.stop()
         self._sessions.close_all("the server is shutting down")
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._analysis.close()
 
     async def avatar_deleted(self, avatar_id: str) -> None:
         """Unbind a deleted avatar everywhere; its streams and outputs end, other avatars carry on."""
@@ -163,14 +163,17 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
     # Actor streams: an actor's live input (an animate call or a WebRTC peer) and its pipeline
 
     async def warm_up(self) -> None:
-        """Load the models a stream needs; FAILED_PRECONDITION (EncoderMissing) without an encoder."""
-        await asyncio.to_thread(self._models.warm_up)
+        """Start the analysis workers (they load the models a stream needs); FAILED_PRECONDITION
+        (EncoderMissing) without an encoder."""
+        self._models.check_encoder()
+        await self._analysis.start()
 
     def start_actor(self, session: Session, actor: Actor) -> ActorStream:
         """Run the actor's pipeline until `end_actor`; one stream per actor at a time."""
         if actor.streaming:
             raise ActorBusy(actor.id)
-        pipeline = ActorPipeline(session, actor, self._models, self.stats, self._executor)
+        worker = self._analysis.assign(actor.id)
+        pipeline = ActorPipeline(session, actor, self._models, self.stats, worker)
         stream = ActorStream(session, actor, pipeline, asyncio.get_running_loop().create_future())
         pipeline.failed.add_done_callback(lambda _: self.end_actor(stream, "a frame could not be read"))
         actor.streaming = True

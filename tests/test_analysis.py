@@ -1,0 +1,96 @@
+"""The analysis workers: the heavy half of the live pipeline in processes of their own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freeavatar._proto import stream_pb2
+from freeavatar_server.analysis import (
+    Analyser,
+    AnalysisPool,
+    AnalysisRequest,
+    AnimatorRef,
+    BadFrame,
+    EncodedFrame,
+)
+
+JPEG = stream_pb2.IMAGE_FORMAT_JPEG
+
+
+def request(actor: str, pixels, animators: dict[str, AnimatorRef] | None = None) -> AnalysisRequest:
+    return AnalysisRequest(actor, pixels, capture_time_us=1_000_000, animators=animators or {})
+
+
+def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models, clip) -> None:
+    encoder, animator = untrained_models
+    analyser = Analyser(encoder)
+    refs = {"a1": AnimatorRef(str(animator), "robot"), "a2": AnimatorRef(str(animator), "cartoon")}
+    result = analyser.analyse(request("actor", EncodedFrame(JPEG, clip[0]), refs))
+    assert result.face is not None and result.head_pose.shape == (3,)
+    assert result.raw["a1"].shape == (8,) and result.raw["a2"].shape == (14,)
+    assert set(result.timings_ms) == {"decode", "detect", "pose", "encode", "animate"}
+    assert list(analyser.trackers) == ["actor"]  # the actor's tracker lives here now
+    analyser.forget("actor")
+    assert not analyser.trackers
+
+
+def test_analyser_names_what_is_wrong_with_a_frame(untrained_models) -> None:
+    analyser = Analyser(untrained_models[0])
+    with pytest.raises(BadFrame, match="does not decode"):
+        analyser.analyse(request("actor", EncodedFrame(JPEG, b"\xff\xd8 not really a jpeg")))
+    with pytest.raises(BadFrame, match="needs 921600 bytes"):
+        analyser.analyse(request("actor", EncodedFrame(stream_pb2.IMAGE_FORMAT_RGB24, b"\0" * 10, 640, 480)))
+    empty_room = np.full((240, 320, 3), 90, np.uint8)  # already decoded, as WebRTC hands it over
+    assert analyser.analyse(request("actor", empty_room)).face is None
+
+
+async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untrained_models, clip) -> None:
+    pool = AnalysisPool(2, untrained_models[0])
+    try:
+        await pool.start()
+        first, second = pool.assign("a"), pool.assign("b")
+        assert first is not second and first.pid != second.pid
+        found = await first.analyse(request("a", EncodedFrame(JPEG, clip[0])))
+        assert found.face is not None
+        with pytest.raises(BadFrame):  # raised in the worker, re-raised here
+            await second.analyse(request("b", EncodedFrame(JPEG, b"garbage")))
+        first.release("a")
+        assert pool.assign("c") is first  # the least busy worker takes the next actor
+    finally:
+        pool.close()
+
+
+def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, time
+        from pathlib import Path
+        from freeavatar_server.analysis import AnalysisPool
+
+        async def main():
+            pool = AnalysisPool(1, Path({str(untrained_models[0])!r}))
+            await pool.start()
+            print(pool.workers[0].pid, flush=True)
+            time.sleep(60)
+
+        asyncio.run(main())
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ)
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)  # no clean-up of any kind
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{worker}").exists(), "the analysis worker outlived its server"
+    finally:
+        parent.kill()
