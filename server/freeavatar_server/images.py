@@ -34,10 +34,10 @@ def decode_image(data: bytes) -> np.ndarray:
         raise BadImage(f"image format {kind} is not PNG or JPEG")
     if width * height > MAX_PIXELS:
         raise BadImage(f"image of {width}x{height} pixels is too large")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (height, width):
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if rgb is None or rgb.shape[:2] != (height, width):
         raise BadImage(f"{kind} image of {width}x{height} does not decode (corrupt or truncated data)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
