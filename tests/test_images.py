@@ -11,7 +11,6 @@ from PIL import Image
 from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.media import encode_jpeg
 
-
 NOISE_JPEG = encode_jpeg(np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8))
 
 
