@@ -6,6 +6,10 @@
   balloon, a mouth that opens with a power curve, eyes that snap into happy arcs), two signed,
   and a combined ``grin`` that no single action unit produces.
 * ``robot``: a screen-faced robot with 8 controls: LED eyes, brows and mouth, antenna glow.
+* ``cat``: a ginger cat head with 11 controls, 7 of them signed: ears that perk or flatten
+  (and cock one against the other), slit-to-round pupils, lids, brow tufts, a snarl, a jaw that
+  drops and slides, a curving 'w' mouth and whiskers that fan up or droop. Its retarget mixes
+  action units the way an animal reads: ears flatten with anger, perk with surprise.
 
 Every renderer is deterministic, vectorised over the batch, and visibly responds to every
 control. ``expected_rig`` is the EVALUATION-ONLY semantic retarget from actor action units to
