@@ -20,6 +20,18 @@ def test_the_built_in_kinds_exist() -> None:
         get_avatar("dragon")
 
 
+def test_every_list_of_the_built_ins_names_them_all() -> None:
+    """The CLI, the benchmarks, the demo and the test servers name the built-ins without
+    importing the renderers (torch): those lists must not fall behind BUILTIN_AVATARS."""
+    from freeavatar_server.bench import BUILTIN
+    from freeavatar_server.cli import BUILTIN_NAMES
+    from freeavatar_server.demo import DemoConfig
+    from tests.conftest import BUILTIN as TEST_BUILTIN
+
+    for names in (BUILTIN_NAMES, BUILTIN, DemoConfig().avatars, TEST_BUILTIN):
+        assert tuple(names) == tuple(BUILTIN_AVATARS)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_spec_validates_and_round_trips(name: str) -> None:
     avatar = BUILTIN_AVATARS[name]
