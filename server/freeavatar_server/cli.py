@@ -154,7 +154,7 @@ def eval_renderer(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     avatars: Annotated[
         str, typer.Option(help="Comma-separated built-in avatars.")
-    ] = ",".join(BUILTIN_NAMES),
+    ] = "human_arkit,cartoon,robot,cat",
     samples: Annotated[int, typer.Option(help="Training samples per avatar.")] = 4000,
     image_size: Annotated[int, typer.Option(help="Training resolution.")] = 64,
     time_budget_s: Annotated[float, typer.Option(help="Training time per avatar.")] = 540.0,

@@ -23,12 +23,15 @@ def test_the_built_in_kinds_exist() -> None:
 def test_every_list_of_the_built_ins_names_them_all() -> None:
     """The CLI, the benchmarks, the demo and the test servers name the built-ins without
     importing the renderers (torch): those lists must not fall behind BUILTIN_AVATARS."""
+    import inspect
+
     from freeavatar_server.bench import BUILTIN
-    from freeavatar_server.cli import BUILTIN_NAMES
+    from freeavatar_server.cli import BUILTIN_NAMES, eval_renderer
     from freeavatar_server.demo import DemoConfig
     from tests.conftest import BUILTIN as TEST_BUILTIN
 
-    for names in (BUILTIN_NAMES, BUILTIN, DemoConfig().avatars, TEST_BUILTIN):
+    evaluated = inspect.signature(eval_renderer).parameters["avatars"].default.split(",")
+    for names in (BUILTIN_NAMES, BUILTIN, DemoConfig().avatars, TEST_BUILTIN, evaluated):
         assert tuple(names) == tuple(BUILTIN_AVATARS)
 
 
