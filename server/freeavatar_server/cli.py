@@ -112,7 +112,7 @@ def serve(
 
 
 def render_samples(
-    name: Annotated[str, typer.Argument(help="A built-in avatar: human_arkit, cartoon, robot or cat.")],
+    name: Annotated[str, typer.Argument(help="A built-in: human_arkit, cartoon, robot, cat.")],
     count: Annotated[int, typer.Option(help="How many (rig, image) samples to render and upload.")] = 3000,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for the proposed rig vectors.")] = 0,
