@@ -66,7 +66,7 @@ def server_thread(tmp_path: Path) -> Iterator[ServerThread]:
     running.stop()
 
 
-BUILTIN = ("human_arkit", "cartoon", "robot")
+BUILTIN = ("human_arkit", "cartoon", "robot", "cat")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import numpy as np
 from freeavatar import AsyncClient
 from freeavatar.stream import ActorFrame
 
-BUILTIN = ("human_arkit", "cartoon", "robot")
+BUILTIN = ("human_arkit", "cartoon", "robot", "cat")
 SETTLE_US = 1_000_000
 WEBRTC_SETTLE_US = 2_000_000  # also waits for the sender report that sets the capture clock
 VP8_BITRATE = 1_500_000  # what a browser sends at 640x480

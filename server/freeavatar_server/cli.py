@@ -35,7 +35,8 @@ from freeavatar_server.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.synth.cli import synth_app
 
-BUILTIN_NAMES = ("human_arkit", "cartoon", "robot")
+# The names of synth.avatars.BUILTIN_AVATARS, without importing torch (a test keeps them equal).
+BUILTIN_NAMES = ("human_arkit", "cartoon", "robot", "cat")
 bench_app = typer.Typer(help="Speed measurements; results belong in docs/results.md.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure model quality; results belong in docs/results.md.", no_args_is_help=True)
 
@@ -111,7 +112,7 @@ def serve(
 
 
 def render_samples(
-    name: Annotated[str, typer.Argument(help="A built-in avatar: human_arkit, cartoon or robot.")],
+    name: Annotated[str, typer.Argument(help="A built-in: human_arkit, cartoon, robot, cat.")],
     count: Annotated[int, typer.Option(help="How many (rig, image) samples to render and upload.")] = 3000,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for the proposed rig vectors.")] = 0,
@@ -153,7 +154,7 @@ def eval_renderer(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     avatars: Annotated[
         str, typer.Option(help="Comma-separated built-in avatars.")
-    ] = "human_arkit,cartoon,robot",
+    ] = "human_arkit,cartoon,robot,cat",
     samples: Annotated[int, typer.Option(help="Training samples per avatar.")] = 4000,
     image_size: Annotated[int, typer.Option(help="Training resolution.")] = 64,
     time_budget_s: Annotated[float, typer.Option(help="Training time per avatar.")] = 540.0,

@@ -30,7 +30,7 @@ class DemoConfig:
     out_dir: Path = Path("demo")
     seconds: float = 10.0
     fps: float = 30.0
-    avatars: tuple[str, ...] = ("human_arkit", "cartoon", "robot")
+    avatars: tuple[str, ...] = ("human_arkit", "cartoon", "robot", "cat")
     seed: int = 3
     panel: int = 240  # pixel height of each panel in the output video
 

@@ -50,7 +50,7 @@ def test_every_rig_size_gets_its_controls_within_range() -> None:
             assert rig.shape == (len(x), avatar.n_controls)
             assert (rig >= lo - 1e-6).all() and (rig <= hi + 1e-6).all()
             sizes.add(avatar.n_controls)
-    assert len(sizes) == 3  # 52, 14 and 8 controls through one network
+    assert len(sizes) == len(BUILTIN_AVATARS)  # 52, 14, 11 and 8 controls through one network
 
 
 def test_signed_controls_use_their_whole_range() -> None:

@@ -10,14 +10,29 @@ from freeavatar_server.synth.avatars import BUILTIN_AVATARS, get_avatar
 NAMES = sorted(BUILTIN_AVATARS)
 
 
-def test_the_three_kinds_exist() -> None:
-    assert {"human_arkit", "cartoon", "robot"} <= set(BUILTIN_AVATARS)
+def test_the_built_in_kinds_exist() -> None:
+    assert {"human_arkit", "cartoon", "robot", "cat"} <= set(BUILTIN_AVATARS)
     assert get_avatar("human_arkit").spec.control_names == list(ARKIT_BLENDSHAPES)
     assert all(c.arkit_alias == c.name for c in get_avatar("human_arkit").spec.controls)
     assert 10 <= get_avatar("cartoon").n_controls <= 16
     assert get_avatar("robot").n_controls <= 8
     with pytest.raises(KeyError, match="known"):
         get_avatar("dragon")
+
+
+def test_every_list_of_the_built_ins_names_them_all() -> None:
+    """The CLI, the benchmarks, the demo and the test servers name the built-ins without
+    importing the renderers (torch): those lists must not fall behind BUILTIN_AVATARS."""
+    import inspect
+
+    from freeavatar_server.bench import BUILTIN
+    from freeavatar_server.cli import BUILTIN_NAMES, eval_renderer
+    from freeavatar_server.demo import DemoConfig
+    from tests.conftest import BUILTIN as TEST_BUILTIN
+
+    evaluated = inspect.signature(eval_renderer).parameters["avatars"].default.split(",")
+    for names in (BUILTIN_NAMES, BUILTIN, DemoConfig().avatars, TEST_BUILTIN, evaluated):
+        assert tuple(names) == tuple(BUILTIN_AVATARS)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -104,3 +119,109 @@ def test_human_expected_rig_reproduces_the_actors_expression() -> None:
     direct = direct.permute(0, 2, 3, 1).numpy()
     d = np.abs(via_rig[:, None] - direct[None]).mean(axis=(2, 3, 4))  # (via rig i, direct j)
     assert (d.argmin(axis=1) == np.arange(len(aus))).mean() >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# cat: the animal, the fourth built-in
+
+
+def _cat_rig(prototype: str) -> dict[str, float]:
+    cat = get_avatar("cat")
+    rig = cat.expected_rig(prototype_vector(prototype)[None])[0]
+    return dict(zip(cat.spec.control_names, rig.tolist(), strict=True))
+
+
+def _single_au(name: str, value: float = 1.0) -> dict[str, float]:
+    aus = np.zeros((1, N_AU), np.float32)
+    aus[0, AU_INDEX[name]] = value
+    cat = get_avatar("cat")
+    return dict(zip(cat.spec.control_names, cat.expected_rig(aus)[0].tolist(), strict=True))
+
+
+def test_cat_rig_is_its_own_size_with_signed_controls() -> None:
+    cat = get_avatar("cat")
+    assert cat.n_controls == 11
+    sizes = {a.n_controls for name, a in BUILTIN_AVATARS.items() if name != "cat"}
+    assert cat.n_controls not in sizes, "each built-in avatar has a rig size of its own"
+    signed = {c.name for c in cat.spec.controls if c.min < 0}
+    assert {"ears_perk", "ear_tilt", "pupils", "jaw_side", "whiskers"} <= signed
+    assert all(c.min <= c.default <= c.max for c in cat.spec.controls)
+    assert cat.spec.defaults == [0.0] * 11
+
+
+def test_cat_renders_at_any_size_and_every_control_moves_both_ways() -> None:
+    """Signed controls show on both sides of neutral, not just at one end."""
+    cat = get_avatar("cat")
+    for size in (16, 37, 128):
+        assert cat.render(cat.neutral(2), size=size).shape == (2, size, size, 3)
+    rigs = [cat.neutral(1)[0]]
+    ends = [(i, end) for i, c in enumerate(cat.spec.controls) for end in {c.min, c.max} - {0.0}]
+    for i, end in ends:
+        rig = cat.neutral(1)[0]
+        rig[i] = end
+        rigs.append(rig)
+    images = cat.render(np.stack(rigs), size=64).astype(np.int32)
+    for k, (i, end) in enumerate(ends):
+        changed = np.abs(images[k + 1] - images[0]).max(axis=-1)
+        assert (changed > 8).sum() >= 4, f"cat.{cat.spec.controls[i].name} at {end} does not show"
+
+
+def test_cat_blinks_are_per_side_on_the_correct_half() -> None:
+    """blink_L closes the eye on image right (the cat's left), as for actors and the cartoon."""
+    cat = get_avatar("cat")
+    rigs = cat.neutral(2)
+    rigs[1, cat.spec.control_names.index("blink_L")] = 1.0
+    a, b = cat.render(rigs, size=64).astype(np.int32)
+    changed = np.abs(a - b).max(axis=-1) > 8
+    assert changed[:, 32:].sum() > 10 and changed[:, :32].sum() == 0
+
+
+def test_cat_expected_rig_reads_expressions_like_an_animal() -> None:
+    surprise, anger, sad = _cat_rig("surprise"), _cat_rig("anger"), _cat_rig("sad")
+    assert surprise["ears_perk"] > 0.5 and surprise["pupils"] > 0.5 and surprise["brows"] > 0.5
+    assert anger["ears_perk"] < -0.5 and anger["pupils"] < -0.5 and anger["brows"] < -0.5
+    assert sad["ears_perk"] < 0 and sad["mouth_curve"] < -0.5 and sad["whiskers"] < -0.3
+    smile = _cat_rig("smile")
+    assert smile["mouth_curve"] > 0.5 and smile["whiskers"] > 0.5
+    assert 0 < smile["blink_L"] < 0.5  # a contented half-squint, not a blink
+    assert _cat_rig("disgust")["snarl"] > 0.8 and _cat_rig("disgust")["ears_perk"] < 0
+    assert _cat_rig("puff")["whiskers"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("au", "control", "sign"),
+    [
+        ("brow_outer_raise_L", "ear_tilt", 1),
+        ("brow_outer_raise_R", "ear_tilt", -1),
+        ("blink_L", "blink_L", 1),
+        ("upper_lid_raise", "pupils", 1),
+        ("lid_tighten", "pupils", -1),
+        ("brow_lower", "ears_perk", -1),
+        ("brow_lower", "brows", -1),
+        ("nose_wrinkle", "snarl", 1),
+        ("upper_lip_raise", "snarl", 1),
+        ("jaw_drop", "jaw_open", 1),
+        ("lips_part", "jaw_open", 1),
+        ("jaw_sideways_L", "jaw_side", 1),
+        ("jaw_sideways_R", "jaw_side", -1),
+        ("lip_corner_depress_L", "mouth_curve", -1),
+        ("cheek_puff", "whiskers", 1),
+        ("chin_raise", "whiskers", -1),
+    ],
+)
+def test_cat_expected_rig_follows_the_action_units_it_claims(
+    au: str, control: str, sign: int
+) -> None:
+    assert sign * _single_au(au)[control] > 0.2
+    assert _single_au(au, 0.0)[control] == 0.0
+
+
+def test_every_cat_control_is_driven_by_some_action_unit() -> None:
+    cat = get_avatar("cat")
+    moved = np.zeros(cat.n_controls, dtype=bool)
+    for i in range(N_AU):
+        for value in (0.5, 1.0):
+            aus = np.zeros((1, N_AU), np.float32)
+            aus[0, i] = value
+            moved |= np.abs(cat.expected_rig(aus)[0]) > 0.05
+    assert moved.all(), [n for n, m in zip(cat.spec.control_names, moved, strict=True) if not m]

@@ -6,6 +6,10 @@
   balloon, a mouth that opens with a power curve, eyes that snap into happy arcs), two signed,
   and a combined ``grin`` that no single action unit produces.
 * ``robot``: a screen-faced robot with 8 controls: LED eyes, brows and mouth, antenna glow.
+* ``cat``: a ginger cat head with 11 controls, 7 of them signed: ears that perk or flatten
+  (and cock one against the other), slit-to-round pupils, lids, brow tufts, a snarl, a jaw that
+  drops and slides, a curving 'w' mouth and whiskers that fan up or droop. Its retarget mixes
+  action units the way an animal reads: ears flatten with anger, perk with surprise.
 
 Every renderer is deterministic, vectorised over the batch, and visibly responds to every
 control. ``expected_rig`` is the EVALUATION-ONLY semantic retarget from actor action units to
@@ -495,7 +499,255 @@ def _robot() -> BuiltinAvatar:
     )
 
 
-BUILTIN_AVATARS: dict[str, BuiltinAvatar] = {a.name: a for a in (_human(), _cartoon(), _robot())}
+# ---------------------------------------------------------------------------------------------
+# cat
+
+_CAT_CONTROLS = (
+    RigControl("ears_perk", min=-1.0, max=1.0, group="ear"),
+    RigControl("ear_tilt", min=-1.0, max=1.0, group="ear"),
+    RigControl("blink_L", group="eye", mirror="blink_R", arkit_alias="eyeBlinkLeft"),
+    RigControl("blink_R", group="eye", mirror="blink_L", arkit_alias="eyeBlinkRight"),
+    RigControl("pupils", min=-1.0, max=1.0, group="eye"),
+    RigControl("brows", min=-1.0, max=1.0, group="brow"),
+    RigControl("snarl", group="nose"),
+    RigControl("jaw_open", group="mouth", arkit_alias="jawOpen"),
+    RigControl("jaw_side", min=-1.0, max=1.0, group="mouth"),
+    RigControl("mouth_curve", min=-1.0, max=1.0, group="mouth"),
+    RigControl("whiskers", min=-1.0, max=1.0, group="cheek"),
+)
+_FUR = (0.93, 0.58, 0.27)
+_FUR_DARK = (0.66, 0.33, 0.12)
+_CAT_INK = (0.18, 0.09, 0.05)
+_Layers = tuple[torch.Tensor, torch.Tensor]  # (premultiplied image, alpha) being composited
+
+
+def _cat_ears(
+    img: torch.Tensor, fa: torch.Tensor, c: dict[str, torch.Tensor], soft: float
+) -> _Layers:
+    """Two triangles pivoting on their base in the head: perk (+) stands them tall and upright,
+    flatten (-) swings them out sideways and shorter; ear_tilt perks one while it drops the
+    other (+ raises the face's left ear, as a raised left outer brow does)."""
+    gx, gy = _grid(img.shape[-1])
+    ax = gx.abs()
+    side = torch.where(gx > 0, 1.0, -1.0)  # the face's left is image right
+    pose = (c["ears_perk"] + c["ear_tilt"] * side).clamp(-1.0, 1.0)
+    up, flat = pose.clamp(min=0.0), (-pose).clamp(min=0.0)
+    angle = 0.28 - 0.22 * up + 0.8 * flat  # outward from vertical, radians
+    height = 0.44 * (1.0 + 0.25 * up - 0.3 * flat)
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    rx, ry = ax - 0.44, gy + 0.36  # pivot: the middle of the ear's base, inside the head
+    along = rx * sin - ry * cos  # from the base towards the tip
+    across = rx * cos + ry * sin
+    for scale, width, rgb in ((1.0, 0.2, _FUR), (0.72, 0.11, (0.98, 0.66, 0.68))):
+        h = height * scale
+        edge = (width * (1.0 - along / h) - across.abs()) * 0.9  # ~distance to a slanted side
+        img, fa = over(img, fa, _rgb(*rgb), cov(torch.minimum(edge, along + 0.1), soft))
+    return img, fa
+
+
+def _cat_eyes(
+    img: torch.Tensor, fa: torch.Tensor, c: dict[str, torch.Tensor], soft: float
+) -> _Layers:
+    """Almond eyes tilted up at the outer corner; pupils narrow to slits (-) or dilate round
+    (+); fur lids close from above and below onto a curved line with each side's blink."""
+    gx, gy = _grid(img.shape[-1])
+    ax = gx.abs()
+    blink = torch.where(gx > 0, c["blink_L"], c["blink_R"])
+    ex, ey = ax - 0.3, gy + 0.02 + 0.18 * (ax - 0.3)  # eye-centred, outer corner raised
+    ew, eh = 0.15, 0.1
+    eye = 1.0 - (ex / ew) ** 2 - (ey / eh) ** 2
+    img, fa = over(img, fa, _rgb(*_CAT_INK), cov(eye * eh + 0.016, soft))
+    img, fa = over(img, fa, _rgb(0.62, 0.8, 0.22), cov(eye * eh, soft))
+    p = c["pupils"]
+    pw = 0.045 + 0.04 * p.clamp(min=0.0) - 0.033 * (-p).clamp(min=0.0)
+    pupil = 1.0 - (ex / pw) ** 2 - (ey / 0.092) ** 2
+    inside = cov(eye * eh, soft)
+    img, fa = over(img, fa, _rgb(0.04, 0.03, 0.03), cov(pupil * pw, soft) * inside)
+    shine = 0.022 - ((ex - 0.035) ** 2 + (ey + 0.04) ** 2).sqrt()
+    img, fa = over(img, fa, _rgb(1.0, 1.0, 1.0), cov(shine, soft) * inside)
+    # lids meet a little below the middle, so a closed eye is a downward-curved line
+    closed = 0.02 + 0.03 * (1.0 - (ex / ew) ** 2).clamp(min=0.0)
+    top = -eh * 1.1 + (closed + eh * 1.1) * blink
+    bottom = eh * 1.1 - (eh * 1.1 - closed) * blink
+    lid = cov(eye * eh + 0.02, soft) * torch.maximum(cov(top - ey, soft), cov(ey - bottom, soft))
+    img, fa = over(img, fa, _rgb(*_FUR), lid)
+    margin = cov(0.014 - (ey - top).abs(), soft) * cov(eye * eh + 0.016, soft)
+    img, fa = over(img, fa, _rgb(*_CAT_INK), margin * _smoothstep(0.05, 0.3, blink))
+    # brows: darker fur tufts that rise (+) or drop with the inner end lowest (-, a scowl)
+    raise_, lower = c["brows"].clamp(min=0.0), (-c["brows"]).clamp(min=0.0)
+    bv = -0.2 - 0.11 * raise_ + 0.04 * lower + 0.1 * lower * (0.44 - ax) / 0.26
+    bv = bv + 0.6 * (ax - 0.31) ** 2  # a slight arch
+    brow = cov(0.024 - (gy - bv).abs(), soft) * cov(0.13 - (ax - 0.31).abs(), soft)
+    img, fa = over(img, fa, _rgb(*_FUR_DARK), brow)
+    return img, fa
+
+
+def _cat_mouth(
+    img: torch.Tensor, fa: torch.Tensor, c: dict[str, torch.Tensor], soft: float
+) -> _Layers:
+    """Muzzle pads, a lower jaw that drops and slides sideways, a snarl that lifts the nose,
+    wrinkles the snout and bares the fangs, and the cat's 'w' mouth whose corners curve."""
+    gx, gy = _grid(img.shape[-1])
+    ax = gx.abs()
+    jaw, snarl, curve = c["jaw_open"], c["snarl"], c["mouth_curve"]
+    shift = 0.09 * c["jaw_side"]  # + towards the face's left (image right)
+    drop = 0.2 * jaw
+    # chin under the pads (white fluff, so its slide shows against the cream pads)
+    cx, cy = (gx - shift) / 0.11, (gy - 0.43 - 0.8 * drop) / 0.075
+    img, fa = over(img, fa, _rgb(*_CAT_INK), cov((1.0 - cx * cx - cy * cy) * 0.075 + 0.01, soft))
+    img, fa = over(img, fa, _rgb(1.0, 0.97, 0.93), cov((1.0 - cx * cx - cy * cy) * 0.075, soft))
+    px, py = (ax - 0.1) / 0.15, (gy - 0.3) / 0.1
+    img, fa = over(img, fa, _rgb(0.99, 0.88, 0.72), cov((1.0 - px * px - py * py) * 0.1, soft))
+    # the 'w' line: from under the nose out to each corner, corners up (+) or down (-)
+    wline = 0.31 + 0.035 * torch.sin(ax * (np.pi / 0.13)) - 0.07 * curve * (ax / 0.14) ** 2
+    # the open mouth: from a little above the line (a snarl lifts the lip) down to the jaw
+    mu = (gx - 0.5 * shift) / (0.1 + 0.04 * jaw)
+    q = (1.0 - mu * mu).clamp(min=0.0)
+    top = wline - 0.08 * snarl * q.sqrt()
+    bot = wline + (drop + 0.005) * q.sqrt()
+    mouth = cov(torch.minimum(gy - top, bot - gy), soft) * cov(1.0 - mu.abs(), soft)
+    mouth = mouth * _smoothstep(0.0, 0.08, jaw + snarl)
+    img, fa = over(img, fa, _rgb(0.4, 0.06, 0.1), mouth)
+    tx, ty = mu / 0.7, (gy - bot + 0.035) / 0.045
+    img, fa = over(
+        img, fa, _rgb(0.95, 0.5, 0.55), mouth * cov((1 - tx * tx - ty * ty) * 0.04, soft)
+    )
+    # fangs hang from the upper lip; they show as soon as the lip lifts or the jaw drops
+    fx, fy = (ax - 0.06) / 0.02, gy - top
+    fang = cov(torch.minimum((1.0 - fy / 0.06) * 0.02 - (fx * 0.02).abs(), fy + 0.02), soft)
+    img, fa = over(img, fa, _rgb(1.0, 1.0, 0.96), fang * mouth)
+    stroke = cov(0.013 - (gy - wline).abs(), soft) * cov(0.15 - ax, soft)
+    img, fa = over(img, fa, _rgb(*_CAT_INK), stroke)
+    # nose: a pink rounded triangle, lifted by the snarl; philtrum down to the lip
+    nose_y = 0.2 - 0.03 * snarl
+    ny = gy - nose_y
+    nose = torch.minimum(0.05 - ny.abs() * 0.9, (0.07 - 0.9 * ny) * 0.7 - ax)
+    img, fa = over(img, fa, _rgb(0.88, 0.45, 0.5), cov(nose, soft))
+    philtrum = cov(0.011 - ax, soft) * cov(gy - nose_y - 0.04, soft) * cov(top - gy, soft)
+    img, fa = over(img, fa, _rgb(*_CAT_INK), philtrum)
+    # snarl wrinkles across the bridge of the snout
+    for row in (0.06, 0.11):
+        arc = row - 0.03 * snarl - 0.6 * gx * gx
+        wrinkle = cov(0.012 - (gy - arc).abs(), soft) * cov(0.1 - ax, soft)
+        img, fa = over(img, fa, _rgb(*_FUR_DARK), wrinkle * _smoothstep(0.05, 0.5, snarl))
+    return img, fa
+
+
+def _cat_whiskers(
+    img: torch.Tensor, fa: torch.Tensor, c: dict[str, torch.Tensor], soft: float
+) -> _Layers:
+    """Three whiskers a side fanning from the pads: fanned up and forward (+, content or
+    puffed cheeks), drooping (-, sad)."""
+    gx, gy = _grid(img.shape[-1])
+    ax = gx.abs()
+    w = c["whiskers"]
+    run = (ax - 0.2).clamp(min=0.0)
+    for i, slope in enumerate((-0.3, 0.0, 0.3)):
+        tilt = slope * (1.0 + 0.5 * w) - 0.35 * w  # + fans them out and lifts them
+        y0 = 0.28 + 0.035 * i
+        path = y0 + tilt * run + 0.25 * run * run  # a little natural sag
+        length = cov(0.66 - run, soft) * cov(ax - 0.2, soft)
+        img, fa = over(
+            img, fa, _rgb(0.25, 0.17, 0.12), cov(0.009 - (gy - path).abs(), soft) * length
+        )
+    return img, fa
+
+
+def _render_cat(rig: torch.Tensor, size: int) -> torch.Tensor:
+    b = len(rig)
+    c = {ctl.name: rig[:, i].reshape(b, 1, 1) for i, ctl in enumerate(_CAT_CONTROLS)}
+    gx, gy = _grid(size)
+    soft = 2.4 / size
+    img = (_rgb(0.6, 0.78, 0.62) + 0.12 * gy.unsqueeze(1)).expand(b, 3, size, size).clone()
+    fa = torch.zeros(b, size, size)
+    img, fa = _cat_ears(img, fa, c, soft)
+    # head: a wide rounded shape, fuller at the cheeks; darker fur towards the chin
+    ax = gx.abs()
+    head = 1.0 - ((ax / 0.78) ** 2.5 + ((gy - 0.08).abs() / 0.6) ** 2.5) ** 0.4
+    shade = (1.05 - 0.2 * (gy + 0.5)).clamp(0.75, 1.05).unsqueeze(1)
+    img, fa = over(img, fa, _rgb(*_FUR) * shade, cov(head * 0.6, soft))
+    # tabby stripes: three on the forehead, two on each cheek (fixed markings)
+    on_head = cov(head * 0.6, soft)
+    taper = 0.025 * (1.0 - (gy + 0.48) / 0.2)  # wide at the hairline, to a point downwards
+    for x0 in (-0.09, 0.0, 0.09):
+        stripe = cov(taper - (gx - x0).abs(), soft) * cov(gy + 0.5, soft)
+        img, fa = over(img, fa, _rgb(*_FUR_DARK), stripe * on_head)
+    for y0 in (0.1, 0.19):
+        slant = gy - y0 + 0.1 * (ax - 0.62)
+        stripe = cov(0.018 - slant.abs(), soft) * cov(0.11 - (ax - 0.66).abs(), soft)
+        img, fa = over(img, fa, _rgb(*_FUR_DARK), stripe * on_head)
+    img, fa = _cat_eyes(img, fa, c, soft)
+    img, fa = _cat_mouth(img, fa, c, soft)
+    img, fa = _cat_whiskers(img, fa, c, soft)
+    return img
+
+
+def _expected_cat(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """EVALUATION ONLY. ears_perk: up with surprise (AU5, AU2), flattened by anger and disgust
+    (AU4, AU9) and by sadness (AU1 without AU2); ear_tilt = AU2 L - R (signed); blinks per side,
+    half-closed by a contented squint (AU7, AU6); pupils dilate with fear/surprise (AU5, AU1)
+    and narrow to slits with anger (AU4, AU7); brows = AU1+AU2 (+) against AU4 (-); snarl from
+    AU9, AU10 and a bared-teeth AU20; jaw_open = AU26 (or AU25); jaw_side = AU30 L - R;
+    mouth_curve = AU12 - AU15; whiskers fan up with a smile or puffed cheeks (AU6, AU12, AU34,
+    AU18) and droop with sadness (AU15, AU17)."""
+    outer = 0.5 * (a["brow_outer_raise_L"] + a["brow_outer_raise_R"])
+    pull = 0.5 * (a["lip_corner_pull_L"] + a["lip_corner_pull_R"])
+    depress = 0.5 * (a["lip_corner_depress_L"] + a["lip_corner_depress_R"])
+    sad_brow = np.clip(a["brow_inner_raise"] - outer, 0, 1)
+    squint = 0.4 * a["lid_tighten"] + 0.3 * a["cheek_raise"]
+    return {
+        "ears_perk": np.clip(
+            0.7 * a["upper_lid_raise"]
+            + 0.6 * outer
+            - a["brow_lower"]
+            - 0.6 * a["nose_wrinkle"]
+            - 0.6 * sad_brow,
+            -1,
+            1,
+        ),
+        "ear_tilt": np.clip(a["brow_outer_raise_L"] - a["brow_outer_raise_R"], -1, 1),
+        "blink_L": np.clip(np.maximum(a["blink_L"], squint), 0, 1),
+        "blink_R": np.clip(np.maximum(a["blink_R"], squint), 0, 1),
+        "pupils": np.clip(
+            0.8 * a["upper_lid_raise"]
+            + 0.4 * a["brow_inner_raise"]
+            - 0.7 * a["brow_lower"]
+            - 0.5 * a["lid_tighten"],
+            -1,
+            1,
+        ),
+        "brows": np.clip(0.6 * a["brow_inner_raise"] + 0.6 * outer - a["brow_lower"], -1, 1),
+        "snarl": np.clip(
+            a["nose_wrinkle"] + 0.6 * a["upper_lip_raise"] + 0.3 * a["lip_stretch"], 0, 1
+        ),
+        "jaw_open": np.clip(np.maximum(a["jaw_drop"], 0.5 * a["lips_part"]), 0, 1),
+        "jaw_side": np.clip(a["jaw_sideways_L"] - a["jaw_sideways_R"], -1, 1),
+        "mouth_curve": np.clip(pull - depress, -1, 1),
+        "whiskers": np.clip(
+            0.5 * a["cheek_raise"]
+            + 0.4 * pull
+            + 0.6 * a["cheek_puff"]
+            + 0.3 * a["lip_pucker"]
+            - 0.7 * depress
+            - 0.3 * a["chin_raise"],
+            -1,
+            1,
+        ),
+    }
+
+
+def _cat() -> BuiltinAvatar:
+    return BuiltinAvatar(
+        spec=RigSpec("cat", _CAT_CONTROLS),
+        description="ginger cat head, 11 controls (ears, slit pupils, snarl, whiskers)",
+        render_fn=_render_cat,
+        expected_fn=_expected_cat,
+    )
+
+
+BUILTIN_AVATARS: dict[str, BuiltinAvatar] = {
+    a.name: a for a in (_human(), _cartoon(), _robot(), _cat())
+}
 
 
 def get_avatar(name: str) -> BuiltinAvatar:
