@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +113,22 @@ async def run_load(address: str, jpegs: list[bytes], actors: int, avatar_ids: li
     return LoadResult(actors, len(avatar_ids), fps, sum(r.received for r in runs) / sent, percentiles(latencies))
 
 
+async def find_capacity(run: Callable[[int], Awaitable[LoadResult]], max_actors: int) -> list[LoadResult]:
+    """Loads of 1, 2, 4, ... actors until one is not held, then bisection between the last
+    held and it: the largest number held, in a few runs. Sorted by actors."""
+    tried: dict[int, LoadResult] = {}
+    held, failed = 0, max_actors + 1
+    actors = 1
+    while actors >= 1 and actors not in tried:
+        result = tried[actors] = await run(actors)
+        if result.held:
+            held = actors
+        else:
+            failed = actors
+        actors = min(2 * held, max_actors) if failed > max_actors else (held + failed) // 2
+    return [tried[n] for n in sorted(tried)]
+
+
 def percentiles(values: np.ndarray) -> dict[str, float]:
     """Latency summary in ms: p50, p90, p99, mean, max."""
     if not len(values):
@@ -186,14 +202,7 @@ async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int
                 stats_before = await client.get_stats()
             single = await run_load(address, jpegs, 1, ids[:1], fps, seconds)
             webrtc = await webrtc_latency(f"http://127.0.0.1:{server.http_port}", vp8, ids[0], fps, seconds)
-            ladder = []
-            actors = 1
-            while actors <= max_actors:
-                result = await run_load(address, jpegs, actors, ids, fps, seconds)
-                ladder.append(result)
-                if not result.held:
-                    break
-                actors *= 2
+            ladder = await find_capacity(lambda n: run_load(address, jpegs, n, ids, fps, seconds), max_actors)
             async with AsyncClient(address) as client:
                 stats = await client.get_stats()
         finally:
