@@ -6,12 +6,13 @@
     .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part geometry
     .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part keyframes
 
-`shared`: the shared animator learns human_arkit and cartoon together (shared weights, codes
-and control queries), then robot is ADDED with the shared weights frozen (only its code and
+`shared`: the shared animator learns human_arkit, cartoon and robot together (shared weights,
+codes and control queries), then cat is ADDED with the shared weights frozen (only its code and
 control queries train); the old avatars' held-out error is measured before and after.
+`joint`: all four built-ins trained together (the shipped model).
 `per_avatar`: one decoder per avatar; `geometry`: the same decoder reading hand-made face
 measurements instead of the embedding; both trained the same way (same loss, same number of
-steps per avatar). `keyframes`: robot added with 0, 5, 20 artist keyframes.
+steps per avatar). `keyframes`: cat added with 0, 5, 20 artist keyframes.
 
 Training reads unlabeled actor images only. The one exception is the keyframe experiment: an
 artist's keyframe is an actor image with the rig an artist posed for it; the synthetic world
@@ -64,8 +65,8 @@ from freeavatar_server.animator.train import (
 from freeavatar_server.renderer.model import load_renderer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
-FIRST = ("human_arkit", "cartoon")
-ADDED = "robot"
+FIRST = ("human_arkit", "cartoon", "robot")
+ADDED = "cat"
 VAL = 300
 
 
@@ -111,7 +112,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None, help="models dir (default: <work>/models)")
     p.add_argument("--part", choices=("shared", "joint", "per_avatar", "geometry", "keyframes"), required=True,
-                   help="shared: two avatars, then the third added; joint: all three trained together")
+                   help="shared: three avatars, then the fourth added; joint: all four trained together")
     p.add_argument("--encoder", type=Path, default=None)
     p.add_argument("--steps", type=int, default=500, help="steps per avatar for the first avatars")
     p.add_argument("--add-steps", type=int, default=400, help="steps for the added avatar")
