@@ -39,8 +39,8 @@ STAGES = ("decode", "detect", "pose", "encode", "animate", "publish")
 
 
 class Decodable(Protocol):
-    """A frame whose pixels another module decodes on the pipeline's thread pool (a WebRTC
-    video track's): only the frames the pipeline takes are decoded."""
+    """A frame whose pixels another module decodes (a WebRTC video track's, whose decoder holds
+    state): decoded on a thread of the server process, and only if the pipeline takes it."""
 
     @property
     def capture_time_us(self) -> int: ...
