@@ -63,7 +63,8 @@ def test_stream_renders_ahead_in_step_order():
 
 
 def test_stream_renderer_exits_when_its_trainer_is_killed(tmp_path):
-    # A trainer SIGKILLed (or os._exit) runs no clean-up; its renderer must not live on.
+    # A trainer SIGKILLed (or os._exit) runs no clean-up; its renderer must not live on, even
+    # with batches waiting that are larger than a pipe holds (96 px faces, as in training).
     import os
     import subprocess
     import sys
@@ -72,7 +73,7 @@ def test_stream_renderer_exits_when_its_trainer_is_killed(tmp_path):
     script = (
         "import os\n"
         "from freeavatar_server.encoder import data as D\n"
-        "s = D.SyntheticStream(D.StreamSpec(size=16, n_expressions=2), ahead=1)\n"
+        "s = D.SyntheticStream(D.StreamSpec(size=96, n_expressions=8), ahead=1)\n"
         "s.get(0)\n"
         "print(s._process.pid, flush=True)\n"
         "os._exit(0)\n"

@@ -325,8 +325,10 @@ def _render_ahead(spec: StreamSpec, start: int, queue) -> None:  # runs in the c
                 queue.put(batch, timeout=1.0)
                 break
             except queues.Full:
-                # a trainer killed without clean-up never stops us: go when it is gone
+                # a trainer killed without clean-up never stops us: go when it is gone, without
+                # waiting at exit to flush batches into a pipe that nobody will read again
                 if parent is not None and not parent.is_alive():
+                    queue.cancel_join_thread()
                     return
         step += 1
 
