@@ -16,6 +16,7 @@ import pytest
 from freeavatar._proto import stream_pb2
 from freeavatar_server.analysis import (
     Analyser,
+    AnalysisFailed,
     AnalysisPool,
     AnalysisRequest,
     AnimatorRef,
@@ -26,8 +27,17 @@ from freeavatar_server.analysis import (
 JPEG = stream_pb2.IMAGE_FORMAT_JPEG
 
 
-def request(actor: str, pixels, animators: dict[str, AnimatorRef] | None = None) -> AnalysisRequest:
-    return AnalysisRequest(actor, pixels, capture_time_us=1_000_000, animators=animators or {})
+def request(stream: str, pixels, animators: dict[str, AnimatorRef] | None = None) -> AnalysisRequest:
+    return AnalysisRequest(stream, pixels, capture_time_us=1_000_000, animators=animators or {})
+
+
+def alive(pid: int) -> bool:
+    """Running (a killed child stays in /proc as a zombie until it is reaped)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
 
 
 def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models, clip) -> None:
@@ -38,7 +48,7 @@ def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models,
     assert result.face is not None and result.head_pose.shape == (3,)
     assert result.raw["a1"].shape == (8,) and result.raw["a2"].shape == (14,)
     assert set(result.timings_ms) == {"decode", "detect", "pose", "encode", "animate"}
-    assert list(analyser.trackers) == ["actor"]  # the actor's tracker lives here now
+    assert list(analyser.trackers) == ["actor"]  # the stream's face tracker lives here now
     analyser.forget("actor")
     assert not analyser.trackers
 
@@ -61,10 +71,37 @@ async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untra
         assert first is not second and first.pid != second.pid
         found = await first.analyse(request("a", EncodedFrame(JPEG, clip[0])))
         assert found.face is not None
-        with pytest.raises(BadFrame):  # raised in the worker, re-raised here
+        with pytest.raises(BadFrame, match="does not decode"):  # raised in the worker, re-raised here
             await second.analyse(request("b", EncodedFrame(JPEG, b"garbage")))
         first.release("a")
-        assert pool.assign("c") is first  # the least busy worker takes the next actor
+        assert pool.assign("c") is first  # the least busy worker takes the next stream
+    finally:
+        pool.close()
+
+
+async def test_a_worker_that_died_idle_is_replaced_by_the_next_call(untrained_models, clip) -> None:
+    pool = AnalysisPool(1, untrained_models[0])
+    try:
+        await pool.start()
+        (worker,) = pool.workers
+        dead = worker.pid
+        os.kill(dead, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(dead) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = await worker.analyse(request("a", EncodedFrame(JPEG, clip[0])))  # loses nothing
+        assert found.face is not None and worker.pid not in (None, dead) and worker.restarts == 1
+    finally:
+        pool.close()
+
+
+async def test_models_that_do_not_load_are_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "encoder.onnx"
+    broken.write_bytes(b"not an ONNX graph")
+    pool = AnalysisPool(1, broken)
+    try:
+        with pytest.raises(AnalysisFailed, match="could not load its models"):
+            await pool.start()
     finally:
         pool.close()
 
@@ -89,8 +126,8 @@ def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Pa
         os.kill(parent.pid, signal.SIGKILL)  # no clean-up of any kind
         parent.wait(10)
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        while alive(worker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not Path(f"/proc/{worker}").exists(), "the analysis worker outlived its server"
+        assert not alive(worker), "the analysis worker outlived its server"
     finally:
         parent.kill()

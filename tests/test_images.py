@@ -29,6 +29,17 @@ def test_jpeg_and_png_decode_to_the_rgb_pillow_gives() -> None:
     assert grey.shape == (48, 64, 3) and np.array_equal(grey[..., 1], image[..., 0])
 
 
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_exif_orientation_is_left_alone_as_pillow_does(orientation: int) -> None:
+    image = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # 3: rotated 180 degrees, 6: 90 degrees clockwise
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", exif=exif.tobytes())
+    jpeg = buffer.getvalue()
+    assert np.array_equal(decode_image(jpeg), np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

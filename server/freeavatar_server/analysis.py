@@ -3,18 +3,21 @@ the face, read its head pose, encode the expression, run every bound avatar's an
 
 Python runs one thread at a time. With this work on a thread pool, the server used about 1.3
 of two cores at 8 actors: the rest went to threads queueing for the GIL between ONNX Runtime
-calls. Each `AnalysisWorker` is one process with its own models. An actor is pinned to one
-worker for its whole stream, because its face tracker (state carried from frame to frame)
-lives there. What crosses the process boundary is small: the encoded frame in; a face box, a
-head pose and a few control vectors out.
+calls. Each `AnalysisWorker` is one process with its own models. An actor's stream is pinned
+to one worker, because its face tracker (state carried from frame to frame) lives there. What
+crosses the process boundary is the frame as the client sent it (a JPEG of ~15 kB; WebRTC
+frames, which the server decodes itself, go as raw RGB) and, back, a face box, a head pose and
+a few control vectors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_FRAME_PIXELS = 4096 * 2160
-CACHED_ANIMATORS = 8  # published animator versions a worker keeps loaded
+CACHED_ANIMATORS = 32  # animator versions a worker keeps loaded (a few MB each)
 
 
 class BadFrame(ValueError):
@@ -49,7 +52,13 @@ class FrameSkipped(Exception):
 
 
 class WorkerLost(Exception):
-    """The worker process analysing a frame died; a fresh one takes the next frame."""
+    """No worker could analyse this frame (they died on it, or the server is shutting down);
+    the stream goes on with the next one."""
+
+
+class AnalysisFailed(Exception):
+    """The analysis itself failed (not the frame): a model that does not load or run. Carried
+    back as text, so that whatever was raised in the worker crosses the process boundary."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ class AnimatorRef:
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    actor_id: str
+    stream: str  # one actor stream's key: its face tracker in the worker
     pixels: EncodedFrame | np.ndarray  # (H, W, 3) uint8 when the transport decodes (WebRTC)
     capture_time_us: int
     animators: dict[str, AnimatorRef]  # bound avatar id -> its animator
@@ -90,6 +99,7 @@ class Analysis:
     head_pose: np.ndarray | None  # (3,) yaw, pitch, roll degrees, before smoothing
     raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
     timings_ms: dict[str, float]
+    worker_pid: int = 0
 
 
 def decode_frame(frame: EncodedFrame | stream_pb2.ActorFrame) -> np.ndarray:
@@ -122,7 +132,7 @@ class Analyser:
         self.encoder = OnnxEncoder(encoder_path, threads=threads)
         self.localiser = FaceLocaliser(threads=threads)
         self.pose = HeadPoseEstimator(threads=threads)
-        self.trackers: dict[str, object] = {}  # actor id -> FaceTracker
+        self.trackers: dict[str, object] = {}  # stream key -> FaceTracker
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
         # ONNX Runtime optimises each graph on its first run: pay for that now, not on a frame
         self.encoder.embed_batch(np.zeros((1, self.encoder.size, self.encoder.size, 3), np.uint8))
@@ -130,18 +140,27 @@ class Analyser:
         self.pose.estimate(np.zeros((1, self.pose.size, self.pose.size, 3), np.uint8))
 
     def analyse(self, request: AnalysisRequest) -> Analysis:
+        """BadFrame for a frame that cannot be read; AnalysisFailed for anything else."""
+        try:
+            return self._analyse(request)
+        except BadFrame:
+            raise
+        except Exception as error:
+            raise AnalysisFailed(f"{type(error).__name__}: {error}") from None
+
+    def _analyse(self, request: AnalysisRequest) -> Analysis:
         from freeavatar_server.face import FaceTracker, crop_face
 
         timings: dict[str, float] = {}
         started = time.perf_counter()
         pixels = request.pixels
         image = pixels if isinstance(pixels, np.ndarray) else decode_frame(pixels)
-        timings["decode"], started = _ms_since(started), time.perf_counter()
-        tracker = self.trackers.get(request.actor_id)
+        timings["decode"], started = ms_since(started), time.perf_counter()
+        tracker = self.trackers.get(request.stream)
         if tracker is None:
-            tracker = self.trackers[request.actor_id] = FaceTracker(self.localiser)
+            tracker = self.trackers[request.stream] = FaceTracker(self.localiser)
         face = tracker.update(image, request.capture_time_us / 1e6 or None)
-        timings["detect"], started = _ms_since(started), time.perf_counter()
+        timings["detect"], started = ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}
         head_pose = None
         if face is not None:
@@ -150,17 +169,17 @@ class Analyser:
             pose_crop = crop if self.pose.size == self.encoder.size else crop_face(image, face.box, self.pose.size)
             pose_started = time.perf_counter()
             head_pose = self.pose.estimate(pose_crop[None])[0]
-            timings["pose"] = _ms_since(pose_started)
+            timings["pose"] = ms_since(pose_started)
             embedding = self.encoder.embed_batch(crop[None])
-            timings["encode"] = _ms_since(started) - timings["pose"]  # the crop and the encoder
+            timings["encode"] = ms_since(started) - timings["pose"]  # the crop and the encoder
             started = time.perf_counter()
             for avatar_id, ref in request.animators.items():
                 raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key)[0]
-            timings["animate"] = _ms_since(started)
-        return Analysis(face, head_pose, raw, timings)
+            timings["animate"] = ms_since(started)
+        return Analysis(face, head_pose, raw, timings, os.getpid())
 
-    def forget(self, actor_id: str) -> None:
-        self.trackers.pop(actor_id, None)
+    def forget(self, stream: str) -> None:
+        self.trackers.pop(stream, None)
 
     def _animator(self, path: str) -> AnimatorRuntime:
         runtime = self._animators.get(path)
@@ -177,14 +196,22 @@ class Analyser:
 # A worker process's own Analyser, made by the pool's initializer: the one piece of
 # process-wide state, because ProcessPoolExecutor calls plain functions.
 _analyser: Analyser | None = None
+_start_error: str | None = None  # why the models did not load, reported with every call
 
 
 def _start_worker(encoder_path: Path, threads: int) -> None:
-    global _analyser
+    global _analyser, _start_error
+    # The server's own signal handling shuts the pool down; a Ctrl-C or a SIGTERM to the
+    # process group must not kill a worker mid-frame (or raise inside one).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A server killed without clean-up never tells its pool to stop (the worker holds both
     # ends of its call queue, so no EOF either): go when the parent goes.
     threading.Thread(target=_exit_with_parent, daemon=True, name="parent-watch").start()
-    _analyser = Analyser(encoder_path, threads)
+    try:
+        _analyser = Analyser(encoder_path, threads)
+    except Exception as error:  # an initializer that raises breaks the pool without a word
+        _start_error = f"the analysis worker could not load its models: {type(error).__name__}: {error}"
 
 
 def _exit_with_parent() -> None:
@@ -194,63 +221,81 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-def _ready() -> bool:
-    return _analyser is not None
+def _loaded() -> Analyser:
+    if _analyser is None:
+        raise AnalysisFailed(_start_error or "the analysis worker has no models")
+    return _analyser
+
+
+def _ready() -> int:
+    _loaded()
+    return os.getpid()
 
 
 def _analyse(request: AnalysisRequest) -> Analysis:
-    assert _analyser is not None
-    return _analyser.analyse(request)
+    return _loaded().analyse(request)
 
 
-def _forget(actor_id: str) -> None:
+def _forget(stream: str) -> None:
     if _analyser is not None:
-        _analyser.forget(actor_id)
+        _analyser.forget(stream)
 
 
 class AnalysisWorker:
     """One worker process (a one-process pool, so calls run in submission order), started on
-    first use and restarted if it dies."""
+    first use and replaced when it dies."""
 
     def __init__(self, encoder_path: Path, threads: int = 1) -> None:
         self._encoder_path = encoder_path
         self._threads = threads
         self._pool: ProcessPoolExecutor | None = None
-        self.actors: set[str] = set()
-
-    @property
-    def pid(self) -> int | None:
-        """The worker process's id once it runs (for tests and operators)."""
-        processes = list(getattr(self._pool, "_processes", None) or {})
-        return processes[0] if processes else None
+        self._closed = False
+        self.streams: set[str] = set()
+        self.pid: int | None = None  # the worker process, as last heard from
+        self.restarts = 0
 
     async def start(self) -> None:
-        """Start the process and wait until its models are loaded."""
-        await asyncio.get_running_loop().run_in_executor(self._executor(), _ready)
+        """Start the process (or replace a dead one) and wait until its models are loaded;
+        AnalysisFailed if they do not load."""
+        self.pid = await self._call(_ready)
 
     async def analyse(self, request: AnalysisRequest) -> Analysis:
-        """The analysis of one frame; BadFrame for a frame that cannot be read, WorkerLost if
-        the process died on it."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), _analyse, request)
-        except BrokenProcessPool as error:
-            log.error("an analysis worker died (%s); starting a new one", error)
-            self._close_pool()
-            raise WorkerLost("the analysis worker died on this frame") from None
+        """The analysis of one frame. BadFrame: the frame cannot be read; WorkerLost: workers
+        died on it; AnalysisFailed: the analysis did not run."""
+        analysis = await self._call(_analyse, request)
+        self.pid = analysis.worker_pid
+        return analysis
 
-    def release(self, actor_id: str) -> None:
-        """The actor's stream ended: drop its face tracker."""
-        self.actors.discard(actor_id)
+    def release(self, stream: str) -> None:
+        """The stream ended: drop its face tracker (after any frame of it still in the worker)."""
+        self.streams.discard(stream)
         if self._pool is not None:
-            try:
-                self._pool.submit(_forget, actor_id)
-            except (BrokenProcessPool, RuntimeError):  # dead or shut down: nothing to forget
-                pass
+            with contextlib.suppress(BrokenProcessPool, RuntimeError):  # dead or shut down
+                self._pool.submit(_forget, stream)
 
     def close(self) -> None:
-        self._close_pool()
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def _call(self, fn, *args):
+        # A pool learns of its process's death a moment after it happens, so a call may go to
+        # a worker that died idle: such a call is retried once on a fresh worker. A second
+        # death on the same call is the call's fault (a frame that crashes the decoder, say).
+        for _ in range(2):
+            pool = self._executor()
+            try:
+                # Shielded: a cancelled stream must not cancel a call queued in the pool (on
+                # Python 3.11 a cancelled pending call can wedge a broken pool, gh-107219).
+                return await asyncio.shield(asyncio.wrap_future(pool.submit(fn, *args)))
+            except BrokenProcessPool:
+                self._forget_dead(pool)
+        raise WorkerLost("two analysis workers died in turn on this frame")
 
     def _executor(self) -> ProcessPoolExecutor:
+        if self._closed:
+            raise WorkerLost("the server is shutting down")
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 1,
@@ -260,14 +305,18 @@ class AnalysisWorker:
             )
         return self._pool
 
-    def _close_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _forget_dead(self, pool: ProcessPoolExecutor) -> None:
+        """Let a dead pool go, once: two streams may both see one death, and the second must
+        not shut down the replacement the first has already started."""
+        if pool is self._pool:
+            log.error("an analysis worker (pid %s) died; a new one takes its streams", self.pid)
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self.pid = None, None
+            self.restarts += 1
 
 
 class AnalysisPool:
-    """The server's analysis workers; each actor goes to the one with the fewest actors."""
+    """The server's analysis workers; each stream goes to the one with the fewest streams."""
 
     def __init__(self, workers: int, encoder_path: Path, threads: int = 1) -> None:
         if workers < 1:
@@ -278,9 +327,9 @@ class AnalysisPool:
         """Start every worker (idempotent); returns once all have their models loaded."""
         await asyncio.gather(*(w.start() for w in self.workers))
 
-    def assign(self, actor_id: str) -> AnalysisWorker:
-        worker = min(self.workers, key=lambda w: len(w.actors))
-        worker.actors.add(actor_id)
+    def assign(self, stream: str) -> AnalysisWorker:
+        worker = min(self.workers, key=lambda w: len(w.streams))
+        worker.streams.add(stream)
         return worker
 
     def close(self) -> None:
@@ -288,5 +337,5 @@ class AnalysisPool:
             worker.close()
 
 
-def _ms_since(started: float) -> float:
+def ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000

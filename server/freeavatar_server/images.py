@@ -34,7 +34,8 @@ def decode_image(data: bytes) -> np.ndarray:
         raise BadImage(f"image format {kind} is not PNG or JPEG")
     if width * height > MAX_PIXELS:
         raise BadImage(f"image of {width}x{height} pixels is too large")
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    # Pixels as stored, as Pillow gives them: OpenCV would otherwise apply EXIF rotation
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if rgb is None or rgb.shape[:2] != (height, width):
         raise BadImage(f"{kind} image of {width}x{height} does not decode (corrupt or truncated data)")
     return rgb

@@ -2,7 +2,7 @@
 animator. (The analysis workers load and run them, with the face localiser and the head-pose
 model: `analysis`.)
 
-A newly published or activated animator version is loaded beside the old one and swapped in
+A newly published or activated animator version is checked beside the old one and swapped in
 with one dict assignment, so streams pick it up on their next frame and never stop.
 """
 
@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
 
 from freeavatar_server.analysis import AnimatorRef
 from freeavatar_server.store import Store
@@ -34,17 +31,11 @@ class EncoderMissing(Exception):
         super().__init__(f"no expression encoder at {path}: streaming needs one")
 
 
-class Animator(Protocol):
-    avatar_ids: list[str]
-
-    def predict(self, embeddings: np.ndarray, avatar_id: str) -> np.ndarray: ...
-
-
 @dataclass(frozen=True)
 class LoadedAnimator:
     path: Path
-    runtime: Animator
-    key: str  # the avatar inside the model: its id, or its built-in name in a shipped model
+    avatar_keys: frozenset[str]  # the avatars inside the model
+    key: str  # this avatar inside the model: its id, or its built-in name in a shipped model
 
 
 class LiveModels:
@@ -90,17 +81,21 @@ class LiveModels:
         if current is not None and current.path == path:
             return
         shared = next((a for a in self._animators.values() if a.path == path), None)
-        runtime = shared.runtime if shared else await asyncio.to_thread(self._load_animator, path)
+        keys = shared.avatar_keys if shared else await asyncio.to_thread(_avatars_in, path)
         name = (await asyncio.to_thread(self._store.get_avatar, avatar_id)).spec.name
-        key = avatar_id if avatar_id in runtime.avatar_ids else name
-        if key not in runtime.avatar_ids:
+        key = avatar_id if avatar_id in keys else name
+        if key not in keys:
             raise AnimatorMissing(name)
-        self._animators[avatar_id] = LoadedAnimator(path, runtime, key)
+        self._animators[avatar_id] = LoadedAnimator(path, keys, key)
 
     def forget(self, avatar_id: str) -> None:
         self._animators.pop(avatar_id, None)
 
-    def _load_animator(self, path: Path) -> Animator:
-        from freeavatar_server.animator.runtime import AnimatorRuntime
 
-        return AnimatorRuntime.load(path)
+
+def _avatars_in(model_dir: Path) -> frozenset[str]:
+    """The avatars a published animator drives (its ONNX graphs exported now if missing, so
+    that the workers find them)."""
+    from freeavatar_server.animator.runtime import runtime_manifest
+
+    return frozenset(runtime_manifest(model_dir)["avatars"])

@@ -10,7 +10,9 @@ actor's state.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,17 +23,21 @@ from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar_server.analysis import (
     MAX_FRAME_PIXELS,
     Analysis,
+    AnalysisFailed,
+    AnalysisPool,
     AnalysisRequest,
-    AnalysisWorker,
     BadFrame,
     EncodedFrame,
     FrameSkipped,
     WorkerLost,
+    ms_since,
 )
 from freeavatar_server.live_models import LiveModels
 from freeavatar_server.sessions import Actor, Binding, Session
 from freeavatar_server.smoothing import NeutralCalibration, OneEuroFilter, ease_towards
 from freeavatar_server.store import now_us
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MAX_FRAME_PIXELS", "ActorPipeline", "BadFrame", "FrameSkipped", "PipelineStats", "StageStats"]
 
@@ -116,13 +122,14 @@ class HeadPoseTrack:
 
 class ActorPipeline:
     def __init__(
-        self, session: Session, actor: Actor, models: LiveModels, stats: PipelineStats, worker: AnalysisWorker
+        self, session: Session, actor: Actor, models: LiveModels, stats: PipelineStats, analysis: AnalysisPool
     ) -> None:
         self.session = session
         self.actor = actor
         self._models = models
         self._stats = stats
-        self._worker = worker  # the process that holds this actor's face tracker
+        self._key = uuid.uuid4().hex  # this stream's face tracker in its worker
+        self._worker = analysis.assign(self._key)
         self._tracks: dict[str, AvatarTrack] = {}
         self._head_pose = HeadPoseTrack()
         self._pending: Frame | None = None
@@ -139,9 +146,10 @@ class ActorPipeline:
         self.task = asyncio.create_task(self._run(), name=f"pipeline-{self.actor.id[:8]}")
 
     def cancel(self) -> None:
-        """Stop processing; `task` finishes soon after (await it to be sure)."""
+        """Stop processing; `task` finishes soon after (await it to be sure). Idempotent."""
         if self.task is not None:
             self.task.cancel()
+        self._worker.release(self._key)
 
     async def stop(self) -> None:
         self.cancel()
@@ -166,31 +174,30 @@ class ActorPipeline:
         await self._idle.wait()
 
     async def _run(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                frame, index, self._pending = self._pending, self._pending_index, None
-                if frame is None:
-                    self._idle.set()
-                    continue
-                bindings = dict(self.actor.bindings)  # a rebind swaps in a new dict mid-stream
-                try:
-                    analysis = await self._analyse(frame, bindings)
-                except BadFrame as error:
-                    self.failed.set_exception(BadFrame(f"frame {index}: {error}"))
-                    self._idle.set()
-                    return
-                except (FrameSkipped, WorkerLost):  # the stream goes on with the next frame
-                    self._stats.stages["decode"].dropped += 1
-                    if self._pending is None:
-                        self._idle.set()
-                    continue
-                self._publish(frame, analysis, bindings)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            frame, index, self._pending = self._pending, self._pending_index, None
+            if frame is None:
+                self._idle.set()
+                continue
+            bindings = dict(self.actor.bindings)  # a rebind swaps in a new dict mid-stream
+            try:
+                analysis = await self._analyse(frame, bindings)
+            except (BadFrame, AnalysisFailed) as error:
+                if isinstance(error, AnalysisFailed):
+                    log.error("actor %s: frame %d: %s", self.actor.id, index, error)
+                self.failed.set_exception(type(error)(f"frame {index}: {error}"))
+                self._idle.set()
+                return
+            except (FrameSkipped, WorkerLost):  # the stream goes on with the next frame
+                self._stats.stages["decode"].dropped += 1
                 if self._pending is None:
                     self._idle.set()
-        finally:
-            self._worker.release(self.actor.id)
+                continue
+            self._publish(frame, analysis, bindings)
+            if self._pending is None:
+                self._idle.set()
 
     async def _analyse(self, frame: Frame, bindings: dict[str, Binding]) -> Analysis:
         decode_ms = 0.0
@@ -199,9 +206,9 @@ class ActorPipeline:
         else:  # the transport's own decoder holds state: it runs here, off the event loop
             started = time.perf_counter()
             pixels = await asyncio.to_thread(frame.decode)
-            decode_ms = _ms_since(started)
+            decode_ms = ms_since(started)
         animators = {a: ref for a in bindings if (ref := self._models.animator_ref(a)) is not None}
-        analysis = await self._worker.analyse(AnalysisRequest(self.actor.id, pixels, frame.capture_time_us, animators))
+        analysis = await self._worker.analyse(AnalysisRequest(self._key, pixels, frame.capture_time_us, animators))
         analysis.timings_ms["decode"] += decode_ms
         return analysis
 
@@ -242,8 +249,4 @@ class ActorPipeline:
             self._stats.frames_out += 1
         for stage, ms in analysis.timings_ms.items():
             self._stats.stages[stage].add(ms)
-        self._stats.stages["publish"].add(_ms_since(started))
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+        self._stats.stages["publish"].add(ms_since(started))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from freeavatar._proto import rig_pb2, stream_pb2, stream_pb2_grpc
-from freeavatar_server.analysis import AnalysisPool
+from freeavatar_server.analysis import AnalysisFailed, AnalysisPool, WorkerLost
 from freeavatar_server.errors import (
     BadRequest,
     grpc_errors,
@@ -48,6 +48,8 @@ for _error, _code in (
     (BadSessionToken, grpc.StatusCode.PERMISSION_DENIED),
     (BadBinding, grpc.StatusCode.INVALID_ARGUMENT),
     (BadFrame, grpc.StatusCode.INVALID_ARGUMENT),
+    (AnalysisFailed, grpc.StatusCode.INTERNAL),
+    (WorkerLost, grpc.StatusCode.UNAVAILABLE),
     (AnimatorMissing, grpc.StatusCode.FAILED_PRECONDITION),
     (EncoderMissing, grpc.StatusCode.FAILED_PRECONDITION),
     (BadOutput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -172,10 +174,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         """Run the actor's pipeline until `end_actor`; one stream per actor at a time."""
         if actor.streaming:
             raise ActorBusy(actor.id)
-        worker = self._analysis.assign(actor.id)
-        pipeline = ActorPipeline(session, actor, self._models, self.stats, worker)
+        pipeline = ActorPipeline(session, actor, self._models, self.stats, self._analysis)
         stream = ActorStream(session, actor, pipeline, asyncio.get_running_loop().create_future())
-        pipeline.failed.add_done_callback(lambda _: self.end_actor(stream, "a frame could not be read"))
+        pipeline.failed.add_done_callback(lambda failed: self.end_actor(stream, str(failed.exception())))
         actor.streaming = True
         self._actor_streams[actor.id] = stream
         pipeline.start()
@@ -230,7 +231,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             async for message in stream:
                 yield message
             if pipeline.failed.done():
-                pipeline.failed.result()  # raises the BadFrame
+                pipeline.failed.result()  # raises the BadFrame or AnalysisFailed
             if reader.done():
                 reader.result()  # raises what the reader met
         finally:

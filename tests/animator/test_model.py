@@ -91,10 +91,12 @@ def test_shared_network_is_smaller_than_one_decoder_per_avatar() -> None:
 
 def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path) -> None:
     model = all_avatars()
-    with torch.no_grad():  # FiLM starts as the identity: make the codes matter, as training does
+    with torch.no_grad():  # FiLM and the attention biases start at zero; training moves them
         for block in model.blocks:
             block.film.weight.normal_(std=0.2)
             block.film.bias.normal_(std=0.2)
+        model.attend.in_proj_bias.normal_(std=0.2)
+        model.attend.out_proj.bias.normal_(std=0.2)
     save_animator(model, tmp_path / "animator.pt", {"note": "test"})
     loaded = load_animator(tmp_path / "animator.pt")
     runtime = AnimatorRuntime.load(tmp_path)  # exports the ONNX graphs on first load

@@ -60,6 +60,16 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
     return manifest
 
 
+def runtime_manifest(model_dir: Path) -> dict[str, object]:
+    """The manifest of a model directory's ONNX graphs, exporting them first if any is missing."""
+    path = Path(model_dir) / MANIFEST_FILE
+    if path.exists():
+        manifest = json.loads(path.read_text())
+        if all((path.parent / entry["file"]).exists() for entry in manifest["avatars"].values()):
+            return manifest
+    return export_runtime(Path(model_dir))
+
+
 def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory: torch loads lazily)
     """`model(embeddings, avatar_id)` rewritten for inference with everything that depends on
     the avatar alone computed once: its code's FiLM scales and shifts, its control queries
@@ -127,19 +137,12 @@ class AnimatorRuntime:
         import onnxruntime as ort
 
         model_dir = Path(model_dir)
-        manifest_path = model_dir / MANIFEST_FILE
-        if manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
-        else:
-            manifest = export_runtime(model_dir)
+        manifest = runtime_manifest(model_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         sessions = {}
         for avatar_id, entry in manifest["avatars"].items():
-            if not (model_dir / entry["file"]).exists():
-                manifest = export_runtime(model_dir)
-                return cls.load(model_dir, threads)
             sessions[avatar_id] = ort.InferenceSession(
                 str(model_dir / entry["file"]), options, providers=["CPUExecutionProvider"]
             )

@@ -9,7 +9,7 @@ receiver reports); from complete encoded frames on, this module takes over, for 
   back to the next frame's first packet when a sender leaves the marker out.
 - Bounded cost. aiortc decodes every frame on a thread of its own per peer and queues the
   results without a bound, so a sender faster than its reader grows memory. Here frames wait
-  encoded, and are decoded on the pipeline's thread pool when the pipeline takes one: all of
+  encoded, and are decoded on a thread of the server process when the pipeline takes one: all of
   them, since each refers to the one before, but only the newest becomes RGB. A backlog over
   MAX_BACKLOG (the pipeline has taken nothing for about two seconds) is dropped whole and the
   sender is asked for a keyframe (RTCP PLI) to start again from: frames are lost, not memory.
@@ -60,7 +60,7 @@ class VideoFrameRef:
 
 class IncomingVideo:
     """One peer's video track. `add` runs on the event loop (from aiortc's RTP handling);
-    `decode_through` on the pipeline's thread pool, one call at a time per actor."""
+    `decode_through` on a thread of the server process, one call at a time per actor."""
 
     def __init__(
         self,
