@@ -255,9 +255,12 @@ class AnalysisWorker:
         self.restarts = 0
 
     async def start(self) -> None:
-        """Start the process (or replace a dead one) and wait until its models are loaded;
-        AnalysisFailed if they do not load."""
-        self.pid = await self._call(_ready)
+        """Start the process and wait until its models are loaded; AnalysisFailed if they do
+        not load. Once it has answered, nothing: every animate call starts the pool, and a
+        round trip would queue behind the frames of the streams already there (a worker that
+        died since is replaced by its next call)."""
+        if self.pid is None:
+            self.pid = await self._call(_ready)
 
     async def analyse(self, request: AnalysisRequest) -> Analysis:
         """The analysis of one frame. BadFrame: the frame cannot be read; WorkerLost: workers
