@@ -43,6 +43,7 @@ from freeavatar_server.animator.evaluate import (
     build_heldout,
     geometry_inputs,
     per_avatar_file,
+    retarget_error,
     save_decoder,
     score,
 )
@@ -95,6 +96,16 @@ def heldout_scores(predict, names, heldout, encoder) -> dict[str, dict[str, floa
         return {n: score(BUILTIN_AVATARS[n], predict(n), heldout, encoder) for n in names}
 
 
+def validation_errors(predict, names, work: Path, actors: ActorData) -> dict[str, float]:
+    """Error against the ground-truth mapping on the VAL images held back from training (the
+    training actors' identities, not the held-out ones): for choosing training settings
+    without looking at the held-out set."""
+    aus = np.load(work / "actors.npz")["train_aus"][:VAL]
+    with torch.no_grad():
+        return {n: retarget_error(predict(n, actors.val_inputs), BUILTIN_AVATARS[n].expected_rig(aus),
+                                  AvatarRig.from_spec(BUILTIN_AVATARS[n].spec)) for n in names}
+
+
 def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: int = 0) -> Keyframes:
     """k artist keyframes on TRAINING images (see the module docstring: a simulated artist)."""
     d = np.load(work / "actors.npz")
@@ -117,7 +128,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500, help="steps per avatar for the first avatars")
     p.add_argument("--add-steps", type=int, default=400, help="steps for the added avatar")
     p.add_argument("--batch", type=int, default=24)
-    p.add_argument("--centered", action="store_true")
+    p.add_argument("--centering", choices=("none", "renders", "neutral"), default=AnimatorTrainConfig.centering)
     p.add_argument("--sparsity", type=float, default=AnimatorTrainConfig.sparsity_weight,
                    help="weight of the L1 pull towards the default pose")
     args = p.parse_args()
@@ -134,7 +145,7 @@ def main() -> None:
     encoder = load_frozen_encoder(enc_path)
     size = encoder.cfg.img_size
     heldout = build_heldout(encoder)
-    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centered=args.centered,
+    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering,
                                sparsity_weight=args.sparsity)
     report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
 
@@ -151,10 +162,12 @@ def main() -> None:
         fit = fit_animator(model, [target(args.work, n) for n in together], actors, encoder, size,
                            replace(base, steps=args.steps), list(model.parameters()), log)
         scores = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), together, heldout, encoder)
-        print("joint", together, fit.metrics, scores, flush=True)
+        validation = validation_errors(lambda n, x: model(x, n).numpy(), together, args.work, actors)
+        print("joint", together, fit.metrics, scores, "validation", validation, flush=True)
         first_file = "animator_first.pt" if args.part == "shared" else "animator_joint.pt"
         save_animator(model, out / first_file, {"fit": fit.metrics, "encoder": ENCODER_FILE})
-        report |= {"joint_fit": fit.metrics, "heldout": scores, "parameters": count_parameters(model)}
+        report |= {"joint_fit": fit.metrics, "heldout": scores, "validation": validation,
+                   "parameters": count_parameters(model)}
     if args.part == "shared":  # then the third avatar joins, the shared weights frozen
         started = time.monotonic()
         model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)

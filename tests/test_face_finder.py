@@ -82,6 +82,29 @@ def test_tracks_a_moving_face(localiser: FaceLocaliser) -> None:
     assert sources[0] == "detect" and sources.count("track") >= len(sources) - 3
 
 
+class CountingLocaliser(FaceLocaliser):
+    def __init__(self) -> None:
+        super().__init__(DEFAULT_MODEL, threads=1)
+        self.window_passes = 0
+
+    def detect_in_window(self, frame, window):
+        self.window_passes += 1
+        return super().detect_in_window(frame, window)
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_track_every_runs_the_window_pass_that_often_and_coasts_between(every: int) -> None:
+    traj = make_trajectory(1.0, 30.0, seed=HELD_OUT % 10_000 + 1)
+    clip = render_trajectory_frames(traj, 0, traj.n_frames)
+    counting = CountingLocaliser()
+    tracker = FaceTracker(counting, TrackerConfig(track_every=every, use_haar=False))
+    ious = [iou(tracker.update(image, timestamp=i / traj.fps).raw_box, box)
+            for i, (image, box) in enumerate(zip(clip.images, clip.boxes, strict=True))]
+    # the acquiring frame refines with one window pass; then one pass per `every` frames
+    assert counting.window_passes == 1 + (traj.n_frames - 1) // every
+    assert min(ious) > 0.6 and np.mean(ious) > 0.85, np.round(ious, 2)
+
+
 def test_finds_the_astronaut(localiser: FaceLocaliser) -> None:
     data = pytest.importorskip("skimage.data")
     photo = data.astronaut()

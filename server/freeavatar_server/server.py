@@ -187,9 +187,9 @@ class FreeAvatarServer:
 
 
 def default_encoder_path() -> Path:
-    from freeavatar_server.encoder.export import DEFAULT_ONNX
+    from freeavatar_server.encoder.export import INT8_ONNX
 
-    return DEFAULT_ONNX
+    return INT8_ONNX
 
 
 async def serve(config: ServerConfig) -> None:

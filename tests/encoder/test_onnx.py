@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.encoder.export import OnnxEncoder, export_onnx
+from freeavatar_server.encoder.export import DEFAULT_ONNX, INT8_ONNX, OnnxEncoder, export_onnx, quantize_onnx
 from freeavatar_server.encoder.model import ExpressionEncoder
 
 
@@ -20,3 +20,21 @@ def test_onnx_matches_pytorch(tiny_model, tmp_path):
     assert got.shape == (7, 16)
     np.testing.assert_allclose(got, ref, atol=1e-4)
     np.testing.assert_allclose(sess.embed(images[3]), ref[3], atol=1e-4)
+
+
+def test_int8_copy_keeps_the_embedding(tiny_model, tmp_path):
+    torch.manual_seed(0)
+    enc = ExpressionEncoder(tiny_model).eval()
+    exact = OnnxEncoder(export_onnx(enc, tmp_path / "enc.onnx"))
+    int8 = OnnxEncoder(quantize_onnx(tmp_path / "enc.onnx", tmp_path / "enc.int8.onnx"))
+    images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    a, b = exact.embed_batch(images), int8.embed_batch(images)
+    assert not np.array_equal(a, b)  # it really is another graph
+    assert (a * b).sum(1).min() > 0.99  # unit vectors: cosine similarity
+
+
+def test_shipped_int8_encoder_is_the_quantised_float_one(tmp_path):
+    """The live pipeline runs INT8_ONNX: it must come from the shipped float graph (re-run
+    `quantize_onnx(DEFAULT_ONNX, INT8_ONNX)` after shipping a new encoder)."""
+    fresh = quantize_onnx(DEFAULT_ONNX, tmp_path / "int8.onnx")
+    assert fresh.read_bytes() == INT8_ONNX.read_bytes()

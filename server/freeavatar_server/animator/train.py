@@ -52,9 +52,12 @@ class AnimatorTrainConfig:
     keyframe_weight: float = 1.0
     clips_per_step: int = 4
     evaluations: int = 10  # validation checks (unlabeled consistency); the best state is kept
-    # Compare embeddings relative to each domain's mean (actor images vs. the avatar's renders):
-    # removes the constant offset between a human face and, say, a robot in embedding space.
-    centered: bool = False
+    # Compare embeddings relative to a reference point of each domain, which removes the
+    # constant offset between a human face and, say, a robot in embedding space:
+    # "none": absolute embeddings; "renders": the mean of the avatar's renders over random rigs
+    # against the mean actor; "neutral": the avatar's render at its default rig against the
+    # mean actor (the average actor should wear the avatar's resting face).
+    centering: str = "none"
 
 
 @dataclass
@@ -112,7 +115,19 @@ def render_embed(renderer: NeuralRenderer, encoder: Encoder, rig: torch.Tensor, 
 
 
 @torch.no_grad()
-def avatar_center(target: AvatarTarget, encoder: Encoder, size: int, n: int = 256, seed: int = 0) -> torch.Tensor:
+def avatar_center(target: AvatarTarget, encoder: Encoder, size: int, centering: str) -> torch.Tensor | None:
+    """The avatar's reference point in embedding space for `centering` (see the config)."""
+    if centering == "none":
+        return None
+    if centering == "neutral":
+        return render_embed(target.renderer, encoder, torch.tensor([target.rig.default]), size)[0]
+    if centering == "renders":
+        return mean_render_embedding(target, encoder, size)
+    raise ValueError(f"unknown centering {centering!r}: expected none, renders or neutral")
+
+
+@torch.no_grad()
+def mean_render_embedding(target: AvatarTarget, encoder: Encoder, size: int, n: int = 256, seed: int = 0) -> torch.Tensor:
     """Mean embedding of the avatar's renders over random in-range rigs (unlabeled statistic)."""
     from freeavatar.rig import RigControl, RigSpec
     from freeavatar_server.rig_sampling import propose_rig_vectors
@@ -146,7 +161,7 @@ def fit_animator(
         freeze(t.renderer)
     actor_center = actors.targets.mean(0)
     for t in targets:
-        t.center = avatar_center(t, encoder, encoder_size) if config.centered else None
+        t.center = avatar_center(t, encoder, encoder_size, config.centering)
     trainable = {id(p) for p in parameters}
     saved_flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():  # no wasted gradients into weights this run does not tune

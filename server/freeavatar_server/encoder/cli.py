@@ -74,24 +74,28 @@ def eval_encoder(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
     run_dir: Annotated[Path | None, typer.Option(help="A training run directory (default: the shipped models).")] = None,
     onnx: Annotated[bool, typer.Option(help="Score the encoder through its ONNX graph on ONNX Runtime.")] = False,
+    int8: Annotated[bool, typer.Option(help="Score the int8 ONNX graph the live pipeline runs.")] = False,
     n_triplets: Annotated[int, typer.Option(help="Held-out triplets to build.")] = 2000,
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
 ) -> None:
     """Triplet accuracy on held-out identities against baselines, and identity invariance."""
     from freeavatar_server.encoder.evaluate import Weights, default_weights, evaluate
-    from freeavatar_server.encoder.export import DEFAULT_ONNX, export_onnx
+    from freeavatar_server.encoder.export import DEFAULT_ONNX, INT8_ONNX, export_onnx, quantize_onnx
 
     weights = default_weights(run_dir)
     if not weights.encoder.exists():
         typer.secho(f"error: no encoder weights at {weights.encoder}; train one first", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    if onnx:
-        onnx_path = DEFAULT_ONNX if run_dir is None else Path(run_dir) / "expression_encoder.onnx"
+    if onnx or int8:
+        onnx_path = DEFAULT_ONNX if run_dir is None else Path(run_dir) / DEFAULT_ONNX.name
+        int8_path = INT8_ONNX if run_dir is None else Path(run_dir) / INT8_ONNX.name
         if run_dir is not None:
             from freeavatar_server.encoder.train import load_encoder
 
             export_onnx(load_encoder(weights.encoder), onnx_path)
-        weights = Weights(onnx_path, weights.mae, weights.classifier)
+            if int8:
+                quantize_onnx(onnx_path, int8_path)
+        weights = Weights(int8_path if int8 else onnx_path, weights.mae, weights.classifier)
     report = evaluate(weights, n_triplets=n_triplets, threads=threads)
     if json_out:
         typer.echo(json.dumps(report))
@@ -118,12 +122,15 @@ def _print_report(report: dict) -> None:
 def export_encoder(
     checkpoint: Annotated[Path, typer.Argument(help="A triplet-stage checkpoint (.pt).")],
     out: Annotated[Path, typer.Option(help="ONNX file to write.")] = Path("expression_encoder.onnx"),
+    int8: Annotated[bool, typer.Option(help="Also write the int8 copy the live pipeline runs (<out>.int8.onnx).")] = False,
 ) -> None:
     """Export an encoder checkpoint to ONNX."""
-    from freeavatar_server.encoder.export import export_onnx
+    from freeavatar_server.encoder.export import export_onnx, quantize_onnx
     from freeavatar_server.encoder.train import load_encoder
 
     typer.echo(f"wrote {export_onnx(load_encoder(checkpoint), out)}")
+    if int8:
+        typer.echo(f"wrote {quantize_onnx(out, out.with_suffix('.int8.onnx'))}")
 
 
 @encoder_app.command("ship")

