@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.encoder.export import DEFAULT_ONNX, INT8_ONNX, OnnxEncoder, export_onnx, quantize_onnx
+from freeavatar_server.encoder.export import (
+    DEFAULT_ONNX,
+    INT8_ONNX,
+    OnnxEncoder,
+    export_onnx,
+    quantize_onnx,
+)
 from freeavatar_server.encoder.model import ExpressionEncoder
 
 
