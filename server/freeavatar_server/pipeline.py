@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_FRAME_PIXELS", "ActorPipeline", "BadFrame", "FrameSkipped", "PipelineStats", "StageStats"]
 
-STAGES = ("decode", "detect", "pose", "encode", "animate", "publish")
+# "handoff": a frame's round trip to its analysis worker less the worker's own stages (the
+# process hops, and the wait behind other actors' frames in that worker's queue).
+STAGES = ("decode", "detect", "pose", "encode", "animate", "handoff", "publish")
 
 
 class Decodable(Protocol):
@@ -208,7 +210,9 @@ class ActorPipeline:
             pixels = await asyncio.to_thread(frame.decode)
             decode_ms = ms_since(started)
         animators = {a: ref for a in bindings if (ref := self._models.animator_ref(a)) is not None}
+        sent = time.perf_counter()
         analysis = await self._worker.analyse(AnalysisRequest(self._key, pixels, frame.capture_time_us, animators))
+        analysis.timings_ms["handoff"] = max(0.0, ms_since(sent) - sum(analysis.timings_ms.values()))
         analysis.timings_ms["decode"] += decode_ms
         return analysis
 
