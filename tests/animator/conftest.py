@@ -24,6 +24,21 @@ def tiny_encoder_path(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def trained_robot_renderer() -> NeuralRenderer:
+    """A tiny renderer that has learnt the robot a little (60 steps): its renders do depend on
+    the rig, unlike a random one's."""
+    from freeavatar_server.renderer.evaluate import render_in_batches
+    from freeavatar_server.renderer.train import RendererTrainConfig, fit_renderer
+    from freeavatar_server.rig_sampling import propose_rig_vectors
+
+    torch.manual_seed(0)
+    avatar = BUILTIN_AVATARS["robot"]
+    rigs = propose_rig_vectors(avatar.spec, 256, seed=0)
+    config = RendererTrainConfig(image_size=16, width=4, steps=60, batch_size=32, evaluations=1)
+    return fit_renderer(avatar.spec, rigs, render_in_batches(avatar, rigs, 16), config).model.eval()
+
+
 def tiny_renderer(name: str, seed: int = 0) -> NeuralRenderer:
     torch.manual_seed(seed)
     spec = BUILTIN_AVATARS[name].spec

@@ -24,12 +24,12 @@ import torch
 
 from freeavatar_server.animator.data import HELDOUT_IDENTITY_OFFSET, actor_images
 from freeavatar_server.animator.model import (
-    AnimatorConfig,
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
     count_parameters,
     load_animator,
+    saved_config,
 )
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS, BuiltinAvatar
 
@@ -103,7 +103,7 @@ def save_decoder(model: PerAvatarDecoder, path: Path, metrics: dict[str, object]
 def load_decoder(path: Path) -> PerAvatarDecoder:
     ck = torch.load(path, map_location="cpu", weights_only=True)
     rig = AvatarRig(**{k: tuple(v) for k, v in ck["rig"].items()})
-    model = PerAvatarDecoder(AnimatorConfig(**ck["config"]), rig, in_dim=ck["in_dim"])
+    model = PerAvatarDecoder(saved_config(ck["config"]), rig, in_dim=ck["in_dim"])
     model.load_state_dict(ck["state_dict"])
     return model.eval()
 

@@ -12,7 +12,18 @@ One network serves every avatar. What is shared, and what each avatar owns:
 
 So rigs of any size need no decoder of their own, and a new avatar adds only a code and its
 control queries: tuning those with the shared weights frozen cannot change the outputs of
-avatars already tuned. Outputs are sigmoids scaled to each control's [min, max].
+avatars already tuned.
+
+Outputs stay in each control's [min, max]. The network predicts each control's offset from its
+default in units of its range, and `output` bounds it:
+
+* "clamp" (the default): clamp(default + offset, 0, 1), with the gradient passed straight
+  through the clamp. The animator starts at the avatar's resting pose and a control can sit
+  exactly at its default (most do in any one expression) without going numb: most defaults are
+  at an end of the range (a blendshape at 0), where a sigmoid must saturate to reach them and
+  then passes almost no gradient (that left human_arkit's 52 controls frozen at zero, the
+  same for every actor).
+* "sigmoid": sigmoid(offset), the first design, kept so that older checkpoints load.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ class AnimatorConfig:
     tokens: int = 8  # expression tokens the controls attend to
     token_dim: int = 32
     heads: int = 4
+    output: str = "clamp"  # "clamp" or "sigmoid": how outputs are held in range (module docstring)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,28 @@ class AvatarRig:
         return len(self.names)
 
 
+OUTPUTS = ("clamp", "sigmoid")
+
+
+def bound(z: torch.Tensor, output: str) -> torch.Tensor:
+    """Unbounded unit-space values -> [0, 1]."""
+    if output == "sigmoid":
+        return torch.sigmoid(z)
+    return z + (z.clamp(0, 1) - z).detach()  # forward: clamp; backward: straight through
+
+
+def excess(z: torch.Tensor, output: str) -> torch.Tensor:
+    """How far unbounded values sit where the bound hides them: the "plausible" regulariser's
+    input (saturated pre-sigmoid values; for the clamp, the distance outside [0, 1])."""
+    return z.pow(2) if output == "sigmoid" else (z - z.clamp(0, 1)).pow(2)
+
+
+def unit_default(rig: AvatarRig) -> torch.Tensor:
+    """Each control's default as a position in its range."""
+    lo = torch.tensor(rig.minimum, dtype=torch.float32)
+    return (torch.tensor(rig.default, dtype=torch.float32) - lo) / (torch.tensor(rig.maximum, dtype=torch.float32) - lo)
+
+
 class FiLMBlock(nn.Module):
     """Pre-norm residual MLP block whose hidden features are scaled and shifted by the code."""
 
@@ -82,6 +116,8 @@ class FiLMBlock(nn.Module):
 class SharedAnimator(nn.Module):
     def __init__(self, config: AnimatorConfig) -> None:
         super().__init__()
+        if config.output not in OUTPUTS:
+            raise ValueError(f"unknown animator output {config.output!r}: expected one of {OUTPUTS}")
         self.config = config
         c = config
         self.stem = nn.Linear(c.embed_dim, c.width)
@@ -115,6 +151,7 @@ class SharedAnimator(nn.Module):
         self.rigs[avatar_id] = rig
         self.register_buffer(f"lo_{key}", torch.tensor(rig.minimum, dtype=torch.float32))
         self.register_buffer(f"span_{key}", torch.tensor(rig.maximum, dtype=torch.float32) - torch.tensor(rig.minimum))
+        self.register_buffer(f"default_{key}", unit_default(rig), persistent=False)  # from the rig
 
     def avatar_parameters(self, avatar_id: str) -> list[nn.Parameter]:
         key = _key(avatar_id)
@@ -126,8 +163,15 @@ class SharedAnimator(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
 
-    def logits(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, embed_dim) -> (B, n_controls) pre-sigmoid values."""
+    def unbounded(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, embed_dim) -> (B, n_controls) unit-space values before `bound`."""
+        offset = self.readout_values(embeddings, avatar_id)
+        if self.config.output == "sigmoid":
+            return offset
+        return getattr(self, f"default_{_key(avatar_id)}") + offset
+
+    def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, embed_dim) -> (B, n_controls): the readout MLP's output per control."""
         key = _key(avatar_id)
         code = self.codes[key]
         x = self.stem(embeddings)
@@ -141,7 +185,7 @@ class SharedAnimator(nn.Module):
 
     def normalized(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
         """(B, n_controls) in [0, 1]: each control's position within its range."""
-        return torch.sigmoid(self.logits(embeddings, avatar_id))
+        return bound(self.unbounded(embeddings, avatar_id), self.config.output)
 
     def to_rig(self, unit: torch.Tensor, avatar_id: str) -> torch.Tensor:
         key = _key(avatar_id)
@@ -154,7 +198,7 @@ class SharedAnimator(nn.Module):
 
 class PerAvatarDecoder(nn.Module):
     """Baseline: one plain decoder per avatar (the paper's alternative it improves on): an MLP of
-    the same trunk width with residual blocks and sigmoid outputs scaled to the ranges."""
+    the same trunk width with residual blocks and the same bounded outputs."""
 
     def __init__(self, config: AnimatorConfig, rig: AvatarRig, in_dim: int | None = None) -> None:
         super().__init__()
@@ -168,15 +212,17 @@ class PerAvatarDecoder(nn.Module):
         self.head = nn.Linear(config.width, rig.n_controls)
         self.register_buffer("lo", torch.tensor(rig.minimum, dtype=torch.float32))
         self.register_buffer("span", torch.tensor(rig.maximum, dtype=torch.float32) - self.lo)
+        self.register_buffer("default", unit_default(rig), persistent=False)
 
-    def logits(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
+    def unbounded(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
         x = self.stem(embeddings)
         for block in self.blocks:
             x = x + block(x)
-        return self.head(x)
+        offset = self.head(x)
+        return offset if self.config.output == "sigmoid" else self.default + offset
 
     def normalized(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
-        return torch.sigmoid(self.logits(embeddings))
+        return bound(self.unbounded(embeddings), self.config.output)
 
     def to_rig(self, unit: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
         return self.lo + unit * self.span
@@ -207,9 +253,14 @@ def save_animator(model: SharedAnimator, path: Path, metrics: dict[str, object] 
     )
 
 
+def saved_config(config: dict[str, object]) -> AnimatorConfig:
+    """A checkpoint's config; those from before `output` existed used sigmoids."""
+    return AnimatorConfig(**{"output": "sigmoid", **config})
+
+
 def load_animator(path: Path) -> SharedAnimator:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = SharedAnimator(AnimatorConfig(**checkpoint["config"]))
+    model = SharedAnimator(saved_config(checkpoint["config"]))
     for avatar_id, rig in checkpoint["avatars"].items():
         model.add_avatar(avatar_id, AvatarRig(**{k: tuple(v) for k, v in rig.items()}))
     model.load_state_dict(checkpoint["state_dict"])

@@ -107,6 +107,8 @@ def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory: torch loads 
                 self.w_logit, self.b_logit = read_out.weight[0].clone(), read_out.bias.clone()
                 self.lo = getattr(model, f"lo_{key}").clone()
                 self.span = getattr(model, f"span_{key}").clone()
+                self.sigmoid = model.config.output == "sigmoid"
+                self.default = getattr(model, f"default_{key}").clone()
 
         def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
             x = self.stem(embeddings)
@@ -119,7 +121,9 @@ def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory: torch loads 
             weights = torch.softmax(self.q @ k.transpose(-1, -2), dim=-1)  # (B, heads, controls, tokens)
             merged = (weights @ v).transpose(1, 2).reshape(-1, self.q.shape[1], self.token_dim)
             hidden = F.gelu(merged @ self.w_read.T + self.read_const)
-            return self.lo + torch.sigmoid(hidden @ self.w_logit + self.b_logit) * self.span
+            offset = hidden @ self.w_logit + self.b_logit
+            unit = torch.sigmoid(offset) if self.sigmoid else (self.default + offset).clamp(0, 1)
+            return self.lo + unit * self.span
 
     return Bound()
 

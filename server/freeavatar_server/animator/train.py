@@ -8,9 +8,10 @@ avatar's neural renderer R draws it, and the frozen encoder E reads the expressi
 Gradients flow through the frozen R and E into A (the authors' release ran R under no_grad,
 which trains nothing there). Rig regularisers keep the solution a rig an artist would accept:
 
-* in range: by construction (sigmoid scaled to each control's range);
-* plausible: a small penalty on saturated pre-sigmoid values, so the optimiser cannot park
-  controls at the ends of their range where the renderer saw few samples and may be fooled;
+* in range: by construction (the model's bounded outputs, see animator/model.py);
+* plausible: a small penalty on what the bound hides (values pushed past the ends of the range,
+  or saturated pre-sigmoid values), so the optimiser cannot park controls beyond the ends of
+  their range where the renderer saw few samples and may be fooled;
 * sparse: L1 of each control's distance from its default (faces move a few controls at once);
 * temporally smooth: on unlabeled video clips, the squared frame-to-frame rig change.
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from freeavatar_server.animator.model import AvatarRig
+from freeavatar_server.animator.model import AvatarRig, bound, excess, unit_default
 from freeavatar_server.renderer.model import NeuralRenderer
 
 ProgressFn = Callable[[float, dict[str, float]], None]
@@ -152,7 +153,8 @@ def fit_animator(
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> FitResult:
-    """Tune `parameters` of `model` (any module with .normalized/.logits/.to_rig(x, avatar_id))
+    """Tune `parameters` of `model` (any module with .normalized/.unbounded/.to_rig(x, avatar_id)
+    and .config.output)
     so every target avatar's renders match the actors' expressions. Other parameters stay as
     they are (adding an avatar passes only its own code and queries)."""
     torch.manual_seed(config.seed)
@@ -225,8 +227,8 @@ def step_losses(
     generator: torch.Generator,
 ) -> dict[str, torch.Tensor]:
     aid = target.avatar_id
-    logits = model.logits(actors.inputs[batch], aid)
-    unit = torch.sigmoid(logits)
+    unbounded = model.unbounded(actors.inputs[batch], aid)
+    unit = bound(unbounded, model.config.output)
     rendered = render_embed(target.renderer, encoder, model.to_rig(unit, aid), encoder_size)
     goal = actors.targets[batch]
     if target.center is not None:
@@ -235,7 +237,7 @@ def step_losses(
     losses = {
         "consistency": (rendered - goal).pow(2).sum(-1).mean(),
         "sparsity": config.sparsity_weight * (unit - default).abs().mean(),
-        "plausible": config.plausible_weight * logits.pow(2).mean(),
+        "plausible": config.plausible_weight * excess(unbounded, model.config.output).mean(),
     }
     if actors.clip_inputs is not None and config.smooth_weight > 0:
         clips = actors.clip_inputs[torch.randint(len(actors.clip_inputs), (config.clips_per_step,), generator=generator)]
@@ -249,11 +251,6 @@ def step_losses(
         wanted = ((kf.rigs - lo) / span).clamp(0, 1)
         losses["keyframes"] = config.keyframe_weight * (model.normalized(kf.inputs, aid) - wanted).abs().mean()
     return losses
-
-
-def unit_default(rig: AvatarRig) -> torch.Tensor:
-    lo = torch.tensor(rig.minimum)
-    return (torch.tensor(rig.default) - lo) / (torch.tensor(rig.maximum) - lo)
 
 
 @torch.no_grad()
