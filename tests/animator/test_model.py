@@ -115,3 +115,12 @@ def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path) -> None:
         runtime.predict(x.numpy(), "ghost")
     with pytest.raises(ValueError, match="embeddings must be"):
         runtime.predict(np.zeros((2, 8), np.float32), "robot")
+
+
+def test_retarget_correlation_follows_expression_not_scale() -> None:
+    from freeavatar_server.animator.evaluate import retarget_correlation
+
+    truth = np.random.default_rng(0).random((50, 3))
+    assert retarget_correlation(0.1 * truth + 0.4, truth) == pytest.approx(1.0)  # timid but right
+    assert retarget_correlation(-truth, truth) == pytest.approx(-1.0)
+    assert retarget_correlation(np.full_like(truth, 0.2), truth) == 0.0  # never moves

@@ -5,6 +5,9 @@ For every built-in avatar, on actors whose identities no training ever saw:
 * retargeting error: mean absolute difference between the predicted controls and the synthetic
   ground-truth mapping (expected_rig of the actor's action units), in units of each control's
   range (0 = perfect, 1 = the whole range off);
+* retargeting correlation: per control, how well the predicted values follow the expected ones
+  across actors (Pearson r, averaged over controls): the error rewards sitting still on sparse
+  rigs (most controls rest in any one expression), the correlation does not;
 * expression consistency through the REFERENCE renderer (the engine stand-in, not the neural
   renderer the animator trained through): || E(reference_render(rig)) - E(actor image) ||^2.
 
@@ -70,6 +73,16 @@ def retarget_error(predicted: np.ndarray, truth: np.ndarray, rig: AvatarRig) -> 
     return float((np.abs(predicted - truth) / span).mean())
 
 
+def retarget_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over controls of the Pearson correlation between predicted and expected values
+    across actors: does the rig follow the expression at all, whatever its scale? Controls
+    that do not vary (in either) count as 0: a rig that never moves follows nothing."""
+    p, t = predicted - predicted.mean(0), truth - truth.mean(0)
+    denominator = np.sqrt((p**2).sum(0) * (t**2).sum(0))
+    r = np.divide((p * t).sum(0), denominator, out=np.zeros(p.shape[1]), where=denominator > 1e-12)
+    return float(r.mean())
+
+
 @torch.no_grad()
 def reference_consistency(avatar: BuiltinAvatar, rigs: np.ndarray, encoder: torch.nn.Module, targets: torch.Tensor) -> float:
     from freeavatar_server.animator.encoding import embed_images
@@ -83,6 +96,7 @@ def score(avatar: BuiltinAvatar, rigs: np.ndarray, heldout: HeldOut, encoder: to
     truth = avatar.expected_rig(heldout.action_units)
     return {
         "error": retarget_error(rigs, truth, AvatarRig.from_spec(avatar.spec)),
+        "correlation": retarget_correlation(rigs, truth),
         "ref_consistency": reference_consistency(avatar, rigs, encoder, heldout.embeddings),
     }
 
@@ -137,6 +151,8 @@ def evaluate_models(models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut
             s = score(avatar, rigs, heldout, encoder)
             if kind != "ground_truth":
                 row[f"{kind}_error"] = s["error"]
+                if kind != "neutral":
+                    row[f"{kind}_correlation"] = s["correlation"]
             row[f"{kind}_ref_consistency"] = s["ref_consistency"]
         avatars[name] = row
     return {

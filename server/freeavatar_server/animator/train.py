@@ -48,7 +48,10 @@ class AnimatorTrainConfig:
     time_budget_s: float = 540.0  # the schedule ends at whichever comes first: steps or budget
     seed: int = 0
     sparsity_weight: float = 1.0  # with a real encoder, 0.02-0.3 let the animator chase renderer artefacts (docs/results.md)
-    plausible_weight: float = 1e-3
+    # Holds the straight-through clamp's hidden values near the range: without it the
+    # consistency gradient, passed through a clamped control, pushes it ever further out
+    # (a first run at 1e-3, the weight the sigmoid design used, reached 180 range-widths).
+    plausible_weight: float = 1.0
     smooth_weight: float = 1.0
     keyframe_weight: float = 1.0
     clips_per_step: int = 4
@@ -58,7 +61,7 @@ class AnimatorTrainConfig:
     # "none": absolute embeddings; "renders": the mean of the avatar's renders over random rigs
     # against the mean actor; "neutral": the avatar's render at its default rig against the
     # mean actor (the average actor should wear the avatar's resting face).
-    centering: str = "none"
+    centering: str = "neutral"
 
 
 @dataclass
