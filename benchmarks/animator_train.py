@@ -131,6 +131,8 @@ def main() -> None:
     p.add_argument("--centering", choices=("none", "renders", "neutral"), default=AnimatorTrainConfig.centering)
     p.add_argument("--sparsity", type=float, default=AnimatorTrainConfig.sparsity_weight,
                    help="weight of the L1 pull towards the default pose")
+    p.add_argument("--keyframe-weight", type=float, default=AnimatorTrainConfig.keyframe_weight)
+    p.add_argument("--tag", default="", help="suffix of the report file (report_<part><tag>.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = args.out or args.work / "models"
@@ -146,7 +148,7 @@ def main() -> None:
     size = encoder.cfg.img_size
     heldout = build_heldout(encoder)
     base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering,
-                               sparsity_weight=args.sparsity)
+                               sparsity_weight=args.sparsity, keyframe_weight=args.keyframe_weight)
     report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
 
     def log(fraction: float, metrics: dict[str, float]) -> None:
@@ -203,9 +205,10 @@ def main() -> None:
             fit = fit_animator(model, [target(args.work, ADDED, kf)], actors, encoder, size,
                                replace(base, steps=args.add_steps), model.avatar_parameters(ADDED), log)
             s = heldout_scores(lambda n, m=model: m(heldout.embeddings, n).numpy(), (ADDED,), heldout, encoder)
-            print("keyframes", k, fit.metrics, s, flush=True)
-            report[f"keyframes_{k}"] = {"fit": fit.metrics, "heldout": s[ADDED]}
-    (out / f"report_{args.part}.json").write_text(json.dumps(report, indent=2))
+            validation = validation_errors(lambda n, x, m=model: m(x, n).numpy(), (ADDED,), args.work, actors)
+            print("keyframes", k, fit.metrics, s, "validation", validation, flush=True)
+            report[f"keyframes_{k}"] = {"fit": fit.metrics, "heldout": s[ADDED], "validation": validation[ADDED]}
+    (out / f"report_{args.part}{args.tag}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

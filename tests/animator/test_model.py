@@ -39,7 +39,7 @@ def embeddings(n: int, seed: int = 0) -> torch.Tensor:
 
 def test_every_rig_size_gets_its_controls_within_range() -> None:
     model = all_avatars()
-    # big inputs push the sigmoids to their ends: outputs must still respect the ranges
+    # big inputs push the outputs past their ends: they must still respect the ranges
     x = torch.cat([embeddings(64), 50 * embeddings(64, seed=1)])
     sizes = set()
     with torch.no_grad():
@@ -124,3 +124,20 @@ def test_retarget_correlation_follows_expression_not_scale() -> None:
     assert retarget_correlation(0.1 * truth + 0.4, truth) == pytest.approx(1.0)  # timid but right
     assert retarget_correlation(-truth, truth) == pytest.approx(-1.0)
     assert retarget_correlation(np.full_like(truth, 0.2), truth) == 0.0  # never moves
+
+
+def test_a_checkpoint_from_before_bounded_outputs_loads_as_sigmoids(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = SharedAnimator(AnimatorConfig(output="sigmoid"))
+    old.add_avatar("robot", rig_of("robot"))
+    save_animator(old, tmp_path / "old.pt")
+    checkpoint = torch.load(tmp_path / "old.pt", weights_only=True)
+    del checkpoint["config"]["output"]  # as the files written before the field existed
+    torch.save(checkpoint, tmp_path / "old.pt")
+    loaded = load_animator(tmp_path / "old.pt")
+    assert loaded.config.output == "sigmoid"
+    x = embeddings(8)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, "robot"), old.eval()(x, "robot"))
+        unit = loaded.normalized(x, "robot")
+    assert ((unit > 0) & (unit < 1)).all()  # sigmoids never reach the ends; a clamp would
