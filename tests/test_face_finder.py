@@ -102,7 +102,8 @@ def test_track_every_runs_the_window_pass_that_often_and_coasts_between(every: i
             for i, (image, box) in enumerate(zip(clip.images, clip.boxes, strict=True))]
     # the acquiring frame refines with one window pass; then one pass per `every` frames
     assert counting.window_passes == 1 + (traj.n_frames - 1) // every
-    assert min(ious) > 0.6 and np.mean(ious) > 0.85, np.round(ious, 2)
+    # holding the box still between passes scores 0.958 (every 2) and 0.939 (every 3) here
+    assert min(ious) > 0.9 and np.mean(ious) > 0.965, np.round(ious, 3)
 
 
 def test_finds_the_astronaut(localiser: FaceLocaliser) -> None:

@@ -29,9 +29,10 @@ def resident_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def test_clip_in_rig_frames_out(live, clip: list[bytes]) -> None:
+@pytest.mark.parametrize("batch_frames", [True, False], ids=["batched", "one-per-avatar"])
+async def test_clip_in_rig_frames_out(live, clip: list[bytes], batch_frames: bool) -> None:
     server, client, ids = live
-    stream = client.animate(paced(clip), avatar_ids=list(ids.values()))
+    stream = client.animate(paced(clip), avatar_ids=list(ids.values()), batch_frames=batch_frames)
     frames: list[RigFrame] = [frame async for frame in stream]
     assert set(stream.controls) == set(ids.values())
     for name, avatar_id in ids.items():

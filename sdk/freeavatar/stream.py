@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +129,16 @@ class RigStream:
     def __init__(self, call: Any) -> None:
         self._call = call
         self.controls: dict[str, AvatarControls] = {}
+        self._batch: deque[rig_pb2.RigFrame] = deque()  # the rest of a RigFrameBatch
 
     def __aiter__(self) -> RigStream:
         return self
 
     async def __anext__(self) -> RigFrame:
         while True:
+            if self._batch:
+                frame = self._batch.popleft()
+                return RigFrame.from_proto(frame, self.controls.get(frame.avatar_id))
             try:
                 message = await self._call.read()
             except grpc.aio.AioRpcError as error:
@@ -147,6 +152,9 @@ class RigStream:
                 self.controls[c.avatar_id] = AvatarControls(
                     c.avatar_id, c.avatar_name, tuple(c.control_names), tuple(c.arkit_aliases)
                 )
+                continue
+            if message.HasField("frames"):  # a batched stream: one source frame, every avatar
+                self._batch.extend(message.frames.frames)
                 continue
             return RigFrame.from_proto(message.frame, self.controls.get(message.frame.avatar_id))
 

@@ -223,6 +223,7 @@ class ActorPipeline:
         self._last_time_s = time_s
         face = analysis.face
         head_pose = self._head_pose.update(analysis.head_pose, time_s, dt_s)
+        published: list[tuple[Binding, rig_pb2.RigFrame]] = []
         for avatar_id, binding in bindings.items():
             track = self._tracks.get(avatar_id)
             if track is None:
@@ -249,8 +250,9 @@ class ActorPipeline:
                 confidence=face.confidence if face is not None and raw is not None else 0.0,
                 head_pose=head_pose,
             )
-            self.session.publish(binding, rig_frame)
-            self._stats.frames_out += 1
+            published.append((binding, rig_frame))
+        self.session.publish(published)
+        self._stats.frames_out += len(published)
         for stage, ms in analysis.timings_ms.items():
             self._stats.stages[stage].add(ms)
         self._stats.stages["publish"].add(ms_since(started))

@@ -4,13 +4,17 @@ Backpressure policy (DESIGN.md, "latest frame wins"): a subscriber that reads sl
 frames arrive loses its oldest frames, never stalls the publisher or other subscribers, and
 every loss is counted. Control-name announcements are never dropped, since the frames after
 them are meaningless without them.
+
+A batched subscription (the client asked for batch_frames) sends each source frame's rig
+frames as one RigFrameBatch message instead of one message per avatar: the same frames, a
+quarter of the messages for an actor bound to four avatars, and gRPC's cost is per message.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from freeavatar._proto import rig_pb2
 
@@ -31,10 +35,12 @@ class RigSubscription:
         avatar_ids: frozenset[str] = frozenset(),
         capacity: int = DEFAULT_CAPACITY,
         actor_id: str = "",
+        batched: bool = False,
     ) -> None:
         self.avatar_ids = avatar_ids  # empty: every avatar
         self.actor_id = actor_id  # empty: every actor; an animate call hears only its own actor
-        self.dropped = 0
+        self.batched = batched
+        self.dropped = 0  # rig frames lost, however they were packed
         self._frames: deque[rig_pb2.RigStreamMessage] = deque(maxlen=capacity)
         self._announcements: deque[rig_pb2.RigStreamMessage] = deque()
         self._announced: set[str] = set()
@@ -46,17 +52,35 @@ class RigSubscription:
             not self.actor_id or frame.actor_id == self.actor_id
         )
 
-    def offer(self, controls: rig_pb2.AvatarControls, frame: rig_pb2.RigFrame) -> None:
-        """Queue a frame without ever blocking; announce its avatar's controls the first time."""
-        if self._closed is not None or not self.wants(frame):
+    def offer(self, frames: Sequence[tuple[rig_pb2.AvatarControls, rig_pb2.RigFrame]]) -> None:
+        """Queue one source frame's rig frames (with their avatars' controls) without ever
+        blocking; announce an avatar's controls the first time it appears."""
+        if self._closed is not None:
             return
-        if frame.avatar_id not in self._announced:
-            self._announced.add(frame.avatar_id)
-            self._announcements.append(rig_pb2.RigStreamMessage(controls=controls))
-        if len(self._frames) == self._frames.maxlen:
-            self.dropped += 1  # deque(maxlen) drops the oldest on append
-        self._frames.append(rig_pb2.RigStreamMessage(frame=frame))
+        wanted = []
+        for controls, frame in frames:
+            if self.wants(frame):
+                self._announce(controls)
+                wanted.append(frame)
+        if not wanted:
+            return
+        if self.batched:
+            self._queue(rig_pb2.RigStreamMessage(frames=rig_pb2.RigFrameBatch(frames=wanted)))
+        else:
+            for frame in wanted:
+                self._queue(rig_pb2.RigStreamMessage(frame=frame))
         self._ready.set()
+
+    def _announce(self, controls: rig_pb2.AvatarControls) -> None:
+        if controls.avatar_id not in self._announced:
+            self._announced.add(controls.avatar_id)
+            self._announcements.append(rig_pb2.RigStreamMessage(controls=controls))
+
+    def _queue(self, message: rig_pb2.RigStreamMessage) -> None:
+        if len(self._frames) == self._frames.maxlen:  # deque(maxlen) drops the oldest on append
+            oldest = self._frames[0]
+            self.dropped += len(oldest.frames.frames) if oldest.HasField("frames") else 1
+        self._frames.append(message)
 
     def forget(self, avatar_id: str) -> None:
         """The avatar left the stream: announce it again if it comes back (its spec may differ)."""

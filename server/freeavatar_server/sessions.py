@@ -135,17 +135,20 @@ class Session:
         avatar_ids: frozenset[str] = frozenset(),
         capacity: int = DEFAULT_CAPACITY,
         actor_id: str = "",
+        batched: bool = False,
     ) -> RigSubscription:
-        subscription = RigSubscription(avatar_ids, capacity, actor_id)
+        subscription = RigSubscription(avatar_ids, capacity, actor_id, batched)
         self.subscriptions.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: RigSubscription) -> None:
         self.subscriptions.discard(subscription)
 
-    def publish(self, binding: Binding, frame: rig_pb2.RigFrame) -> None:
+    def publish(self, frames: list[tuple[Binding, rig_pb2.RigFrame]]) -> None:
+        """One source frame's rig frames, one per avatar bound to its actor."""
+        offered = [(binding.controls, frame) for binding, frame in frames]
         for subscription in self.subscriptions:
-            subscription.offer(binding.controls, frame)
+            subscription.offer(offered)
 
     def subscriber_drops(self) -> int:
         return sum(s.dropped for s in self.subscriptions)

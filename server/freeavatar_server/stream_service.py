@@ -215,7 +215,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         session, actor_id = await self.animate_target(first.start)
         actor_stream = self.start_actor(session, session.actor(actor_id))
         pipeline = actor_stream.pipeline
-        stream = session.subscribe(capacity=SUBSCRIBER_BUFFER, actor_id=actor_id)
+        stream = session.subscribe(capacity=SUBSCRIBER_BUFFER, actor_id=actor_id, batched=first.start.batch_frames)
         actor_stream.ended.add_done_callback(lambda ended: stream.close(ended.result()))
         reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor_id[:8]}")
 
@@ -273,7 +273,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self, request: stream_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
         session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
-        stream = session.subscribe(frozenset(request.avatar_ids), SUBSCRIBER_BUFFER)
+        stream = session.subscribe(frozenset(request.avatar_ids), SUBSCRIBER_BUFFER, batched=request.batch_frames)
 
         context.add_done_callback(lambda _: self.retire(session, stream))  # see Animate's release
         try:

@@ -25,9 +25,9 @@ def rig_of(name: str) -> AvatarRig:
     return AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
 
 
-def all_avatars() -> SharedAnimator:
+def all_avatars(output: str = "clamp") -> SharedAnimator:
     torch.manual_seed(0)
-    model = SharedAnimator(AnimatorConfig())
+    model = SharedAnimator(AnimatorConfig(output=output))
     for i, name in enumerate(BUILTIN_AVATARS):
         model.add_avatar(name, rig_of(name), seed=i)
     return model.eval()
@@ -89,14 +89,16 @@ def test_shared_network_is_smaller_than_one_decoder_per_avatar() -> None:
     assert count_parameters(model) < per_avatar
 
 
-def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path) -> None:
-    model = all_avatars()
+@pytest.mark.parametrize("output", ["clamp", "sigmoid"])
+def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path, output: str) -> None:
+    model = all_avatars(output)
     with torch.no_grad():  # FiLM and the attention biases start at zero; training moves them
         for block in model.blocks:
             block.film.weight.normal_(std=0.2)
             block.film.bias.normal_(std=0.2)
         model.attend.in_proj_bias.normal_(std=0.2)
         model.attend.out_proj.bias.normal_(std=0.2)
+        model.readout[-1].weight.mul_(20)  # outputs past the ends of their ranges: the bound matters
     save_animator(model, tmp_path / "animator.pt", {"note": "test"})
     loaded = load_animator(tmp_path / "animator.pt")
     runtime = AnimatorRuntime.load(tmp_path)  # exports the ONNX graphs on first load
@@ -124,6 +126,8 @@ def test_retarget_correlation_follows_expression_not_scale() -> None:
     assert retarget_correlation(0.1 * truth + 0.4, truth) == pytest.approx(1.0)  # timid but right
     assert retarget_correlation(-truth, truth) == pytest.approx(-1.0)
     assert retarget_correlation(np.full_like(truth, 0.2), truth) == 0.0  # never moves
+    resting = np.concatenate([truth, np.zeros((50, 1))], axis=1)  # a control the mapping never moves
+    assert retarget_correlation(np.concatenate([truth, np.ones((50, 1))], axis=1), resting) == pytest.approx(1.0)
 
 
 def test_a_checkpoint_from_before_bounded_outputs_loads_as_sigmoids(tmp_path: Path) -> None:

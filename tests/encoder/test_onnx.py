@@ -41,6 +41,9 @@ def test_int8_copy_keeps_the_embedding(tiny_model, tmp_path):
 
 def test_shipped_int8_encoder_is_the_quantised_float_one(tmp_path):
     """The live pipeline runs INT8_ONNX: it must come from the shipped float graph (re-run
-    `quantize_onnx(DEFAULT_ONNX, INT8_ONNX)` after shipping a new encoder)."""
-    fresh = quantize_onnx(DEFAULT_ONNX, tmp_path / "int8.onnx")
-    assert fresh.read_bytes() == INT8_ONNX.read_bytes()
+    `quantize_onnx(DEFAULT_ONNX, INT8_ONNX)` after shipping a new encoder). Compared by what it
+    computes, not by bytes, which another ONNX Runtime's quantiser may lay out differently."""
+    fresh = OnnxEncoder(quantize_onnx(DEFAULT_ONNX, tmp_path / "int8.onnx"))
+    shipped = OnnxEncoder(INT8_ONNX)
+    faces = np.random.default_rng(2).integers(0, 256, (8, shipped.size, shipped.size, 3), dtype=np.uint8)
+    assert (fresh.embed_batch(faces) * shipped.embed_batch(faces)).sum(1).min() > 0.9999

@@ -79,10 +79,18 @@ class AvatarControls(_message.Message):
     arkit_aliases: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, avatar_id: _Optional[str] = ..., avatar_name: _Optional[str] = ..., control_names: _Optional[_Iterable[str]] = ..., arkit_aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class RigFrameBatch(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[RigFrame]
+    def __init__(self, frames: _Optional[_Iterable[_Union[RigFrame, _Mapping]]] = ...) -> None: ...
+
 class RigStreamMessage(_message.Message):
-    __slots__ = ("controls", "frame")
+    __slots__ = ("controls", "frame", "frames")
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
     controls: AvatarControls
     frame: RigFrame
-    def __init__(self, controls: _Optional[_Union[AvatarControls, _Mapping]] = ..., frame: _Optional[_Union[RigFrame, _Mapping]] = ...) -> None: ...
+    frames: RigFrameBatch
+    def __init__(self, controls: _Optional[_Union[AvatarControls, _Mapping]] = ..., frame: _Optional[_Union[RigFrame, _Mapping]] = ..., frames: _Optional[_Union[RigFrameBatch, _Mapping]] = ...) -> None: ...

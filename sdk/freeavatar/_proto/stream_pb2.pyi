@@ -183,16 +183,18 @@ class LeaveSessionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class AnimateStart(_message.Message):
-    __slots__ = ("session_id", "session_token", "actor_id", "avatar_ids")
+    __slots__ = ("session_id", "session_token", "actor_id", "avatar_ids", "batch_frames")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     AVATAR_IDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FRAMES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     session_token: str
     actor_id: str
     avatar_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., avatar_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    batch_frames: bool
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., avatar_ids: _Optional[_Iterable[str]] = ..., batch_frames: _Optional[bool] = ...) -> None: ...
 
 class CalibrateNeutral(_message.Message):
     __slots__ = ()
@@ -209,14 +211,16 @@ class AnimateRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[AnimateStart, _Mapping]] = ..., frame: _Optional[_Union[ActorFrame, _Mapping]] = ..., calibrate_neutral: _Optional[_Union[CalibrateNeutral, _Mapping]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("session_id", "session_token", "avatar_ids")
+    __slots__ = ("session_id", "session_token", "avatar_ids", "batch_frames")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     AVATAR_IDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FRAMES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     session_token: str
     avatar_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., avatar_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    batch_frames: bool
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., avatar_ids: _Optional[_Iterable[str]] = ..., batch_frames: _Optional[bool] = ...) -> None: ...
 
 class EngineOutput(_message.Message):
     __slots__ = ("id", "session_id", "avatar_id", "protocol", "host", "port", "subject_name", "actor_id", "vmc_blend_names", "packets_sent", "send_errors", "last_error", "frames_skipped")

@@ -75,9 +75,14 @@ def retarget_error(predicted: np.ndarray, truth: np.ndarray, rig: AvatarRig) -> 
 
 def retarget_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Mean over controls of the Pearson correlation between predicted and expected values
-    across actors: does the rig follow the expression at all, whatever its scale? Controls
-    that do not vary (in either) count as 0: a rig that never moves follows nothing."""
+    across actors: does the rig follow the expression at all, whatever its scale? Controls the
+    ground truth never moves (the mapping leaves them at rest) are left out; a control that
+    should move but whose prediction never does counts as 0."""
     p, t = predicted - predicted.mean(0), truth - truth.mean(0)
+    moving = (t**2).sum(0) > 1e-12
+    if not moving.any():
+        return 0.0
+    p, t = p[:, moving], t[:, moving]
     denominator = np.sqrt((p**2).sum(0) * (t**2).sum(0))
     r = np.divide((p * t).sum(0), denominator, out=np.zeros(p.shape[1]), where=denominator > 1e-12)
     return float(r.mean())

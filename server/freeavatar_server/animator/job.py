@@ -194,6 +194,7 @@ def _warm_start(context: JobContext, model: SharedAnimator, avatar_id: str, rig:
         return
     previous = load_animator(path)
     if previous.rigs.get(avatar_id) != rig or previous.config != model.config:
+        context.report(0.0, message=f"{avatar_id}: its active tuning is for another rig or network; starting afresh")
         return
     with torch.no_grad():
         for mine, theirs in zip(model.avatar_parameters(avatar_id), previous.avatar_parameters(avatar_id), strict=True):

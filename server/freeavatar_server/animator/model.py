@@ -38,6 +38,9 @@ from torch import nn
 from freeavatar.rig import RigSpec
 
 
+OUTPUTS = ("clamp", "sigmoid")
+
+
 @dataclass(frozen=True)
 class AnimatorConfig:
     embed_dim: int = 16  # the expression encoder's embedding
@@ -48,6 +51,10 @@ class AnimatorConfig:
     token_dim: int = 32
     heads: int = 4
     output: str = "clamp"  # "clamp" or "sigmoid": how outputs are held in range (module docstring)
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown animator output {self.output!r}: expected one of {OUTPUTS}")
 
 
 @dataclass(frozen=True)
@@ -73,14 +80,11 @@ class AvatarRig:
         return len(self.names)
 
 
-OUTPUTS = ("clamp", "sigmoid")
-
-
 def bound(z: torch.Tensor, output: str) -> torch.Tensor:
     """Unbounded unit-space values -> [0, 1]."""
     if output == "sigmoid":
         return torch.sigmoid(z)
-    return z + (z.clamp(0, 1) - z).detach()  # forward: clamp; backward: straight through
+    return z.clamp(0, 1).detach() + (z - z.detach())  # forward: clamp; backward: straight through
 
 
 def excess(z: torch.Tensor, output: str) -> torch.Tensor:
@@ -116,8 +120,6 @@ class FiLMBlock(nn.Module):
 class SharedAnimator(nn.Module):
     def __init__(self, config: AnimatorConfig) -> None:
         super().__init__()
-        if config.output not in OUTPUTS:
-            raise ValueError(f"unknown animator output {config.output!r}: expected one of {OUTPUTS}")
         self.config = config
         c = config
         self.stem = nn.Linear(c.embed_dim, c.width)

@@ -48,10 +48,11 @@ class AnimatorTrainConfig:
     time_budget_s: float = 540.0  # the schedule ends at whichever comes first: steps or budget
     seed: int = 0
     sparsity_weight: float = 1.0  # with a real encoder, 0.02-0.3 let the animator chase renderer artefacts (docs/results.md)
-    # Holds the straight-through clamp's hidden values near the range: without it the
-    # consistency gradient, passed through a clamped control, pushes it ever further out
-    # (a first run at 1e-3, the weight the sigmoid design used, reached 180 range-widths).
-    plausible_weight: float = 1.0
+    # None: by the model's output. 1.0 holds the straight-through clamp's hidden values near the
+    # range (without it the consistency gradient, passed through a clamped control, pushes it
+    # ever further out: a run at 1e-3 reached 180 range-widths); 1e-3 for the sigmoids of older
+    # models (1.0 would pull every control to the middle of its range).
+    plausible_weight: float | None = None
     smooth_weight: float = 1.0
     keyframe_weight: float = 1.0
     clips_per_step: int = 4
@@ -240,7 +241,7 @@ def step_losses(
     losses = {
         "consistency": (rendered - goal).pow(2).sum(-1).mean(),
         "sparsity": config.sparsity_weight * (unit - default).abs().mean(),
-        "plausible": config.plausible_weight * excess(unbounded, model.config.output).mean(),
+        "plausible": plausible_weight(config, model.config.output) * excess(unbounded, model.config.output).mean(),
     }
     if actors.clip_inputs is not None and config.smooth_weight > 0:
         clips = actors.clip_inputs[torch.randint(len(actors.clip_inputs), (config.clips_per_step,), generator=generator)]
@@ -254,6 +255,12 @@ def step_losses(
         wanted = ((kf.rigs - lo) / span).clamp(0, 1)
         losses["keyframes"] = config.keyframe_weight * (model.normalized(kf.inputs, aid) - wanted).abs().mean()
     return losses
+
+
+def plausible_weight(config: AnimatorTrainConfig, output: str) -> float:
+    if config.plausible_weight is not None:
+        return config.plausible_weight
+    return 1e-3 if output == "sigmoid" else 1.0
 
 
 @torch.no_grad()

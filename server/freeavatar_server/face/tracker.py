@@ -155,7 +155,8 @@ class FaceTracker:
         self.anchor_confidence = 0.0  # the cascade's confidence in a template track
         self.since_detect = 0
         self.since_window = 0  # frames since the last window pass (learned track)
-        self.motion = np.zeros(4)  # the box's per-frame motion at the last window pass
+        # the box's per-frame motion at the last window pass; None right after a re-anchor
+        self.motion: np.ndarray | None = np.zeros(4)
         self.since_haar = self.config.haar_every_idle  # a cascade run may go on the first frame
         self.last_time: float | None = None
         self.filter.reset()
@@ -240,17 +241,21 @@ class FaceTracker:
             if full.confidence >= c.present_threshold and _iou(full.box, self.box) < 0.3:
                 # the track drifted onto something else while a face is plainly elsewhere
                 self.filter.reset()
-                self.box, self.since_window, self.motion = full.box.astype(np.float64), c.track_every, np.zeros(4)
+                self.box, self.since_window, self.motion = full.box.astype(np.float64), 0, None
         self.since_window += 1
-        if self.since_window < c.track_every:
+        if self.motion is not None and self.since_window < c.track_every:
             self.box = self.box + self.motion
             return self.box, "track"
-        det = self.localiser.detect_in_window(frame, window_around(self.box + self.motion, c.window_scale))
+        ahead = self.box if self.motion is None else self.box + self.motion
+        det = self.localiser.detect_in_window(frame, window_around(ahead, c.window_scale))
         if det.confidence < c.keep_threshold:
             return None
         measured = det.box.astype(np.float64)
-        coasted = self.box - self.motion * (self.since_window - 1)  # where the last pass put it
-        self.motion = (measured - coasted) / self.since_window
+        if self.motion is None:  # re-anchored by the full frame this frame: no motion known yet
+            self.motion = np.zeros(4)
+        else:
+            last = self.box - self.motion * (self.since_window - 1)  # where the last pass put it
+            self.motion = (measured - last) / self.since_window
         self.box, self.confidence, self.since_window = measured, det.confidence, 0
         return self.box, "track"
 
