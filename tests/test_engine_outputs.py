@@ -486,7 +486,7 @@ async def test_a_dead_target_never_slows_the_publisher() -> None:
     start_us = time.time_ns() // 1000
     for index in range(60):  # two seconds of a 30 fps source
         started = time.perf_counter()
-        session.publish(binding, frame_at(index, start_us + index * 33_333, values))
+        session.publish([(binding, frame_at(index, start_us + index * 33_333, values))])
         publish_s.append(time.perf_counter() - started)
         await asyncio.sleep(1 / 30)
     await eventually(lambda: len(alive.received) >= 30)
@@ -518,7 +518,7 @@ async def test_sends_follow_the_source_frame_rate_and_one_actor(monkeypatch) -> 
     # A 30 fps source whose frames reach the output three times too fast (a burst after a stall).
     started = time.monotonic()
     for index in range(30):
-        session.publish(binding, frame_at(index, start_us + index * 33_333, [index / 100] * 52))
+        session.publish([(binding, frame_at(index, start_us + index * 33_333, [index / 100] * 52))])
         await asyncio.sleep(0.011)
     elapsed = time.monotonic() - started
     await eventually(lambda: output.frames_skipped + len(unreal.received) == 30)  # the last one out
@@ -533,8 +533,8 @@ async def test_sends_follow_the_source_frame_rate_and_one_actor(monkeypatch) -> 
     monkeypatch.setattr(manager, "ACTOR_SILENCE_S", 0.3)
     unreal.received.clear()
     for index in range(30, 40):
-        session.publish(binding, frame_at(index, start_us + index * 33_333, [0.1] * 52))
-        session.publish(binding, frame_at(index, start_us + index * 33_333, [0.9] * 52, actor="bo"))
+        session.publish([(binding, frame_at(index, start_us + index * 33_333, [0.1] * 52))])
+        session.publish([(binding, frame_at(index, start_us + index * 33_333, [0.9] * 52, actor="bo"))])
         await asyncio.sleep(1 / 30)
     heard = {
         round(decode_live_link(d).get_blendshape(FaceBlendShape.JawOpen), 2)
@@ -543,7 +543,7 @@ async def test_sends_follow_the_source_frame_rate_and_one_actor(monkeypatch) -> 
     assert heard == {0.1}
     await asyncio.sleep(0.3)
     for index in range(41, 100):  # bo alone, until the output has moved on to bo
-        session.publish(binding, frame_at(index, start_us + index * 33_333, [0.9] * 52, actor="bo"))
+        session.publish([(binding, frame_at(index, start_us + index * 33_333, [0.9] * 52, actor="bo"))])
         await asyncio.sleep(1 / 30)
         if (
             unreal.received

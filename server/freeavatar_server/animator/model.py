@@ -37,7 +37,6 @@ from torch import nn
 
 from freeavatar.rig import RigSpec
 
-
 OUTPUTS = ("clamp", "sigmoid")
 
 
