@@ -129,15 +129,15 @@ class RigStream:
     def __init__(self, call: Any) -> None:
         self._call = call
         self.controls: dict[str, AvatarControls] = {}
-        self._batch: deque[rig_pb2.RigFrame] = deque()  # the rest of a RigFrameBatch
+        self._received: deque[rig_pb2.RigFrame] = deque()  # frames read, not yet yielded
 
     def __aiter__(self) -> RigStream:
         return self
 
     async def __anext__(self) -> RigFrame:
         while True:
-            if self._batch:
-                frame = self._batch.popleft()
+            if self._received:
+                frame = self._received.popleft()
                 return RigFrame.from_proto(frame, self.controls.get(frame.avatar_id))
             try:
                 message = await self._call.read()
@@ -152,11 +152,10 @@ class RigStream:
                 self.controls[c.avatar_id] = AvatarControls(
                     c.avatar_id, c.avatar_name, tuple(c.control_names), tuple(c.arkit_aliases)
                 )
-                continue
-            if message.HasField("frames"):  # a batched stream: one source frame, every avatar
-                self._batch.extend(message.frames.frames)
-                continue
-            return RigFrame.from_proto(message.frame, self.controls.get(message.frame.avatar_id))
+            elif message.HasField("frames"):  # a batched stream: one source frame, every avatar
+                self._received.extend(message.frames.frames)
+            else:
+                self._received.append(message.frame)
 
     async def aclose(self) -> None:
         self._call.cancel()

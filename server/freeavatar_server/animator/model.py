@@ -79,6 +79,12 @@ class AvatarRig:
         return len(self.names)
 
 
+def place(offset: torch.Tensor, default: torch.Tensor, output: str) -> torch.Tensor:
+    """The network's per-control output -> unit-space values before `bound`: an offset from
+    the default for the clamp; the sigmoid's input as it is."""
+    return offset if output == "sigmoid" else default + offset
+
+
 def bound(z: torch.Tensor, output: str) -> torch.Tensor:
     """Unbounded unit-space values -> [0, 1]."""
     if output == "sigmoid":
@@ -166,10 +172,8 @@ class SharedAnimator(nn.Module):
 
     def unbounded(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
         """(B, embed_dim) -> (B, n_controls) unit-space values before `bound`."""
-        offset = self.readout_values(embeddings, avatar_id)
-        if self.config.output == "sigmoid":
-            return offset
-        return getattr(self, f"default_{_key(avatar_id)}") + offset
+        default = getattr(self, f"default_{_key(avatar_id)}")
+        return place(self.readout_values(embeddings, avatar_id), default, self.config.output)
 
     def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
         """(B, embed_dim) -> (B, n_controls): the readout MLP's output per control."""
@@ -219,8 +223,7 @@ class PerAvatarDecoder(nn.Module):
         x = self.stem(embeddings)
         for block in self.blocks:
             x = x + block(x)
-        offset = self.head(x)
-        return offset if self.config.output == "sigmoid" else self.default + offset
+        return place(self.head(x), self.default, self.config.output)
 
     def normalized(self, embeddings: torch.Tensor, avatar_id: str = "") -> torch.Tensor:
         return bound(self.unbounded(embeddings), self.config.output)

@@ -249,11 +249,7 @@ def step_losses(
         u = model.normalized(clips.reshape(c * t, d), aid).view(c, t, -1)
         losses["smooth"] = config.smooth_weight * (u[:, 1:] - u[:, :-1]).pow(2).sum(-1).mean()
     if target.keyframes is not None and len(target.keyframes.inputs):
-        kf = target.keyframes
-        lo = torch.tensor(target.rig.minimum)
-        span = torch.tensor(target.rig.maximum) - lo
-        wanted = ((kf.rigs - lo) / span).clamp(0, 1)
-        losses["keyframes"] = config.keyframe_weight * (model.normalized(kf.inputs, aid) - wanted).abs().mean()
+        losses["keyframes"] = config.keyframe_weight * keyframe_distance(model, target)
     return losses
 
 
@@ -296,9 +292,14 @@ def validate(
 
 def keyframe_error(model: nn.Module, target: AvatarTarget) -> float:
     """Mean |predicted - keyframe| in units of each control's range, on the keyframe images."""
+    return float(keyframe_distance(model, target))
+
+
+def keyframe_distance(model: nn.Module, target: AvatarTarget) -> torch.Tensor:
+    """The keyframe term before its weight: mean |predicted - keyframe| in range units."""
     kf = target.keyframes
     assert kf is not None
     lo = torch.tensor(target.rig.minimum)
     span = torch.tensor(target.rig.maximum) - lo
     wanted = ((kf.rigs - lo) / span).clamp(0, 1)
-    return float((model.normalized(kf.inputs, target.avatar_id) - wanted).abs().mean())
+    return (model.normalized(kf.inputs, target.avatar_id) - wanted).abs().mean()
