@@ -118,6 +118,14 @@ def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: 
     return Keyframes(actors.inputs[idx], torch.from_numpy(rigs))
 
 
+def added_parameters(model: SharedAnimator, args: argparse.Namespace) -> list[torch.nn.Parameter]:
+    """What the added avatar tunes with the shared network frozen."""
+    own = model.avatar_parameters(ADDED)
+    if args.frozen_modulation:
+        own = [p for p in own if all(p is not m for m in model.modulations.values())]
+    return own
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--work", type=Path, required=True)
@@ -128,10 +136,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500, help="steps per avatar for the first avatars")
     p.add_argument("--add-steps", type=int, default=400, help="steps for the added avatar")
     p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--jitter", action="store_true", help="consistency through the encoder's augmentation")
     p.add_argument("--centering", choices=("none", "renders", "neutral"), default=AnimatorTrainConfig.centering)
     p.add_argument("--sparsity", type=float, default=AnimatorTrainConfig.sparsity_weight,
                    help="weight of the L1 pull towards the default pose")
     p.add_argument("--keyframe-weight", type=float, default=AnimatorTrainConfig.keyframe_weight)
+    p.add_argument("--frozen-modulation", action="store_true",
+                   help="ablation: an added avatar tunes only its code and queries, not its own modulation")
     p.add_argument("--tag", default="", help="suffix of the report file (report_<part><tag>.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -147,7 +158,7 @@ def main() -> None:
     encoder = load_frozen_encoder(enc_path)
     size = encoder.cfg.img_size
     heldout = build_heldout(encoder)
-    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering,
+    base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering, jitter=args.jitter,
                                sparsity_weight=args.sparsity, keyframe_weight=args.keyframe_weight)
     report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
 
@@ -174,7 +185,7 @@ def main() -> None:
         started = time.monotonic()
         model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
         add = fit_animator(model, [target(args.work, ADDED)], actors, encoder, size,
-                           replace(base, steps=args.add_steps), model.avatar_parameters(ADDED), log)
+                           replace(base, steps=args.add_steps), added_parameters(model, args), log)
         add_seconds = time.monotonic() - started
         after = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), (*FIRST, ADDED), heldout, encoder)
         print("add", add.metrics, after, flush=True)
@@ -203,7 +214,7 @@ def main() -> None:
             model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
             kf = simulated_keyframes(args.work, actors, ADDED, k) if k else None
             fit = fit_animator(model, [target(args.work, ADDED, kf)], actors, encoder, size,
-                               replace(base, steps=args.add_steps), model.avatar_parameters(ADDED), log)
+                               replace(base, steps=args.add_steps), added_parameters(model, args), log)
             s = heldout_scores(lambda n, m=model: m(heldout.embeddings, n).numpy(), (ADDED,), heldout, encoder)
             validation = validation_errors(lambda n, x, m=model: m(x, n).numpy(), (ADDED,), args.work, actors)
             print("keyframes", k, fit.metrics, s, "validation", validation, flush=True)

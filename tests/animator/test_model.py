@@ -63,13 +63,14 @@ def test_signed_controls_use_their_whole_range() -> None:
         assert torch.allclose(model.to_rig(unit, "cartoon")[0, signed], torch.tensor([cartoon.spec.controls[i].min for i in signed]))
 
 
-def test_a_new_avatar_needs_only_its_code_and_queries() -> None:
+def test_a_new_avatar_needs_only_its_code_modulation_and_queries() -> None:
     model = all_avatars()
     before = {n: model(embeddings(32), n).detach().clone() for n in BUILTIN_AVATARS}
     extra = rig_of("robot")
     model.add_avatar("robot_2", extra, seed=9)
     own = model.avatar_parameters("robot_2")
-    assert sum(p.numel() for p in own) == 16 + extra.n_controls * model.config.token_dim
+    c = model.config
+    assert sum(p.numel() for p in own) == c.code_dim + c.blocks * 2 * c.width + extra.n_controls * c.token_dim
     optimizer = torch.optim.Adam(own, lr=0.1)
     for _ in range(5):  # push the new avatar somewhere; the old ones must not move
         loss = (model.normalized(embeddings(32), "robot_2") - 1).pow(2).mean()
@@ -96,6 +97,8 @@ def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path, output: s
         for block in model.blocks:
             block.film.weight.normal_(std=0.2)
             block.film.bias.normal_(std=0.2)
+        for own in model.modulations.values():
+            own.normal_(std=0.2)
         model.attend.in_proj_bias.normal_(std=0.2)
         model.attend.out_proj.bias.normal_(std=0.2)
         model.readout[-1].weight.mul_(20)  # outputs past the ends of their ranges: the bound matters
@@ -145,3 +148,19 @@ def test_a_checkpoint_from_before_bounded_outputs_loads_as_sigmoids(tmp_path: Pa
         assert torch.allclose(loaded(x, "robot"), old.eval()(x, "robot"))
         unit = loaded.normalized(x, "robot")
     assert ((unit > 0) & (unit < 1)).all()  # sigmoids never reach the ends; a clamp would
+
+
+def test_a_checkpoint_from_before_per_avatar_modulations_loads(tmp_path: Path) -> None:
+    model = all_avatars()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.film.weight.normal_(std=0.2)
+    save_animator(model, tmp_path / "old.pt")
+    checkpoint = torch.load(tmp_path / "old.pt", weights_only=True)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("modulations.")}
+    torch.save(checkpoint, tmp_path / "old.pt")  # as the files written before they existed
+    loaded = load_animator(tmp_path / "old.pt")
+    x = embeddings(8)
+    with torch.no_grad():
+        for name in BUILTIN_AVATARS:
+            assert torch.equal(loaded(x, name), model.eval()(x, name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from freeavatar_server.animator.encoding import load_frozen_encoder
@@ -53,9 +54,22 @@ def test_gradients_reach_the_animator_through_frozen_renderer_and_encoder(tiny_e
     assert not renderer.training and not encoder.training  # BatchNorm statistics stay fixed
 
 
-def test_consistency_training_reaches_expressions_a_rig_can_make(tiny_encoder_path: Path, trained_robot_renderer) -> None:
+def test_jitter_draws_a_fresh_view_of_each_render(tiny_encoder_path: Path) -> None:
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    renderer = freeze(tiny_renderer("robot"))
+    rigs = torch.from_numpy(propose_rig_vectors(BUILTIN_AVATARS["robot"].spec, 4, seed=1))
+    with torch.no_grad():
+        plain = render_embed(renderer, encoder, rigs, 16)
+        seen = [render_embed(renderer, encoder, rigs, 16, torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert torch.equal(seen[0], seen[1])  # one draw per seed: training stays reproducible
+    assert not torch.allclose(seen[0], plain) and not torch.allclose(seen[0], seen[2])
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_consistency_training_reaches_expressions_a_rig_can_make(tiny_encoder_path: Path, trained_robot_renderer, jitter: bool) -> None:
     """Actors whose embeddings are those of the avatar's own renders: a rig exists for each, and
-    training must find most of the way there from the resting pose."""
+    training must find most of the way there from the resting pose (also when it sees every
+    render through the encoder's augmentation, and is scored without it)."""
     encoder = load_frozen_encoder(tiny_encoder_path)
     model = animator("robot")
     target = AvatarTarget("robot", model.rigs["robot"], trained_robot_renderer)
@@ -64,7 +78,7 @@ def test_consistency_training_reaches_expressions_a_rig_can_make(tiny_encoder_pa
         e = render_embed(trained_robot_renderer, encoder, rigs, 16)
     data = ActorData(e[8:], e[8:], e[:8], e[:8])
     # absolute embeddings: centred ones aim at e - mean(e), which no rig need reach
-    config = AnimatorTrainConfig(steps=1, batch_size=8, evaluations=1, sparsity_weight=0.0, centering="none")
+    config = AnimatorTrainConfig(steps=1, batch_size=8, evaluations=1, sparsity_weight=0.0, centering="none", jitter=jitter)
     start = fit_animator(model, [target], data, encoder, 16, config, list(model.parameters())).metrics
     longer = replace(config, steps=60, batch_size=16, evaluations=4)
     trained = fit_animator(model, [target], data, encoder, 16, longer, list(model.parameters())).metrics

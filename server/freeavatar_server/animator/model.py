@@ -8,11 +8,16 @@ One network serves every avatar. What is shared, and what each avatar owns:
   expression tokens;
 * shared readout: every control is a query token that cross-attends to the expression tokens,
   then a shared MLP turns the attended features into that control's value;
-* per avatar: a code (16 numbers), one query embedding per control, and the controls' ranges.
+* per avatar: a code (16 numbers), a modulation of its own (a scale and shift per trunk
+  feature, added to what the code makes; zero until tuned), one query embedding per control,
+  and the controls' ranges.
 
-So rigs of any size need no decoder of their own, and a new avatar adds only a code and its
-control queries: tuning those with the shared weights frozen cannot change the outputs of
-avatars already tuned.
+So rigs of any size need no decoder of their own, and a new avatar adds only its code,
+modulation and control queries: tuning those with the shared weights frozen cannot change the
+outputs of avatars already tuned. The code alone steers the trunk only along the 16 directions
+the shared FiLM layers learnt; the modulation lets an added avatar bend every trunk feature,
+which artist keyframes need (a frozen network with only the code and queries free missed its
+own 20 keyframes by 0.077 of range).
 
 Outputs stay in each control's [min, max]. The network predicts each control's offset from its
 default in units of its range, and `output` bounds it:
@@ -116,8 +121,7 @@ class FiLMBlock(nn.Module):
         nn.init.zeros_(self.film.weight)  # starts as identity modulation
         nn.init.zeros_(self.film.bias)
 
-    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.film(code).chunk(2, dim=-1)
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         h = self.fc1(self.norm(x)) * (1 + gamma) + beta
         return x + self.fc2(F.gelu(h))
 
@@ -138,6 +142,7 @@ class SharedAnimator(nn.Module):
         )
         # Per-avatar parameters, keyed by avatar id.
         self.codes = nn.ParameterDict()
+        self.modulations = nn.ParameterDict()  # (blocks, 2 * width): added to each block's FiLM
         self.queries = nn.ParameterDict()
         self.rigs: dict[str, AvatarRig] = {}
 
@@ -148,12 +153,13 @@ class SharedAnimator(nn.Module):
         return list(self.rigs)
 
     def add_avatar(self, avatar_id: str, rig: AvatarRig, seed: int = 0) -> None:
-        """A new avatar: a fresh code and one query per control (small random init)."""
+        """A new avatar: a fresh code, no modulation of its own yet, one query per control."""
         if avatar_id in self.rigs:
             raise ValueError(f"avatar {avatar_id!r} is already in the animator")
         g = torch.Generator().manual_seed(seed)
         key = _key(avatar_id)
         self.codes[key] = nn.Parameter(torch.randn(self.config.code_dim, generator=g) * 0.1)
+        self.modulations[key] = nn.Parameter(torch.zeros(self.config.blocks, 2 * self.config.width))
         self.queries[key] = nn.Parameter(torch.randn(rig.n_controls, self.config.token_dim, generator=g) * 0.5)
         self.rigs[avatar_id] = rig
         self.register_buffer(f"lo_{key}", torch.tensor(rig.minimum, dtype=torch.float32))
@@ -162,11 +168,18 @@ class SharedAnimator(nn.Module):
 
     def avatar_parameters(self, avatar_id: str) -> list[nn.Parameter]:
         key = _key(avatar_id)
-        return [self.codes[key], self.queries[key]]
+        return [self.codes[key], self.modulations[key], self.queries[key]]
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        own = {id(p) for p in self.codes.parameters()} | {id(p) for p in self.queries.parameters()}
+        own = {id(p) for d in (self.codes, self.modulations, self.queries) for p in d.parameters()}
         return [p for p in self.parameters() if id(p) not in own]
+
+    def modulation(self, avatar_id: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each trunk block's (scale, shift) for this avatar: its code through the block's FiLM
+        layer, plus its own modulation."""
+        key = _key(avatar_id)
+        code, own = self.codes[key], self.modulations[key]
+        return [(block.film(code) + own[i]).chunk(2, dim=-1) for i, block in enumerate(self.blocks)]
 
     # -- forward ------------------------------------------------------------------------------
 
@@ -180,8 +193,8 @@ class SharedAnimator(nn.Module):
         key = _key(avatar_id)
         code = self.codes[key]
         x = self.stem(embeddings)
-        for block in self.blocks:
-            x = block(x, code)
+        for block, (gamma, beta) in zip(self.blocks, self.modulation(avatar_id), strict=True):
+            x = block(x, gamma, beta)
         # -1, not len(x): keeps the batch axis dynamic in the exported ONNX graph
         tokens = self.to_tokens(x).view(-1, self.config.tokens, self.config.token_dim) + self.token_pos
         query = (self.queries[key] + self.query_from_code(code)).unsqueeze(0).expand(tokens.shape[0], -1, -1)
@@ -267,7 +280,9 @@ def load_animator(path: Path) -> SharedAnimator:
     model = SharedAnimator(saved_config(checkpoint["config"]))
     for avatar_id, rig in checkpoint["avatars"].items():
         model.add_avatar(avatar_id, AvatarRig(**{k: tuple(v) for k, v in rig.items()}))
-    model.load_state_dict(checkpoint["state_dict"])
+    # checkpoints from before per-avatar modulations: theirs are the zeros add_avatar made
+    state = {**{k: v for k, v in model.state_dict().items() if k.startswith("modulations.")}, **checkpoint["state_dict"]}
+    model.load_state_dict(state)
     return model.eval()
 
 

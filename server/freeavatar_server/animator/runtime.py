@@ -72,8 +72,8 @@ def runtime_manifest(model_dir: Path) -> dict[str, object]:
 
 def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory: torch loads lazily)
     """`model(embeddings, avatar_id)` rewritten for inference with everything that depends on
-    the avatar alone computed once: its code's FiLM scales and shifts, its control queries
-    with their attention projection, and the query half of the readout (with the attention's
+    the avatar alone computed once: its FiLM scales and shifts (code and own modulation), its
+    control queries with their attention projection, and the query half of the readout (with the attention's
     output projection folded into it). What is left per frame is a few matmuls; exporting the
     training module as it is gives ~250 ONNX nodes of shape bookkeeping, which cost more than
     the arithmetic at batch 1."""
@@ -95,7 +95,7 @@ def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory: torch loads 
             w_attended, w_query = read_in.weight[:, : c.token_dim], read_in.weight[:, c.token_dim :]
             with torch.no_grad():
                 code = model.codes[key]
-                self.films = [block.film(code).chunk(2) for block in model.blocks]
+                self.films = model.modulation(avatar_id)
                 query = model.queries[key] + model.query_from_code(code)  # (controls, token_dim)
                 q = (query @ w_q.T + b_q) * head_dim**-0.5
                 self.q = q.view(-1, c.heads, head_dim).transpose(0, 1).contiguous()  # (heads, controls, d)

@@ -63,6 +63,12 @@ class AnimatorTrainConfig:
     # against the mean actor; "neutral": the avatar's render at its default rig against the
     # mean actor (the average actor should wear the avatar's resting face).
     centering: str = "neutral"
+    # See each render through small random shifts, scales, turns and light changes (the
+    # encoder's training augmentation) in the consistency loss: a rig must match the actor
+    # under all of them, so the animator cannot win on one render's pixel-level quirks of the
+    # encoder. Per image, optimising through the jitter brought the human's rigs closer to the
+    # actor by the reference renderer's measure, too (benchmarks/animator_oracle.py).
+    jitter: bool = False
 
 
 @dataclass
@@ -112,10 +118,17 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def render_embed(renderer: NeuralRenderer, encoder: Encoder, rig: torch.Tensor, size: int) -> torch.Tensor:
+def render_embed(renderer: NeuralRenderer, encoder: Encoder, rig: torch.Tensor, size: int,
+                 jitter: torch.Generator | None = None) -> torch.Tensor:
+    """E(R(rig)). With `jitter`, the render is first moved, scaled, turned and relit a little,
+    as the encoder's own training augments faces (a fresh draw per image from the generator)."""
     image = renderer(rig)
     if image.shape[-1] != size:
         image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+    if jitter is not None:
+        from freeavatar_server.encoder.train import augment
+
+        image = augment(image, jitter)
     return encoder(image)
 
 
@@ -233,7 +246,7 @@ def step_losses(
     aid = target.avatar_id
     unbounded = model.unbounded(actors.inputs[batch], aid)
     unit = bound(unbounded, model.config.output)
-    rendered = render_embed(target.renderer, encoder, model.to_rig(unit, aid), encoder_size)
+    rendered = render_embed(target.renderer, encoder, model.to_rig(unit, aid), encoder_size, generator if config.jitter else None)
     goal = actors.targets[batch]
     if target.center is not None:
         rendered, goal = rendered - target.center, goal - actor_center
