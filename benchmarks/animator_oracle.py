@@ -11,9 +11,11 @@ its retargeting error should not be expected to beat the optimum's; if the per-i
 no closer to the ground-truth mapping than the neutral pose, the objective (encoder and
 renderer), not the animator's architecture or training, is what limits retargeting.
 
-Also reported, no optimisation: the neural-renderer consistency of the ground-truth rig and of
-the neutral pose (does the objective prefer the right answer at all?). Ground truth is read
-only to score.
+Also reported, no optimisation (`--steps 0` for only these): the consistency of the
+ground-truth rig and of the neutral pose, through the neural and the reference renderer (does
+the objective prefer the right answer at all?), and the cosine between the avatar's embedding
+displacement for the right rig and the actor's from the average actor (does the encoder see
+the same expression change on the avatar at all?). Ground truth is read only to score.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from freeavatar_server.animator.encoding import ENCODER_FILE, embed_images, load_frozen_encoder
 from freeavatar_server.animator.evaluate import MODELS_DIR, retarget_correlation, retarget_error
@@ -43,11 +46,16 @@ def consistency(renderer, encoder, rig: torch.Tensor, goal: torch.Tensor, center
 
 
 @torch.no_grad()
-def reference_consistency(avatar, encoder, rigs: np.ndarray, goal: torch.Tensor, size: int) -> float:
-    """Mean centred consistency with the avatar's reference (engine stand-in) renderer."""
+def reference_displacement(avatar, encoder, rigs: np.ndarray, size: int) -> torch.Tensor:
+    """(N, 16): how far each rig moves the avatar's embedding from its resting face, drawn by
+    the avatar's reference (engine stand-in) renderer."""
     center = embed_images(encoder, avatar.render(np.asarray([avatar.spec.defaults], np.float32), size))[0]
-    rendered = embed_images(encoder, avatar.render(rigs, size))
-    return float((rendered - center - goal).pow(2).sum(-1).mean())
+    return embed_images(encoder, avatar.render(rigs, size)) - center
+
+
+def reference_consistency(avatar, encoder, rigs: np.ndarray, goal: torch.Tensor, size: int) -> float:
+    """Mean centred consistency with the avatar's reference renderer."""
+    return float((reference_displacement(avatar, encoder, rigs, size) - goal).pow(2).sum(-1).mean())
 
 
 def optimise_rigs(renderer, encoder, rig: AvatarRig, goal: torch.Tensor, center: torch.Tensor, size: int,
@@ -76,7 +84,7 @@ def main() -> None:
     p.add_argument("--avatars", default=",".join(BUILTIN_AVATARS))
     p.add_argument("--images", type=int, default=100, help="held-out actor images to optimise for")
     p.add_argument("--sparsity", default="0,1.0", help="sparsity weights to try (1.0 is the animator's)")
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=150, help="optimisation steps; 0: only the ground-truth checks")
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--jitter", default="off", help="off, on or off,on: optimise through the encoder's augmentation")
     p.add_argument("--json", action="store_true")
@@ -102,7 +110,15 @@ def main() -> None:
                 "neutral_consistency": float(consistency(renderer, encoder, torch.from_numpy(neutral), goal, center, size).mean()),
                 "ground_truth_ref_consistency": reference_consistency(avatar, encoder, truth, goal, size),
                 "neutral_ref_consistency": reference_consistency(avatar, encoder, neutral, goal, size),
+                # does the avatar's right expression move its embedding the way the actor's
+                # moves from the average actor? 1: same direction, 0: unrelated
+                "ground_truth_ref_cosine": float(F.cosine_similarity(reference_displacement(avatar, encoder, truth, size), goal, dim=-1).mean()),
             }
+        if args.steps == 0:
+            out[name] = row
+            if not args.json:
+                print(name, json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
+            continue
         for w in (float(s) for s in args.sparsity.split(",")):
             for jitter in args.jitter.split(","):
                 t0, tag = time.time(), f"@{w:g}" + ("+jitter" if jitter == "on" else "")
