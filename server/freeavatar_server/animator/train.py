@@ -67,7 +67,8 @@ class AnimatorTrainConfig:
     # encoder's training augmentation) in the consistency loss: a rig must match the actor
     # under all of them, so the animator cannot win on one render's pixel-level quirks of the
     # encoder. Per image, optimising through the jitter brought the human's rigs closer to the
-    # actor by the reference renderer's measure, too (benchmarks/animator_oracle.py).
+    # actor by the reference renderer's measure, too (benchmarks/animator_oracle.py); in joint
+    # training it lost on validation (docs/results.md, session 5), so it is off by default.
     jitter: bool = False
 
 
