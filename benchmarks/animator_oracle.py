@@ -53,9 +53,9 @@ def reference_displacement(avatar, encoder, rigs: np.ndarray, size: int) -> torc
     return embed_images(encoder, avatar.render(rigs, size)) - center
 
 
-def reference_consistency(avatar, encoder, rigs: np.ndarray, goal: torch.Tensor, size: int) -> float:
-    """Mean centred consistency with the avatar's reference renderer."""
-    return float((reference_displacement(avatar, encoder, rigs, size) - goal).pow(2).sum(-1).mean())
+def mean_distance(displacement: torch.Tensor, goal: torch.Tensor) -> float:
+    """Mean centred consistency of renders displaced this far from the avatar's resting face."""
+    return float((displacement - goal).pow(2).sum(-1).mean())
 
 
 def optimise_rigs(renderer, encoder, rig: AvatarRig, goal: torch.Tensor, center: torch.Tensor, size: int,
@@ -104,28 +104,25 @@ def main() -> None:
         neutral = np.tile(np.asarray(rig.default, np.float32), (len(aus), 1))
         with torch.no_grad():
             center = render_embed(renderer, encoder, torch.tensor([rig.default]), size)[0]
+            truth_displacement = reference_displacement(avatar, encoder, truth, size)
             row = {
                 "neutral_error": retarget_error(neutral, truth, rig),
                 "ground_truth_consistency": float(consistency(renderer, encoder, torch.from_numpy(truth), goal, center, size).mean()),
-                "neutral_consistency": float(consistency(renderer, encoder, torch.from_numpy(neutral), goal, center, size).mean()),
-                "ground_truth_ref_consistency": reference_consistency(avatar, encoder, truth, goal, size),
-                "neutral_ref_consistency": reference_consistency(avatar, encoder, neutral, goal, size),
+                "ground_truth_ref_consistency": mean_distance(truth_displacement, goal),
+                # the resting face is each renderer's own reference point: zero displacement
+                "neutral_consistency": mean_distance(torch.zeros_like(goal), goal),
+                "neutral_ref_consistency": mean_distance(torch.zeros_like(goal), goal),
                 # does the avatar's right expression move its embedding the way the actor's
                 # moves from the average actor? 1: same direction, 0: unrelated
-                "ground_truth_ref_cosine": float(F.cosine_similarity(reference_displacement(avatar, encoder, truth, size), goal, dim=-1).mean()),
+                "ground_truth_ref_cosine": float(F.cosine_similarity(truth_displacement, goal, dim=-1).mean()),
             }
-        if args.steps == 0:
-            out[name] = row
-            if not args.json:
-                print(name, json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
-            continue
-        for w in (float(s) for s in args.sparsity.split(",")):
+        for w in (float(s) for s in args.sparsity.split(",")) if args.steps else ():
             for jitter in args.jitter.split(","):
                 t0, tag = time.time(), f"@{w:g}" + ("+jitter" if jitter == "on" else "")
                 rigs = optimise_rigs(renderer, encoder, rig, goal, center, size, w, args.steps, args.lr, jitter == "on")
                 with torch.no_grad():
                     row[f"optimum_consistency{tag}"] = float(consistency(renderer, encoder, rigs, goal, center, size).mean())
-                row[f"optimum_ref_consistency{tag}"] = reference_consistency(avatar, encoder, rigs.numpy(), goal, size)
+                row[f"optimum_ref_consistency{tag}"] = mean_distance(reference_displacement(avatar, encoder, rigs.numpy(), size), goal)
                 row[f"optimum_error{tag}"] = retarget_error(rigs.numpy(), truth, rig)
                 row[f"optimum_correlation{tag}"] = retarget_correlation(rigs.numpy(), truth)
                 row[f"seconds{tag}"] = round(time.time() - t0, 1)

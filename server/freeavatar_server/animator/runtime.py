@@ -74,9 +74,9 @@ def _Bound(model, avatar_id: str):  # noqa: N802 (a module factory: torch loads 
     """`model(embeddings, avatar_id)` rewritten for inference with everything that depends on
     the avatar alone computed once: its FiLM scales and shifts (code and own modulation), its
     control queries with their attention projection, and the query half of the readout (with
-    the attention's output projection folded into it). What is left per frame is a few matmuls; exporting the
-    training module as it is gives ~250 ONNX nodes of shape bookkeeping, which cost more than
-    the arithmetic at batch 1."""
+    the attention's output projection folded into it). What is left per frame is a few
+    matmuls; exporting the training module as it is gives ~250 ONNX nodes of shape
+    bookkeeping, which cost more than the arithmetic at batch 1."""
     import torch
     import torch.nn.functional as F
 
