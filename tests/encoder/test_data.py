@@ -52,6 +52,18 @@ def test_stream_batches_pair_expressions_and_identities():
     assert (noisy > 2).any()
 
 
+def test_stream_draws_a_share_of_stylised_characters():
+    from freeavatar_server.synth.actors import STYLISED_OFFSET
+
+    people = D.StreamSpec(size=32, n_expressions=6, seed=3, steps=10)
+    everyone = D.StreamSpec(**{**people.__dict__, "stylised": 1.0})
+    a, b = D.render_stream_batch(people, 4), D.render_stream_batch(everyone, 4)
+    assert np.array_equal(a[1], b[1]) and not np.array_equal(a[0], b[0])  # same expressions, other faces
+    assert STYLISED_OFFSET > 10**18  # far above every id people are drawn from
+    partial = D.StreamSpec(**{**people.__dict__, "stylised": 0.5})
+    assert np.array_equal(D.render_stream_batch(partial, 4)[1], a[1])
+
+
 def test_stream_renders_ahead_in_step_order():
     spec = D.StreamSpec(size=32, n_expressions=2, seed=1, steps=5)
     with D.SyntheticStream(spec, start=2) as stream:

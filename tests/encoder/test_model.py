@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.encoder.model import ExpressionEncoder, MaskedAutoencoder, patchify
+from freeavatar_server.encoder.model import EmotionClassifier, ExpressionEncoder, MaskedAutoencoder, patchify
 from freeavatar_server.encoder.train import (
     all_triplet_loss,
     augment,
@@ -46,6 +46,25 @@ def test_mae_loss_falls_when_overfitting_one_batch(tiny_model):
         opt.step()
         first = first if first is not None else float(loss.detach())
     assert float(loss) < 0.7 * first
+
+
+def test_classifier_learns_classes_that_differ_only_slightly(tiny_model):
+    # faces share most of their pixels; the class is a faint patch. The pooled features then
+    # share a large common component, which kept the classifier at the majority class before
+    # its head was normalised
+    torch.manual_seed(0)
+    clf = EmotionClassifier(tiny_model, 3)
+    y = torch.arange(24) % 3
+    x = 0.5 + 0.02 * torch.rand(24, 3, 32, 32)
+    for k in range(3):
+        x[y == k, :, 4 + 8 * k : 12 + 8 * k, 8:16] += 0.1
+    opt = torch.optim.AdamW(clf.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(clf(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (clf.eval()(x).argmax(1) == y).float().mean() == 1.0
 
 
 def test_symmetric_triplet_loss_values():

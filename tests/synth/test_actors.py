@@ -8,6 +8,7 @@ from freeavatar_server.synth.actors import (
     AU_INDEX,
     N_AU,
     PROTOTYPES,
+    STYLISED_OFFSET,
     make_identities,
     mirror_permutation,
     prototype_vector,
@@ -52,6 +53,20 @@ def test_identities_are_a_pure_function_of_the_id() -> None:
     b = make_identities(np.array([10**15]))
     assert np.array_equal(a.skin[1], b.skin[0]) and a.eye_dx[1] == b.eye_dx[0]
     assert not np.array_equal(a.skin[0], a.skin[2])
+
+
+def test_stylised_characters_live_in_their_own_id_range() -> None:
+    ids = np.arange(200)
+    people, characters = make_identities(ids), make_identities(ids + STYLISED_OFFSET)
+    mixed = make_identities(np.array([7, STYLISED_OFFSET + 7]))
+    assert np.array_equal(mixed.skin[0], people.skin[7]) and np.array_equal(mixed.skin[1], characters.skin[7])
+    # people have skin tones; characters any hue (green or blue ones occur), and bigger eyes
+    human_like = lambda skin: (skin[:, 0] >= skin[:, 1]) & (skin[:, 1] >= skin[:, 2] - 0.02)  # noqa: E731
+    assert human_like(people.skin).all() and (~human_like(characters.skin)).mean() > 0.4
+    assert characters.eye_w.mean() > people.eye_w.mean() + 0.03
+    assert characters.beard.max() == 0 and characters.glasses.max() == 0
+    faces = render_faces(sample_expressions(4, np.random.default_rng(0)), STYLISED_OFFSET + np.arange(4), size=32)
+    assert faces.images.shape == (4, 32, 32, 3)
 
 
 def test_render_faces_shapes_ranges_and_determinism() -> None:

@@ -186,6 +186,11 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         "eval_identity_offset": EVAL_IDENTITY_OFFSET,
         "encoder": str(weights.encoder),
     }
+    # the same kind of triplets on held-out stylised characters: expression beyond human looks
+    from freeavatar_server.synth.actors import STYLISED_OFFSET
+
+    stylised = D.synthetic_eval_triplets(max(8, n_triplets // 2), size=size, seed=seed + 9, identity_offset=STYLISED_OFFSET + EVAL_IDENTITY_OFFSET)
+    report["stylised_triplet_accuracy"] = triplet_scores(encoder, EvalSet(stylised, ev.quads[:0], seed))
     if ts.true_odd is not None:
         # the same accuracy against noiseless labels: how much of the error is annotator noise
         from freeavatar_server.encoder.train import triplet_correct

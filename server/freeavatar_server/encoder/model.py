@@ -246,10 +246,13 @@ class EmotionClassifier(nn.Module):
     def __init__(self, cfg: ModelConfig, n_classes: int) -> None:
         super().__init__()
         self.backbone = ViTBackbone(cfg)
+        # the encoder's head_norm, for the same reason: without it the pooled features' common
+        # component swamps the linear layer, and the classifier sat at the majority class
+        self.head_norm = nn.BatchNorm1d(cfg.dim)
         self.fc = nn.Linear(cfg.dim, n_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone.pooled(images))
+        return self.fc(self.head_norm(self.backbone.pooled(images)))
 
 
 def count_parameters(module: nn.Module) -> int:

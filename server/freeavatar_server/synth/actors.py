@@ -215,9 +215,19 @@ _IRIS = np.array([[0.3, 0.18, 0.08], [0.15, 0.1, 0.06], [0.25, 0.45, 0.7], [0.3,
                   [0.45, 0.45, 0.5]])  # fmt: skip
 
 
+STYLISED_OFFSET = 1 << 60  # ids from here up are stylised characters (see `_stylise`)
+
+
 def make_identities(identity_ids: np.ndarray) -> Identity:
-    """Deterministic identity parameters for each id (a pure function of the id)."""
+    """Deterministic identity parameters for each id (a pure function of the id); ids from
+    STYLISED_OFFSET up are stylised characters rather than people."""
     ids = np.asarray(identity_ids, dtype=np.int64).reshape(-1)
+    ident = _human_identities(ids)
+    stylised = ids >= STYLISED_OFFSET
+    return _stylise(ident, ids, stylised) if stylised.any() else ident
+
+
+def _human_identities(ids: np.ndarray) -> Identity:
     h = hash_uniform(ids, salt=0x1D, n=48)
     c = iter(range(48))
 
@@ -285,6 +295,49 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
             np.array([[0.05, 0.05, 0.05], [0.4, 0.25, 0.1], [0.7, 0.7, 0.72], [0.6, 0.1, 0.1]])
         ),
     )
+
+
+def _stylise(ident: Identity, ids: np.ndarray, rows: np.ndarray) -> Identity:
+    """Cartoon-like characters for the encoder to learn expression beyond human looks: skin of
+    any hue, big eyes and irises, bold brows, small noses, wide mouths, rounder or squarer
+    heads, no beards, glasses or wrinkles. The action units still move the same features, so
+    the world's triplet labels hold for them. The built-in avatars are NOT drawn this way:
+    their look and rig mapping stay unseen by the encoder, as a studio's avatars would be."""
+    h = hash_uniform(ids[rows], salt=0x5E, n=40)
+    c = iter(range(40))
+
+    def U(lo: float, hi: float) -> np.ndarray:
+        return lo + (hi - lo) * h[:, next(c)]
+
+    def hue(sat_lo: float, val_lo: float) -> np.ndarray:  # (n, 3) a colour of any hue
+        k = (U(0, 1)[:, None] * 6.0 + np.array([5.0, 3.0, 1.0])) % 6.0
+        ramp = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+        val, sat = U(val_lo, 1.0)[:, None], U(sat_lo, 0.9)[:, None]
+        return val * (1.0 - sat * ramp)
+
+    skin = hue(0.2, 0.45)
+    bald = U(0, 1) < 0.5
+    hair = hue(0.3, 0.1)
+    style = {
+        "head_w": U(0.6, 0.74), "head_h": U(0.62, 0.8), "shape_p": U(1.9, 4.0),
+        "jaw_w": U(0.75, 1.0), "eye_dx": U(0.28, 0.4), "eye_w": U(0.15, 0.24),
+        "eye_h": U(0.08, 0.15), "iris_r": U(0.05, 0.09), "brow_th": U(0.03, 0.07),
+        "nose_w": U(0.05, 0.11), "mouth_w": U(0.28, 0.44), "lip_up": U(0.02, 0.06),
+        "lip_lo": U(0.03, 0.08), "ear_size": U(0.6, 1.4),
+        "hairline": np.where(bald, -2.0, U(-0.75, -0.5)), "hair_volume": np.where(bald, 0.0, U(0.6, 1.0)),
+        "hair_long": np.zeros(len(skin)), "beard": np.zeros(len(skin)), "mustache": np.zeros(len(skin)),
+        "glasses": np.zeros(len(skin)), "wrinkles": np.zeros(len(skin)), "skin": skin,
+        "lip_rgb": np.clip(np.where(U(0, 1)[:, None] < 0.5, hue(0.5, 0.3), skin * 0.45), 0, 1),
+        "iris_rgb": hue(0.3, 0.1), "hair_rgb": hair,
+        "brow_rgb": np.where(U(0, 1)[:, None] < 0.5, hair * 0.7, np.full_like(skin, 0.08)),
+    }  # fmt: skip
+    out = {}
+    for name in Identity.__dataclass_fields__:
+        value = getattr(ident, name).copy()
+        if name in style:
+            value[rows] = style[name]
+        out[name] = value
+    return Identity(**out)
 
 
 # ---------------------------------------------------------------------------------------------
