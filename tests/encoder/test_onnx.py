@@ -47,3 +47,17 @@ def test_shipped_int8_encoder_is_the_quantised_float_one(tmp_path):
     shipped = OnnxEncoder(INT8_ONNX)
     faces = np.random.default_rng(2).integers(0, 256, (8, shipped.size, shipped.size, 3), dtype=np.uint8)
     assert (fresh.embed_batch(faces) * shipped.embed_batch(faces)).sum(1).min() > 0.9999
+
+
+def test_shipped_animator_was_trained_through_the_shipped_encoder():
+    """The live pipeline embeds faces with the shipped encoder and feeds the shipped animator,
+    which only understands the embedding space it was trained in (its snapshot `encoder.pt`).
+    After shipping a new encoder, retrain and ship the animator through it."""
+    from freeavatar_server.animator.encoding import ENCODER_FILE
+    from freeavatar_server.animator.evaluate import MODELS_DIR as ANIMATOR_DIR
+    from freeavatar_server.encoder.train import load_checkpoint
+
+    shipped = load_checkpoint(DEFAULT_ONNX.with_suffix(".pt"))["model"]
+    trained_with = load_checkpoint(ANIMATOR_DIR / ENCODER_FILE)["model"]
+    assert shipped.keys() == trained_with.keys()
+    assert all(torch.equal(shipped[k], trained_with[k]) for k in shipped)
