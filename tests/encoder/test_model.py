@@ -3,7 +3,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.encoder.model import EmotionClassifier, ExpressionEncoder, MaskedAutoencoder, patchify
+from freeavatar_server.encoder.model import (
+    EmotionClassifier,
+    ExpressionEncoder,
+    MaskedAutoencoder,
+    patchify,
+)
 from freeavatar_server.encoder.train import (
     all_triplet_loss,
     augment,
