@@ -246,8 +246,8 @@ class EmotionClassifier(nn.Module):
     def __init__(self, cfg: ModelConfig, n_classes: int) -> None:
         super().__init__()
         self.backbone = ViTBackbone(cfg)
-        # the encoder's head_norm, for the same reason: without it the pooled features' common
-        # component swamps the linear layer, and the classifier sat at the majority class
+        # the encoder's head_norm before its linear layer. The classifier sat at the majority
+        # class without it; whether this is the cure is not yet shown (a retrained baseline is)
         self.head_norm = nn.BatchNorm1d(cfg.dim)
         self.fc = nn.Linear(cfg.dim, n_classes)
 

@@ -315,7 +315,9 @@ def load_classifier(path: Path) -> EmotionClassifier:
     ck = load_checkpoint(path)
     mcfg = ModelConfig.from_dict(ck["model_config"])
     model = EmotionClassifier(mcfg, ck["model"]["fc.weight"].shape[0])
-    model.load_state_dict(ck["model"])
+    # a classifier from before head_norm keeps the fresh (identity) norm: its features, the
+    # baseline's, are the backbone's and do not pass through it
+    model.load_state_dict({**model.state_dict(), **ck["model"]})
     return model.eval()
 
 
