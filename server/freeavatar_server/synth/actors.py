@@ -215,7 +215,8 @@ _IRIS = np.array([[0.3, 0.18, 0.08], [0.15, 0.1, 0.06], [0.25, 0.45, 0.7], [0.3,
                   [0.45, 0.45, 0.5]])  # fmt: skip
 
 
-STYLISED_OFFSET = 1 << 60  # ids from here up are stylised characters (see `_stylise`)
+STYLISED_OFFSET = 1 << 62  # ids from here up are stylised characters (see `_stylise`); people are
+# drawn below it (random ids come from [0, 2**62))
 
 
 def make_identities(identity_ids: np.ndarray) -> Identity:
