@@ -69,6 +69,22 @@ def test_stylised_characters_live_in_their_own_id_range() -> None:
     assert faces.images.shape == (4, 32, 32, 3)
 
 
+def test_characters_are_cel_shaded_and_people_are_not() -> None:
+    expr = sample_expressions(4, np.random.default_rng(2))
+    ids = np.array([3, STYLISED_OFFSET + 3, 5, STYLISED_OFFSET + 5])
+    faces = render_faces(expr, ids, size=64, seed=1, nuisance=False).images
+    # a person alone renders as in a batch of people: the cel shading touches characters only
+    alone = render_faces(expr[:1], ids[:1], size=64, seed=1, nuisance=False).images
+    assert np.array_equal(alone[0], faces[0])
+
+    def flat_share(face: np.ndarray) -> float:  # pixels in the six commonest colours
+        counts = np.sort(np.unique(face.reshape(-1, 3), axis=0, return_counts=True)[1])
+        return counts[-6:].sum() / counts.sum()
+
+    shares = [flat_share(face) for face in faces]
+    assert min(shares[1], shares[3]) > 0.6 > 0.5 > max(shares[0], shares[2])  # bands vs soft shading
+
+
 def test_render_faces_shapes_ranges_and_determinism() -> None:
     expr = sample_expressions(6, np.random.default_rng(1))
     ids = np.arange(6) * 1000

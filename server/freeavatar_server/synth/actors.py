@@ -531,6 +531,23 @@ def _scene(
     )  # fmt: skip
 
 
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+
+
+def _cel_shade(img: torch.Tensor, levels: int = 4, edge: float = 0.06) -> torch.Tensor:
+    """Draw characters as cartoons are drawn: shading flattened into a few colour bands, and ink
+    outlines where the (lightly smoothed) luminance changes sharply. Avatars are flat-shaded and
+    outlined; an encoder that has only seen soft shaded faces reads them poorly."""
+    lum = (img * torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
+    lum = F.avg_pool2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
+    kernels = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1)
+    gradient = F.conv2d(padded, kernels).norm(dim=1, keepdim=True)
+    ink = torch.clamp((gradient - edge) / edge, 0.0, 1.0)
+    flat = torch.round(img.clamp(0, 1) * levels) / levels
+    return flat * (1.0 - 0.85 * ink)
+
+
 def _degrade(img: torch.Tensor, nui: Nuisance, seeds: np.ndarray, blur_scale: float) -> np.ndarray:
     """Camera nuisance: defocus/motion-ish blur, sensor noise, then JPEG; returns uint8 HWC."""
     if np.any(nui.blur > 0):
@@ -606,6 +623,9 @@ def render_faces(
         scene = _scene(n_sl, pose[sl], hx[sl], hy[sl], scale[sl], pixel)
         with torch.no_grad():
             img = paint(gx, gy, bg, i_sl, scene, _muscles(expr[sl], n_sl))
+            toon = torch.as_tensor(ids[sl] >= STYLISED_OFFSET)
+            if toon.any():
+                img[toon] = _cel_shade(img[toon])
         images[sl] = _degrade(img, n_sl, seeds[sl], size / 128.0)
     box = face_box(ident, _scene(nui, pose, hx, hy, scale, pixel), au_to_muscles(expr)["jaw_open"])
     boxes = ((box + 1.0) * (size / 2.0)).astype(np.float32)
