@@ -224,8 +224,12 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
     STYLISED_OFFSET up are stylised characters rather than people."""
     ids = np.asarray(identity_ids, dtype=np.int64).reshape(-1)
     ident = _human_identities(ids)
-    stylised = ids >= STYLISED_OFFSET
+    stylised = _is_character(ids)
     return _stylise(ident, ids, stylised) if stylised.any() else ident
+
+
+def _is_character(ids: np.ndarray) -> np.ndarray:
+    return ids >= STYLISED_OFFSET
 
 
 def _human_identities(ids: np.ndarray) -> Identity:
@@ -532,17 +536,18 @@ def _scene(
 
 
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+_GRADIENT_KERNELS = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1)  # (2, 1, 3, 3): d/dx, d/dy
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
 
 
 def _cel_shade(img: torch.Tensor, levels: int = 4, edge: float = 0.06) -> torch.Tensor:
     """Draw characters as cartoons are drawn: shading flattened into a few colour bands, and ink
     outlines where the (lightly smoothed) luminance changes sharply. Avatars are flat-shaded and
     outlined; an encoder that has only seen soft shaded faces reads them poorly."""
-    lum = (img * torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
+    lum = (img * _LUMA).sum(1, keepdim=True)
     lum = F.avg_pool2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
-    kernels = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1)
-    gradient = F.conv2d(padded, kernels).norm(dim=1, keepdim=True)
+    gradient = F.conv2d(padded, _GRADIENT_KERNELS).norm(dim=1, keepdim=True)
     ink = torch.clamp((gradient - edge) / edge, 0.0, 1.0)
     flat = torch.round(img.clamp(0, 1) * levels) / levels
     return flat * (1.0 - 0.85 * ink)
@@ -604,6 +609,7 @@ def render_faces(
     pose = sample_poses(seeds) if poses is None else np.asarray(poses, dtype=np.float32)
     ident = make_identities(ids)
     nui = sample_nuisance(seeds, nuisance)
+    characters = torch.as_tensor(_is_character(ids))
     # FEC-like framing: the face box fills ~70% of the crop, hair may be cut at the top.
     scale = nui.scale * 1.2
     hx, hy = nui.shift[:, 0], -0.04 + nui.shift[:, 1]
@@ -623,7 +629,7 @@ def render_faces(
         scene = _scene(n_sl, pose[sl], hx[sl], hy[sl], scale[sl], pixel)
         with torch.no_grad():
             img = paint(gx, gy, bg, i_sl, scene, _muscles(expr[sl], n_sl))
-            toon = torch.as_tensor(ids[sl] >= STYLISED_OFFSET)
+            toon = characters[sl]
             if toon.any():
                 img[toon] = _cel_shade(img[toon])
         images[sl] = _degrade(img, n_sl, seeds[sl], size / 128.0)
