@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -60,10 +61,12 @@ from freeavatar_server.animator.train import (
     ActorData,
     AnimatorTrainConfig,
     AvatarTarget,
-    Keyframes,
+    RigPairs,
     fit_animator,
+    render_sample_pairs,
 )
 from freeavatar_server.renderer.model import load_renderer
+from freeavatar_server.rig_sampling import propose_rig_vectors
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 FIRST = ("human_arkit", "cartoon", "robot")
@@ -86,9 +89,34 @@ def actor_data(work: Path, encoder: torch.nn.Module, geometry: bool = False) -> 
     return ActorData(inputs[VAL:], targets[VAL:], inputs[:VAL], targets[:VAL], clip_inputs)
 
 
-def target(work: Path, name: str, keyframes: Keyframes | None = None) -> AvatarTarget:
+def target(work: Path, name: str, keyframes: RigPairs | None = None, samples: Samples | None = None) -> AvatarTarget:
     rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
-    return AvatarTarget(name, rig, load_renderer(work / f"renderer_{name}.pt"), keyframes)
+    t = AvatarTarget(name, rig, load_renderer(work / f"renderer_{name}.pt"), keyframes)
+    if samples is not None:
+        t.samples = samples(t)
+    return t
+
+
+Samples = Callable[[AvatarTarget], RigPairs]
+
+
+def render_samples(args: argparse.Namespace, encoder: torch.nn.Module, actors: ActorData, geometry: bool = False) -> Samples | None:
+    """The avatar's (rig, image) samples as the studio hands them over: the same rig vectors its
+    renderer was trained on (animator_prepare.py), drawn by the reference renderer."""
+    if args.samples_weight <= 0:
+        return None
+    size = encoder.cfg.img_size
+
+    def pairs(t: AvatarTarget) -> RigPairs:
+        avatar = BUILTIN_AVATARS[t.avatar_id]
+        rigs = propose_rig_vectors(avatar.spec, args.samples, seed=0)
+        images = np.concatenate([avatar.render(rigs[i : i + 256], size) for i in range(0, len(rigs), 256)])
+        if geometry:  # z-scored over the samples, as the actors' measurements are over theirs
+            return RigPairs(geometry_inputs(images), torch.from_numpy(rigs))
+        return render_sample_pairs(t, embed_images(encoder, images), torch.from_numpy(rigs), actors.targets,
+                                   encoder, size, args.centering)
+
+    return pairs
 
 
 def heldout_scores(predict, names, heldout, encoder) -> dict[str, dict[str, float]]:
@@ -106,7 +134,7 @@ def validation_errors(predict, names, work: Path, actors: ActorData) -> dict[str
                                   AvatarRig.from_spec(BUILTIN_AVATARS[n].spec)) for n in names}
 
 
-def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: int = 0) -> Keyframes:
+def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: int = 0) -> RigPairs:
     """k artist keyframes on TRAINING images (see the module docstring: a simulated artist)."""
     d = np.load(work / "actors.npz")
     rng = np.random.default_rng(seed)
@@ -115,7 +143,7 @@ def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: 
     rigs = avatar.expected_rig(d["train_aus"][VAL:][idx])
     span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
     rigs = avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
-    return Keyframes(actors.inputs[idx], torch.from_numpy(rigs))
+    return RigPairs(actors.inputs[idx], torch.from_numpy(rigs))
 
 
 def added_parameters(model: SharedAnimator, args: argparse.Namespace) -> list[torch.nn.Parameter]:
@@ -141,6 +169,9 @@ def main() -> None:
     p.add_argument("--sparsity", type=float, default=AnimatorTrainConfig.sparsity_weight,
                    help="weight of the L1 pull towards the default pose")
     p.add_argument("--keyframe-weight", type=float, default=AnimatorTrainConfig.keyframe_weight)
+    p.add_argument("--samples-weight", type=float, default=AnimatorTrainConfig.samples_weight,
+                   help="weight of the supervised term on the avatar's own render samples")
+    p.add_argument("--samples", type=int, default=3000, help="render samples per avatar")
     p.add_argument("--frozen-modulation", action="store_true",
                    help="ablation: an added avatar tunes only its code and queries, not its own modulation")
     p.add_argument("--tag", default="", help="suffix of the report file (report_<part><tag>.json)")
@@ -159,7 +190,8 @@ def main() -> None:
     size = encoder.cfg.img_size
     heldout = build_heldout(encoder)
     base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering, jitter=args.jitter,
-                               sparsity_weight=args.sparsity, keyframe_weight=args.keyframe_weight)
+                               sparsity_weight=args.sparsity, keyframe_weight=args.keyframe_weight,
+                               samples_weight=args.samples_weight)
     report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
 
     def log(fraction: float, metrics: dict[str, float]) -> None:
@@ -172,7 +204,8 @@ def main() -> None:
         model = SharedAnimator(AnimatorConfig())
         for i, name in enumerate(together):
             model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
-        fit = fit_animator(model, [target(args.work, n) for n in together], actors, encoder, size,
+        samples = render_samples(args, encoder, actors)
+        fit = fit_animator(model, [target(args.work, n, samples=samples) for n in together], actors, encoder, size,
                            replace(base, steps=args.steps), list(model.parameters()), log)
         scores = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), together, heldout, encoder)
         validation = validation_errors(lambda n, x: model(x, n).numpy(), together, args.work, actors)
@@ -184,7 +217,7 @@ def main() -> None:
     if args.part == "shared":  # then the third avatar joins, the shared weights frozen
         started = time.monotonic()
         model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
-        add = fit_animator(model, [target(args.work, ADDED)], actors, encoder, size,
+        add = fit_animator(model, [target(args.work, ADDED, samples=samples)], actors, encoder, size,
                            replace(base, steps=args.add_steps), added_parameters(model, args), log)
         add_seconds = time.monotonic() - started
         after = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), (*FIRST, ADDED), heldout, encoder)
@@ -195,12 +228,13 @@ def main() -> None:
     if args.part in ("per_avatar", "geometry"):
         for kind in (args.part,):
             actors = actor_data(args.work, encoder, geometry=kind == "geometry")
+            samples = render_samples(args, encoder, actors, geometry=kind == "geometry")
             for name in (*FIRST, ADDED):
                 rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
                 torch.manual_seed(0)
                 model = PerAvatarDecoder(AnimatorConfig(), rig, in_dim=actors.inputs.shape[1])
                 steps = args.add_steps if name == ADDED else args.steps
-                fit = fit_animator(model, [target(args.work, name)], actors, encoder, size,
+                fit = fit_animator(model, [target(args.work, name, samples=samples)], actors, encoder, size,
                                    replace(base, steps=steps), list(model.parameters()), log)
                 inputs = heldout.geometry if kind == "geometry" else heldout.embeddings
                 s = heldout_scores(lambda n, m=model, x=inputs: m(x).numpy(), (name,), heldout, encoder)
@@ -213,7 +247,7 @@ def main() -> None:
             model = load_animator(out / "animator_first.pt")
             model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
             kf = simulated_keyframes(args.work, actors, ADDED, k) if k else None
-            fit = fit_animator(model, [target(args.work, ADDED, kf)], actors, encoder, size,
+            fit = fit_animator(model, [target(args.work, ADDED, kf, render_samples(args, encoder, actors))], actors, encoder, size,
                                replace(base, steps=args.add_steps), added_parameters(model, args), log)
             s = heldout_scores(lambda n, m=model: m(heldout.embeddings, n).numpy(), (ADDED,), heldout, encoder)
             validation = validation_errors(lambda n, x, m=model: m(x, n).numpy(), (ADDED,), args.work, actors)

@@ -14,7 +14,7 @@ from freeavatar_server.animator.train import (
     ActorData,
     AnimatorTrainConfig,
     AvatarTarget,
-    Keyframes,
+    RigPairs,
     fit_animator,
     freeze,
     render_embed,
@@ -86,7 +86,7 @@ def test_consistency_training_reaches_expressions_a_rig_can_make(tiny_encoder_pa
     assert trained["steps"] == 60
 
 
-def keyframe_error(model: SharedAnimator, kf: Keyframes) -> float:
+def keyframe_error(model: SharedAnimator, kf: RigPairs) -> float:
     with torch.no_grad():
         rig = model.rigs["cartoon"]
         lo, hi = torch.tensor(rig.minimum), torch.tensor(rig.maximum)
@@ -98,7 +98,7 @@ def test_keyframes_pull_the_rig_towards_the_artists_pose(tiny_encoder_path: Path
     data = actors()
     cartoon = BUILTIN_AVATARS["cartoon"]
     poses = torch.from_numpy(cartoon.sample_rigs(5, __import__("numpy").random.default_rng(0)))
-    kf = Keyframes(data.inputs[:5], poses)
+    kf = RigPairs(data.inputs[:5], poses)
     config = AnimatorTrainConfig(steps=60, batch_size=8, evaluations=1, keyframe_weight=5.0)
     errors = {}
     for use in (False, True):
@@ -123,3 +123,48 @@ def test_tuning_only_a_new_avatar_leaves_the_others_unchanged(tiny_encoder_path:
         for name, old in before.items():
             assert torch.equal(model(data.val_inputs, name), old)
     assert all(p.requires_grad for p in model.parameters())  # flags restored after the run
+
+
+
+def test_render_samples_are_read_in_the_actors_frame(tiny_encoder_path: Path, trained_robot_renderer) -> None:
+    """A sample's embedding is moved by (mean actor - the avatar's resting render), as the
+    consistency loss compares them: the resting face's own render reads as the average actor."""
+    from freeavatar_server.animator.train import render_sample_pairs
+
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    data = actors()
+    robot = BUILTIN_AVATARS["robot"]
+    target = AvatarTarget("robot", AvatarRig.from_spec(robot.spec), freeze(trained_robot_renderer))
+    rest = torch.tensor([target.rig.default])
+    with torch.no_grad():
+        resting = render_embed(trained_robot_renderer, encoder, rest, 16)
+    pairs = render_sample_pairs(target, resting, rest, data.targets, encoder, 16, "neutral")
+    assert torch.allclose(pairs.inputs[0], data.targets.mean(0), atol=1e-6)
+    assert torch.equal(pairs.rigs, rest)
+    raw = render_sample_pairs(target, resting, rest, data.targets, encoder, 16, "none")
+    assert torch.equal(raw.inputs, resting)
+
+
+def test_render_samples_teach_the_animator_the_rig_behind_each_image(tiny_encoder_path: Path) -> None:
+    """With their term, the animator gives each sample (nearly) the rig the engine drew it
+    from. The tiny random encoder reads every robot render alike, so a fixed random projection
+    of the rig stands in for a trained encoder's reading of its image."""
+    from freeavatar_server.animator.train import pair_distance
+
+    encoder = load_frozen_encoder(tiny_encoder_path)
+    robot = BUILTIN_AVATARS["robot"]
+    rigs = torch.from_numpy(propose_rig_vectors(robot.spec, 96, seed=3))
+    lo, hi = torch.tensor([c.min for c in robot.spec.controls]), torch.tensor([c.max for c in robot.spec.controls])
+    mixing = torch.randn(len(lo), 16, generator=torch.Generator().manual_seed(9))
+    readings = torch.nn.functional.normalize(((rigs - lo) / (hi - lo) - 0.5) @ mixing, dim=-1)
+    data = actors()
+    # no pull to the resting pose: an equal L1 pull there would cancel the samples' own
+    config = AnimatorTrainConfig(steps=80, batch_size=16, evaluations=1, sparsity_weight=0.0)
+    errors = {}
+    for weight in (0.0, 1.0):
+        model = animator("robot")
+        target = AvatarTarget("robot", model.rigs["robot"], tiny_renderer("robot"), samples=RigPairs(readings, rigs))
+        fit_animator(model, [target], data, encoder, 16, replace(config, samples_weight=weight), list(model.parameters()))
+        with torch.no_grad():
+            errors[weight] = float(pair_distance(model, target, target.samples))
+    assert errors[1.0] < 0.75 * errors[0.0], errors

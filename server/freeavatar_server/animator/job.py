@@ -46,7 +46,7 @@ from freeavatar_server.animator.train import (
     ActorData,
     AnimatorTrainConfig,
     AvatarTarget,
-    Keyframes,
+    RigPairs,
     fit_animator,
 )
 from freeavatar_server.images import decode_image, resize
@@ -99,7 +99,7 @@ def actor_corpus(context: JobContext, n: int, size: int) -> tuple[np.ndarray, np
     return images, clips
 
 
-def keyframes_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module, limit: int | None) -> Keyframes | None:
+def keyframes_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module, limit: int | None) -> RigPairs | None:
     rigs, encoded = context.store.keyframes(avatar_id)
     if limit is not None:
         rigs, encoded = rigs[:limit], encoded[:limit]
@@ -107,7 +107,7 @@ def keyframes_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module,
         return None
     size = encoder.cfg.img_size
     images = np.stack([resize(decode_image(data), size) for data in encoded])
-    return Keyframes(embed_images(encoder, images), torch.from_numpy(rigs))
+    return RigPairs(embed_images(encoder, images), torch.from_numpy(rigs))
 
 
 def finetune_animator_job(context: JobContext) -> list[JobResult]:

@@ -15,7 +15,8 @@ which trains nothing there). Rig regularisers keep the solution a rig an artist 
 * sparse: L1 of each control's distance from its default (faces move a few controls at once);
 * temporally smooth: on unlabeled video clips, the squared frame-to-frame rig change.
 
-Artist keyframes (an actor embedding with the rig an artist posed for it) add a supervised L1.
+Artist keyframes (an actor embedding with the rig an artist posed for it) add a supervised L1,
+and so can the avatar's own render samples (the rig the engine drew, read back from its image).
 Nothing here reads synthetic ground truth: inputs are embeddings of unlabeled images, the
 renderer learnt from (rig, image) samples, keyframes come from the caller.
 """
@@ -70,11 +71,15 @@ class AnimatorTrainConfig:
     # actor by the reference renderer's measure, too (benchmarks/animator_oracle.py); in joint
     # training it lost on validation (docs/results.md, session 5), so it is off by default.
     jitter: bool = False
+    # The avatar's render samples as supervision (render_sample_pairs): weight of their L1 term.
+    samples_weight: float = 0.0
 
 
 @dataclass
-class Keyframes:
-    """Artist keyframes for one avatar: actor-image inputs with the rig an artist posed."""
+class RigPairs:
+    """Animator inputs paired with the rig they should give: artist keyframes (an actor image
+    and the rig an artist posed for it), or the avatar's own render samples (the image its
+    engine drew for a rig, seen through the encoder and moved into the actors' frame)."""
 
     inputs: torch.Tensor  # (K, in_dim) what the animator sees for those images
     rigs: torch.Tensor  # (K, n_controls) in the controls' own ranges
@@ -87,7 +92,8 @@ class AvatarTarget:
     avatar_id: str
     rig: AvatarRig
     renderer: NeuralRenderer
-    keyframes: Keyframes | None = None
+    keyframes: RigPairs | None = None
+    samples: RigPairs | None = None  # see render_sample_pairs
     center: torch.Tensor | None = None  # mean embedding of its renders (set by fit)
 
 
@@ -263,7 +269,10 @@ def step_losses(
         u = model.normalized(clips.reshape(c * t, d), aid).view(c, t, -1)
         losses["smooth"] = config.smooth_weight * (u[:, 1:] - u[:, :-1]).pow(2).sum(-1).mean()
     if target.keyframes is not None and len(target.keyframes.inputs):
-        losses["keyframes"] = config.keyframe_weight * keyframe_distance(model, target)
+        losses["keyframes"] = config.keyframe_weight * pair_distance(model, target, target.keyframes)
+    if target.samples is not None and config.samples_weight > 0:
+        pick = torch.randint(len(target.samples.inputs), (config.batch_size,), generator=generator)
+        losses["samples"] = config.samples_weight * pair_distance(model, target, target.samples, pick)
     return losses
 
 
@@ -306,14 +315,28 @@ def validate(
 
 def keyframe_error(model: nn.Module, target: AvatarTarget) -> float:
     """Mean |predicted - keyframe| in units of each control's range, on the keyframe images."""
-    return float(keyframe_distance(model, target))
+    assert target.keyframes is not None
+    return float(pair_distance(model, target, target.keyframes))
 
 
-def keyframe_distance(model: nn.Module, target: AvatarTarget) -> torch.Tensor:
-    """The keyframe term before its weight: mean |predicted - keyframe| in range units."""
-    kf = target.keyframes
-    assert kf is not None
+def pair_distance(model: nn.Module, target: AvatarTarget, pairs: RigPairs, pick: torch.Tensor | None = None) -> torch.Tensor:
+    """A supervised term before its weight: mean |predicted - paired rig| in range units."""
+    inputs, rigs = (pairs.inputs, pairs.rigs) if pick is None else (pairs.inputs[pick], pairs.rigs[pick])
     lo = torch.tensor(target.rig.minimum)
     span = torch.tensor(target.rig.maximum) - lo
-    wanted = ((kf.rigs - lo) / span).clamp(0, 1)
-    return (model.normalized(kf.inputs, target.avatar_id) - wanted).abs().mean()
+    wanted = ((rigs - lo) / span).clamp(0, 1)
+    return (model.normalized(inputs, target.avatar_id) - wanted).abs().mean()
+
+
+@torch.no_grad()
+def render_sample_pairs(
+    target: AvatarTarget, sample_embeddings: torch.Tensor, rigs: torch.Tensor, actor_embeddings: torch.Tensor,
+    encoder: Encoder, size: int, centering: str,
+) -> RigPairs:
+    """The avatar's own (rig, image) samples as supervision: the animator should read the
+    avatar's face the way the studio's engine posed it. The sample embeddings are moved into
+    the actors' frame the way the consistency loss compares them (the avatar's reference point
+    to the mean actor), so the same input means the same expression on either side."""
+    center = avatar_center(target, encoder, size, centering)
+    shift = 0 if center is None else actor_embeddings.mean(0) - center
+    return RigPairs(sample_embeddings + shift, rigs)
