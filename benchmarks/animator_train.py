@@ -243,11 +243,12 @@ def main() -> None:
                 report[f"{kind}/{name}"] = {"fit": fit.metrics, "heldout": s[name], "parameters": count_parameters(model)}
     if args.part == "keyframes":
         actors = actor_data(args.work, encoder)
+        samples = render_samples(args, encoder, actors)
         for k in (0, 5, 20):
             model = load_animator(out / "animator_first.pt")
             model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
             kf = simulated_keyframes(args.work, actors, ADDED, k) if k else None
-            fit = fit_animator(model, [target(args.work, ADDED, kf, render_samples(args, encoder, actors))], actors, encoder, size,
+            fit = fit_animator(model, [target(args.work, ADDED, kf, samples)], actors, encoder, size,
                                replace(base, steps=args.add_steps), added_parameters(model, args), log)
             s = heldout_scores(lambda n, m=model: m(heldout.embeddings, n).numpy(), (ADDED,), heldout, encoder)
             validation = validation_errors(lambda n, x, m=model: m(x, n).numpy(), (ADDED,), args.work, actors)

@@ -17,7 +17,9 @@ from freeavatar_server.animator.train import (
     RigPairs,
     fit_animator,
     freeze,
+    pair_distance,
     render_embed,
+    render_sample_pairs,
 )
 from freeavatar_server.rig_sampling import propose_rig_vectors
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
@@ -125,12 +127,9 @@ def test_tuning_only_a_new_avatar_leaves_the_others_unchanged(tiny_encoder_path:
     assert all(p.requires_grad for p in model.parameters())  # flags restored after the run
 
 
-
 def test_render_samples_are_read_in_the_actors_frame(tiny_encoder_path: Path, trained_robot_renderer) -> None:
     """A sample's embedding is moved by (mean actor - the avatar's resting render), as the
     consistency loss compares them: the resting face's own render reads as the average actor."""
-    from freeavatar_server.animator.train import render_sample_pairs
-
     encoder = load_frozen_encoder(tiny_encoder_path)
     data = actors()
     robot = BUILTIN_AVATARS["robot"]
@@ -149,8 +148,6 @@ def test_render_samples_teach_the_animator_the_rig_behind_each_image(tiny_encode
     """With their term, the animator gives each sample (nearly) the rig the engine drew it
     from. The tiny random encoder reads every robot render alike, so a fixed random projection
     of the rig stands in for a trained encoder's reading of its image."""
-    from freeavatar_server.animator.train import pair_distance
-
     encoder = load_frozen_encoder(tiny_encoder_path)
     robot = BUILTIN_AVATARS["robot"]
     rigs = torch.from_numpy(propose_rig_vectors(robot.spec, 96, seed=3))
