@@ -161,16 +161,21 @@ async def test_cancel_running_and_queued_jobs(client: AsyncClient) -> None:
     assert (await client.get_avatar(avatar.id)).renderer is None
 
 
-def job_pid(job_id: str) -> int:
-    output = subprocess.run(["pgrep", "-f", "--", f"--job-id {job_id}"], capture_output=True, text=True)
-    return int(output.stdout.split()[0])
+async def job_pid(job_id: str) -> int:
+    """The job's worker process; it may still be spawning when the job is marked running."""
+    for _ in range(100):
+        output = subprocess.run(["pgrep", "-f", "--", f"--job-id {job_id}"], capture_output=True, text=True)
+        if output.stdout.split():
+            return int(output.stdout.split()[0])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no worker process for job {job_id}")
 
 
 async def test_a_killed_job_process_fails_the_job_not_the_server(client: AsyncClient) -> None:
     avatar = await robot_with_samples(client)
     job = await client.train_renderer(avatar.id, **{**TINY, "steps": 10**6, "time_budget_s": 600})
     await wait_for_state(client, job.id, JobState.RUNNING)
-    os.kill(job_pid(job.id), signal.SIGKILL)
+    os.kill(await job_pid(job.id), signal.SIGKILL)
     final = await asyncio.wait_for(client.wait_job(job.id), timeout=20)
     assert final.state == JobState.FAILED
     assert "killed by SIGKILL" in final.error
@@ -210,7 +215,7 @@ async def test_server_killed_mid_job(tmp_path: Path) -> None:
             avatar = await robot_with_samples(client)
             job = await client.train_renderer(avatar.id, **{**TINY, "steps": 10**6, "time_budget_s": 600})
             await wait_for_state(client, job.id, JobState.RUNNING)
-            worker = job_pid(job.id)
+            worker = await job_pid(job.id)
     finally:
         process.kill()
         process.wait()
