@@ -80,7 +80,7 @@ def test_help_lists_the_commands() -> None:
 
 
 def freeavatar_command() -> list[str]:
-    return [sys.executable, "-c", "from freeavatar.cli import main; main()"]
+    return [sys.executable, "-m", "freeavatar"]
 
 
 def test_serve_runs_until_sigterm_and_keeps_data(tmp_path: Path) -> None:

@@ -347,7 +347,7 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
     if resume and path.exists():
         ck = load_checkpoint(path)
         model.load_state_dict(ck["model"])
-        if ck["optimizer"] is not None:
+        if ck.get("optimizer") is not None:  # a shipped (slim) checkpoint has none: a warm restart
             opt.load_state_dict(ck["optimizer"])
         start, history = ck["step"], ck["history"]
         if start >= spec.steps:  # finished; a longer --*-steps extends it instead
