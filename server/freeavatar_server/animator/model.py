@@ -187,16 +187,24 @@ class SharedAnimator(nn.Module):
         default = getattr(self, f"default_{_key(avatar_id)}")
         return place(self.readout_values(embeddings, avatar_id), default, self.config.output)
 
-    def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, embed_dim) -> (B, n_controls): the readout MLP's output per control."""
-        key = _key(avatar_id)
-        code = self.codes[key]
+    def trunk(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, embed_dim) -> (B, width): the expression features, modulated for this avatar."""
         x = self.stem(embeddings)
         for block, (gamma, beta) in zip(self.blocks, self.modulation(avatar_id), strict=True):
             x = block(x, gamma, beta)
+        return x
+
+    def control_queries(self, avatar_id: str) -> torch.Tensor:
+        """(n_controls, token_dim): one query per control of this avatar."""
+        key = _key(avatar_id)
+        return self.queries[key] + self.query_from_code(self.codes[key])
+
+    def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, embed_dim) -> (B, n_controls): the readout MLP's output per control."""
+        x = self.trunk(embeddings, avatar_id)
         # -1, not len(x): keeps the batch axis dynamic in the exported ONNX graph
         tokens = self.to_tokens(x).view(-1, self.config.tokens, self.config.token_dim) + self.token_pos
-        query = (self.queries[key] + self.query_from_code(code)).unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        query = self.control_queries(avatar_id).unsqueeze(0).expand(tokens.shape[0], -1, -1)
         attended, _ = self.attend(query, tokens, tokens, need_weights=False)
         return self.readout(torch.cat([attended, query], dim=-1)).squeeze(-1)
 
