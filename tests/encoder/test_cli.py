@@ -39,3 +39,29 @@ def test_train_resume_eval_export(tmp_path):
     res = runner.invoke(encoder_app, ["export", str(run / "triplet.pt"), "--out", str(tmp_path / "e.onnx")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e.onnx").stat().st_size > 0
+
+
+def test_a_shipped_checkpoint_resumes_as_a_warm_restart(tmp_path):
+    """Shipped checkpoints carry no optimizer state; --resume from one continues its weights
+    and step count with a fresh optimizer."""
+    import torch
+
+    from freeavatar_server.encoder.export import strip_checkpoint
+
+    run = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_train_config(str(run)).to_dict()))
+    runner = CliRunner()
+    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--stages", "mae,triplet"])
+    assert res.exit_code == 0, res.output
+    for stage in ("mae", "triplet"):
+        strip_checkpoint(run / f"{stage}.pt", run / f"{stage}.pt")
+    shipped = torch.load(run / "triplet.pt", weights_only=False)
+    assert "optimizer" not in shipped and shipped["step"] == 3
+
+    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--resume", "--stages", "triplet", "--triplet-steps", "5"])
+    assert res.exit_code == 0, res.output
+    resumed = torch.load(run / "triplet.pt", weights_only=False)
+    assert resumed["step"] == 5 and resumed["optimizer"] is not None
+    assert [r["step"] for r in resumed["history"]][:3] == [1, 2, 3]  # the shipped run's history kept
+    assert any(not torch.equal(resumed["model"][k], v) for k, v in shipped["model"].items())
