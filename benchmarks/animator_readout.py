@@ -30,6 +30,7 @@ from freeavatar_server.animator.model import (
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
+    count_parameters,
 )
 from freeavatar_server.animator.train import AnimatorTrainConfig, fit_animator
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
@@ -42,10 +43,10 @@ class DotReadoutAnimator(SharedAnimator):
         super().__init__(config)
         self.trunk_proj = nn.Linear(config.width, config.token_dim)
 
-    def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
+    def control_readout(self, x: torch.Tensor, avatar_id: str) -> torch.Tensor:
         query = self.control_queries(avatar_id)
-        linear = self.trunk_proj(self.trunk(embeddings, avatar_id)) @ query.T / query.shape[-1] ** 0.5
-        return super().readout_values(embeddings, avatar_id) + linear
+        return super().control_readout(x, avatar_id) + self.trunk_proj(x) @ query.T / query.shape[-1] ** 0.5
+
 
 def make(kind: str, rig: AvatarRig, name: str) -> nn.Module:
     torch.manual_seed(0)
@@ -79,7 +80,7 @@ def main() -> None:
                            config, list(model.parameters()))  # fmt: skip
         scores = bench.heldout_scores(lambda n, m=model: m(heldout.embeddings, n).numpy(), (args.avatar,), heldout, encoder)
         report[kind] = {"val_consistency": fit.metrics["val_consistency"], **scores[args.avatar],
-                        "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+                        "parameters": count_parameters(model)}  # fmt: skip
         if not args.json:
             print(kind, report[kind], flush=True)
     if args.json:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from freeavatar_server.encoder import data as D
 from freeavatar_server.encoder.evaluate import (
     EVAL_IDENTITY_OFFSET,
     EVAL_SEED,
@@ -53,13 +54,15 @@ def frontal(trips: list[synth_triplets.Triplet]) -> list[synth_triplets.Triplet]
     return [replace(t, faces=tuple(replace(f, pose=(0.0, 0.0, 0.0)) for f in t.faces)) for t in trips]
 
 
+def correct(emb: np.ndarray, trips: list[synth_triplets.Triplet]) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 3, D) embeddings -> (T,) right against the annotators' label, (T,) against the noiseless one."""
+    return (triplet_correct(emb, np.array([t.odd_one for t in trips])),
+            triplet_correct(emb, np.array([t.true_odd_one for t in trips])))  # fmt: skip
+
+
 def score(embed, trips: list[synth_triplets.Triplet], size: int, nuisance: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(T,) right against the annotators' label and (T,) right against the noiseless one."""
     faces = synth_triplets.render_triplets(trips, size=size, nuisance=nuisance)
-    emb = embed(faces.reshape(-1, size, size, 3)).reshape(len(trips), 3, -1)
-    labelled = triplet_correct(emb, np.array([t.odd_one for t in trips]))
-    true = triplet_correct(emb, np.array([t.true_odd_one for t in trips]))
-    return labelled, true
+    return correct(embed(faces.reshape(-1, size, size, 3)).reshape(len(trips), 3, -1), trips)
 
 
 def one_person(trips: list[synth_triplets.Triplet]) -> list[synth_triplets.Triplet]:
@@ -85,8 +88,7 @@ def au_visibility(size: int, people: int = 20) -> np.ndarray:
 
 
 def au_score(trips: list[synth_triplets.Triplet], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    emb = np.stack([t.expressions for t in trips]) * weights
-    return triplet_correct(emb, np.array([t.odd_one for t in trips])), triplet_correct(emb, np.array([t.true_odd_one for t in trips]))
+    return correct(np.stack([t.expressions for t in trips]) * weights, trips)
 
 
 def summary(ok: tuple[np.ndarray, np.ndarray], ambiguous: np.ndarray, rows: np.ndarray | None = None) -> dict:
@@ -114,20 +116,19 @@ def main() -> None:
     size = encoder.cfg.img_size
     embed = torch_features(encoder)
     n = args.triplets
-    # the eval's own triplets (encoder.evaluate builds them with these ids and seed)
-    held_out = synth_triplets.make_triplets(n, seed=EVAL_SEED, identity_ids=EVAL_IDENTITY_OFFSET + np.arange(max(n, 8)))
-    seen = synth_triplets.make_triplets(n, seed=EVAL_SEED + 1, identity_ids=np.arange(max(n, 8)))
+    held_out = D.eval_triplets(n, seed=EVAL_SEED, identity_offset=EVAL_IDENTITY_OFFSET)  # `eval encoder`'s own
+    seen = D.eval_triplets(n, seed=EVAL_SEED + 1, identity_offset=0)
+    facing, alone = frontal(held_out), one_person(frontal(held_out))
     ambiguous = np.array([t.ambiguous for t in held_out])
     with_nuisance = score(embed, held_out, size, nuisance=True)
     report: dict = {
         "encoder": str(args.encoder),
         "held_out": summary(with_nuisance, ambiguous),
         "held_out_nuisance_off": summary(score(embed, held_out, size, nuisance=False), ambiguous),
-        "held_out_frontal": summary(score(embed, frontal(held_out), size, nuisance=True), ambiguous),
-        "held_out_frontal_nuisance_off": summary(score(embed, frontal(held_out), size, nuisance=False), ambiguous),
-        "held_out_one_person_frontal_nuisance_off": summary(score(embed, one_person(frontal(held_out)), size, nuisance=False), ambiguous),
-        "raw_pixels_one_person_frontal_nuisance_off": summary(
-            score(raw_pixel_features, one_person(frontal(held_out)), size, nuisance=False), ambiguous),
+        "held_out_frontal": summary(score(embed, facing, size, nuisance=True), ambiguous),
+        "held_out_frontal_nuisance_off": summary(score(embed, facing, size, nuisance=False), ambiguous),
+        "held_out_one_person_frontal_nuisance_off": summary(score(embed, alone, size, nuisance=False), ambiguous),
+        "raw_pixels_one_person_frontal_nuisance_off": summary(score(raw_pixel_features, alone, size, nuisance=False), ambiguous),
         "training_identities": summary(score(embed, seen, size, nuisance=True), np.array([t.ambiguous for t in seen])),
     }
     visibility = au_visibility(size)

@@ -201,7 +201,11 @@ class SharedAnimator(nn.Module):
 
     def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
         """(B, embed_dim) -> (B, n_controls): the readout MLP's output per control."""
-        x = self.trunk(embeddings, avatar_id)
+        return self.control_readout(self.trunk(embeddings, avatar_id), avatar_id)
+
+    def control_readout(self, x: torch.Tensor, avatar_id: str) -> torch.Tensor:
+        """(B, width) trunk features -> (B, n_controls): each control's query attends to the
+        expression tokens."""
         # -1, not len(x): keeps the batch axis dynamic in the exported ONNX graph
         tokens = self.to_tokens(x).view(-1, self.config.tokens, self.config.token_dim) + self.token_pos
         query = self.control_queries(avatar_id).unsqueeze(0).expand(tokens.shape[0], -1, -1)

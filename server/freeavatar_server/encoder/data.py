@@ -221,14 +221,21 @@ def expression_classes() -> list[str]:
     return ["neutral", *PROTOTYPES]
 
 
+def eval_triplets(n: int, *, seed: int, identity_offset: int, n_identities: int | None = None) -> list:
+    """The `synth.triplets.Triplet`s of `synthetic_eval_triplets`, not yet rendered."""
+    from freeavatar_server.synth import triplets as synth_triplets
+
+    ids = identity_offset + np.arange(n_identities or max(n, 8), dtype=np.int64)
+    return synth_triplets.make_triplets(n, seed=seed, identity_ids=ids)
+
+
 def synthetic_eval_triplets(n: int, *, size: int, seed: int, identity_offset: int, n_identities: int | None = None) -> TripletSet:
     """Comparison triplets on identities from `identity_offset` up (never seen in training),
     built by the synthetic world's annotator simulation (FEC kinds, 20% ambiguous, 5% label
     noise on clear triplets, 35% on ambiguous ones)."""
     from freeavatar_server.synth import triplets as synth_triplets
 
-    ids = identity_offset + np.arange(n_identities or max(n, 8), dtype=np.int64)
-    trips = synth_triplets.make_triplets(n, seed=seed, identity_ids=ids)
+    trips = eval_triplets(n, seed=seed, identity_offset=identity_offset, n_identities=n_identities)
     faces = synth_triplets.render_triplets(trips, size=size)  # (n, 3, S, S, 3)
     pool = FacePool(
         images=faces.reshape(-1, *faces.shape[2:]),
