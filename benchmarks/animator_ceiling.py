@@ -26,12 +26,35 @@ from freeavatar_server.animator.model import AvatarRig
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 NEIGHBOURS = 20
+REGRESSION_STEPS = 1500
 
 
 def nearest_mean(train: np.ndarray, targets: np.ndarray, query: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
     """Mean target of each query's k nearest training rows (squared L2)."""
     dist = (query**2).sum(1)[:, None] - 2 * query @ train.T + (train**2).sum(1)[None]
     return targets[np.argpartition(dist, k, axis=1)[:, :k]].mean(1)
+
+
+def l1_regression(train: np.ndarray, targets: np.ndarray, query: np.ndarray, span: np.ndarray, seed: int = 0) -> np.ndarray:
+    """An MLP (width 128) from feature to rig, fitted with the retargeting error itself (L1 in
+    units of each control's range) on the training actors; predicts the queries' rigs."""
+    torch.manual_seed(seed)
+    x, q = torch.from_numpy(train).float(), torch.from_numpy(query).float()
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, q = (x - mean) / std, (q - mean) / std
+    y = torch.from_numpy(targets / span).float()
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.GELU(), torch.nn.Linear(128, 128),
+                              torch.nn.GELU(), torch.nn.Linear(128, y.shape[1]))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(REGRESSION_STEPS):
+        pick = torch.randint(len(x), (256,), generator=g)
+        loss = (net(x[pick]) - y[pick]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return net(q).numpy() * span
 
 
 def main() -> None:
@@ -56,6 +79,8 @@ def main() -> None:
         row = {"neutral": retarget_error(avatar.neutral(len(truth)), truth, rig)}
         for kind, (train, query) in features.items():
             row[f"{kind}_knn{NEIGHBOURS}"] = retarget_error(avatar.clip(nearest_mean(train, train_rigs, query)), truth, rig)
+            span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
+            row[f"{kind}_l1_mlp"] = retarget_error(avatar.clip(l1_regression(train, train_rigs, query, span)), truth, rig)
         report[name] = {k: round(v, 4) for k, v in row.items()}
     if args.json:
         print(json.dumps({"avatars": report, "neighbours": NEIGHBOURS, "heldout_actors": len(truth)}))

@@ -12,7 +12,8 @@ control queries train); the old avatars' held-out error is measured before and a
 `joint`: all four built-ins trained together (the shipped model).
 `per_avatar`: one decoder per avatar; `geometry`: the same decoder reading hand-made face
 measurements instead of the embedding; both trained the same way (same loss, same number of
-steps per avatar). `keyframes`: cat added with 0, 5, 20 artist keyframes.
+steps per avatar). `keyframes`: cat added with 0, 5, 20 artist keyframes. `--keyframes K`
+gives every avatar of the other parts K artist keyframes (on the same actor images).
 
 Training reads unlabeled actor images only. The one exception is the keyframe experiment: an
 artist's keyframe is an actor image with the rig an artist posed for it; the synthetic world
@@ -174,6 +175,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=3000, help="render samples per avatar")
     p.add_argument("--frozen-modulation", action="store_true",
                    help="ablation: an added avatar tunes only its code and queries, not its own modulation")
+    p.add_argument("--keyframes", type=int, default=0,
+                   help="artist keyframes for every avatar of the shared/joint/per_avatar/geometry parts")
     p.add_argument("--tag", default="", help="suffix of the report file (report_<part><tag>.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -192,7 +195,10 @@ def main() -> None:
     base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering, jitter=args.jitter,
                                sparsity_weight=args.sparsity, keyframe_weight=args.keyframe_weight,
                                samples_weight=args.samples_weight)
-    report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base)}
+    report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base), "keyframes": args.keyframes}
+
+    def artist(actors: ActorData, name: str) -> RigPairs | None:
+        return simulated_keyframes(args.work, actors, name, args.keyframes) if args.keyframes else None
 
     def log(fraction: float, metrics: dict[str, float]) -> None:
         if "val_consistency" in metrics:
@@ -205,7 +211,7 @@ def main() -> None:
         for i, name in enumerate(together):
             model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
         samples = render_samples(args, encoder, actors)
-        fit = fit_animator(model, [target(args.work, n, samples=samples) for n in together], actors, encoder, size,
+        fit = fit_animator(model, [target(args.work, n, artist(actors, n), samples) for n in together], actors, encoder, size,
                            replace(base, steps=args.steps), list(model.parameters()), log)
         scores = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), together, heldout, encoder)
         validation = validation_errors(lambda n, x: model(x, n).numpy(), together, args.work, actors)
@@ -217,7 +223,7 @@ def main() -> None:
     if args.part == "shared":  # then the third avatar joins, the shared weights frozen
         started = time.monotonic()
         model.add_avatar(ADDED, AvatarRig.from_spec(BUILTIN_AVATARS[ADDED].spec), seed=7)
-        add = fit_animator(model, [target(args.work, ADDED, samples=samples)], actors, encoder, size,
+        add = fit_animator(model, [target(args.work, ADDED, artist(actors, ADDED), samples)], actors, encoder, size,
                            replace(base, steps=args.add_steps), added_parameters(model, args), log)
         add_seconds = time.monotonic() - started
         after = heldout_scores(lambda n: model(heldout.embeddings, n).numpy(), (*FIRST, ADDED), heldout, encoder)
@@ -234,7 +240,7 @@ def main() -> None:
                 torch.manual_seed(0)
                 model = PerAvatarDecoder(AnimatorConfig(), rig, in_dim=actors.inputs.shape[1])
                 steps = args.add_steps if name == ADDED else args.steps
-                fit = fit_animator(model, [target(args.work, name, samples=samples)], actors, encoder, size,
+                fit = fit_animator(model, [target(args.work, name, artist(actors, name), samples)], actors, encoder, size,
                                    replace(base, steps=steps), list(model.parameters()), log)
                 inputs = heldout.geometry if kind == "geometry" else heldout.embeddings
                 s = heldout_scores(lambda n, m=model, x=inputs: m(x).numpy(), (name,), heldout, encoder)

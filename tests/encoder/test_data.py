@@ -101,3 +101,13 @@ def test_stream_renderer_exits_when_its_trainer_is_killed(tmp_path):
         time.sleep(0.2)
     os.kill(child, 9)
     raise AssertionError("the renderer outlived its trainer")
+
+
+def test_stream_draws_a_share_of_mascots():
+    from freeavatar_server.synth.actors import MASCOT_OFFSET
+
+    spec = D.StreamSpec(size=32, n_expressions=6, seed=3, steps=10, stylised=0.5)
+    with_mascots = D.StreamSpec(**{**spec.__dict__, "mascots": 0.5})
+    a, b = D.render_stream_batch(spec, 4), D.render_stream_batch(with_mascots, 4)
+    assert np.array_equal(a[1], b[1]) and not np.array_equal(a[0], b[0])  # same expressions, other faces
+    assert MASCOT_OFFSET > 10**18

@@ -32,6 +32,7 @@ def train_encoder(
     classifier_steps: Annotated[int | None, typer.Option(help="Classifier baseline steps (default: triplet steps).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per process.")] = None,
     stylised: Annotated[float | None, typer.Option(help="Share of synthetic people drawn as stylised characters (0-1).")] = None,
+    mascots: Annotated[float | None, typer.Option(help="Share of synthetic faces drawn as mascots: critters, robots, blobs (0-1).")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -45,14 +46,17 @@ def train_encoder(
         "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
         "triplet_steps": triplet_steps, "classifier_steps": classifier_steps,
-        "threads": threads, "stylised": stylised,
+        "threads": threads, "stylised": stylised, "mascots": mascots,
     }  # fmt: skip
     keep_from_file = {"images", "fec_csv"}
     d = cfg.to_dict()
     d.update({k: v for k, v in overrides.items() if v is not None or (k in keep_from_file and not config)})
     cfg = TrainConfig.from_dict(d)
-    if not 0.0 <= cfg.stylised <= 1.0:
-        raise typer.BadParameter(f"must be between 0 and 1, got {cfg.stylised}", param_hint="--stylised")
+    for name, share in (("stylised", cfg.stylised), ("mascots", cfg.mascots)):
+        if not 0.0 <= share <= 1.0:
+            raise typer.BadParameter(f"must be between 0 and 1, got {share}", param_hint=f"--{name}")
+    if cfg.stylised + cfg.mascots > 1.0:
+        raise typer.BadParameter(f"--stylised {cfg.stylised} and --mascots {cfg.mascots} add up to more than 1", param_hint="--mascots")
     if (cfg.fec_csv or cfg.images) and "classifier" in stages:
         typer.secho("note: the classifier baseline needs synthetic ground truth; skipping it", err=True)
         stages = ",".join(s for s in stages.split(",") if s != "classifier")

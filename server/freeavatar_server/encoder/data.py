@@ -279,6 +279,7 @@ class StreamSpec:
     clean_end: float = 0.1
     identities: int = 500_000  # training identities 0..identities-1; validation starts at 500_000
     stylised: float = 0.0  # share of identities drawn as stylised characters (synth.actors)
+    mascots: float = 0.0  # share drawn as mascots (synth.mascots)
 
     @property
     def batch(self) -> int:
@@ -301,14 +302,16 @@ def stream_expressions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def render_stream_batch(spec: StreamSpec, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images (2n, S, S, 3) uint8, expressions (2n, N_AU), classes (2n,)) for one step."""
-    from freeavatar_server.synth.actors import STYLISED_OFFSET, render_faces
+    from freeavatar_server.synth.actors import MASCOT_OFFSET, STYLISED_OFFSET, render_faces
 
     rng = np.random.default_rng([spec.seed, spec.rank, step, 0x57EA])
     n = spec.n_expressions
     expr, classes = stream_expressions(n, rng)
     ids = rng.choice(spec.identities, size=n, replace=False)
-    if spec.stylised > 0:  # drawn only then, so runs without stylised faces keep their batches
-        ids = np.where(rng.random(n) < spec.stylised, ids + STYLISED_OFFSET, ids)
+    if spec.stylised > 0 or spec.mascots > 0:  # drawn only then: runs without them keep their batches
+        kind = rng.random(n)
+        ids = np.where(kind < spec.stylised, ids + STYLISED_OFFSET,
+                       np.where(kind < spec.stylised + spec.mascots, ids + MASCOT_OFFSET, ids))
     expr, classes, ids = np.concatenate([expr, expr]), np.concatenate([classes, classes]), np.concatenate([ids, np.roll(ids, 1)])
     t = min(1.0, step / max(1, spec.steps - 1))
     clean = rng.random(2 * n) < spec.clean_start + (spec.clean_end - spec.clean_start) * t

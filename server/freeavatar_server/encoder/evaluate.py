@@ -186,11 +186,13 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         "eval_identity_offset": EVAL_IDENTITY_OFFSET,
         "encoder": str(weights.encoder),
     }
-    # the same kind of triplets on held-out stylised characters: expression beyond human looks
-    from freeavatar_server.synth.actors import STYLISED_OFFSET
+    # the same kind of triplets on held-out stylised characters and mascots: expression beyond
+    # human looks
+    from freeavatar_server.synth.actors import MASCOT_OFFSET, STYLISED_OFFSET
 
-    stylised = D.synthetic_eval_triplets(max(8, n_triplets // 2), size=size, seed=seed + 9, identity_offset=STYLISED_OFFSET + EVAL_IDENTITY_OFFSET)
-    report["stylised_triplet_accuracy"] = triplet_scores(encoder, EvalSet(stylised, ev.quads[:0], seed))
+    for name, offset, salt in (("stylised", STYLISED_OFFSET, 9), ("mascot", MASCOT_OFFSET, 11)):
+        triplets = D.synthetic_eval_triplets(max(8, n_triplets // 2), size=size, seed=seed + salt, identity_offset=offset + EVAL_IDENTITY_OFFSET)
+        report[f"{name}_triplet_accuracy"] = triplet_scores(encoder, EvalSet(triplets, ev.quads[:0], seed))
     if ts.true_odd is not None:
         # the same accuracy against noiseless labels: how much of the error is annotator noise
         from freeavatar_server.encoder.train import triplet_correct

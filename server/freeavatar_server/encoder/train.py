@@ -55,6 +55,7 @@ class TrainConfig:
     clean_start: float = 0.5  # share of faces rendered without nuisance, at the first step...
     clean_end: float = 0.1  # ...and at the last (a curriculum from easy to hard)
     stylised: float = 0.0  # share of people drawn as stylised characters (all stages)
+    mascots: float = 0.0  # share drawn as mascots: critters, robots, blobs (synth.mascots)
     # MAE stage
     mae_steps: int = 800
     mae_batch: int = 128
@@ -243,7 +244,7 @@ def stream_spec(cfg: TrainConfig, d: Dist, stage: str, batch: int, steps: int) -
     return D.StreamSpec(
         size=cfg.model.img_size, n_expressions=max(2, batch // 2), seed=cfg.seed * 1000 + STAGES.index(stage),
         rank=d.rank, steps=steps, clean_start=cfg.clean_start, clean_end=cfg.clean_end,
-        stylised=cfg.stylised,
+        stylised=cfg.stylised, mascots=cfg.mascots,
     )
 
 

@@ -217,6 +217,7 @@ _IRIS = np.array([[0.3, 0.18, 0.08], [0.15, 0.1, 0.06], [0.25, 0.45, 0.7], [0.3,
 
 STYLISED_OFFSET = 1 << 62  # ids from here up are stylised characters (see `_stylise`); people are
 # drawn below it (random ids come from [0, 2**62))
+MASCOT_OFFSET = 3 << 61  # ids from here up are mascots (synth.mascots): critters, robots, blobs
 
 
 def make_identities(identity_ids: np.ndarray) -> Identity:
@@ -229,7 +230,12 @@ def make_identities(identity_ids: np.ndarray) -> Identity:
 
 
 def _is_character(ids: np.ndarray) -> np.ndarray:
+    """Drawn as a cartoon: stylised people and mascots."""
     return ids >= STYLISED_OFFSET
+
+
+def _is_mascot(ids: np.ndarray) -> np.ndarray:
+    return ids >= MASCOT_OFFSET
 
 
 def _human_identities(ids: np.ndarray) -> Identity:
@@ -553,6 +559,13 @@ def _cel_shade(img: torch.Tensor, levels: int = 4, edge: float = 0.06) -> torch.
     return flat * (1.0 - 0.85 * ink)
 
 
+def _paint_mascots(gx, gy, background, ids, muscles, rows, scene: Scene) -> tuple[torch.Tensor, np.ndarray]:
+    from freeavatar_server.synth.mascots import paint_mascots
+
+    placement = {k: np.asarray(getattr(scene, k))[rows] for k in ("hx", "hy", "scale", "yaw", "pitch", "roll", "light_dir", "ambient", "diffuse")}
+    return paint_mascots(gx, gy, background, ids, {k: np.asarray(v)[rows] for k, v in muscles.items()}, placement, float(scene.pixel[0]))
+
+
 def _degrade(img: torch.Tensor, nui: Nuisance, seeds: np.ndarray, blur_scale: float) -> np.ndarray:
     """Camera nuisance: defocus/motion-ish blur, sensor noise, then JPEG; returns uint8 HWC."""
     if np.any(nui.blur > 0):
@@ -628,8 +641,13 @@ def render_faces(
         bg = F.interpolate(bg, size=(size, size), mode="bilinear", align_corners=False)
         scene = _scene(n_sl, pose[sl], hx[sl], hy[sl], scale[sl], pixel)
         with torch.no_grad():
-            img = paint(gx, gy, bg, i_sl, scene, _muscles(expr[sl], n_sl))
-            toon = characters[sl]
+            muscles = _muscles(expr[sl], n_sl)
+            img = paint(gx, gy, bg, i_sl, scene, muscles)
+            toon = characters[sl].clone()
+            mascot = _is_mascot(ids[sl])
+            if mascot.any():  # painted over the person drawn there: the pixels are replaced
+                img[mascot], inked = _paint_mascots(gx, gy, bg[mascot], ids[sl][mascot], muscles, mascot, scene)
+                toon[np.flatnonzero(mascot)] = torch.as_tensor(inked)
             if toon.any():
                 img[toon] = _cel_shade(img[toon])
         images[sl] = _degrade(img, n_sl, seeds[sl], size / 128.0)
