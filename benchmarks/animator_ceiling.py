@@ -1,14 +1,17 @@
 """How much of each avatar's rig an input feature carries: a supervised ceiling for animators.
 
-    .venv/bin/python benchmarks/animator_ceiling.py --work /work/runs/animator2 [--json]
+    .venv/bin/python benchmarks/animator_ceiling.py --work /work/runs/animator --encoder ENCODER [--labels 5,20,100] [--json]
 
 A DIAGNOSTIC, not a model: it reads the synthetic ground truth of the training actors, which no
-animator may. For every built-in avatar it predicts a held-out actor's rig as the mean
-ground-truth rig of its 20 nearest training actors in feature space (the expression embedding,
-or the geometry baseline's measurements), and reports the retargeting error
+animator may. For every built-in avatar it predicts a held-out actor's rig from a feature (the
+expression embedding, or the geometry baseline's measurements) in two ways: the mean
+ground-truth rig of its 20 nearest training actors, and a small MLP fitted to the training
+actors' rigs with the error's own L1 loss (a mean of neighbours pays for every control it leaves
+slightly off rest; the L1 fit can learn to leave one at rest). It reports the retargeting error
 `freeavatar eval animator` uses, beside the neutral pose. An animator trained without labels on
 the same feature should not expect to beat this; if the ceiling is near neutral, the feature,
-not the animator, is what limits retargeting.
+not the animator, is what limits retargeting. `--labels 5,20,100` also fits the MLP to only that
+many labelled actors: what a handful of artist keyframes could teach on their own.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="animator_prepare.py's output (actors.npz)")
     p.add_argument("--encoder", type=Path, default=None, help=f"default: <work>/models/{ENCODER_FILE}")
+    p.add_argument("--labels", default="", help="also fit the MLP to only this many labelled actors, e.g. 5,20,100 (3 draws each)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -81,6 +85,11 @@ def main() -> None:
             row[f"{kind}_knn{NEIGHBOURS}"] = retarget_error(avatar.clip(nearest_mean(train, train_rigs, query)), truth, rig)
             span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
             row[f"{kind}_l1_mlp"] = retarget_error(avatar.clip(l1_regression(train, train_rigs, query, span)), truth, rig)
+            for n in (int(v) for v in args.labels.split(",") if v and kind == "embedding"):
+                draws = [np.random.default_rng(seed).choice(len(train), n, replace=False) for seed in range(3)]
+                row[f"{kind}_l1_mlp_{n}_labels"] = float(np.mean([
+                    retarget_error(avatar.clip(l1_regression(train[d], train_rigs[d], query, span, seed)), truth, rig)
+                    for seed, d in enumerate(draws)]))
         report[name] = {k: round(v, 4) for k, v in row.items()}
     if args.json:
         print(json.dumps({"avatars": report, "neighbours": NEIGHBOURS, "heldout_actors": len(truth)}))
