@@ -217,7 +217,8 @@ _IRIS = np.array([[0.3, 0.18, 0.08], [0.15, 0.1, 0.06], [0.25, 0.45, 0.7], [0.3,
 
 STYLISED_OFFSET = 1 << 62  # ids from here up are stylised characters (see `_stylise`); people are
 # drawn below it (random ids come from [0, 2**62))
-MASCOT_OFFSET = 3 << 61  # ids from here up are mascots (synth.mascots): critters, robots, blobs
+MASCOT_OFFSET = 3 << 61  # ids from here up are mascots (synth.mascots): critters, robots, blobs.
+# Crops only (render_faces); their boxes are those of the character drawn under the same id.
 
 
 def make_identities(identity_ids: np.ndarray) -> Identity:
@@ -645,7 +646,7 @@ def render_faces(
             img = paint(gx, gy, bg, i_sl, scene, muscles)
             toon = characters[sl].clone()
             mascot = _is_mascot(ids[sl])
-            if mascot.any():  # painted over the person drawn there: the pixels are replaced
+            if mascot.any():  # replaces what `paint` drew for those rows
                 img[mascot], inked = _paint_mascots(gx, gy, bg[mascot], ids[sl][mascot], muscles, mascot, scene)
                 toon[np.flatnonzero(mascot)] = torch.as_tensor(inked)
             if toon.any():
