@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from freeavatar_server.synth.actors import N_AU, prototype_vector, render_faces
+from freeavatar_server.synth.actors import (
+    MASCOT_OFFSET,
+    N_AU,
+    STYLISED_OFFSET,
+    prototype_vector,
+    render_faces,
+)
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS, BuiltinAvatar
 
 SHEET_EXPRESSIONS = (
@@ -65,6 +71,10 @@ def make_sheet(cell: int = 96, columns: int = 15, seed: int = 7) -> np.ndarray:
             [f"y{p[0]:+.0f} p{p[1]:+.0f} r{p[2]:+.0f}" for p in wild.poses],
         )
     )
+    for offset, kind in ((STYLISED_OFFSET, "stylised characters"), (MASCOT_OFFSET, "mascots")):
+        batch = render_faces(expr, offset + np.arange(len(names)), size=cell, seed=seed,
+                             poses=np.zeros((len(names), 3), np.float32), nuisance=False)
+        sections.append((f"{kind} (encoder training only) x expressions", batch.images, names))
     for avatar in BUILTIN_AVATARS.values():
         images, labels = _avatar_cells(avatar, cell)
         sections.append((f"avatar {avatar.name}: {avatar.description}", images, labels))
