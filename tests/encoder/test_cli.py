@@ -36,7 +36,7 @@ def test_train_resume_eval_export(tmp_path):
     res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--stylised", "2"])
     assert res.exit_code != 0 and "--stylised" in res.output and "between 0 and 1" in res.output
     res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--stylised", "0.6", "--mascots", "0.6"])
-    assert res.exit_code != 0 and "add up to more than 1" in res.output
+    assert res.exit_code != 0 and "--mascots" in res.output and "(over 1)" in res.output
 
     res = runner.invoke(encoder_app, ["export", str(run / "triplet.pt"), "--out", str(tmp_path / "e.onnx")])
     assert res.exit_code == 0, res.output

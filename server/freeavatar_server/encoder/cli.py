@@ -56,7 +56,7 @@ def train_encoder(
         if not 0.0 <= share <= 1.0:
             raise typer.BadParameter(f"must be between 0 and 1, got {share}", param_hint=f"--{name}")
     if cfg.stylised + cfg.mascots > 1.0:
-        raise typer.BadParameter(f"--stylised {cfg.stylised} and --mascots {cfg.mascots} add up to more than 1", param_hint="--mascots")
+        raise typer.BadParameter(f"--stylised + --mascots is {cfg.stylised + cfg.mascots:g} (over 1)", param_hint="--mascots")
     if (cfg.fec_csv or cfg.images) and "classifier" in stages:
         typer.secho("note: the classifier baseline needs synthetic ground truth; skipping it", err=True)
         stages = ",".join(s for s in stages.split(",") if s != "classifier")
