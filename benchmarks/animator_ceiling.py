@@ -80,10 +80,10 @@ def main() -> None:
         rig = AvatarRig.from_spec(avatar.spec)
         truth = avatar.expected_rig(held.action_units)
         train_rigs = avatar.expected_rig(actors["train_aus"])
+        span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
         row = {"neutral": retarget_error(avatar.neutral(len(truth)), truth, rig)}
         for kind, (train, query) in features.items():
             row[f"{kind}_knn{NEIGHBOURS}"] = retarget_error(avatar.clip(nearest_mean(train, train_rigs, query)), truth, rig)
-            span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
             row[f"{kind}_l1_mlp"] = retarget_error(avatar.clip(l1_regression(train, train_rigs, query, span)), truth, rig)
             for n in (int(v) for v in args.labels.split(",") if v and kind == "embedding"):
                 draws = [np.random.default_rng(seed).choice(len(train), n, replace=False) for seed in range(3)]

@@ -21,6 +21,7 @@ from freeavatar_server.synth.raster import (
     cov,
     gaussian_blur,
     hash_uniform,
+    hsv,
     jpeg_roundtrip,
     to_uint8,
 )
@@ -322,10 +323,8 @@ def _stylise(ident: Identity, ids: np.ndarray, rows: np.ndarray) -> Identity:
         return lo + (hi - lo) * h[:, next(c)]
 
     def hue(sat_lo: float, val_lo: float) -> np.ndarray:  # (n, 3) a colour of any hue
-        k = (U(0, 1)[:, None] * 6.0 + np.array([5.0, 3.0, 1.0])) % 6.0
-        ramp = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-        val, sat = U(val_lo, 1.0)[:, None], U(sat_lo, 0.9)[:, None]
-        return val * (1.0 - sat * ramp)
+        tint, val = U(0, 1), U(val_lo, 1.0)  # draw order: hue, value, saturation
+        return hsv(tint, U(sat_lo, 0.9), val)
 
     skin = hue(0.2, 0.45)
     bald = U(0, 1) < 0.5

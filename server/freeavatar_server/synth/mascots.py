@@ -20,16 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.synth.raster import col, cov, hash_uniform, over, par
+from freeavatar_server.synth.raster import col, cov, hash_uniform, hsv, over, par
 
 _STYLE_DRAWS = 48
-
-
-def _hue(u: np.ndarray, sat: np.ndarray, val: np.ndarray) -> np.ndarray:
-    """(n,) hue, saturation, value in [0, 1] -> (n, 3) RGB."""
-    k = (u[:, None] * 6.0 + np.array([5.0, 3.0, 1.0])) % 6.0
-    ramp = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-    return val[:, None] * (1.0 - sat[:, None] * ramp)
 
 
 class _Style:
@@ -43,11 +36,11 @@ class _Style:
             return lo + (hi - lo) * h[:, next(c)]
 
         self.head_w, self.head_h, self.head_p = U(0.58, 0.78), U(0.55, 0.76), U(2.0, 6.0)
-        self.skin = _hue(U(0, 1), U(0.0, 0.85), U(0.45, 1.0))
+        self.skin = hsv(U(0, 1), U(0.0, 0.85), U(0.45, 1.0))
         self.ears = np.floor(U(0, 4)).astype(int)  # 0 none, 1 pointed, 2 round, 3 antenna
         self.ear_size = U(0.6, 1.2)
         self.plate = U(0, 1) < 0.35  # a dark face plate with glowing features (robot-like)
-        self.glow = _hue(U(0, 1), U(0.3, 0.9), U(0.8, 1.0))
+        self.glow = hsv(U(0, 1), U(0.3, 0.9), U(0.8, 1.0))
         self.ink = np.where((U(0, 1) < 0.5)[:, None], 0.08, self.skin * 0.3)
         self.eye_kind = np.floor(U(0, 3)).astype(int)  # 0 dots, 1 white with pupil, 2 screen
         self.eye_dx, self.eye_y = U(0.2, 0.38), U(-0.18, 0.02)
@@ -56,9 +49,9 @@ class _Style:
         self.brow_th, self.brow_len = U(0.02, 0.05), U(0.1, 0.2)
         self.mouth_y, self.mouth_w = U(0.22, 0.42), U(0.16, 0.36)
         self.lip_th = U(0.015, 0.04)
-        self.mouth_rgb = _hue(U(0, 1), U(0.3, 0.8), U(0.15, 0.5))
+        self.mouth_rgb = hsv(U(0, 1), U(0.3, 0.8), U(0.15, 0.5))
         self.nose = U(0, 1) < 0.5
-        self.nose_rgb = _hue(U(0, 1), U(0.2, 0.8), U(0.2, 0.9))
+        self.nose_rgb = hsv(U(0, 1), U(0.2, 0.8), U(0.2, 0.9))
         self.blush = U(0, 1) < 0.4
         self.inked = U(0, 1) < 0.6  # outlined and flat-shaded, as cartoons are drawn
 
@@ -97,9 +90,8 @@ def paint_mascots(
     fg = background.clone()
     fa = torch.zeros(b, *fg.shape[2:])
 
-    def ellipse(cx, cy, rx, ry, px=2.0, yy=None):
-        yy = fy if yy is None else yy
-        return 1.0 - ((fx - cx).abs() / rx) ** px - ((yy - cy).abs() / ry) ** px
+    def ellipse(cx, cy, rx, ry):
+        return 1.0 - ((fx - cx).abs() / rx) ** 2.0 - ((fy - cy).abs() / ry) ** 2.0
 
     # head, widened low by a cheek puff and lengthened by a dropped jaw
     puff, jaw = m["cheek_puff"], m["jaw_open"]

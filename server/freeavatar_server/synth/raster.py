@@ -59,6 +59,13 @@ def over(
     return fg, fa
 
 
+def hsv(hue: np.ndarray, sat: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """(n,) hue, saturation, value in [0, 1] -> (n, 3) RGB: colours of any hue for cartoons."""
+    k = (hue[:, None] * 6.0 + np.array([5.0, 3.0, 1.0])) % 6.0
+    ramp = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return val[:, None] * (1.0 - sat[:, None] * ramp)
+
+
 def col(rgb: np.ndarray) -> torch.Tensor:
     """(B,3) colours in [0,1] -> (B,3,1,1) float32 tensor for broadcasting against images."""
     return torch.as_tensor(np.asarray(rgb, dtype=np.float32)).reshape(-1, 3, 1, 1)
