@@ -24,7 +24,12 @@ import numpy as np
 import torch
 
 from freeavatar_server.animator.encoding import ENCODER_FILE, embed_images, load_frozen_encoder
-from freeavatar_server.animator.evaluate import build_heldout, geometry_inputs, retarget_error
+from freeavatar_server.animator.evaluate import (
+    build_heldout,
+    geometry_inputs,
+    retarget_correlation,
+    retarget_error,
+)
 from freeavatar_server.animator.model import AvatarRig
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
@@ -84,7 +89,9 @@ def main() -> None:
         row = {"neutral": retarget_error(avatar.neutral(len(truth)), truth, rig)}
         for kind, (train, query) in features.items():
             row[f"{kind}_knn{NEIGHBOURS}"] = retarget_error(avatar.clip(nearest_mean(train, train_rigs, query)), truth, rig)
-            row[f"{kind}_l1_mlp"] = retarget_error(avatar.clip(l1_regression(train, train_rigs, query, span)), truth, rig)
+            fitted = avatar.clip(l1_regression(train, train_rigs, query, span))
+            row[f"{kind}_l1_mlp"] = retarget_error(fitted, truth, rig)
+            row[f"{kind}_l1_mlp_correlation"] = retarget_correlation(fitted, truth)
             for n in (int(v) for v in args.labels.split(",") if v and kind == "embedding"):
                 draws = [np.random.default_rng(seed).choice(len(train), n, replace=False) for seed in range(3)]
                 row[f"{kind}_l1_mlp_{n}_labels"] = float(np.mean([

@@ -16,6 +16,7 @@ class Panel:
     title: str
     series: dict[str, list[tuple[float, float]]]  # label -> (x, y) points
     y_range: tuple[float, float] | None = None
+    x_label: str = "step"
 
 
 def read_history(run_dir: Path, stage: str) -> list[dict]:
@@ -63,8 +64,8 @@ def draw_panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], panel:
         v = lo + frac * (hi - lo)
         draw.text((x0 + 2, sy(v) - 6), f"{v:.3g}", fill="black", font=font)
         draw.line((pl, sy(v), pr, sy(v)), fill=(225, 225, 225))
-    draw.text((pl, pb + 6), f"step {xs_min:g}", fill="black", font=font)
-    draw.text((pr - 70, pb + 6), f"step {xs_max:g}", fill="black", font=font)
+    draw.text((pl, pb + 6), f"{panel.x_label} {xs_min:g}", fill="black", font=font)
+    draw.text((pr - 70, pb + 6), f"{panel.x_label} {xs_max:g}", fill="black", font=font)
     for i, (label, s) in enumerate(panel.series.items()):
         if not s:
             continue
