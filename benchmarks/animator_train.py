@@ -177,8 +177,13 @@ def main() -> None:
                    help="ablation: an added avatar tunes only its code and queries, not its own modulation")
     p.add_argument("--keyframes", type=int, default=0,
                    help="artist keyframes for every avatar of the shared/joint/per_avatar/geometry parts")
+    p.add_argument("--avatars", default=",".join((*FIRST, ADDED)),
+                   help="per_avatar and geometry: whose decoders to train (each is seeded alike, so one alone is as in a full run)")
     p.add_argument("--tag", default="", help="suffix of the report file (report_<part><tag>.json)")
     args = p.parse_args()
+    unknown = sorted(set(args.avatars.split(",")) - set(BUILTIN_AVATARS))
+    if unknown:
+        p.error(f"unknown avatar(s) {', '.join(unknown)}: the built-ins are {', '.join(BUILTIN_AVATARS)}")
     torch.set_num_threads(1)
     out = args.out or args.work / "models"
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +240,7 @@ def main() -> None:
         for kind in (args.part,):
             actors = actor_data(args.work, encoder, geometry=kind == "geometry")
             samples = render_samples(args, encoder, actors, geometry=kind == "geometry")
-            for name in (*FIRST, ADDED):
+            for name in args.avatars.split(","):
                 rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
                 torch.manual_seed(0)
                 model = PerAvatarDecoder(AnimatorConfig(), rig, in_dim=actors.inputs.shape[1])

@@ -102,6 +102,26 @@ def test_expected_rig_semantics() -> None:
     assert c[cartoon.spec.control_names.index("blink_R")] == 0.0
 
 
+def _corner_lift(name: str, curve: float, size: int = 128) -> float:
+    """How the mouth pixels a `mouth_curve` of `curve` changes sit: the correlation, over the
+    changed pixels in the lower half, between distance from the middle column and image row
+    (rows grow downwards, so corners drawn higher than the middle give a negative value)."""
+    avatar = get_avatar(name)
+    rigs = avatar.neutral(2)
+    rigs[1, avatar.spec.control_names.index("mouth_curve")] = curve
+    a, b = avatar.render(rigs, size=size).astype(np.int32)
+    rows, cols = np.nonzero(np.abs(a - b).max(axis=-1)[size // 2 :] > 24)
+    return float(np.corrcoef(np.abs(cols - size / 2), rows)[0, 1])
+
+
+@pytest.mark.parametrize("name", ["robot", "cat"])
+def test_a_positive_mouth_curve_is_drawn_as_a_smile(name: str) -> None:
+    """mouth_curve = AU12 - AU15 in the ground truth, so + must lift the corners: the robot once
+    drew it as a frown, and every actor's smile was scored against a frowning robot."""
+    assert _corner_lift(name, 1.0) < -0.3
+    assert _corner_lift(name, 1.0) < _corner_lift(name, -1.0)
+
+
 def test_human_expected_rig_reproduces_the_actors_expression() -> None:
     """The evaluation mapping is coherent: the ARKit head driven by expected_rig(AUs) looks like
     the same head driven by the AUs directly, closer than to any other expression."""

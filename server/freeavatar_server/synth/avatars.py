@@ -447,11 +447,12 @@ def _render_robot(rig: torch.Tensor, size: int) -> torch.Tensor:
     bv = -0.3 - 0.05 * c["eye_size"] + 0.12 * c["brow_tilt"] * (0.42 - ax) / 0.24
     brow = cov(0.022 - (gy - bv).abs(), soft) * cov(0.12 - (ax - 0.3).abs(), soft)
     img, fa = over(img, fa, led, brow)
-    # mouth: an LED stroke along a curve, filled open below it
+    # mouth: an LED stroke along a curve, corners up (+, a smile) or down (-), filled open below
+    # it (image y grows downwards: the corners' y falls as mouth_curve rises)
     mw = 0.3 * (1.0 + 0.45 * c["mouth_width"])
     mu = gx / mw
     q = (1.0 - mu * mu).clamp(min=0.0)
-    line = 0.2 + 0.12 * c["mouth_curve"] * (mu * mu - 0.5)
+    line = 0.2 - 0.12 * c["mouth_curve"] * (mu * mu - 0.5)
     opened = 0.2 * c["mouth_open"] * q.sqrt()
     stroke = cov(torch.minimum(gy - line + 0.02, line + opened + 0.02 - gy), soft) * cov(
         (1.0 - mu.abs()) * mw, soft
