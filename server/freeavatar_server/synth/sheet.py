@@ -1,5 +1,6 @@
 """The contact sheet: synthetic actors x expressions, nuisance variety, and every built-in
-avatar across each of its controls, in one labelled PNG (docs/synthetic.png)."""
+avatar across each of its controls and posed by the ground-truth mapping for the same
+expressions, in one labelled PNG (docs/synthetic.png)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,10 @@ def make_sheet(cell: int = 96, columns: int = 15, seed: int = 7) -> np.ndarray:
     for avatar in BUILTIN_AVATARS.values():
         images, labels = _avatar_cells(avatar, cell)
         sections.append((f"avatar {avatar.name}: {avatar.description}", images, labels))
+        # The evaluation's ground truth, drawn: a smile must look like a smile on every avatar
+        # (the robot's once frowned, which only a picture like this shows at a glance).
+        posed = avatar.render(avatar.expected_rig(expr), size=cell)
+        sections.append((f"avatar {avatar.name} posed by the ground-truth mapping (evaluation only) x expressions", posed, names))
     return _compose(sections, cell, columns)
 
 
