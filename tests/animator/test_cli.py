@@ -51,6 +51,8 @@ def test_eval_animator_prints_the_report(tmp_path: Path, tiny_encoder_path: Path
         for key in ("shared_error", "per_avatar_error", "geometry_error", "neutral_error", "shared_ref_consistency"):
             assert 0 <= row[key] <= 4, key
         assert -1 <= row["shared_correlation"] <= 1
+        by_control = row["shared_correlation_by_control"]
+        assert by_control and all(-1 <= r <= 1 for r in by_control.values())
     params = report["parameters"]
     assert params["shared"] > 0 and params["per_avatar_total"] > 0
     assert report["encoder"] == str(models / "encoder.pt")

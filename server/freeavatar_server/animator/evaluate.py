@@ -78,14 +78,18 @@ def retarget_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:
     across actors: does the rig follow the expression at all, whatever its scale? Controls the
     ground truth never moves (the mapping leaves them at rest) are left out; a control that
     should move but whose prediction never does counts as 0."""
+    r = control_correlations(predicted, truth)
+    return float(np.nanmean(r)) if not np.isnan(r).all() else 0.0
+
+
+def control_correlations(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per control, as in retarget_correlation; NaN where the ground truth never moves. A
+    strongly negative one means a control driven backwards (or a mapping the avatar draws
+    backwards: the robot's mouth once was)."""
     p, t = predicted - predicted.mean(0), truth - truth.mean(0)
-    moving = (t**2).sum(0) > 1e-12
-    if not moving.any():
-        return 0.0
-    p, t = p[:, moving], t[:, moving]
     denominator = np.sqrt((p**2).sum(0) * (t**2).sum(0))
     r = np.divide((p * t).sum(0), denominator, out=np.zeros(p.shape[1]), where=denominator > 1e-12)
-    return float(r.mean())
+    return np.where((t**2).sum(0) > 1e-12, r, np.nan)
 
 
 @torch.no_grad()
@@ -131,10 +135,10 @@ def load_decoder(path: Path) -> PerAvatarDecoder:
 def evaluate_models(models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut) -> dict[str, object]:
     """The report `freeavatar eval animator --json` prints, for the models in `models_dir`."""
     shared: SharedAnimator = load_animator(models_dir / SHARED_FILE)
-    avatars: dict[str, dict[str, float]] = {}
+    avatars: dict[str, dict[str, object]] = {}
     per_avatar_params = geometry_params = 0
     for name, avatar in BUILTIN_AVATARS.items():
-        row: dict[str, float] = {}
+        row: dict[str, object] = {}
         truth = avatar.expected_rig(heldout.action_units)
         candidates: dict[str, np.ndarray] = {
             "neutral": avatar.neutral(len(truth)),
@@ -142,6 +146,9 @@ def evaluate_models(models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut
         }
         if name in shared.rigs:
             candidates["shared"] = shared(heldout.embeddings, name).numpy()
+            r = control_correlations(candidates["shared"], truth)
+            row["shared_correlation_by_control"] = {
+                c.name: round(float(v), 3) for c, v in zip(avatar.spec.controls, r, strict=True) if not np.isnan(v)}
         decoder_path = models_dir / per_avatar_file("per_avatar", name)
         if decoder_path.exists():
             decoder = load_decoder(decoder_path)
