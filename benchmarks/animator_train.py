@@ -179,6 +179,8 @@ def main() -> None:
                    help="artist keyframes for every avatar of the shared/joint/per_avatar/geometry parts")
     p.add_argument("--avatars", default=",".join((*FIRST, ADDED)),
                    help="per_avatar and geometry: whose decoders to train (each is seeded alike, so one alone is as in a full run)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed the network's initialisation and the training draws (default: the draws at seed 0, the initialisation unseeded)")
     p.add_argument("--tag", default="", help="suffix of the report file (report_<part><tag>.json)")
     args = p.parse_args()
     unknown = sorted(set(args.avatars.split(",")) - set(BUILTIN_AVATARS))
@@ -199,7 +201,9 @@ def main() -> None:
     heldout = build_heldout(encoder)
     base = AnimatorTrainConfig(batch_size=args.batch, time_budget_s=3600, centering=args.centering, jitter=args.jitter,
                                sparsity_weight=args.sparsity, keyframe_weight=args.keyframe_weight,
-                               samples_weight=args.samples_weight)
+                               samples_weight=args.samples_weight, seed=args.seed or 0)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
     report: dict[str, object] = {"encoder": str(enc_path), "train_config": asdict(base), "keyframes": args.keyframes}
 
     def artist(actors: ActorData, name: str) -> RigPairs | None:
