@@ -85,7 +85,7 @@ def main() -> None:
         rig = AvatarRig.from_spec(avatar.spec)
         truth = avatar.expected_rig(held.action_units)
         train_rigs = avatar.expected_rig(actors["train_aus"])
-        span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
+        span = rig.span
         row = {"neutral": retarget_error(avatar.neutral(len(truth)), truth, rig)}
         for kind, (train, query) in features.items():
             row[f"{kind}_knn{NEIGHBOURS}"] = retarget_error(avatar.clip(nearest_mean(train, train_rigs, query)), truth, rig)

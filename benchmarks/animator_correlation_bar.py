@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,7 @@ THRESHOLDS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)  # in units of the control's
 
 def best_calibrated(noisy: np.ndarray, truth: np.ndarray, neutral: np.ndarray, rig: AvatarRig) -> float:
     """Lowest error over gains and soft thresholds of the noisy offsets (in units of range)."""
-    span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
-    best = np.inf
+    span, best = rig.span, np.inf
     for gain in GAINS:
         for tau in THRESHOLDS:
             offset = np.sign(noisy) * np.maximum(np.abs(noisy) - tau, 0) * gain
@@ -47,7 +47,7 @@ def best_calibrated(noisy: np.ndarray, truth: np.ndarray, neutral: np.ndarray, r
 
 def correlation_bar(avatar: BuiltinAvatar, action_units: np.ndarray, seed: int = 0) -> dict[str, object]:
     rig = AvatarRig.from_spec(avatar.spec)
-    span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
+    span = rig.span
     truth = avatar.expected_rig(action_units)
     neutral = avatar.neutral(len(truth))
     offsets = (truth - neutral) / span
@@ -65,7 +65,7 @@ def correlation_bar(avatar: BuiltinAvatar, action_units: np.ndarray, seed: int =
 def crossing(curve: list[dict[str, float]], level: float) -> float | None:
     """The correlation at which the best error rises through `level` (linear between points)."""
     points = sorted((c["correlation"], c["best_error"]) for c in curve)
-    for (r0, e0), (r1, e1) in zip(points, points[1:], strict=False):
+    for (r0, e0), (r1, e1) in pairwise(points):
         if e0 >= level > e1:
             return r0 + (e0 - level) / (e0 - e1) * (r1 - r0)
     return None

@@ -69,8 +69,7 @@ def build_heldout(encoder: torch.nn.Module, n: int = 600, seed: int = HELDOUT_SE
 
 
 def retarget_error(predicted: np.ndarray, truth: np.ndarray, rig: AvatarRig) -> float:
-    span = np.asarray(rig.maximum) - np.asarray(rig.minimum)
-    return float((np.abs(predicted - truth) / span).mean())
+    return float((np.abs(predicted - truth) / rig.span).mean())
 
 
 def retarget_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:

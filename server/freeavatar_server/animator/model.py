@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,6 +82,11 @@ class AvatarRig:
     @property
     def n_controls(self) -> int:
         return len(self.names)
+
+    @property
+    def span(self) -> np.ndarray:
+        """(n_controls,) each control's range: the unit the retargeting error is measured in."""
+        return np.asarray(self.maximum) - np.asarray(self.minimum)
 
 
 def place(offset: torch.Tensor, default: torch.Tensor, output: str) -> torch.Tensor:
