@@ -23,15 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeavatar_server.animator.encoding import ENCODER_FILE, embed_images, load_frozen_encoder
-from freeavatar_server.animator.evaluate import (
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.encoding import (
+    ENCODER_FILE,
+    embed_images,
+    load_frozen_encoder,
+)
+from freeavatar_server.training.animator.evaluate import (
     build_heldout,
     geometry_inputs,
     retarget_correlation,
     retarget_error,
 )
-from freeavatar_server.animator.model import AvatarRig
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.model import AvatarRig
 
 NEIGHBOURS = 20
 REGRESSION_STEPS = 1500

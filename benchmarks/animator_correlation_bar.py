@@ -24,10 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from freeavatar_server.animator.data import HELDOUT_IDENTITY_OFFSET, actor_images
-from freeavatar_server.animator.evaluate import HELDOUT_SEED, retarget_correlation, retarget_error
-from freeavatar_server.animator.model import AvatarRig
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS, BuiltinAvatar
+from freeavatar_server.training.animator.data import HELDOUT_IDENTITY_OFFSET, actor_images
+from freeavatar_server.training.animator.evaluate import (
+    HELDOUT_SEED,
+    retarget_correlation,
+    retarget_error,
+)
+from freeavatar_server.training.animator.model import AvatarRig
 
 NOISE_LEVELS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)  # x each control's own spread
 GAINS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -74,7 +78,7 @@ def crossing(curve: list[dict[str, float]], level: float) -> float | None:
 def picture(report: dict[str, dict[str, object]], path: Path) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
-    from freeavatar_server.encoder.curves import Panel, draw_panel
+    from freeavatar_server.training.encoder.curves import Panel, draw_panel
 
     width, height = 1000, 640
     img = Image.new("RGB", (width, height), "white")

@@ -29,12 +29,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freeavatar_server.animator.encoding import ENCODER_FILE, embed_images, load_frozen_encoder
-from freeavatar_server.animator.evaluate import MODELS_DIR, retarget_correlation, retarget_error
-from freeavatar_server.animator.model import AvatarRig, bound, excess, unit_default
-from freeavatar_server.animator.train import freeze, render_embed
-from freeavatar_server.renderer.model import load_renderer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.encoding import (
+    ENCODER_FILE,
+    embed_images,
+    load_frozen_encoder,
+)
+from freeavatar_server.training.animator.evaluate import (
+    MODELS_DIR,
+    retarget_correlation,
+    retarget_error,
+)
+from freeavatar_server.training.animator.model import AvatarRig, bound, excess, unit_default
+from freeavatar_server.training.animator.train import freeze, render_embed
+from freeavatar_server.training.renderer.model import load_renderer
 
 
 def consistency(renderer, encoder, rig: torch.Tensor, goal: torch.Tensor, center: torch.Tensor, size: int,

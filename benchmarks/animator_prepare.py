@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeavatar_server.animator.data import (
+from freeavatar_server.avatars.sampling import propose_rig_vectors
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.data import (
     HELDOUT_IDENTITY_OFFSET,
     TRAIN_IDENTITY_OFFSET,
     actor_clips,
     actor_images,
 )
-from freeavatar_server.renderer.evaluate import render_in_batches
-from freeavatar_server.renderer.model import save_renderer
-from freeavatar_server.renderer.train import RendererTrainConfig, fit_renderer
-from freeavatar_server.rig_sampling import propose_rig_vectors
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.renderer.evaluate import render_in_batches
+from freeavatar_server.training.renderer.model import save_renderer
+from freeavatar_server.training.renderer.train import RendererTrainConfig, fit_renderer
 
 
 def main() -> None:

@@ -23,17 +23,17 @@ import animator_train as bench
 import torch
 from torch import nn
 
-from freeavatar_server.animator.encoding import load_frozen_encoder
-from freeavatar_server.animator.evaluate import build_heldout
-from freeavatar_server.animator.model import (
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.encoding import load_frozen_encoder
+from freeavatar_server.training.animator.evaluate import build_heldout
+from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
     count_parameters,
 )
-from freeavatar_server.animator.train import AnimatorTrainConfig, fit_animator
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.train import AnimatorTrainConfig, fit_animator
 
 
 class DotReadoutAnimator(SharedAnimator):

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeavatar_server.animator.evaluate import MODELS_DIR, SHARED_FILE
-from freeavatar_server.animator.model import load_animator
-from freeavatar_server.animator.runtime import AnimatorRuntime
+from freeavatar_server.inference.animator import AnimatorRuntime
+from freeavatar_server.inference.shipped import ANIMATOR_DIR as MODELS_DIR
+from freeavatar_server.training.animator.evaluate import SHARED_FILE
+from freeavatar_server.training.animator.export import export_runtime
+from freeavatar_server.training.animator.model import load_animator
 
 
 def per_call_us(fn, repeats: int) -> dict[str, float]:
@@ -41,6 +43,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:  # export fresh, leave the models dir as it is
         shutil.copy(args.models / SHARED_FILE, Path(tmp) / SHARED_FILE)
+        export_runtime(Path(tmp))
         runtime = AnimatorRuntime.load(Path(tmp))
         model = load_animator(Path(tmp) / SHARED_FILE)
         x = np.random.default_rng(0).normal(size=(1, 16)).astype(np.float32)

@@ -33,14 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeavatar_server.animator.encoding import (
+from freeavatar_server.avatars.sampling import propose_rig_vectors
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.encoding import (
     ENCODER_FILE,
     embed_images,
     encoder_checkpoint,
     load_frozen_encoder,
     save_encoder_copy,
 )
-from freeavatar_server.animator.evaluate import (
+from freeavatar_server.training.animator.evaluate import (
     SHARED_FILE,
     build_heldout,
     geometry_inputs,
@@ -49,7 +51,7 @@ from freeavatar_server.animator.evaluate import (
     save_decoder,
     score,
 )
-from freeavatar_server.animator.model import (
+from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
     PerAvatarDecoder,
@@ -58,7 +60,7 @@ from freeavatar_server.animator.model import (
     load_animator,
     save_animator,
 )
-from freeavatar_server.animator.train import (
+from freeavatar_server.training.animator.train import (
     ActorData,
     AnimatorTrainConfig,
     AvatarTarget,
@@ -66,9 +68,7 @@ from freeavatar_server.animator.train import (
     fit_animator,
     render_sample_pairs,
 )
-from freeavatar_server.renderer.model import load_renderer
-from freeavatar_server.rig_sampling import propose_rig_vectors
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.renderer.model import load_renderer
 
 FIRST = ("human_arkit", "cartoon", "robot")
 ADDED = "cat"

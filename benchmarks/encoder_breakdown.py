@@ -36,17 +36,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freeavatar_server.encoder import data as D
-from freeavatar_server.encoder.evaluate import (
+from freeavatar_server.inference.shipped import MODELS_DIR
+from freeavatar_server.synth import triplets as synth_triplets
+from freeavatar_server.synth.actors import ACTION_UNITS, N_AU, render_faces
+from freeavatar_server.training.encoder import data as D
+from freeavatar_server.training.encoder.evaluate import (
     EVAL_IDENTITY_OFFSET,
     EVAL_SEED,
     raw_pixel_features,
     torch_features,
 )
-from freeavatar_server.encoder.export import MODELS_DIR
-from freeavatar_server.encoder.train import load_encoder, triplet_correct
-from freeavatar_server.synth import triplets as synth_triplets
-from freeavatar_server.synth.actors import ACTION_UNITS, N_AU, render_faces
+from freeavatar_server.training.encoder.train import load_encoder, triplet_correct
 
 
 def frontal(trips: list[synth_triplets.Triplet]) -> list[synth_triplets.Triplet]:

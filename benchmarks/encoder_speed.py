@@ -38,7 +38,8 @@ def time_batch(sess, batch: int, size: int, *, warmup: int = 20, runs: int = 200
 
 
 def main() -> None:
-    from freeavatar_server.encoder.export import DEFAULT_ONNX, OnnxEncoder
+    from freeavatar_server.inference.encoder import OnnxEncoder
+    from freeavatar_server.inference.shipped import ENCODER_ONNX as DEFAULT_ONNX
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_ONNX)

@@ -110,7 +110,7 @@ def bench_detection(loc, frames, boxes) -> dict:
 
 
 def bench_window(loc, frames, boxes) -> dict:
-    from freeavatar_server.face.tracker import window_around
+    from freeavatar_server.inference.face.tracker import window_around
 
     ms, ious = [], []
     rng = np.random.default_rng(1)
@@ -130,7 +130,7 @@ def bench_window(loc, frames, boxes) -> dict:
 
 
 def bench_clip(loc, seconds: float, seed: int) -> dict:
-    from freeavatar_server.face.tracker import FaceTracker
+    from freeavatar_server.inference.face.tracker import FaceTracker
     from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
 
     traj = make_trajectory(seconds, 30.0, seed=seed)
@@ -181,7 +181,7 @@ def bench_astronaut(loc) -> dict:
         from skimage.data import astronaut
     except ImportError:
         return {"skipped": "scikit-image not installed"}
-    from freeavatar_server.face.tracker import FaceTracker
+    from freeavatar_server.inference.face.tracker import FaceTracker
 
     img = astronaut()
     det = loc.detect(img)
@@ -202,7 +202,7 @@ def bench_astronaut(loc) -> dict:
 
 
 def bench_haar(frames) -> dict:
-    from freeavatar_server.face.haar import HaarFaceFinder
+    from freeavatar_server.inference.face.haar import HaarFaceFinder
 
     haar = HaarFaceFinder()
     ms = []
@@ -214,7 +214,7 @@ def bench_haar(frames) -> dict:
 
 
 def bench_crop(n: int = 16) -> dict:
-    from freeavatar_server.face.crop import crop_face
+    from freeavatar_server.inference.face.crop import crop_face
     from freeavatar_server.synth.actors import render_faces, render_frames, sample_expressions
 
     rng = np.random.default_rng(5)
@@ -249,7 +249,7 @@ def main() -> None:
     import cv2
     import torch
 
-    from freeavatar_server.face.localiser import DEFAULT_MODEL, FaceLocaliser
+    from freeavatar_server.inference.face.localiser import DEFAULT_MODEL, FaceLocaliser
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=500)

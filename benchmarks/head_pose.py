@@ -46,7 +46,7 @@ def errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, object]:
 
 
 def bench_clip(estimator, seconds: float, seed: int) -> dict:
-    from freeavatar_server.face import FaceLocaliser, FaceTracker, crop_face
+    from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, crop_face
     from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
 
     traj = make_trajectory(seconds, 30.0, seed=seed)
@@ -72,7 +72,7 @@ def bench_astronaut(estimator) -> dict:
         from skimage.data import astronaut
     except ImportError:
         return {"skipped": "scikit-image not installed"}
-    from freeavatar_server.face import FaceLocaliser, FaceTracker, crop_face
+    from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, crop_face
 
     img = astronaut()
     tracker = FaceTracker(FaceLocaliser(threads=1))
@@ -95,8 +95,13 @@ def bench_live_stages(seconds: float) -> dict:
     from pathlib import Path
 
     from freeavatar import AsyncClient
-    from freeavatar_server.bench import ServerProcess, builtin_avatar_ids, clip_frames, run_load
     from freeavatar_server.media import encode_jpeg
+    from freeavatar_server.tools.bench import (
+        ServerProcess,
+        builtin_avatar_ids,
+        clip_frames,
+        run_load,
+    )
 
     async def run() -> dict:
         jpegs = [encode_jpeg(f) for f in clip_frames(2.0, 30.0)]
@@ -121,8 +126,8 @@ def main() -> None:
     import cv2
     import torch
 
-    from freeavatar_server.face.pose import DEFAULT_MODEL, HeadPoseEstimator
-    from freeavatar_server.face.pose_train import held_out
+    from freeavatar_server.inference.face.pose import DEFAULT_MODEL, HeadPoseEstimator
+    from freeavatar_server.training.face.pose_train import held_out
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--faces", type=int, default=1024)

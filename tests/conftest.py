@@ -13,9 +13,9 @@ import pytest
 
 from freeavatar import AsyncClient
 from freeavatar.stream import ActorFrame
-from freeavatar_server.config import ServerConfig
+from freeavatar_server.app.config import ServerConfig
+from freeavatar_server.app.server import FreeAvatarServer
 from freeavatar_server.media import encode_jpeg
-from freeavatar_server.server import FreeAvatarServer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 
@@ -71,7 +71,7 @@ BUILTIN = ("human_arkit", "cartoon", "robot", "cat")
 
 @pytest.fixture(scope="module")
 def clip() -> list[bytes]:
-    from freeavatar_server.demo import DemoConfig, render_clip
+    from freeavatar_server.tools.demo import DemoConfig, render_clip
 
     frames = render_clip(DemoConfig(seconds=1.0, fps=24, seed=5), lambda stage, done: None)
     return [encode_jpeg(frame) for frame in frames]
@@ -84,15 +84,15 @@ def untrained_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     reached (that is `freeavatar eval encoder|animator` and the demo's job)."""
     import torch
 
-    from freeavatar_server.animator.model import (
+    from freeavatar_server.training.animator.export import export_runtime
+    from freeavatar_server.training.animator.model import (
         AnimatorConfig,
         AvatarRig,
         SharedAnimator,
         save_animator,
     )
-    from freeavatar_server.animator.runtime import export_runtime
-    from freeavatar_server.encoder.export import export_onnx
-    from freeavatar_server.encoder.model import ExpressionEncoder, ModelConfig
+    from freeavatar_server.training.encoder.export import export_onnx
+    from freeavatar_server.training.encoder.model import ExpressionEncoder, ModelConfig
 
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)

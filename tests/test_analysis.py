@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from freeavatar._proto import stream_pb2
-from freeavatar_server.analysis import (
+from freeavatar_server.live.analysis import (
     Analyser,
     AnalysisFailed,
     AnalysisPool,
@@ -110,7 +110,7 @@ def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Pa
     script = textwrap.dedent(f"""
         import asyncio, time
         from pathlib import Path
-        from freeavatar_server.analysis import AnalysisPool
+        from freeavatar_server.live.analysis import AnalysisPool
 
         async def main():
             pool = AnalysisPool(1, Path({str(untrained_models[0])!r}))

@@ -19,7 +19,7 @@ from freeavatar import (
     RigSpec,
 )
 from freeavatar._proto import avatar_pb2, avatar_pb2_grpc, rig_pb2
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.server import FreeAvatarServer
 from tests.conftest import ServerThread, loopback_config
 
 

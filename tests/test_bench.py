@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from freeavatar_server.bench import LoadResult, find_capacity
+from freeavatar_server.tools.bench import LoadResult, find_capacity
 
 
 @pytest.mark.parametrize(("limit", "max_actors", "tried"), [

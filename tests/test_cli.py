@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from freeavatar import RigControl, RigSpec
 from freeavatar.cli import app
-from freeavatar_server.bench import free_port
-from freeavatar_server.cli import add_server_commands
+from freeavatar_server.app.cli import add_server_commands
+from freeavatar_server.tools.bench import free_port
 from tests.conftest import ServerThread
 
 add_server_commands(app)

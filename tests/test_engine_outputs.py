@@ -37,10 +37,10 @@ from freeavatar.arkit import ARKIT_BLENDSHAPES, canonical_arkit_name, perfect_sy
 from freeavatar.errors import ResourceExhausted
 from freeavatar.outputs import parse_target
 from freeavatar.stream import RigFrame
-from freeavatar_server.outputs import livelink, manager, vmc
-from freeavatar_server.pipeline import PipelineStats
-from freeavatar_server.sessions import Binding, SessionRegistry
+from freeavatar_server.live.pipeline import PipelineStats
+from freeavatar_server.live.sessions import Binding, SessionRegistry
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.transport.engines import livelink, manager, vmc
 from tests.conftest import paced
 
 LIVE_LINK, VMC = OutputProtocol.LIVE_LINK_FACE, OutputProtocol.VMC
@@ -393,7 +393,7 @@ async def test_refusals_are_clear_statuses(client: AsyncClient, server) -> None:
 
 async def test_keyed_servers_want_the_session_token(tmp_path) -> None:
     from freeavatar import PermissionDenied
-    from freeavatar_server.server import FreeAvatarServer
+    from freeavatar_server.app.server import FreeAvatarServer
     from tests.conftest import loopback_config
 
     keys = tmp_path / "keys"
@@ -435,7 +435,7 @@ async def test_outputs_are_listed_and_end_with_their_session_or_avatar(
         await client.add_output(session.id, robot.id, VMC, "127.0.0.1:9")
     with pytest.raises(ResourceExhausted, match="already has 16 outputs"):
         await client.add_output(session.id, robot.id, VMC, "127.0.0.1:9")
-    outputs = server._streams._outputs  # the tasks themselves: they must all end
+    outputs = server._outputs  # the tasks themselves: they must all end
     tasks = [o.task for o in outputs.of_session(session.id)]
     await client.close_session(session.id)
     await asyncio.wait_for(asyncio.gather(*tasks), 2)
@@ -581,8 +581,8 @@ def read_all(sock: socket.socket) -> list[bytes]:
 
 def test_command_line(untrained_models, tmp_path) -> None:
     from freeavatar.client import Client
-    from freeavatar_server.demo import DemoConfig, render_clip
     from freeavatar_server.media import VideoWriter
+    from freeavatar_server.tools.demo import DemoConfig, render_clip
     from tests.conftest import BUILTIN, ServerThread, loopback_config
     from tests.test_cli import invoke
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from freeavatar_server.face import FaceLocaliser, FaceTracker, TrackerConfig, crop_face
-from freeavatar_server.face.crop import fit_crop_framing
-from freeavatar_server.face.localiser import DEFAULT_MODEL
+from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, TrackerConfig, crop_face
+from freeavatar_server.inference.face.crop import fit_crop_framing
+from freeavatar_server.inference.face.localiser import DEFAULT_MODEL
 from freeavatar_server.synth.actors import render_faces, render_frames, sample_expressions
 from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
 
@@ -168,7 +168,8 @@ def test_onnx_matches_torch() -> None:
         pytest.skip("no torch checkpoint shipped beside the ONNX model")
     import onnxruntime as ort
 
-    from freeavatar_server.face.model import load_localiser, preprocess
+    from freeavatar_server.inference.face.detection import preprocess
+    from freeavatar_server.training.face.model import load_localiser
 
     model, _ = load_localiser(ckpt)
     rng = np.random.default_rng(0)

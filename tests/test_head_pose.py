@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from freeavatar.stream import ActorFrame
-from freeavatar_server.face.pose import DEFAULT_MODEL, HeadPoseEstimator, load_pose_model
-from freeavatar_server.face.pose_train import held_out, mean_abs_error
+from freeavatar_server.inference.face.pose import DEFAULT_MODEL, HeadPoseEstimator
 from freeavatar_server.media import encode_jpeg
 from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
+from freeavatar_server.training.face.pose_model import load_pose_model
+from freeavatar_server.training.face.pose_train import held_out, mean_abs_error
 
 AXES = ("yaw", "pitch", "roll")
 
@@ -36,7 +37,7 @@ def test_onnx_matches_torch(estimator: HeadPoseEstimator, held_out_crops) -> Non
     assert config == estimator.config
     crops = held_out_crops["faces"].crops[:32]
     with torch.no_grad():
-        from freeavatar_server.face.model import preprocess
+        from freeavatar_server.inference.face.detection import preprocess
 
         expected = model(torch.from_numpy(preprocess(crops))).numpy()
     np.testing.assert_allclose(estimator.estimate(crops), expected, atol=0.02)  # degrees

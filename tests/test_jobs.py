@@ -22,9 +22,9 @@ from freeavatar import (
     NotFound,
     RenderSample,
 )
-from freeavatar_server.bench import free_port
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.server import FreeAvatarServer
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.tools.bench import free_port
 from tests.conftest import loopback_config
 from tests.test_cli import freeavatar_command
 

@@ -5,14 +5,14 @@ import pytest
 
 from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.rig import RigControl, RigSpec
-from freeavatar_server.rig_stream import RigSubscription
-from freeavatar_server.sessions import (
+from freeavatar_server.live.sessions import (
     BadBinding,
     BadSessionToken,
     Binding,
     SessionNotFound,
     SessionRegistry,
 )
+from freeavatar_server.live.subscriptions import RigSubscription
 
 SPEC = RigSpec("robot", (RigControl("jaw"), RigControl("brow", -1, 1)))
 

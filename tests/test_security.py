@@ -15,8 +15,8 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from freeavatar import AsyncClient, RigSpec, Unauthenticated, Unavailable
-from freeavatar_server.config import ConfigError
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.config import ConfigError
+from freeavatar_server.app.server import FreeAvatarServer
 from tests.conftest import loopback_config
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from freeavatar_server.smoothing import NeutralCalibration, OneEuroFilter, ease_towards
+from freeavatar_server.live.smoothing import NeutralCalibration, OneEuroFilter, ease_towards
 
 
 def test_one_euro_removes_jitter_but_follows_fast_motion() -> None:

@@ -143,7 +143,7 @@ async def test_rebind_delete_and_hot_swap_while_streaming(live, clip) -> None:
 
 
 def worker_pids(server) -> list[int]:
-    return [w.pid for w in server._streams._analysis.workers if w.pid is not None]
+    return [w.pid for w in server._live._analysis.workers if w.pid is not None]
 
 
 def resident_mb_of(pids: list[int]) -> float:
@@ -159,7 +159,7 @@ async def test_a_dead_analysis_worker_is_replaced_and_the_stream_goes_on(live, c
         started = time.monotonic()
         for index in range(100_000):
             if index == len(clip):  # a second in, the actor's analysis worker dies
-                (busy,) = [w for w in server._streams._analysis.workers if w.streams]
+                (busy,) = [w for w in server._live._analysis.workers if w.streams]
                 killed.append((busy.pid, time.time_ns() // 1000))
                 os.kill(busy.pid, signal.SIGKILL)
             if len(after) >= 10 or time.monotonic() - started > 30:  # a new worker took over
@@ -172,7 +172,7 @@ async def test_a_dead_analysis_worker_is_replaced_and_the_stream_goes_on(live, c
             after.append(frame)
     (dead_pid, _), = killed
     assert len(after) >= 10 and np.mean([f.face_present for f in after]) > 0.8
-    workers = server._streams._analysis.workers
+    workers = server._live._analysis.workers
     assert sum(w.restarts for w in workers) == 1 and dead_pid not in worker_pids(server)
     again = [f async for f in client.animate(paced(clip[:6]), avatar_ids=[ids["cartoon"]])]
     assert again and again[-1].face_present

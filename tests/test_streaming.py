@@ -1,4 +1,4 @@
-"""StreamService through the SDK against a real server: sessions, refusals, bad input."""
+"""The stream service through the SDK against a real server: sessions, refusals, bad input."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from freeavatar import (
     RigSpec,
 )
 from freeavatar._proto import stream_pb2, stream_pb2_grpc
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.server import FreeAvatarServer
 from tests.conftest import loopback_config
 
 

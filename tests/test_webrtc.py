@@ -19,11 +19,11 @@ from aiortc.rtp import RtpPacket
 
 from freeavatar import AsyncClient
 from freeavatar._proto import rig_pb2
-from freeavatar_server.pipeline import FrameSkipped, StageStats
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.server import FreeAvatarServer
+from freeavatar_server.live.pipeline import FrameSkipped, StageStats
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from freeavatar_server.webrtc.client import PacedTrack, WebRtcPeer, WhipError
-from freeavatar_server.webrtc.video import (
+from freeavatar_server.tools.whip_client import PacedTrack, WebRtcPeer, WhipError
+from freeavatar_server.transport.webrtc.video import (
     MAX_BACKLOG,
     FrameAssembler,
     IncomingVideo,
@@ -149,7 +149,7 @@ async def test_whip_into_a_meeting_and_a_whep_subscriber(live: FreeAvatarServer,
 PUBLISH_AND_VANISH = """
 import asyncio, sys
 from tests.test_webrtc import synthetic_clip
-from freeavatar_server.webrtc.client import PacedTrack, WebRtcPeer
+from freeavatar_server.tools.whip_client import PacedTrack, WebRtcPeer
 frames = synthetic_clip(10, 160, 120)
 async def main():
     peer = WebRtcPeer(sys.argv[1])
@@ -361,7 +361,7 @@ def test_keyframes_are_recognised(clip) -> None:
 
 
 async def test_a_taken_http_port_is_a_clear_error(live: FreeAvatarServer, tmp_path: Path) -> None:
-    from freeavatar_server.config import ConfigError
+    from freeavatar_server.app.config import ConfigError
 
     taken = loopback_config(tmp_path / "other", http_port=live.http_port)
     with pytest.raises(ConfigError, match=f"cannot serve HTTP on 127.0.0.1:{live.http_port}"):

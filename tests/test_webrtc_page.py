@@ -19,7 +19,7 @@ import av
 import pytest
 
 from freeavatar import AsyncClient
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.server import FreeAvatarServer
 from tests.conftest import loopback_config
 from tests.test_webrtc import synthetic_clip
 

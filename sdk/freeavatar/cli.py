@@ -25,7 +25,7 @@ app.add_typer(outputs_app, name="outputs")
 
 def main() -> None:
     try:
-        from freeavatar_server.cli import add_server_commands
+        from freeavatar_server.app.cli import add_server_commands
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("freeavatar_server"):
             raise

@@ -20,6 +20,7 @@ import numpy as np
 
 from freeavatar._proto import avatar_pb2, job_pb2, rig_pb2
 from freeavatar.rig import RigSpec
+from freeavatar_server.live.errors import Conflict, NotFound
 
 TERMINAL_JOB_STATES = frozenset(
     (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
@@ -83,23 +84,23 @@ class StoreError(Exception):
     pass
 
 
-class JobNotFound(StoreError):
+class JobNotFound(StoreError, NotFound):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r}")
 
 
-class ModelVersionNotFound(StoreError):
+class ModelVersionNotFound(StoreError, NotFound):
     def __init__(self, avatar_id: str, kind: int, version: int) -> None:
         kind_name = avatar_pb2.ModelKind.Name(kind).removeprefix("MODEL_KIND_").lower()
         super().__init__(f"avatar {avatar_id!r} has no {kind_name} version {version}")
 
 
-class AvatarNotFound(StoreError):
+class AvatarNotFound(StoreError, NotFound):
     def __init__(self, avatar_id: str) -> None:
         super().__init__(f"no avatar with id {avatar_id!r}")
 
 
-class AvatarNameTaken(StoreError):
+class AvatarNameTaken(StoreError, Conflict):
     def __init__(self, name: str) -> None:
         super().__init__(f"an avatar named {name!r} is already registered")
 

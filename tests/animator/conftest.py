@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from freeavatar_server.encoder.model import ExpressionEncoder, ModelConfig
-from freeavatar_server.renderer.model import NeuralRenderer, RendererConfig
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.encoder.model import ExpressionEncoder, ModelConfig
+from freeavatar_server.training.renderer.model import NeuralRenderer, RendererConfig
 
 TINY_ENCODER = ModelConfig(img_size=16, patch=8, dim=32, depth=1, heads=2, mlp_ratio=2.0,
                            decoder_dim=32, decoder_depth=1, decoder_heads=2)
@@ -28,9 +28,9 @@ def tiny_encoder_path(tmp_path: Path) -> Path:
 def trained_robot_renderer() -> NeuralRenderer:
     """A tiny renderer that has learnt the robot a little (60 steps): its renders do depend on
     the rig, unlike a random one's."""
-    from freeavatar_server.renderer.evaluate import render_in_batches
-    from freeavatar_server.renderer.train import RendererTrainConfig, fit_renderer
-    from freeavatar_server.rig_sampling import propose_rig_vectors
+    from freeavatar_server.avatars.sampling import propose_rig_vectors
+    from freeavatar_server.training.renderer.evaluate import render_in_batches
+    from freeavatar_server.training.renderer.train import RendererTrainConfig, fit_renderer
 
     torch.manual_seed(0)
     avatar = BUILTIN_AVATARS["robot"]

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from freeavatar_server.animator.evaluate import SHARED_FILE, per_avatar_file, save_decoder
-from freeavatar_server.animator.model import (
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.evaluate import SHARED_FILE, per_avatar_file, save_decoder
+from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
     save_animator,
 )
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from tests.conftest import ServerThread
 from tests.test_cli import invoke
 

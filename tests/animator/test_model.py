@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from freeavatar_server.animator.model import (
+from freeavatar_server.inference.animator import AnimatorRuntime, NotExported
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.export import export_runtime
+from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
     PerAvatarDecoder,
@@ -17,8 +20,6 @@ from freeavatar_server.animator.model import (
     load_animator,
     save_animator,
 )
-from freeavatar_server.animator.runtime import AnimatorRuntime
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 
 def rig_of(name: str) -> AvatarRig:
@@ -104,7 +105,10 @@ def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path, output: s
         model.readout[-1].weight.mul_(20)  # outputs past the ends of their ranges: the bound matters
     save_animator(model, tmp_path / "animator.pt", {"note": "test"})
     loaded = load_animator(tmp_path / "animator.pt")
-    runtime = AnimatorRuntime.load(tmp_path)  # exports the ONNX graphs on first load
+    with pytest.raises(NotExported, match=r"training\.animator\.export"):
+        AnimatorRuntime.load(tmp_path)  # a checkpoint alone is not servable: it names the fix
+    export_runtime(tmp_path)
+    runtime = AnimatorRuntime.load(tmp_path)
     assert sorted(runtime.avatar_ids) == sorted(BUILTIN_AVATARS)
     x = embeddings(7, seed=3)
     for name, avatar in BUILTIN_AVATARS.items():
@@ -123,7 +127,7 @@ def test_checkpoint_round_trip_and_runtime_match_torch(tmp_path: Path, output: s
 
 
 def test_retarget_correlation_follows_expression_not_scale() -> None:
-    from freeavatar_server.animator.evaluate import retarget_correlation
+    from freeavatar_server.training.animator.evaluate import retarget_correlation
 
     truth = np.random.default_rng(0).random((50, 3))
     assert retarget_correlation(0.1 * truth + 0.4, truth) == pytest.approx(1.0)  # timid but right

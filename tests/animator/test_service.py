@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from freeavatar import AsyncClient, InvalidArgument, JobState, Keyframe, ModelKind, NotFound
-from freeavatar_server.animator.model import load_animator
-from freeavatar_server.animator.runtime import AnimatorRuntime
-from freeavatar_server.server import FreeAvatarServer
+from freeavatar_server.app.server import FreeAvatarServer
+from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.synth.actors import render_faces, sample_expressions
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.model import load_animator
 from tests.test_jobs import TINY, png, robot_samples, robot_with_samples
 
 ROBOT = BUILTIN_AVATARS["robot"]

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from freeavatar_server.animator.encoding import load_frozen_encoder
-from freeavatar_server.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
-from freeavatar_server.animator.train import (
+from freeavatar_server.avatars.sampling import propose_rig_vectors
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.encoding import load_frozen_encoder
+from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
+from freeavatar_server.training.animator.train import (
     ActorData,
     AnimatorTrainConfig,
     AvatarTarget,
@@ -21,8 +23,6 @@ from freeavatar_server.animator.train import (
     render_embed,
     render_sample_pairs,
 )
-from freeavatar_server.rig_sampling import propose_rig_vectors
-from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from tests.animator.conftest import tiny_renderer
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from freeavatar_server.encoder.model import ModelConfig
-from freeavatar_server.encoder.train import TrainConfig
+from freeavatar_server.training.encoder.model import ModelConfig
+from freeavatar_server.training.encoder.train import TrainConfig
 
 TINY_MODEL = ModelConfig(img_size=32, patch=8, dim=32, depth=1, heads=2, mlp_ratio=2.0, decoder_dim=32, decoder_depth=1, decoder_heads=2)
 

@@ -7,7 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from freeavatar_server.encoder.cli import encoder_app
+from freeavatar_server.training.encoder.cli import encoder_app
 from tests.encoder.conftest import tiny_train_config
 
 
@@ -48,7 +48,7 @@ def test_a_shipped_checkpoint_resumes_as_a_warm_restart(tmp_path):
     and step count with a fresh optimizer."""
     import torch
 
-    from freeavatar_server.encoder.export import strip_checkpoint
+    from freeavatar_server.training.encoder.export import strip_checkpoint
 
     run = tmp_path / "run"
     cfg_file = tmp_path / "cfg.json"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from freeavatar_server.encoder import data as D
 from freeavatar_server.synth import triplets as T
+from freeavatar_server.training.encoder import data as D
 
 
 def test_fec_csv_round_trip_matches_labels(tmp_path):
@@ -84,7 +84,7 @@ def test_stream_renderer_exits_when_its_trainer_is_killed(tmp_path):
 
     script = (
         "import os\n"
-        "from freeavatar_server.encoder import data as D\n"
+        "from freeavatar_server.training.encoder import data as D\n"
         "s = D.SyntheticStream(D.StreamSpec(size=96, n_expressions=8), ahead=1)\n"
         "s.get(0)\n"
         "print(s._process.pid, flush=True)\n"

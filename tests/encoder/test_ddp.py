@@ -23,7 +23,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    from freeavatar_server.encoder.train import train
+    from freeavatar_server.training.encoder.train import train
 
     result = train(tiny_train_config(out_dir), ("mae", "triplet"))
     for stage, model in result.models.items():

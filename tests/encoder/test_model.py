@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.encoder.model import (
+from freeavatar_server.training.encoder.model import (
     EmotionClassifier,
     ExpressionEncoder,
     MaskedAutoencoder,
     patchify,
 )
-from freeavatar_server.encoder.train import (
+from freeavatar_server.training.encoder.train import (
     all_triplet_loss,
     augment,
     symmetric_triplet_loss,

@@ -3,14 +3,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.encoder.export import (
-    DEFAULT_ONNX,
-    INT8_ONNX,
-    OnnxEncoder,
-    export_onnx,
-    quantize_onnx,
-)
-from freeavatar_server.encoder.model import ExpressionEncoder
+from freeavatar_server.inference.encoder import OnnxEncoder
+from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX as INT8_ONNX
+from freeavatar_server.inference.shipped import ENCODER_ONNX as DEFAULT_ONNX
+from freeavatar_server.training.encoder.export import export_onnx, quantize_onnx
+from freeavatar_server.training.encoder.model import ExpressionEncoder
 
 
 def test_onnx_matches_pytorch(tiny_model, tmp_path):
@@ -53,9 +50,9 @@ def test_shipped_animator_was_trained_through_the_shipped_encoder():
     """The live pipeline embeds faces with the shipped encoder and feeds the shipped animator,
     which only understands the embedding space it was trained in (its snapshot `encoder.pt`).
     After shipping a new encoder, retrain and ship the animator through it."""
-    from freeavatar_server.animator.encoding import ENCODER_FILE
-    from freeavatar_server.animator.evaluate import MODELS_DIR as ANIMATOR_DIR
-    from freeavatar_server.encoder.train import load_checkpoint
+    from freeavatar_server.training.animator.encoding import ENCODER_FILE
+    from freeavatar_server.inference.shipped import ANIMATOR_DIR
+    from freeavatar_server.training.encoder.train import load_checkpoint
 
     shipped = load_checkpoint(DEFAULT_ONNX.with_suffix(".pt"))["model"]
     trained_with = load_checkpoint(ANIMATOR_DIR / ENCODER_FILE)["model"]

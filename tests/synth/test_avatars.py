@@ -25,9 +25,9 @@ def test_every_list_of_the_built_ins_names_them_all() -> None:
     importing the renderers (torch): those lists must not fall behind BUILTIN_AVATARS."""
     import inspect
 
-    from freeavatar_server.bench import BUILTIN
-    from freeavatar_server.cli import BUILTIN_NAMES, eval_renderer
-    from freeavatar_server.demo import DemoConfig
+    from freeavatar_server.app.cli import BUILTIN_NAMES, eval_renderer
+    from freeavatar_server.tools.bench import BUILTIN
+    from freeavatar_server.tools.demo import DemoConfig
     from tests.conftest import BUILTIN as TEST_BUILTIN
 
     evaluated = inspect.signature(eval_renderer).parameters["avatars"].default.split(",")

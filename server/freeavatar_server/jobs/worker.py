@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import TextIO
 
 from freeavatar._proto import job_pb2
-from freeavatar_server.config import ServerConfig
+from freeavatar_server.app.config import ServerConfig
 from freeavatar_server.jobs.context import JobCancelled, JobContext, JobResult
 from freeavatar_server.store import Store
 
 # Job kind -> "module:function" taking a JobContext and returning JobResults; imported lazily
 # because each pulls in its own training stack.
 RUNNERS: dict[int, str] = {
-    job_pb2.JOB_KIND_RENDERER_TRAINING: "freeavatar_server.renderer.job:train_renderer_job",
-    job_pb2.JOB_KIND_ANIMATOR_FINETUNE: "freeavatar_server.animator.job:finetune_animator_job",
+    job_pb2.JOB_KIND_RENDERER_TRAINING: "freeavatar_server.training.renderer.job:train_renderer_job",
+    job_pb2.JOB_KIND_ANIMATOR_FINETUNE: "freeavatar_server.training.animator.job:finetune_animator_job",
 }
 
 

@@ -1,0 +1,291 @@
+"""Server-side commands added to the `freeavatar` CLI. Heavy imports stay inside the commands
+so that `freeavatar --help` is instant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from freeavatar.cli_avatars import (
+    ApiKeyOption,
+    ServerOption,
+    TlsCaOption,
+    avatars_app,
+    connect,
+    console,
+    fail,
+)
+from freeavatar.cli_jobs import train_app
+from freeavatar.cli_outputs import (
+    LiveLinkOption,
+    SubjectOption,
+    VmcNamesChoice,
+    VmcNamesOption,
+    VmcOption,
+    output_targets,
+)
+from freeavatar.client import DEFAULT_ADDRESS
+from freeavatar_server.app.config import DEFAULT_PORT, ConfigError, ServerConfig
+from freeavatar_server.synth.cli import synth_app
+from freeavatar_server.training.animator.cli import eval_animator
+from freeavatar_server.training.encoder.cli import encoder_app, eval_encoder, train_encoder
+
+# The names of synth.avatars.BUILTIN_AVATARS, without importing torch (a test keeps them equal).
+BUILTIN_NAMES = ("human_arkit", "cartoon", "robot", "cat")
+bench_app = typer.Typer(help="Speed measurements; results belong in docs/results.md.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure model quality; results belong in docs/results.md.", no_args_is_help=True)
+
+
+def serve(
+    data_dir: Annotated[
+        Path,
+        typer.Option(envvar="FREEAVATAR_DATA_DIR", help="Where avatars, jobs and models are kept."),
+    ] = Path("data"),
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Anything but loopback needs --api-key-file.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = DEFAULT_PORT,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File with one API key per line; every call must then send one."),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain: serve TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for --tls-cert.")] = None,
+    max_running_jobs: Annotated[
+        int, typer.Option(help="Training jobs run at once, each in its own process.")
+    ] = 1,
+    job_threads: Annotated[
+        int, typer.Option(help="Torch threads per training job; 0 uses every core.")
+    ] = 0,
+    builtin_avatars: Annotated[
+        bool, typer.Option(help="Register the built-in avatars, ready to stream (shipped animator).")
+    ] = False,
+    pipeline_workers: Annotated[int, typer.Option(help="Analysis worker processes for the live pipelines (one per core).")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+    ] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Serve WebRTC (WHIP in, WHEP-like out) and the try-it page at http://HOST:PORT/."),
+    ] = None,
+    peer_timeout: Annotated[
+        float, typer.Option(help="End a WebRTC peer nothing has been heard from for this many seconds.")
+    ] = 10.0,
+    encoder: Annotated[
+        Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run the FreeAvatar server until Ctrl-C or SIGTERM."""
+    from rich.logging import RichHandler
+
+    from freeavatar_server.app.server import serve as run_server
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(message)s", handlers=[RichHandler(show_path=False)]
+    )
+    config = ServerConfig(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        api_key_file=api_key_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        max_running_jobs=max_running_jobs,
+        job_threads=job_threads,
+        encoder_path=encoder,
+        pipeline_workers=pipeline_workers,
+        metrics_port=metrics_port,
+        http_port=http_port,
+        peer_timeout_s=peer_timeout,
+        builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
+    )
+    try:
+        asyncio.run(run_server(config))
+    except ConfigError as error:
+        fail(str(error), code=2)
+
+
+def render_samples(
+    name: Annotated[str, typer.Argument(help="A built-in: human_arkit, cartoon, robot, cat.")],
+    count: Annotated[int, typer.Option(help="How many (rig, image) samples to render and upload.")] = 3000,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for the proposed rig vectors.")] = 0,
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Render a built-in avatar's samples with its reference renderer and upload them."""
+    from rich.progress import track
+
+    from freeavatar_server.images import encode_png
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+
+    if name not in BUILTIN_AVATARS:
+        fail(f"unknown built-in avatar {name!r}; known: {', '.join(BUILTIN_AVATARS)}", code=2)
+    builtin = BUILTIN_AVATARS[name]
+    with connect(server, api_key, tls_ca) as client:
+        avatar = next((a for a in client.list_avatars() if a.name == name), None)
+        if avatar is None:
+            avatar = client.register_avatar(builtin.spec)
+            console.print(f"registered {name} as {avatar.id}")
+        elif avatar.spec != builtin.spec:
+            fail(f"the server's avatar {name!r} has a different rig from the built-in one")
+        rigs = client.sample_rig_vectors(avatar.id, count, seed)
+
+        def samples():  # rendered in batches as the upload streams
+            for start in track(range(0, count, 64), description=f"rendering {name}", console=console):
+                batch = rigs[start : start + 64]
+                for rig, image in zip(batch, builtin.render(batch, size), strict=True):
+                    yield rig.tolist(), encode_png(image)
+
+        summary = client.upload_render_samples(avatar.id, samples())
+    console.print(f"uploaded {summary.accepted} samples; {name} now has {summary.total}")
+    for index, reason in summary.rejected:
+        console.print(f"[red]sample {index} rejected: {reason}")
+
+
+def eval_renderer(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    avatars: Annotated[
+        str, typer.Option(help="Comma-separated built-in avatars.")
+    ] = "human_arkit,cartoon,robot,cat",
+    samples: Annotated[int, typer.Option(help="Training samples per avatar.")] = 4000,
+    image_size: Annotated[int, typer.Option(help="Training resolution.")] = 64,
+    time_budget_s: Annotated[float, typer.Option(help="Training time per avatar.")] = 540.0,
+    grid: Annotated[
+        Path | None, typer.Option(help="PNG of reference (top) over neural (bottom) renders.")
+    ] = Path("docs/renderer_grid.png"),
+    seed: Annotated[int, typer.Option(help="Seed for samples and training.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads; 0: torch's default.")] = 0,
+) -> None:
+    """Train a renderer per built-in avatar from reference renders; report held-out PSNR and SSIM."""
+    import torch
+    from rich.progress import Progress
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from freeavatar_server.training.renderer.evaluate import evaluate_builtin
+    from freeavatar_server.training.renderer.train import RendererTrainConfig
+
+    names = [n.strip() for n in avatars.split(",") if n.strip()]
+    config = RendererTrainConfig(
+        image_size=image_size, time_budget_s=time_budget_s, steps=10**9, seed=seed
+    )
+    with Progress(console=console, transient=as_json) as progress:
+        tasks = {n: progress.add_task(f"renderer {n}", total=1.0) for n in names}
+        results = evaluate_builtin(
+            names, samples, config, grid, lambda n, f: progress.update(tasks[n], completed=f)
+        )
+    if as_json:
+        print(json.dumps({"avatars": results}, indent=2))
+        return
+    for name, metrics in results.items():
+        console.print(
+            f"{name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
+            f"{metrics['train_seconds']:.0f} s"
+        )
+
+
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Where demo.mp4 and demo.json go.")] = Path("demo"),
+    seconds: Annotated[float, typer.Option(help="Length of the actor clip.")] = 10.0,
+    fps: Annotated[float, typer.Option(help="Frame rate the clip is streamed at.")] = 30.0,
+    seed: Annotated[int, typer.Option(help="Which synthetic actor and performance.")] = 3,
+) -> None:
+    """Stream a synthetic actor through an in-process server to the built-in avatars; write a
+    side-by-side video and the latency measured."""
+    from rich.progress import Progress
+
+    from freeavatar_server.tools.demo import DemoConfig, run_demo
+
+    config = DemoConfig(out_dir=out_dir, seconds=seconds, fps=fps, seed=seed)
+    with Progress(console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=1.0)
+            progress.update(tasks[stage], completed=done)
+
+        result = asyncio.run(run_demo(config, report))
+    latency = result.latency_ms
+    console.print(f"wrote [bold]{result.video}[/] ({result.frames_sent} frames) and {out_dir / 'demo.json'}")
+    console.print(
+        f"rig frames per avatar: {result.frames_received}; face found in {result.faces_found:.0%}"
+    )
+    if latency:
+        console.print(
+            f"frame-in to rig-out latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms "
+            f"(the first frame, with call set-up: {result.first_frame_ms:.0f} ms)"
+        )
+
+
+def stream(
+    video: Annotated[Path, typer.Option(help="A video file to play as the actor's camera.")],
+    avatar: Annotated[list[str], typer.Option(help="Avatar id or name to drive (repeatable).")],
+    fps: Annotated[float | None, typer.Option(help="Send rate; default: the video's own.")] = None,
+    livelink: LiveLinkOption = None,
+    vmc: VmcOption = None,
+    vmc_names: VmcNamesOption = VmcNamesChoice.auto,
+    subject: SubjectOption = "",
+    session: Annotated[
+        str, typer.Option(help="Play as an actor in this session (engines subscribed to it see it).")
+    ] = "",
+    token: Annotated[str, typer.Option(help="The session's token, on servers with API keys.")] = "",
+    server: ServerOption = DEFAULT_ADDRESS,
+    api_key: ApiKeyOption = None,
+    tls_ca: TlsCaOption = None,
+) -> None:
+    """Stream a video file through a running server and print live rates and latency; with
+    --livelink or --vmc, the server also sends the avatars' frames on to Unreal or a VMC app."""
+    from freeavatar_server.tools.stream_file import OutputOptions, stream_video
+
+    outputs = OutputOptions(output_targets(livelink, vmc), vmc_names.names, subject)
+    stream_video(video, avatar, fps, server, api_key, tls_ca, outputs, session, token)
+
+
+def bench_stream(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    seconds: Annotated[float, typer.Option(help="Length of each load step.")] = 10.0,
+    max_actors: Annotated[int, typer.Option(help="Stop the capacity ladder here.")] = 16,
+) -> None:
+    """Latency (one actor at 30 fps, over gRPC and over WebRTC) and capacity (actors x avatars
+    held at 30 fps, over gRPC)."""
+    from freeavatar_server.tools.bench import bench_stream as run
+
+    result = asyncio.run(run(seconds=seconds, max_actors=max_actors))
+    print(json.dumps(result, indent=None if as_json else 2))
+
+
+def train_face(ctx: typer.Context) -> None:
+    """Train the face localiser on synthetic frames (`freeavatar train face --help` for options)."""
+    from freeavatar_server.training.face.train import main as train_main
+
+    train_main(ctx.args)
+
+
+def add_server_commands(app: typer.Typer) -> None:
+    train_app.command(
+        "face",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    )(train_face)
+    app.command()(serve)
+    app.command()(demo)
+    app.command()(stream)
+    bench_app.command("stream")(bench_stream)
+    app.add_typer(bench_app, name="bench")
+    avatars_app.command("render-samples")(render_samples)
+    train_app.command("encoder")(train_encoder)
+    eval_app.command("encoder")(eval_encoder)
+    eval_app.command("renderer")(eval_renderer)
+    eval_app.command("animator")(eval_animator)
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(encoder_app, name="encoder")
+    app.add_typer(synth_app, name="synth")

@@ -1,0 +1,224 @@
+"""The FreeAvatar server wired together: the live streams, the engine outputs, the jobs, the gRPC
+services (health, reflection, auth, TLS), WebRTC when asked, and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from freeavatar._proto import (
+    avatar_pb2,
+    avatar_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    stream_pb2,
+    stream_pb2_grpc,
+)
+from freeavatar_server.app.config import ConfigError, ServerConfig, is_loopback
+from freeavatar_server.app.metrics import serve_metrics
+from freeavatar_server.avatars.builtin import install_builtin_avatars
+from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
+from freeavatar_server.jobs.manager import JobManager
+from freeavatar_server.live.models import LiveModels
+from freeavatar_server.live.sessions import SessionRegistry
+from freeavatar_server.live.streams import LiveStreams
+from freeavatar_server.store import Store
+from freeavatar_server.transport.auth import ApiKeyInterceptor
+from freeavatar_server.transport.engines import OutputManager
+from freeavatar_server.transport.grpc.avatars import AvatarService
+from freeavatar_server.transport.grpc.jobs import JobService
+from freeavatar_server.transport.grpc.streams import StreamService
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # render samples and frames are images
+SERVICE_NAMES = (
+    avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,
+    job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    stream_pb2.DESCRIPTOR.services_by_name["StreamService"].full_name,
+)
+
+
+class FreeAvatarServer:
+    """Owns the gRPC server and the store for its lifetime: `start`, then `stop`."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        config.validate()
+        self.config = config
+        self.port = 0
+        self._store: Store | None = None
+        self._jobs: JobManager | None = None
+        self._live: LiveStreams | None = None
+        self._outputs: OutputManager | None = None
+        self._metrics: Any = None  # the Prometheus HTTP server, when configured
+        self.metrics_port = 0
+        self._http: Any = None  # WHIP/WHEP and the page, when configured
+        self.http_port = 0
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Open the store, bind and start serving; returns the bound port."""
+        config = self.config
+        self._store = Store(config.store_path)
+        if config.builtin_avatars:
+            install_builtin_avatars(
+                self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
+            )
+        keys = config.read_api_keys()
+        models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
+        sessions = SessionRegistry(require_tokens=bool(keys))
+        self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers)
+        self._outputs = OutputManager(sessions, self._live.stats)
+        self._jobs = JobManager(
+            self._store,
+            config.data_dir,
+            config.max_running_jobs,
+            config.job_threads,
+            on_model_published=models.refresh,
+        )
+        server = grpc.aio.server(
+            interceptors=[ApiKeyInterceptor(keys)] if keys else [],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Otherwise a second server on the same port silently shares its traffic.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        avatars = AvatarService(self._store, self._avatar_deleted, models.refresh)
+        avatar_pb2_grpc.add_AvatarServiceServicer_to_server(avatars, server)
+        stream_pb2_grpc.add_StreamServiceServicer_to_server(StreamService(self._live, self._outputs), server)
+        job_pb2_grpc.add_JobServiceServicer_to_server(JobService(self._store, self._jobs), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{config.host}:{config.port}"
+        try:
+            if config.tls_cert and config.tls_key:
+                credentials = grpc.ssl_server_credentials(
+                    [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+                )
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc's way of saying the address is taken or invalid
+            self._store.close()
+            raise ConfigError(f"cannot listen on {address}: {error}") from None
+        if config.http_port is not None:
+            try:
+                self._http, self.http_port = await self._start_http(keys)
+            except ConfigError:
+                await server.stop(None)  # frees the gRPC port it has bound
+                self._store.close()
+                raise
+        if config.builtin_avatars:  # a server meant to stream at once: its first frame is not slow
+            await self._live.warm_up()
+        await server.start()
+        await self._jobs.start()
+        if config.metrics_port is not None:
+            self._metrics, self.metrics_port = serve_metrics(
+                self._live.snapshot, config.host, config.metrics_port
+            )
+            log.info("Prometheus metrics on http://%s:%d/metrics", config.host, self.metrics_port)
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._log_listening(bool(keys))
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls; in-flight calls get `grace` seconds, then are cancelled."""
+        await self._health.enter_graceful_shutdown()
+        if self._jobs is not None:  # first, so that job watchers see their jobs end
+            await self._jobs.stop()
+            self._jobs = None
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics = None
+        if self._http is not None:  # ends every WebRTC peer, before the streams they feed
+            await self._http.stop()
+            self._http = None
+        if self._outputs is not None:
+            await self._outputs.stop()
+            self._outputs = None
+        if self._live is not None:  # ends every stream with a clear reason
+            self._live.close()
+            self._live = None
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+            self._server = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def _avatar_deleted(self, avatar_id: str) -> None:
+        """Unbind a deleted avatar everywhere; its streams and outputs end, others carry on."""
+        assert self._live is not None and self._outputs is not None
+        self._live.avatar_deleted(avatar_id)
+        self._outputs.avatar_deleted(avatar_id)
+
+    async def _start_http(self, keys: frozenset[str]) -> tuple[Any, int]:
+        # aiohttp and aiortc load only on a server that serves WebRTC
+        from freeavatar_server.transport.webrtc.http import HttpServer
+        from freeavatar_server.transport.webrtc.peers import WebRtcService
+
+        config = self.config
+        assert self._live is not None
+        webrtc = WebRtcService(self._live, config.ice_hosts, config.peer_timeout_s)
+        tls = None
+        if config.tls_cert and config.tls_key:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(config.tls_cert, config.tls_key)
+        http = HttpServer(webrtc, keys, config.host, config.http_port or 0, tls)
+        try:
+            port = await http.start()
+        except OSError as error:
+            raise ConfigError(str(error)) from None
+        scheme = "https" if tls else "http"
+        log.info("WebRTC (WHIP, WHEP) and the page on %s://%s:%d/", scheme, config.host, port)
+        return http, port
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    def _log_listening(self, with_keys: bool) -> None:
+        config = self.config
+        where = f"{config.host}:{self.port}"
+        scheme = "TLS" if config.tls_cert else "plaintext"
+        auth = "API keys required" if with_keys else "no API keys"
+        log.info("FreeAvatar serving on %s (%s, %s), data in %s", where, scheme, auth, config.data_dir)
+        if is_loopback(config.host):
+            log.info("listening on loopback only; --host with --api-key-file serves other machines")
+
+
+def default_encoder_path() -> Path:
+    return ENCODER_INT8_ONNX
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    server = FreeAvatarServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down: in-flight calls get %.1f s", config.shutdown_grace_s)
+    finally:
+        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")

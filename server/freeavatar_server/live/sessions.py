@@ -1,0 +1,212 @@
+"""Live sessions (a virtual meeting): actors bound to avatars, and subscribers to their rigs.
+
+Sessions live in memory: they are the state of running streams, not records to keep.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from freeavatar._proto import rig_pb2, stream_pb2
+from freeavatar.rig import RigSpec
+from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
+from freeavatar_server.live.smoothing import ControlAdjustments
+from freeavatar_server.live.subscriptions import DEFAULT_CAPACITY, RigSubscription
+from freeavatar_server.store import now_us
+
+
+class SessionNotFound(NotFound):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session with id {session_id!r}")
+
+
+class ActorNotFound(NotFound):
+    def __init__(self, session_id: str, actor_id: str) -> None:
+        super().__init__(f"session {session_id!r} has no actor {actor_id!r}")
+
+
+class BadSessionToken(Forbidden):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"the session token for {session_id!r} is missing or wrong")
+
+
+class BadBinding(Invalid):
+    """An avatar binding whose adjustments do not fit the avatar's rig."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One avatar an actor drives, with its control adjustments resolved against the rig."""
+
+    avatar_id: str
+    spec: RigSpec
+    adjust: ControlAdjustments
+    controls: rig_pb2.AvatarControls  # what subscribers are told before this avatar's frames
+
+    @classmethod
+    def resolve(cls, message: stream_pb2.AvatarBinding, spec: RigSpec) -> Binding:
+        index = {name: i for i, name in enumerate(spec.control_names)}
+        gain = np.ones(len(index), np.float32)
+        offset = np.zeros(len(index), np.float32)
+        low = np.array([c.min for c in spec.controls], np.float32)
+        high = np.array([c.max for c in spec.controls], np.float32)
+        for name, adjustment in message.adjustments.items():
+            if name not in index:
+                raise BadBinding(f"avatar {spec.name!r} has no control {name!r} to adjust")
+            i = index[name]
+            gain[i], offset[i] = adjustment.gain, adjustment.offset
+            if adjustment.HasField("clamp_min"):
+                low[i] = adjustment.clamp_min
+            if adjustment.HasField("clamp_max"):
+                high[i] = adjustment.clamp_max
+            if low[i] > high[i]:
+                raise BadBinding(f"control {name!r}: clamp_min is above clamp_max")
+        controls = rig_pb2.AvatarControls(
+            avatar_id=message.avatar_id,
+            avatar_name=spec.name,
+            control_names=spec.control_names,
+            arkit_aliases=[c.arkit_alias for c in spec.controls],
+        )
+        return cls(message.avatar_id, spec, ControlAdjustments(gain, offset, low, high), controls)
+
+    def to_proto(self) -> stream_pb2.AvatarBinding:
+        adjustments = {
+            name: stream_pb2.ControlAdjustment(
+                gain=float(self.adjust.gain[i]),
+                offset=float(self.adjust.offset[i]),
+                clamp_min=float(self.adjust.low[i]),
+                clamp_max=float(self.adjust.high[i]),
+            )
+            for i, name in enumerate(self.spec.control_names)
+            if (self.adjust.gain[i], self.adjust.offset[i]) != (1, 0)
+            or (self.adjust.low[i], self.adjust.high[i]) != (self.spec.controls[i].min, self.spec.controls[i].max)
+        }
+        return stream_pb2.AvatarBinding(avatar_id=self.avatar_id, adjustments=adjustments)
+
+
+@dataclass
+class Actor:
+    id: str
+    name: str
+    bindings: dict[str, Binding]
+    streaming: bool = False  # an animate call feeds this actor
+
+    def to_proto(self) -> stream_pb2.Actor:
+        return stream_pb2.Actor(
+            id=self.id,
+            name=self.name,
+            bindings=[b.to_proto() for b in self.bindings.values()],
+            streaming=self.streaming,
+        )
+
+
+@dataclass
+class Session:
+    id: str
+    name: str
+    token: str
+    created_us: int
+    private: bool = False  # made for one animate call and closed with it
+    actors: dict[str, Actor] = field(default_factory=dict)
+    subscriptions: set[RigSubscription] = field(default_factory=set)
+
+    def join(self, name: str, bindings: dict[str, Binding]) -> Actor:
+        actor = Actor(uuid.uuid4().hex, name, bindings)
+        self.actors[actor.id] = actor
+        return actor
+
+    def actor(self, actor_id: str) -> Actor:
+        try:
+            return self.actors[actor_id]
+        except KeyError:
+            raise ActorNotFound(self.id, actor_id) from None
+
+    def leave(self, actor_id: str) -> Actor:
+        actor = self.actor(actor_id)
+        del self.actors[actor_id]
+        return actor
+
+    def subscribe(
+        self,
+        avatar_ids: frozenset[str] = frozenset(),
+        capacity: int = DEFAULT_CAPACITY,
+        actor_id: str = "",
+        batched: bool = False,
+    ) -> RigSubscription:
+        subscription = RigSubscription(avatar_ids, capacity, actor_id, batched)
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: RigSubscription) -> None:
+        self.subscriptions.discard(subscription)
+
+    def publish(self, frames: list[tuple[Binding, rig_pb2.RigFrame]]) -> None:
+        """One source frame's rig frames, one per avatar bound to its actor."""
+        offered = [(binding.controls, frame) for binding, frame in frames]
+        for subscription in self.subscriptions:
+            subscription.offer(offered)
+
+    def subscriber_drops(self) -> int:
+        return sum(s.dropped for s in self.subscriptions)
+
+    def close(self, reason: str) -> None:
+        for subscription in self.subscriptions:
+            subscription.close(reason)
+        self.subscriptions.clear()
+
+    def to_proto(self, with_token: bool = False) -> stream_pb2.Session:
+        created = stream_pb2.Session().create_time
+        created.FromMicroseconds(self.created_us)
+        return stream_pb2.Session(
+            id=self.id,
+            name=self.name,
+            token=self.token if with_token else "",
+            create_time=created,
+            actors=[a.to_proto() for a in self.actors.values()],
+            subscriber_count=len(self.subscriptions),
+        )
+
+
+class SessionRegistry:
+    """Every live session of one server. `require_tokens` when the server runs with API keys."""
+
+    def __init__(self, require_tokens: bool) -> None:
+        self.require_tokens = require_tokens
+        self._sessions: dict[str, Session] = {}
+
+    def create(self, name: str, private: bool = False) -> Session:
+        session = Session(uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(session_id) from None
+
+    def enter(self, session_id: str, token: str) -> Session:
+        """The session, for a caller that must show its token (to join or subscribe)."""
+        session = self.get(session_id)
+        if self.require_tokens and not hmac.compare_digest(token.encode(), session.token.encode()):
+            raise BadSessionToken(session_id)
+        return session
+
+    def close(self, session_id: str, reason: str = "the session was closed") -> Session:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFound(session_id)
+        session.close(reason)
+        return session
+
+    def sessions(self, include_private: bool = False) -> list[Session]:
+        return [s for s in self._sessions.values() if include_private or not s.private]
+
+    def close_all(self, reason: str) -> None:
+        for session_id in list(self._sessions):
+            self.close(session_id, reason)

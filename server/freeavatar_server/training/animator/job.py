@@ -1,0 +1,216 @@
+"""The animator fine-tuning job: avatars with trained renderers in, one animator version each out.
+
+What it trains. The shared network comes from the base animator (the shipped one, trained on
+the built-in avatars; `$FREEAVATAR_ANIMATOR_BASE` overrides it, "none" starts from scratch).
+With a base, the job tunes only the named avatars' own parameters (code + control queries),
+shared weights frozen, so no avatar tuned earlier can change. Without one, it trains the shared
+network together with the named avatars. An avatar that already has an active animator starts
+from its tuned code and queries.
+
+What it reads. Each avatar's ACTIVE neural renderer (trained by a renderer job), its uploaded
+keyframes (`options.keyframe_limit` caps them; 0 = none), and an unlabeled actor corpus: here the
+synthetic world's actor crops (no labels are read), cached under the data dir.
+
+What it writes. One directory with `animator.pt` (shared weights + every avatar in the base and
+the job) and its per-avatar ONNX graphs (runtime.py), published as an ANIMATOR version for each
+named avatar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from freeavatar._proto import avatar_pb2, job_pb2
+from freeavatar_server.images import decode_image, resize
+from freeavatar_server.inference.animator import ANIMATOR_FILE
+from freeavatar_server.inference.shipped import ANIMATOR_DIR
+from freeavatar_server.jobs.context import JobContext, JobResult
+from freeavatar_server.training.animator.data import (
+    TRAIN_IDENTITY_OFFSET,
+    actor_clips,
+    actor_images,
+)
+from freeavatar_server.training.animator.encoding import (
+    ENCODER_FILE,
+    embed_images,
+    encoder_checkpoint,
+    load_frozen_encoder,
+)
+from freeavatar_server.training.animator.export import export_runtime
+from freeavatar_server.training.animator.model import (
+    AnimatorConfig,
+    AvatarRig,
+    SharedAnimator,
+    load_animator,
+    save_animator,
+)
+from freeavatar_server.training.animator.train import (
+    ActorData,
+    AnimatorTrainConfig,
+    AvatarTarget,
+    RigPairs,
+    fit_animator,
+)
+from freeavatar_server.training.renderer.job import RENDERER_FILE
+from freeavatar_server.training.renderer.model import load_renderer
+
+BASE_ENV = "FREEAVATAR_ANIMATOR_BASE"
+MAX_ACTORS = 2000
+MIN_ACTORS = 64
+CLIP_FRAMES = 12
+CORPUS_SEED = 21
+
+
+def train_config(options: job_pb2.TrainingOptions) -> AnimatorTrainConfig:
+    """The training config: the job's options over the defaults."""
+    overrides = {
+        name: getattr(options, name)
+        for name in ("steps", "batch_size", "learning_rate", "seed", "time_budget_s")
+        if options.HasField(name)
+    }
+    return replace(AnimatorTrainConfig(), **overrides)
+
+
+def base_animator_path() -> Path | None:
+    """The shared network jobs start from, or None to train one from scratch."""
+    configured = os.environ.get(BASE_ENV)
+    if configured is not None:
+        return None if configured in ("", "none") else Path(configured)
+    shipped = ANIMATOR_DIR / ANIMATOR_FILE
+    return shipped if shipped.exists() else None
+
+
+def actor_corpus(context: JobContext, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, S, S, 3) unlabeled actor crops and (C, T, S, S, 3) clips, rendered once and cached.
+    The synthetic world's action units are dropped here: the job never sees them."""
+    cache = context.data_dir / "cache" / "animator" / f"actors_{n}_{size}_{CORPUS_SEED}.npz"
+    if cache.exists():
+        with np.load(cache) as stored:
+            return stored["images"], stored["clips"]
+    images = actor_images(n, identity_offset=TRAIN_IDENTITY_OFFSET, n_identities=max(4, n // 10), seed=CORPUS_SEED, size=size).images
+    clips = actor_clips(max(4, n // 50), CLIP_FRAMES, identity_offset=TRAIN_IDENTITY_OFFSET + 500_000,
+                        seed=CORPUS_SEED, size=size, fps=10.0).images
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, clips=clips)
+    tmp.replace(cache)
+    return images, clips
+
+
+def keyframes_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module, limit: int | None) -> RigPairs | None:
+    rigs, encoded = context.store.keyframes(avatar_id)
+    if limit is not None:
+        rigs, encoded = rigs[:limit], encoded[:limit]
+    if not len(encoded):
+        return None
+    size = encoder.cfg.img_size
+    images = np.stack([resize(decode_image(data), size) for data in encoded])
+    return RigPairs(embed_images(encoder, images), torch.from_numpy(rigs))
+
+
+def finetune_animator_job(context: JobContext) -> list[JobResult]:
+    avatar_ids = list(context.job.avatar_ids)
+    options = context.job.options
+    config = train_config(options)
+    limit = options.keyframe_limit if options.HasField("keyframe_limit") else None
+
+    renderers = {}
+    for avatar_id in avatar_ids:
+        avatar = context.store.get_avatar(avatar_id)
+        summary = context.store.avatar_summary(avatar_id)
+        if summary.renderer is None:
+            raise ValueError(
+                f"avatar {avatar.spec.name!r} has no active renderer: train one first (train_renderer); "
+                "the animator learns by rendering through it"
+            )
+        renderers[avatar_id] = (avatar, load_renderer(context.data_dir / summary.renderer.path / RENDERER_FILE))
+
+    base = base_animator_path()
+    encoder_path = encoder_checkpoint(paired=base.parent / ENCODER_FILE if base else None)
+    encoder = load_frozen_encoder(encoder_path)
+    size = encoder.cfg.img_size
+
+    model = load_animator(base) if base is not None else SharedAnimator(AnimatorConfig())
+    if model.config.embed_dim != encoder.cfg.embed_dim:
+        raise ValueError(f"the base animator reads {model.config.embed_dim}-d embeddings; the encoder gives {encoder.cfg.embed_dim}")
+    targets = []
+    for index, avatar_id in enumerate(avatar_ids):
+        avatar, renderer = renderers[avatar_id]
+        rig = AvatarRig.from_spec(avatar.spec)
+        if avatar_id in model.rigs:  # re-tuning an avatar the base already has: start over
+            model = _without(model, avatar_id)
+        model.add_avatar(avatar_id, rig, seed=config.seed + index)
+        _warm_start(context, model, avatar_id, rig)
+        targets.append(AvatarTarget(avatar_id, rig, renderer, keyframes_for(context, avatar_id, encoder, limit)))
+    parameters = [p for aid in avatar_ids for p in model.avatar_parameters(aid)]
+    if base is None:  # nothing to protect: the shared network learns with these avatars
+        parameters = list(model.shared_parameters()) + parameters
+
+    n = int(np.clip(config.steps * config.batch_size, MIN_ACTORS, MAX_ACTORS))
+    context.report(0.0, message=f"rendering/embedding {n} unlabeled actor images")
+    images, clips = actor_corpus(context, n, size)
+    embeddings = embed_images(encoder, images)
+    c, t = clips.shape[:2]
+    clip_embeddings = embed_images(encoder, clips.reshape(c * t, *clips.shape[2:])).view(c, t, -1)
+    n_val = max(8, n // 10)
+    actors = ActorData(embeddings[n_val:], embeddings[n_val:], embeddings[:n_val], embeddings[:n_val], clip_embeddings)
+    context.report(0.0, message=f"tuning {len(avatar_ids)} avatar(s); shared network {'frozen' if base else 'trained'}")
+
+    def on_progress(fraction: float, metrics: dict[str, float]) -> None:
+        context.report(fraction, {k.replace("/", "."): v for k, v in metrics.items()})
+
+    def should_stop() -> bool:
+        context.check_cancelled()  # raises JobCancelled out of the training loop
+        return False
+
+    fit = fit_animator(model, targets, actors, encoder, size, config, parameters, on_progress, should_stop)
+    model_dir = context.model_dir(avatar_ids[0], "animator")
+    save_animator(model, model_dir / ANIMATOR_FILE, {**fit.metrics, "encoder": str(encoder_path)})
+    export_runtime(model_dir)
+    (model_dir / "config.json").write_text(json.dumps(
+        {"train": asdict(config), "encoder": str(encoder_path), "base": str(base) if base else None}, indent=2))
+    results = []
+    for target in targets:
+        metrics = {
+            "val_consistency": fit.metrics[f"val_consistency/{target.avatar_id}"],
+            "train_seconds": fit.metrics["train_seconds"],
+            "steps": fit.metrics["steps"],
+            "keyframes": float(len(target.keyframes.inputs)) if target.keyframes else 0.0,
+        }
+        results.append(JobResult(target.avatar_id, avatar_pb2.MODEL_KIND_ANIMATOR, model_dir, metrics))
+    context.report(1.0, {"val_consistency": fit.metrics["val_consistency"]}, message="animator tuned")
+    return results
+
+
+def _warm_start(context: JobContext, model: SharedAnimator, avatar_id: str, rig: AvatarRig) -> None:
+    """Start from this avatar's currently active tuning, when it has one with the same rig."""
+    active = context.store.avatar_summary(avatar_id).animator
+    if active is None:
+        return
+    path = context.data_dir / active.path / ANIMATOR_FILE
+    if not path.exists():
+        return
+    previous = load_animator(path)
+    if previous.rigs.get(avatar_id) != rig or previous.config != model.config:
+        context.report(0.0, message=f"{avatar_id}: its active tuning is for another rig or network; starting afresh")
+        return
+    with torch.no_grad():
+        for mine, theirs in zip(model.avatar_parameters(avatar_id), previous.avatar_parameters(avatar_id), strict=True):
+            mine.copy_(theirs)
+
+
+def _without(model: SharedAnimator, avatar_id: str) -> SharedAnimator:
+    """A copy of `model` minus one avatar (so it can be added back fresh)."""
+    fresh = SharedAnimator(model.config)
+    state = model.state_dict()
+    for aid, rig in model.rigs.items():
+        if aid != avatar_id:
+            fresh.add_avatar(aid, rig)
+    fresh.load_state_dict({k: v for k, v in state.items() if k in fresh.state_dict()})
+    return fresh

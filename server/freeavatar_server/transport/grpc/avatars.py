@@ -1,0 +1,263 @@
+"""AvatarService: enrolment of avatars (rig specs), their render samples and model versions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from freeavatar._proto import avatar_pb2, avatar_pb2_grpc
+from freeavatar.rig import RigSpec
+from freeavatar_server.avatars.sampling import propose_rig_vectors
+from freeavatar_server.images import BadImage, decode_image
+from freeavatar_server.live.errors import BadRequest, require_id
+from freeavatar_server.store import AvatarRecord, AvatarSummary, ModelVersionRecord, Store
+from freeavatar_server.transport.grpc.status import grpc_errors
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_PROPOSED_VECTORS = 100_000
+UPLOAD_BATCH = 64  # samples per store transaction while an upload streams in
+
+
+ModelChanged = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PairUpload:
+    """One kind of (rig, image) upload: how to read its requests and where the pairs go."""
+
+    noun: str
+    parts: Callable[[Any], tuple[str, list[float], bytes]]  # request -> (avatar id, rig, image)
+    add: Callable[[str, list[tuple[np.ndarray, bytes]]], int]  # store them; returns the total
+    count: Callable[[AvatarSummary], int]  # the avatar's total, from its summary
+
+
+class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
+    def __init__(
+        self,
+        store: Store,
+        on_deleted: ModelChanged | None = None,
+        on_model_changed: ModelChanged | None = None,
+    ) -> None:
+        self._store = store
+        self._on_deleted = on_deleted  # live streams unbind the avatar
+        self._on_model_changed = on_model_changed  # live streams swap in the active version
+
+    @grpc_errors
+    async def RegisterAvatar(
+        self, request: avatar_pb2.RegisterAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.Avatar:
+        spec = RigSpec.from_proto(request.spec)
+        spec.validate()
+        record = await asyncio.to_thread(self._store.add_avatar, spec)
+        return await self._avatar_message(record)
+
+    @grpc_errors
+    async def GetAvatar(
+        self, request: avatar_pb2.GetAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.Avatar:
+        record = await self._avatar(request.avatar_id)
+        return await self._avatar_message(record)
+
+    @grpc_errors
+    async def ListAvatars(
+        self, request: avatar_pb2.ListAvatarsRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.ListAvatarsResponse:
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = page_position(request.page_token)
+        records = await asyncio.to_thread(self._store.list_avatars, after, limit + 1)
+        more = len(records) > limit
+        records = records[:limit]
+        return avatar_pb2.ListAvatarsResponse(
+            avatars=[await self._avatar_message(r) for r in records],
+            next_page_token=str(records[-1].seq) if more else "",
+        )
+
+    @grpc_errors
+    async def DeleteAvatar(
+        self, request: avatar_pb2.DeleteAvatarRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.DeleteAvatarResponse:
+        avatar_id = require_id(request.avatar_id, "avatar_id")
+        await asyncio.to_thread(self._store.delete_avatar, avatar_id)
+        if self._on_deleted is not None:
+            await self._on_deleted(avatar_id)
+        return avatar_pb2.DeleteAvatarResponse()
+
+    @grpc_errors
+    async def UploadRenderSamples(
+        self,
+        requests: AsyncIterator[avatar_pb2.UploadRenderSamplesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> avatar_pb2.UploadSummary:
+        """The engine's (rig, rendered image) samples the avatar's neural renderer learns from."""
+        upload = PairUpload(
+            "samples",
+            lambda r: (r.avatar_id, list(r.sample.rig), r.sample.image),
+            self._store.add_render_samples,
+            lambda summary: summary.render_samples,
+        )
+        return await self._receive_pairs(requests, upload)
+
+    @grpc_errors
+    async def UploadKeyframes(
+        self,
+        requests: AsyncIterator[avatar_pb2.UploadKeyframesRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> avatar_pb2.UploadSummary:
+        """Artist keyframes (actor image + the rig an artist posed for it)."""
+        upload = PairUpload(
+            "keyframes",
+            lambda r: (r.avatar_id, list(r.keyframe.rig), r.keyframe.actor_image),
+            self._store.add_keyframes,
+            lambda summary: summary.keyframes,
+        )
+        return await self._receive_pairs(requests, upload)
+
+    async def _receive_pairs(self, requests: AsyncIterator[Any], upload: PairUpload) -> avatar_pb2.UploadSummary:
+        """Check every (rig, image) pair; store the good ones in batches as they arrive, so a
+        broken upload keeps what was sent before the break; name each bad one by its index."""
+        record: AvatarRecord | None = None
+        batch: list[tuple[np.ndarray, bytes]] = []
+        rejected: list[avatar_pb2.RejectedItem] = []
+        accepted = 0
+        total = 0
+        try:
+            async for index, request in _enumerate(requests):
+                avatar_id, rig, image = upload.parts(request)
+                if record is None:
+                    record = await self._avatar(avatar_id)
+                try:
+                    checked = await asyncio.to_thread(_checked_pair, record, avatar_id, rig, image)
+                except (BadRequest, BadImage) as problem:
+                    rejected.append(avatar_pb2.RejectedItem(index=index, reason=str(problem)))
+                    continue
+                batch.append((checked, image))
+                if len(batch) >= UPLOAD_BATCH:
+                    total = await asyncio.to_thread(upload.add, record.id, batch)
+                    accepted += len(batch)
+                    batch = []
+        finally:
+            if record is not None and batch:
+                total = await asyncio.to_thread(upload.add, record.id, batch)
+                accepted += len(batch)
+        if record is None:
+            raise BadRequest(f"the upload holds no {upload.noun}")
+        if not total:
+            total = upload.count(await asyncio.to_thread(self._store.avatar_summary, record.id))
+        return avatar_pb2.UploadSummary(accepted=accepted, rejected=rejected, total=total)
+
+    @grpc_errors
+    async def SampleRigVectors(
+        self, request: avatar_pb2.SampleRigVectorsRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.SampleRigVectorsResponse:
+        record = await self._avatar(request.avatar_id)
+        if not 0 < request.count <= MAX_PROPOSED_VECTORS:
+            raise BadRequest(f"count must be in 1..{MAX_PROPOSED_VECTORS}, got {request.count}")
+        vectors = propose_rig_vectors(record.spec, request.count, request.seed)
+        return avatar_pb2.SampleRigVectorsResponse(
+            vectors=[avatar_pb2.RigVector(values=v) for v in vectors.tolist()]
+        )
+
+    @grpc_errors
+    async def ListModelVersions(
+        self, request: avatar_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.ListModelVersionsResponse:
+        record = await self._avatar(request.avatar_id)
+        kind = _model_kind(request.kind)
+        versions = await asyncio.to_thread(self._store.model_versions, record.id, kind)
+        return avatar_pb2.ListModelVersionsResponse(versions=[version_message(v) for v in versions])
+
+    @grpc_errors
+    async def ActivateModelVersion(
+        self, request: avatar_pb2.ActivateModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.ModelVersion:
+        record = await self._avatar(request.avatar_id)
+        kind = _model_kind(request.kind)
+        activated = await asyncio.to_thread(
+            self._store.activate_model, record.id, kind, request.version
+        )
+        if self._on_model_changed is not None:
+            await self._on_model_changed(record.id)
+        return version_message(activated)
+
+    async def _avatar(self, avatar_id: str) -> AvatarRecord:
+        return await asyncio.to_thread(self._store.get_avatar, require_id(avatar_id, "avatar_id"))
+
+    async def _avatar_message(self, record: AvatarRecord) -> avatar_pb2.Avatar:
+        summary = await asyncio.to_thread(self._store.avatar_summary, record.id)
+        message = avatar_pb2.Avatar(
+            id=record.id,
+            spec=record.spec.to_proto(),
+            create_time=timestamp(record.created_us),
+            render_sample_count=summary.render_samples,
+            keyframe_count=summary.keyframes,
+        )
+        if summary.renderer is not None:
+            message.renderer.CopyFrom(version_message(summary.renderer))
+        if summary.animator is not None:
+            message.animator.CopyFrom(version_message(summary.animator))
+        return message
+
+
+def version_message(record: ModelVersionRecord) -> avatar_pb2.ModelVersion:
+    return avatar_pb2.ModelVersion(
+        kind=record.kind,  # type: ignore[arg-type]
+        version=record.version,
+        job_id=record.job_id,
+        create_time=timestamp(record.created_us),
+        metrics=record.metrics,
+        active=record.active,
+    )
+
+
+def timestamp(micros: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def page_position(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise BadRequest(f"page_token {token!r} is not one this server issued")
+    return int(token)
+
+
+def _model_kind(kind: int) -> int:
+    if kind not in (avatar_pb2.MODEL_KIND_RENDERER, avatar_pb2.MODEL_KIND_ANIMATOR):
+        raise BadRequest("kind must be MODEL_KIND_RENDERER or MODEL_KIND_ANIMATOR")
+    return kind
+
+
+def _checked_pair(record: AvatarRecord, avatar_id: str, rig: list[float], image: bytes) -> np.ndarray:
+    """The rig as float32, or BadRequest/BadImage saying what is wrong with the pair."""
+    if avatar_id != record.id:
+        raise BadRequest(f"names avatar {avatar_id!r}; this upload is for {record.id!r}")
+    controls = record.spec.controls
+    if len(rig) != len(controls):
+        raise BadRequest(f"rig has {len(rig)} values; avatar {record.spec.name!r} has {len(controls)} controls")
+    for value, control in zip(rig, controls, strict=True):
+        if not math.isfinite(value):
+            raise BadRequest(f"control {control.name!r} is not a finite number")
+        # float32 on the wire: allow its rounding at the ends of the range
+        if not control.min - 1e-6 <= value <= control.max + 1e-6:
+            raise BadRequest(
+                f"control {control.name!r} = {value:g} is outside [{control.min:g}, {control.max:g}]"
+            )
+    decode_image(image)
+    return np.asarray(rig, dtype=np.float32)
+
+
+async def _enumerate(items: AsyncIterator[Any]) -> AsyncIterator[tuple[int, Any]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
