@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, TrackerConfig, crop_face
-from freeavatar_server.inference.face.crop import fit_crop_framing
 from freeavatar_server.inference.face.localiser import DEFAULT_MODEL
 from freeavatar_server.synth.actors import render_faces, render_frames, sample_expressions
 from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
+from freeavatar_server.training.face.crop_fit import fit_crop_framing
 
 # seeds far from the training shards' (0..~400)
 HELD_OUT = 55_555_555

@@ -168,9 +168,8 @@ class FreeAvatarServer:
         self._outputs.avatar_deleted(avatar_id)
 
     async def _start_http(self, keys: frozenset[str]) -> tuple[Any, int]:
-        # aiohttp and aiortc load only on a server that serves WebRTC
-        from freeavatar_server.transport.webrtc.http import HttpServer
-        from freeavatar_server.transport.webrtc.peers import WebRtcService
+        from freeavatar_server.transport.webrtc.http import HttpServer  # lazy: aiohttp and aiortc
+        from freeavatar_server.transport.webrtc.peers import WebRtcService  # load only if served
 
         config = self.config
         assert self._live is not None

@@ -25,17 +25,22 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from freeavatar._proto import stream_pb2
 from freeavatar_server.images import BadImage, decode_image
+from freeavatar_server.inference.animator import AnimatorRuntime
+from freeavatar_server.inference.encoder import OnnxEncoder
+from freeavatar_server.inference.face import (
+    FaceLocaliser,
+    FaceObservation,
+    FaceTracker,
+    HeadPoseEstimator,
+    crop_face,
+)
 from freeavatar_server.live.errors import Failed, Invalid, Unavailable
-
-if TYPE_CHECKING:
-    from freeavatar_server.inference.animator import AnimatorRuntime
-    from freeavatar_server.inference.face import FaceObservation
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +129,6 @@ class Analyser:
     """One process's models, and the face trackers of the actors pinned to it."""
 
     def __init__(self, encoder_path: Path, threads: int = 1) -> None:
-        import cv2
-
-        from freeavatar_server.inference.encoder import OnnxEncoder
-        from freeavatar_server.inference.face import FaceLocaliser, HeadPoseEstimator
-
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the other workers for the cores
         self.encoder = OnnxEncoder(encoder_path, threads=threads)
         self.localiser = FaceLocaliser(threads=threads)
@@ -150,8 +150,6 @@ class Analyser:
             raise AnalysisFailed(f"{type(error).__name__}: {error}") from None
 
     def _analyse(self, request: AnalysisRequest) -> Analysis:
-        from freeavatar_server.inference.face import FaceTracker, crop_face
-
         timings: dict[str, float] = {}
         started = time.perf_counter()
         pixels = request.pixels
@@ -185,8 +183,6 @@ class Analyser:
     def _animator(self, path: str) -> AnimatorRuntime:
         runtime = self._animators.get(path)
         if runtime is None:
-            from freeavatar_server.inference.animator import AnimatorRuntime
-
             runtime = self._animators[path] = AnimatorRuntime.load(Path(path))
             while len(self._animators) > CACHED_ANIMATORS:
                 self._animators.popitem(last=False)
