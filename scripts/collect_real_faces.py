@@ -1,4 +1,4 @@
-"""Collect the real-face photo set (server/freeavatar_server/training/realface_set/photos/)
+"""Collect the real-face photo set (server/freeavatar_server/training/realface/photos/)
 from photos that ship inside packages, so the set can be rebuilt the same way on any machine.
 
 Each photo is read from its installed package, its EXIF orientation applied, downsized so
@@ -51,7 +51,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "server" / "freeavatar_server" / "training" / "realface_set" / "photos"
+DEFAULT_OUT = REPO / "server" / "freeavatar_server" / "training" / "realface" / "photos"
 MAX_SIDE = 640
 QUALITY = 90
 FACE_API_SPEC = "@vladmandic/face-api@1.7.15"
