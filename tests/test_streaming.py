@@ -15,6 +15,7 @@ from freeavatar import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RigControl,
     RigSpec,
 )
 from freeavatar._proto import stream_pb2, stream_pb2_grpc
@@ -34,9 +35,12 @@ async def test_session_lifecycle(client: AsyncClient) -> None:
 
 async def test_binding_an_avatar_without_animator_names_what_is_missing(client: AsyncClient) -> None:
     session = await client.create_session()
-    avatar = await client.register_avatar(RigSpec.arkit52("head"))
+    avatar = await client.register_avatar(RigSpec("head", (RigControl("jaw", arkit_alias="jawOpen"), RigControl("grin"))))
     with pytest.raises(FailedPrecondition, match="avatar 'head' has no tuned animator"):
         await client.join_session(session.id, [avatar.id])
+    # every control of an ARKit rig follows the blendshapes: it streams with no animator at all
+    arkit = await client.register_avatar(RigSpec.arkit52("arkit_head"))
+    await client.join_session(session.id, [arkit.id])
     with pytest.raises(NotFound, match="no avatar with id 'ghost'"):
         await client.join_session(session.id, ["ghost"])
     stream = client.animate([np.zeros((8, 8, 3), np.uint8)], avatar_ids=[avatar.id])

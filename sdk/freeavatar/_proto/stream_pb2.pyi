@@ -19,6 +19,12 @@ class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
     IMAGE_FORMAT_RGB24: _ClassVar[ImageFormat]
 
+class ExpressionReader(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPRESSION_READER_AUTO: _ClassVar[ExpressionReader]
+    EXPRESSION_READER_ANIMATOR: _ClassVar[ExpressionReader]
+    EXPRESSION_READER_BLENDSHAPES: _ClassVar[ExpressionReader]
+
 class OutputProtocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTPUT_PROTOCOL_UNSPECIFIED: _ClassVar[OutputProtocol]
@@ -36,6 +42,9 @@ IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
 IMAGE_FORMAT_RGB24: ImageFormat
+EXPRESSION_READER_AUTO: ExpressionReader
+EXPRESSION_READER_ANIMATOR: ExpressionReader
+EXPRESSION_READER_BLENDSHAPES: ExpressionReader
 OUTPUT_PROTOCOL_UNSPECIFIED: OutputProtocol
 OUTPUT_PROTOCOL_LIVE_LINK_FACE: OutputProtocol
 OUTPUT_PROTOCOL_VMC: OutputProtocol
@@ -72,7 +81,7 @@ class ControlAdjustment(_message.Message):
     def __init__(self, gain: _Optional[float] = ..., offset: _Optional[float] = ..., clamp_min: _Optional[float] = ..., clamp_max: _Optional[float] = ...) -> None: ...
 
 class AvatarBinding(_message.Message):
-    __slots__ = ("avatar_id", "adjustments")
+    __slots__ = ("avatar_id", "adjustments", "reader")
     class AdjustmentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,9 +91,11 @@ class AvatarBinding(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ControlAdjustment, _Mapping]] = ...) -> None: ...
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
     ADJUSTMENTS_FIELD_NUMBER: _ClassVar[int]
+    READER_FIELD_NUMBER: _ClassVar[int]
     avatar_id: str
     adjustments: _containers.MessageMap[str, ControlAdjustment]
-    def __init__(self, avatar_id: _Optional[str] = ..., adjustments: _Optional[_Mapping[str, ControlAdjustment]] = ...) -> None: ...
+    reader: ExpressionReader
+    def __init__(self, avatar_id: _Optional[str] = ..., adjustments: _Optional[_Mapping[str, ControlAdjustment]] = ..., reader: _Optional[_Union[ExpressionReader, str]] = ...) -> None: ...
 
 class Actor(_message.Message):
     __slots__ = ("id", "name", "bindings", "streaming")

@@ -106,6 +106,7 @@ class Analysis:
     raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
     timings_ms: dict[str, float]
     worker_pid: int = 0
+    blendshapes: np.ndarray | None = None  # (52,) ARKit order, from the real-face model
 
 
 def decode_frame(frame: EncodedFrame | stream_pb2.ActorFrame) -> np.ndarray:

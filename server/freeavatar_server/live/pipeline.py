@@ -209,7 +209,12 @@ class ActorPipeline:
             started = time.perf_counter()
             pixels = await asyncio.to_thread(frame.decode)
             decode_ms = ms_since(started)
-        animators = {a: ref for a in bindings if (ref := self._models.animator_ref(a)) is not None}
+        animators = {
+            avatar_id: ref
+            for avatar_id, binding in bindings.items()
+            if binding.reader != stream_pb2.EXPRESSION_READER_BLENDSHAPES
+            and (ref := self._models.animator_ref(avatar_id)) is not None
+        }
         sent = time.perf_counter()
         analysis = await self._worker.analyse(AnalysisRequest(self._key, pixels, frame.capture_time_us, animators))
         analysis.timings_ms["handoff"] = max(0.0, ms_since(sent) - sum(analysis.timings_ms.values()))
@@ -231,7 +236,7 @@ class ActorPipeline:
                 track = self._tracks[avatar_id] = AvatarTrack(
                     OneEuroFilter(), NeutralCalibration(defaults), defaults.copy()
                 )
-            raw = analysis.raw.get(avatar_id)
+            raw = binding.read(analysis.raw.get(avatar_id), analysis.blendshapes)
             if raw is not None:
                 track.values = track.smoothing(track.calibration(raw), time_s)
             else:  # no face (or no model any more): settle to neutral rather than freeze

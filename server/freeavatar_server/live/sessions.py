@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from freeavatar._proto import rig_pb2, stream_pb2
+from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigSpec
 from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
 from freeavatar_server.live.smoothing import ControlAdjustments
 from freeavatar_server.live.subscriptions import DEFAULT_CAPACITY, RigSubscription
 from freeavatar_server.store import now_us
+
+ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
 
 
 class SessionNotFound(NotFound):
@@ -40,13 +43,63 @@ class BadBinding(Invalid):
 
 
 @dataclass(frozen=True)
+class BlendshapeDrive:
+    """The controls of a rig that carry an ARKit alias, and where each reads its blendshape."""
+
+    controls: np.ndarray  # (k,) int: positions in the rig
+    shapes: np.ndarray  # (k,) int: positions in ARKIT_BLENDSHAPES
+    low: np.ndarray  # (k,) float32: a blendshape's 0 ...
+    span: np.ndarray  # (k,) float32: ... and 1, in the control's own range
+
+    @classmethod
+    def of(cls, spec: RigSpec) -> BlendshapeDrive:
+        aliased = [(i, c) for i, c in enumerate(spec.controls) if c.arkit_alias]
+        # a blendshape is 0 at rest: a control whose range straddles 0 (a two-sided one) moves
+        # from 0 up, one whose range lies above 0 from its minimum up
+        low = np.array([max(c.min, 0.0) for _, c in aliased], np.float32)
+        high = np.array([c.max for _, c in aliased], np.float32)
+        return cls(
+            np.array([i for i, _ in aliased], np.int64),
+            np.array([ARKIT_INDEX[c.arkit_alias] for _, c in aliased], np.int64),
+            low,
+            high - low,
+        )
+
+    def apply(self, values: np.ndarray, blendshapes: np.ndarray) -> np.ndarray:
+        out = values.astype(np.float32, copy=True)
+        out[self.controls] = self.low + np.clip(blendshapes[self.shapes], 0.0, 1.0) * self.span
+        return out
+
+
+@dataclass(frozen=True)
 class Binding:
-    """One avatar an actor drives, with its control adjustments resolved against the rig."""
+    """One avatar an actor drives, with its control adjustments resolved against the rig and
+    the reader of the actor's expression that drives it."""
 
     avatar_id: str
     spec: RigSpec
     adjust: ControlAdjustments
     controls: rig_pb2.AvatarControls  # what subscribers are told before this avatar's frames
+    reader: stream_pb2.ExpressionReader.ValueType = stream_pb2.EXPRESSION_READER_AUTO
+    drive: BlendshapeDrive | None = None  # None: the rig has no ARKit-aliased control
+
+    @property
+    def needs_animator(self) -> bool:
+        if self.reader == stream_pb2.EXPRESSION_READER_BLENDSHAPES:
+            return False
+        all_aliased = self.drive is not None and len(self.drive.controls) == len(self.spec.controls)
+        return self.reader == stream_pb2.EXPRESSION_READER_ANIMATOR or not all_aliased
+
+    def read(self, animated: np.ndarray | None, blendshapes: np.ndarray | None) -> np.ndarray | None:
+        """The avatar's raw controls from what the analysis found (None: nothing to show)."""
+        if self.reader == stream_pb2.EXPRESSION_READER_ANIMATOR or self.drive is None:
+            return animated
+        if blendshapes is None:
+            return None if self.reader == stream_pb2.EXPRESSION_READER_BLENDSHAPES else animated
+        if animated is None and self.needs_animator:
+            return None  # the animator's half is missing (no model any more): show nothing
+        base = animated if animated is not None else np.asarray(self.spec.defaults, np.float32)
+        return self.drive.apply(base, blendshapes)
 
     @classmethod
     def resolve(cls, message: stream_pb2.AvatarBinding, spec: RigSpec) -> Binding:
@@ -72,7 +125,15 @@ class Binding:
             control_names=spec.control_names,
             arkit_aliases=[c.arkit_alias for c in spec.controls],
         )
-        return cls(message.avatar_id, spec, ControlAdjustments(gain, offset, low, high), controls)
+        if message.reader not in stream_pb2.ExpressionReader.values():
+            raise BadBinding(f"avatar {spec.name!r}: unknown expression reader {message.reader}")
+        drive = BlendshapeDrive.of(spec) if any(c.arkit_alias for c in spec.controls) else None
+        if message.reader == stream_pb2.EXPRESSION_READER_BLENDSHAPES and drive is None:
+            raise BadBinding(
+                f"avatar {spec.name!r} has no control with an ARKit alias for the blendshapes reader to drive"
+            )
+        adjust = ControlAdjustments(gain, offset, low, high)
+        return cls(message.avatar_id, spec, adjust, controls, message.reader, drive)
 
     def to_proto(self) -> stream_pb2.AvatarBinding:
         adjustments = {
@@ -86,7 +147,7 @@ class Binding:
             if (self.adjust.gain[i], self.adjust.offset[i]) != (1, 0)
             or (self.adjust.low[i], self.adjust.high[i]) != (self.spec.controls[i].min, self.spec.controls[i].max)
         }
-        return stream_pb2.AvatarBinding(avatar_id=self.avatar_id, adjustments=adjustments)
+        return stream_pb2.AvatarBinding(avatar_id=self.avatar_id, adjustments=adjustments, reader=self.reader)
 
 
 @dataclass

@@ -90,8 +90,12 @@ class LiveStreams:
             if avatar_id in bindings:
                 raise BadBinding(f"avatar {avatar_id!r} is bound twice")
             avatar = await asyncio.to_thread(self.store.get_avatar, avatar_id)
-            await self.models.ensure(avatar_id)
-            bindings[avatar_id] = Binding.resolve(request, avatar.spec)
+            binding = Binding.resolve(request, avatar.spec)
+            if binding.needs_animator:
+                await self.models.ensure(avatar_id)
+            else:  # the blendshapes drive it; an animator, if it has one, still joins in
+                await self.models.refresh(avatar_id)
+            bindings[avatar_id] = binding
         return bindings
 
     async def join(self, session_id: str, token: str, actor_name: str, requests: Iterable[stream_pb2.AvatarBinding]) -> Actor:
