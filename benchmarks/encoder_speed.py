@@ -3,7 +3,7 @@ batch 8, one intra-op thread (the server's setting), CPU provider unless told ot
 
     python benchmarks/encoder_speed.py [--model path.onnx] [--threads 1] [--json]
 
-Budget: <= 3 ms per face at batch 1 on one core. Results are recorded in docs/encoder.md.
+Budget: <= 3 ms per face at batch 1 on one core. Results are recorded in docs/models.md.
 """
 
 from __future__ import annotations

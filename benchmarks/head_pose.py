@@ -6,10 +6,10 @@
 One thread everywhere (torch for the synthetic renderer, ONNX Runtime, OpenCV), as the
 streaming server runs it. Held-out crops use identities >= 1,000,000 and seeds no training
 shard uses. The clip is a 640x480 `make_trajectory` take (wandering head, talking, blinks, a
-drifting face) run through FaceTracker + crop_face + the model, as the pipeline runs it, before
+drifting face) run through the face front end + crop_face + the model, as the pipeline runs it, before
 any smoothing. `--live-seconds` streams the demo clip through a server process (one actor, the
 three built-in avatars, 30 fps) and reports its per-stage timings, the `pose` stage among them
-(0 skips it). Prints one JSON object. Results: docs/results.md.
+(0 skips it). Prints one JSON object. Results: docs/models.md.
 """
 
 from __future__ import annotations
@@ -46,16 +46,16 @@ def errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, object]:
 
 
 def bench_clip(estimator, seconds: float, seed: int) -> dict:
-    from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, crop_face
+    from freeavatar_server.inference.face import FaceFront, crop_face
     from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
 
     traj = make_trajectory(seconds, 30.0, seed=seed)
-    tracker = FaceTracker(FaceLocaliser(threads=1))
+    tracker = FaceFront(threads=1).track()
     pred, truth = [], []
     for start in range(0, traj.n_frames, 8):
         batch = render_trajectory_frames(traj, start, min(start + 8, traj.n_frames))
         for j, image in enumerate(batch.images):
-            obs = tracker.update(image, timestamp=(start + j) / 30.0)
+            obs = tracker.update(image)
             if obs is not None:
                 pred.append(estimator.estimate(crop_face(image, obs.box, estimator.size)[None])[0])
                 truth.append(batch.poses[j])
@@ -72,13 +72,13 @@ def bench_astronaut(estimator) -> dict:
         from skimage.data import astronaut
     except ImportError:
         return {"skipped": "scikit-image not installed"}
-    from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, crop_face
+    from freeavatar_server.inference.face import FaceFront, crop_face
 
     img = astronaut()
-    tracker = FaceTracker(FaceLocaliser(threads=1))
+    tracker = FaceFront(threads=1).track()
     obs = None
-    for i in range(30):  # a still photo streamed for one second
-        obs = tracker.update(img, timestamp=i / 30)
+    for _ in range(30):  # a still photo streamed for one second
+        obs = tracker.update(img)
     boxes = {"hand_box": ASTRONAUT_BOX} | ({"tracked_box": obs.box} if obs is not None else {})
     out = {}
     for name, box in boxes.items():

@@ -1,6 +1,6 @@
 """How much of each avatar's rig an input feature carries: a supervised ceiling for animators.
 
-    .venv/bin/python benchmarks/animator_ceiling.py --work /work/runs/animator --encoder ENCODER [--labels 5,20,100] [--json]
+    .venv/bin/python research/animator_ceiling.py --work runs/animator --encoder ENCODER [--labels 5,20,100] [--json]
 
 A DIAGNOSTIC, not a model: it reads the synthetic ground truth of the training actors, which no
 animator may. For every built-in avatar it predicts a held-out actor's rig from a feature (the

@@ -1,6 +1,6 @@
 """How well must an animator follow the actor before it can beat the neutral pose?
 
-    .venv/bin/python benchmarks/animator_correlation_bar.py [--json] [--picture docs/animator_correlation_bar.png]
+    .venv/bin/python research/animator_correlation_bar.py [--json] [--picture docs/animator_correlation_bar.png]
 
 A DIAGNOSTIC with no model in it. The retargeting error (`freeavatar eval animator`) is a mean
 over every control, most of which rest in any one expression, so a rig that moves in roughly the
@@ -12,7 +12,7 @@ gain and the soft threshold towards rest with the lowest error, chosen with the 
 The result is the lowest error reachable at each correlation when the errors are independent
 noise, and where that crosses the neutral pose's error. A guide, not a bound: a predictor whose
 errors have structure (one that leaves a control exactly at rest when unsure) can do somewhat
-better at the same correlation, as the supervised ceiling in benchmarks/animator_ceiling.py does.
+better at the same correlation, as the supervised ceiling in research/animator_ceiling.py does.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Is it the animator or its objective? The best rig the consistency loss can ask for, per image.
 
-    .venv/bin/python benchmarks/animator_oracle.py --work /work/runs/animator [--json]
+    .venv/bin/python research/animator_oracle.py --work runs/animator [--json]
 
 A DIAGNOSTIC, not a model. For each of N held-out actor images it optimises a free rig (no
 network) against exactly the animator's training objective: the expression-consistency loss
@@ -29,17 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freeavatar_server.inference.shipped import ANIMATOR_DIR
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from freeavatar_server.training.animator.encoding import (
     ENCODER_FILE,
     embed_images,
     load_frozen_encoder,
 )
-from freeavatar_server.training.animator.evaluate import (
-    MODELS_DIR,
-    retarget_correlation,
-    retarget_error,
-)
+from freeavatar_server.training.animator.evaluate import retarget_correlation, retarget_error
 from freeavatar_server.training.animator.model import AvatarRig, bound, excess, unit_default
 from freeavatar_server.training.animator.train import freeze, render_embed
 from freeavatar_server.training.renderer.model import load_renderer
@@ -98,7 +95,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
-    encoder = load_frozen_encoder(args.encoder or MODELS_DIR / ENCODER_FILE)
+    encoder = load_frozen_encoder(args.encoder or ANIMATOR_DIR / ENCODER_FILE)
     size = encoder.cfg.img_size
     d = np.load(args.work / "actors.npz")
     images, aus = d["held_images"][: args.images], d["held_aus"][: args.images]

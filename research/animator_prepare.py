@@ -2,7 +2,7 @@
 avatar's neural renderer (trained on reference-rendered (rig, image) samples, never on actor
 ground truth), and unlabeled actor crops/clips (train) plus held-out actors (evaluation).
 
-    .venv/bin/python benchmarks/animator_prepare.py --out /work/runs/animator
+    .venv/bin/python research/animator_prepare.py --out runs/animator
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Is the shared animator's readout what holds it back? One avatar alone, three readouts.
 
-    .venv/bin/python benchmarks/animator_readout.py --work /work/runs/animator --encoder ENCODER.pt --avatar human_arkit [--steps 250] [--json]
+    .venv/bin/python research/animator_readout.py --work runs/animator --encoder ENCODER.pt --avatar human_arkit [--steps 250] [--json]
 
 A DIAGNOSTIC (ablation), not a shipped model. It trains on one avatar alone, the same way and
 for the same steps as `animator_train.py --part per_avatar`, so avatars cannot interfere:

@@ -1,10 +1,10 @@
-"""Train and compare the animators behind docs/results.md ("Animator").
+"""Train and compare the animators behind docs/models.md ("Animator"): the shipped shared animator, the per-avatar decoders and the geometry baseline.
 
-    .venv/bin/python benchmarks/animator_prepare.py --out /work/runs/animator      # renderers, actors
-    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part shared
-    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part per_avatar
-    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part geometry
-    .venv/bin/python benchmarks/animator_train.py --work /work/runs/animator --part keyframes
+    .venv/bin/python research/animator_prepare.py --out runs/animator      # renderers, actors
+    .venv/bin/python research/animator_train.py --work runs/animator --part shared
+    .venv/bin/python research/animator_train.py --work runs/animator --part per_avatar
+    .venv/bin/python research/animator_train.py --work runs/animator --part geometry
+    .venv/bin/python research/animator_train.py --work runs/animator --part keyframes
 
 `shared`: the shared animator learns human_arkit, cartoon and robot together (shared weights,
 codes and control queries), then cat is ADDED with the shared weights frozen (only its code and

@@ -1,6 +1,6 @@
 """Where the encoder's triplet errors are: nuisance, head pose, triplet kind, seen identities.
 
-    .venv/bin/python benchmarks/encoder_breakdown.py [--encoder PATH] [--triplets 2000] [--json]
+    .venv/bin/python research/encoder_breakdown.py [--encoder PATH] [--triplets 2000] [--json]
 
 A DIAGNOSTIC for "why is held-out accuracy where it is". It scores the encoder on the same
 comparison triplets as `freeavatar eval encoder` (same seed, identities never seen in

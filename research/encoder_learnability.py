@@ -2,11 +2,11 @@
 
 Supervised action-unit regression with a fresh synthetic batch every step (so it cannot
 memorise), scored by held-out R^2 on identities never seen. A diagnostic for the expression
-encoder (docs/results.md, "Expression encoder"), not a training method: the encoder itself never
+encoder (CHANGELOG.md, 2026-11-24), not a training method: the encoder itself never
 sees action units.
 
-    .venv/bin/python benchmarks/encoder_learnability.py --size 64 --seconds 240 --nuisance
-    .venv/bin/python benchmarks/encoder_learnability.py --size 64 --seconds 240 --no-nuisance
+    .venv/bin/python research/encoder_learnability.py --size 64 --seconds 240 --nuisance
+    .venv/bin/python research/encoder_learnability.py --size 64 --seconds 240 --no-nuisance
 """
 
 from __future__ import annotations

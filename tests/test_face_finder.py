@@ -1,5 +1,5 @@
-"""Face finding: the shipped localiser on held-out synthetic frames, "no face", tracking a moving
-face, a real photograph, and crop_face reproducing the encoder's training framing."""
+"""The synthetic-trained localiser (the front end's second detector) on held-out synthetic
+frames and "no face", and crop_face reproducing the encoder's training framing."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from freeavatar_server.inference.face import FaceLocaliser, FaceTracker, TrackerConfig, crop_face
+from freeavatar_server.inference.face import FaceLocaliser, crop_face
 from freeavatar_server.inference.face.localiser import DEFAULT_MODEL
 from freeavatar_server.synth.actors import render_faces, render_frames, sample_expressions
-from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
 from freeavatar_server.training.face.crop_fit import fit_crop_framing
 
 # seeds far from the training shards' (0..~400)
 HELD_OUT = 55_555_555
-ASTRONAUT_BOX = np.array([175.0, 66.0, 275.0, 176.0])  # by hand: forehead-chin, cheek-cheek
 
 
 @pytest.fixture(autouse=True)
@@ -64,57 +62,6 @@ def test_says_no_face(localiser: FaceLocaliser) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     for image in [*rooms, flat, noise]:
         assert localiser.detect(image).confidence < 0.5
-        assert FaceTracker(localiser, TrackerConfig(use_haar=False)).update(image) is None
-
-
-def test_tracks_a_moving_face(localiser: FaceLocaliser) -> None:
-    traj = make_trajectory(0.8, 30.0, seed=HELD_OUT % 10_000)
-    clip = render_trajectory_frames(traj, 0, traj.n_frames)
-    tracker = FaceTracker(localiser)
-    ious, sources = [], []
-    for i, (image, box) in enumerate(zip(clip.images, clip.boxes, strict=True)):
-        obs = tracker.update(image, timestamp=i / traj.fps)
-        assert obs is not None, f"lost the face at frame {i}"
-        assert 0.0 <= obs.confidence <= 1.0
-        ious.append(iou(obs.box, box))
-        sources.append(obs.source)
-    assert min(ious) > 0.5 and np.mean(ious) > 0.7, np.round(ious, 2)
-    assert sources[0] == "detect" and sources.count("track") >= len(sources) - 3
-
-
-class CountingLocaliser(FaceLocaliser):
-    def __init__(self) -> None:
-        super().__init__(DEFAULT_MODEL, threads=1)
-        self.window_passes = 0
-
-    def detect_in_window(self, frame, window):
-        self.window_passes += 1
-        return super().detect_in_window(frame, window)
-
-
-@pytest.mark.parametrize("every", [1, 2, 3])
-def test_track_every_runs_the_window_pass_that_often_and_coasts_between(every: int) -> None:
-    traj = make_trajectory(1.0, 30.0, seed=HELD_OUT % 10_000 + 1)
-    clip = render_trajectory_frames(traj, 0, traj.n_frames)
-    counting = CountingLocaliser()
-    tracker = FaceTracker(counting, TrackerConfig(track_every=every, use_haar=False))
-    ious = [iou(tracker.update(image, timestamp=i / traj.fps).raw_box, box)
-            for i, (image, box) in enumerate(zip(clip.images, clip.boxes, strict=True))]
-    # the acquiring frame refines with one window pass; then one pass per `every` frames
-    assert counting.window_passes == 1 + (traj.n_frames - 1) // every
-    # holding the box still between passes scores 0.958 (every 2) and 0.939 (every 3) here
-    assert min(ious) > 0.9 and np.mean(ious) > 0.965, np.round(ious, 3)
-
-
-def test_finds_the_astronaut(localiser: FaceLocaliser) -> None:
-    data = pytest.importorskip("skimage.data")
-    photo = data.astronaut()
-    tracker = FaceTracker(localiser)
-    obs = None
-    for i in range(3):  # the photo as a short still stream: found, then tracked
-        obs = tracker.update(photo, timestamp=i / 30)
-        assert obs is not None, f"no face in the astronaut photo at frame {i}"
-        assert iou(obs.box, ASTRONAUT_BOX) > 0.5, (obs, i)
 
 
 def test_crop_face_reproduces_render_faces_framing() -> None:
@@ -181,25 +128,3 @@ def test_onnx_matches_torch() -> None:
         None, {"image": x}
     )[0]
     assert np.abs(got - expected).max() < 1e-3
-
-
-def test_tracker_rejects_bad_frames(localiser: FaceLocaliser) -> None:
-    tracker = FaceTracker(localiser)
-    with pytest.raises(ValueError):
-        tracker.update(np.zeros((48, 64), np.uint8))
-    with pytest.raises(ValueError):
-        tracker.update(np.zeros((48, 64, 3), np.float32))
-
-
-def test_tracker_drops_a_face_that_leaves_and_finds_it_again(localiser: FaceLocaliser) -> None:
-    rng = np.random.default_rng(HELD_OUT + 2)
-    batch = render_frames(sample_expressions(1, rng), [7], seed=HELD_OUT + 2)
-    empty = np.full((480, 640, 3), 90, np.uint8)
-    tracker = FaceTracker(localiser, TrackerConfig(use_haar=False))
-    sources = []
-    for frame in (batch.images[0], batch.images[0], empty, batch.images[0]):
-        obs = tracker.update(frame)
-        sources.append(None if obs is None else obs.source)
-        if obs is not None:
-            assert iou(obs.box, batch.boxes[0]) > 0.5
-    assert sources == ["detect", "track", None, "detect"]

@@ -1,5 +1,6 @@
 """The heavy half of the live pipeline, in worker processes: decode a frame, find and track
-the face, read its head pose, encode the expression, run every bound avatar's animator.
+the face (MediaPipe's mesh and blendshapes: `inference.face.front`), read its head pose, encode
+the expression, run every bound avatar's animator.
 
 Python runs one thread at a time. With this work on a thread pool, the server used about 1.3
 of two cores at 8 actors: the rest went to threads queueing for the GIL between ONNX Runtime
@@ -33,13 +34,9 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
-from freeavatar_server.inference.face import (
-    FaceLocaliser,
-    FaceObservation,
-    FaceTracker,
-    HeadPoseEstimator,
-    crop_face,
-)
+from freeavatar_server.inference.face.crop import crop_face
+from freeavatar_server.inference.face.front import FaceFront, FrontTrack
+from freeavatar_server.inference.face.pose import HeadPoseEstimator
 from freeavatar_server.live.errors import Failed, Invalid, Unavailable
 
 log = logging.getLogger(__name__)
@@ -97,11 +94,19 @@ class AnalysisRequest:
     animators: dict[str, AnimatorRef]  # bound avatar id -> its animator
 
 
+@dataclass(frozen=True)
+class FaceFound:
+    """Where the face was and how sure the front end is (the landmarks stay in the worker)."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 frame pixels
+    confidence: float
+
+
 @dataclass
 class Analysis:
     """What the worker found in one frame."""
 
-    face: FaceObservation | None
+    face: FaceFound | None
     head_pose: np.ndarray | None  # (3,) yaw, pitch, roll degrees, before smoothing
     raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
     timings_ms: dict[str, float]
@@ -132,13 +137,13 @@ class Analyser:
     def __init__(self, encoder_path: Path, threads: int = 1) -> None:
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the other workers for the cores
         self.encoder = OnnxEncoder(encoder_path, threads=threads)
-        self.localiser = FaceLocaliser(threads=threads)
+        self.front = FaceFront(threads=threads)
         self.pose = HeadPoseEstimator(threads=threads)
-        self.trackers: dict[str, object] = {}  # stream key -> FaceTracker
+        self.trackers: dict[str, FrontTrack] = {}  # by stream key
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
         # ONNX Runtime optimises each graph on its first run: pay for that now, not on a frame
         self.encoder.embed_batch(np.zeros((1, self.encoder.size, self.encoder.size, 3), np.uint8))
-        self.localiser.detect(np.zeros((480, 640, 3), np.uint8))
+        self.front.warm_up()
         self.pose.estimate(np.zeros((1, self.pose.size, self.pose.size, 3), np.uint8))
 
     def analyse(self, request: AnalysisRequest) -> Analysis:
@@ -158,8 +163,8 @@ class Analyser:
         timings["decode"], started = ms_since(started), time.perf_counter()
         tracker = self.trackers.get(request.stream)
         if tracker is None:
-            tracker = self.trackers[request.stream] = FaceTracker(self.localiser)
-        face = tracker.update(image, request.capture_time_us / 1e6 or None)
+            tracker = self.trackers[request.stream] = self.front.track()
+        face = tracker.update(image)
         timings["detect"], started = ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}
         head_pose = None
@@ -176,7 +181,9 @@ class Analyser:
             for avatar_id, ref in request.animators.items():
                 raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key)[0]
             timings["animate"] = ms_since(started)
-        return Analysis(face, head_pose, raw, timings, os.getpid())
+        found = FaceFound(face.box, face.confidence) if face is not None else None
+        blendshapes = face.blendshapes if face is not None else None
+        return Analysis(found, head_pose, raw, timings, os.getpid(), blendshapes)
 
     def forget(self, stream: str) -> None:
         self.trackers.pop(stream, None)

@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from freeavatar_server.inference.face.crop import cut_window
 from freeavatar_server.inference.face.detection import (
     Detection,
     LocaliserConfig,
@@ -61,12 +60,3 @@ class FaceLocaliser:
         det = self._run(small)
         scale = np.array([w / iw, h / ih, w / iw, h / ih], dtype=np.float32)
         return Detection(det.box * scale, det.confidence)
-
-    def detect_in_window(self, frame: np.ndarray, window: np.ndarray) -> Detection:
-        """Strongest face inside a square window (x0, y0, x1, y1; may leave the frame)."""
-        side = self.config.crop_input
-        patch = cut_window(frame, window, side)
-        det = self._run(patch)
-        k = (window[2] - window[0]) / side
-        box = det.box * k + np.array([window[0], window[1], window[0], window[1]])
-        return Detection(box.astype(np.float32), det.confidence)

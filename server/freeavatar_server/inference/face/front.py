@@ -1,0 +1,138 @@
+"""The live path's face front end: MediaPipe's Face Landmarker (BlazeFace, the 478-point mesh,
+the 52 ARKit blendshapes) tracking the actor's face, with the synthetic-trained localiser as a
+second detector, and the face box the expression encoder's crop is cut from.
+
+The encoder was trained on crops framed from the synthetic world's face box (brow to chin, ear
+to ear: `inference.face.crop`). The mesh gives that box through a linear map of its landmarks,
+fitted on synthetic faces in a frame centred on the eyes and scaled by their distance (so the
+map holds at any position and size): `training.face.mesh_box_fit`, held-out IoU with the true
+box 0.88. On real faces the mesh is what finds the face; the localiser only steps in when
+BlazeFace sees nothing (it finds the synthetic world's small faces, which the short-range
+BlazeFace misses), and the mesh still confirms each of its proposals.
+
+    front = FaceFront()                      # shared by a worker's actors
+    track = front.track()                    # one per actor stream
+    face = track.update(frame)               # FaceObservation | None
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from freeavatar_server.inference.face.localiser import FaceLocaliser
+from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi, FaceTrack
+from freeavatar_server.inference.shipped import MESH_FACE_BOX
+
+# mesh landmarks: forehead top, chin, cheek extremes, nose tip, eye corners, mouth corners
+BOX_LANDMARKS = (10, 152, 234, 454, 1, 33, 263, 61, 291, 133, 362)
+LOCALISER_MIN_CONFIDENCE = 0.3  # below this its strongest cell is background: no mesh run
+LOCALISER_ROI_SCALE = 1.3  # the mesh's region around a localiser box (swept 1.15-2.2 on synthetic frames)
+
+
+def eye_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre between the eyes, distance between the eye centres) in frame pixels."""
+    xy = np.asarray(landmarks, np.float64)[:, :2]
+    right, left = (xy[33] + xy[133]) / 2, (xy[263] + xy[362]) / 2
+    return (right + left) / 2, max(float(np.linalg.norm(left - right)), 1e-6)
+
+
+def box_features(landmarks: np.ndarray) -> np.ndarray:
+    """What the face-box map reads from a mesh, in eye-frame units."""
+    centre, scale = eye_frame(landmarks)
+    xy = (np.asarray(landmarks, np.float64)[:468, :2] - centre) / scale
+    return np.concatenate([xy.min(0), xy.max(0), xy[list(BOX_LANDMARKS)].ravel(), [1.0]])
+
+
+@dataclass(frozen=True)
+class MeshFaceBox:
+    """Mesh landmarks -> the synthetic world's face box, a linear map in eye-frame units."""
+
+    weights: np.ndarray  # (features, 4)
+
+    @classmethod
+    def load(cls, path: Path = MESH_FACE_BOX) -> MeshFaceBox:
+        with np.load(path) as data:
+            return cls(data["weights"])
+
+    def box(self, landmarks: np.ndarray) -> np.ndarray:
+        """(4,) float32 x0, y0, x1, y1 in frame pixels."""
+        centre, scale = eye_frame(landmarks)
+        unit = box_features(landmarks) @ self.weights
+        return np.concatenate([unit[:2] * scale + centre, unit[2:] * scale + centre]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    """The actor's face in one frame."""
+
+    box: tuple[float, float, float, float]  # the face box the encoder's crop is cut from
+    confidence: float  # the mesh's face presence probability
+    landmarks: np.ndarray  # (478, 3) float32 frame pixels
+    blendshapes: np.ndarray  # (52,) float32 in [0, 1], freeavatar.arkit.ARKIT_BLENDSHAPES order
+    mesh_pose: np.ndarray  # (3,) yaw, pitch, roll degrees from the mesh's rigid fit
+    detected: bool  # a detector ran for this frame (the track was lost or new)
+
+
+@dataclass(frozen=True)
+class LocaliserProposal:
+    """The localiser's face as a region for the mesh to confirm (a `SecondDetector`)."""
+
+    localiser: FaceLocaliser
+
+    def __call__(self, frame: np.ndarray) -> FaceRoi | None:
+        found = self.localiser.detect(frame)
+        if found.confidence < LOCALISER_MIN_CONFIDENCE:
+            return None
+        x0, y0, x1, y1 = (float(v) for v in found.box)
+        side = max(x1 - x0, y1 - y0) * LOCALISER_ROI_SCALE
+        return FaceRoi(np.array([(x0 + x1) / 2, (y0 + y1) / 2]), side, 0.0)
+
+
+class FaceFront:
+    """The models, shared by every actor a worker serves (ONNX Runtime sessions are)."""
+
+    def __init__(self, threads: int = 1, face_box: MeshFaceBox | None = None) -> None:
+        self.landmarker = FaceLandmarker(threads=threads)
+        self.proposal = LocaliserProposal(FaceLocaliser(threads=threads))
+        self.face_box = face_box or MeshFaceBox.load()
+
+    def warm_up(self) -> None:
+        """Run every graph once: ONNX Runtime optimises each on its first run."""
+        blank = np.zeros((480, 640, 3), np.uint8)
+        self.proposal(blank)
+        self.landmarker.detect(blank)
+        mesh = self.landmarker.run_mesh(blank, FaceRoi(np.array([320.0, 240.0]), 200.0, 0.0))
+        self.landmarker.blendshapes(mesh.landmarks)
+
+    def mesh_track(self) -> FaceTrack:
+        """A track of the mesh alone (no face box)."""
+        return FaceTrack(self.landmarker, second_detector=self.proposal)
+
+    def track(self) -> FrontTrack:
+        return FrontTrack(self.mesh_track(), self.face_box)
+
+
+class FrontTrack:
+    """One actor stream's face: not thread-safe, one per stream."""
+
+    def __init__(self, track: FaceTrack, face_box: MeshFaceBox) -> None:
+        self._track = track
+        self._face_box = face_box
+
+    @property
+    def detector_runs(self) -> int:
+        return self._track.detector_runs
+
+    def update(self, frame: np.ndarray) -> FaceObservation | None:
+        """(H, W, 3) uint8 RGB -> the face, or None when there is none."""
+        reading = self._track.update(frame)
+        if reading is None:
+            return None
+        x0, y0, x1, y1 = (float(v) for v in self._face_box.box(reading.landmarks))
+        return FaceObservation(
+            (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes,
+            reading.head_pose, reading.detected,
+        )  # fmt: skip
