@@ -1,0 +1,57 @@
+"""The real-face evaluation on the set that ships with the package: real photos, the live
+path's analysis, the default expression reader against the animator alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.realface.evaluate import (
+    EXPECTED,
+    LABELS,
+    SET_DIR,
+    choose_threshold,
+    contact_sheet,
+    evaluate,
+    read_labels,
+)
+
+
+def test_the_set_is_labelled_and_split():
+    faces = read_labels()
+    assert len(faces) >= 25
+    assert {f.split for f in faces} == {"eval", "tune"}
+    assert all((SET_DIR / "photos" / f.photo).exists() for f in faces)
+    for label in LABELS:  # every label has a controls row for every built-in avatar
+        assert set(EXPECTED[label]) == set(BUILTIN_AVATARS)
+
+
+@pytest.fixture(scope="module")
+def tune():
+    return evaluate("tune")
+
+
+def test_a_real_person_moves_the_arkit_avatar(tune):
+    report, results = tune
+    assert report.found >= 0.9
+    readers = report.readers
+    # the blendshapes make the ARKit avatar follow real smiles; the animator alone does not
+    assert readers["human_arkit"]["moved_when_shown"]["smile"][0] >= 4
+    assert readers["human_arkit"]["balanced"] > readers["human_arkit/animator"]["balanced"] + 0.2
+    # the default reader is MediaPipe's blendshapes on an all-ARKit rig
+    assert readers["human_arkit"] == readers["mediapipe"]
+    # every avatar moves somewhere across the set
+    for name in BUILTIN_AVATARS:
+        assert len(report.frozen_controls[name]) < len(BUILTIN_AVATARS[name].spec.controls)
+
+
+def test_the_threshold_comes_from_the_tune_split(tune):
+    report, results = tune
+    assert choose_threshold(results) == report.moved_threshold
+
+
+def test_contact_sheet_shows_each_face_beside_every_avatar(tune):
+    _, results = tune
+    sheet = contact_sheet(results, size=32)
+    assert sheet.shape == (32 * len(results), 32 * (1 + len(BUILTIN_AVATARS)), 3) and sheet.dtype == np.uint8
