@@ -1,26 +1,32 @@
-"""The `freeavatar` command: avatars subcommands against a real server, and `serve` itself."""
+"""The `freeavatar` command: its tree (each group once, each command at one path), avatars
+subcommands against a real server, `stream --json` and its live view, and `serve` itself."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
+import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
 from typer.testing import CliRunner
 
 from freeavatar import RigControl, RigSpec
-from freeavatar.cli import app
-from freeavatar_server.app.cli import add_server_commands
+from freeavatar.cli import app, build_app
+from freeavatar.stream import AvatarControls, RigFrame
 from freeavatar_server.tools.bench import free_port
-from tests.conftest import ServerThread
+from freeavatar_server.tools.stream_file import StreamView
+from tests.conftest import BUILTIN, ServerThread, loopback_config
 
-add_server_commands(app)
 runner = CliRunner()
 
 
@@ -136,3 +142,139 @@ def test_render_samples_train_and_jobs(server_thread: ServerThread) -> None:
     assert code == 1 and "NOT_FOUND" in out
     code, out = invoke("train", "renderer", "nobody", *server)
     assert code == 1 and "no avatar with id or name 'nobody'" in out
+
+
+# The command tree
+
+
+def walk(command: typer.core.TyperGroup, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object, bool]]:
+    """(path, click command, hidden along the way) for every command under `command`."""
+    for name, sub in command.commands.items():
+        hidden = bool(getattr(sub, "hidden", False))
+        yield (*path, name), sub, hidden
+        for subpath, leaf, leaf_hidden in walk(sub, (*path, name)) if hasattr(sub, "commands") else ():
+            yield subpath, leaf, hidden or leaf_hidden
+
+
+def visible_tree(tree: typer.Typer) -> dict[tuple[str, ...], object]:
+    return {path: command for path, command, hidden in walk(typer.main.get_command(tree)) if not hidden}
+
+
+EXPECTED_TREE = {
+    "serve": None, "demo": None, "stream": None,
+    "avatars": {"list", "register", "show", "delete", "render-samples"},
+    "sessions": {"create", "list", "close"},
+    "outputs": {"add", "list", "remove"},
+    "jobs": {"list", "show", "watch", "cancel"},
+    "train": {"renderer", "animator", "encoder", "face"},
+    "eval": {"encoder", "renderer", "animator", "realface"},
+    "bench": {"stream"},
+    "synth": {"video", "sheet", "triplets"},
+    "encoder": {"export", "ship", "curves"},
+}  # fmt: skip
+
+
+def test_command_tree_has_each_group_once_and_each_command_at_one_path() -> None:
+    tree = visible_tree(app)
+    top = [path[0] for path in tree if len(path) == 1]
+    assert top == list(EXPECTED_TREE)  # each group once, in the help's order
+    for group, commands in EXPECTED_TREE.items():
+        assert commands is None or {p[1] for p in tree if len(p) == 2 and p[0] == group} == commands, group
+    leaves = [inspect.unwrap(c.callback) for c in tree.values() if not hasattr(c, "commands")]
+    twice = {f.__name__ for f in leaves if leaves.count(f) > 1}
+    assert not twice, f"commands at more than one visible path: {twice}"
+    # building again mounts nothing twice: the tree is assembled in one place, from scratch
+    assert list(visible_tree(build_app())) == list(tree) == list(visible_tree(build_app()))
+
+
+def test_hidden_aliases_still_work_and_stay_hidden() -> None:
+    for old, new in ((("encoder", "train"), ("train", "encoder")), (("encoder", "eval"), ("eval", "encoder"))):
+        code, out = invoke(*old, "--help")
+        assert code == 0 and "--help" in out, out
+        code, new_help = invoke(*new, "--help")
+        assert code == 0 and new_help.split("Usage:")[1].split("\n", 1)[1] == out.split("Usage:")[1].split("\n", 1)[1]
+    code, out = invoke("encoder", "--help")
+    assert code == 0 and "export" in out and " train " not in out and " eval " not in out
+
+
+def test_connection_and_json_options_are_one_definition() -> None:
+    """Every --server, --api-key, --tls-ca and --json in the tree is the same option."""
+    seen: dict[str, set[tuple]] = {}
+    for path, command, _ in walk(typer.main.get_command(app)):
+        for param in getattr(command, "params", []):
+            if param.name in ("server", "api_key", "tls_ca", "as_json"):
+                seen.setdefault(param.name, set()).add((tuple(param.opts), param.envvar, param.help, param.default))
+        assert not getattr(command, "context_settings", {}).get("allow_extra_args"), path  # no raw args
+    assert {name: len(kinds) for name, kinds in seen.items()} == {"server": 1, "api_key": 1, "tls_ca": 1, "as_json": 1}
+    envvars = {name: next(iter(kinds))[1] for name, kinds in seen.items()}
+    assert envvars == {"server": "FREEAVATAR_SERVER", "api_key": "FREEAVATAR_API_KEY", "tls_ca": "FREEAVATAR_TLS_CA", "as_json": None}
+
+
+def test_train_face_is_a_typer_command() -> None:
+    code, out = invoke("train", "face", "--help")
+    assert code == 0 and "generate" in out and "--n-full" in out and "--ship" in out
+    code, out = invoke("train", "face", "polish")
+    assert code == 2 and "polish" in out
+
+
+def test_help_has_no_broken_lines() -> None:
+    """Help text paragraphs are one line each in the source: rich wraps them, so a hard newline
+    inside a sentence would break it mid-line at any terminal width."""
+    for path, command, _ in walk(typer.main.get_command(app)):
+        for paragraph in inspect.cleandoc(command.help or "").split("\n\n"):
+            assert "\n" not in paragraph.strip(), (path, paragraph)
+
+
+# `freeavatar stream`
+
+
+def rig_frame(values: list[float], controls: AvatarControls | None) -> RigFrame:
+    return RigFrame("a1", "", "", 1, 0, 0, np.array(values, np.float32), True, 0.9, (1.0, 2.0, 3.0), controls)
+
+
+def test_stream_view_shows_the_most_active_controls() -> None:
+    spec = RigSpec("bot", (RigControl("jaw"), RigControl("brow"), RigControl("yaw", -1, 1, 0), RigControl("eye")))
+    view = StreamView(30.0, {"a1": spec})
+    record = view.received_frame(rig_frame([0.1, 0.0, -0.8, 0.5], None))
+    assert record["avatar"] == "bot" and record["controls"] == {"jaw": 0.1, "brow": 0.0, "yaw": -0.8, "eye": 0.5}
+    assert [name for name, _, _ in view.most_active(view.latest["a1"], 3)] == ["eye", "yaw", "jaw"]
+    console = Console(width=80, record=True)
+    console.print(view)
+    text = console.export_text()
+    assert "rig frames bot" in text and "+0.50" in text and "-0.80" in text
+    assert text.index("eye") < text.index("yaw") < text.index("jaw") < text.index("brow")  # most active first
+
+
+def test_stream_json_prints_one_line_per_rig_frame(untrained_models, tmp_path: Path) -> None:
+    from freeavatar_server.media import VideoWriter
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+    from freeavatar_server.tools.demo import DemoConfig, render_clip
+
+    encoder, animator = untrained_models
+    config = loopback_config(tmp_path / "data", builtin_avatars=BUILTIN, builtin_animator=animator, encoder_path=encoder)
+    server = ServerThread(config)
+    try:
+        video = tmp_path / "clip.mp4"
+        frames = render_clip(DemoConfig(seconds=0.5, fps=24, seed=5), lambda stage, done: None)
+        with VideoWriter(video, 24, frames.shape[2], frames.shape[1]) as writer:
+            for frame in frames:
+                writer.write(frame)
+        args = ["stream", "--video", str(video), "--avatar", "robot", "--avatar", "cat", "--json"]
+        result = runner.invoke(app, [*args, "--server", server.address])
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert records and {r["avatar"] for r in records} == {"robot", "cat"}
+        for name in ("robot", "cat"):
+            ours = [r for r in records if r["avatar"] == name]
+            assert 1 <= len(ours) <= len(frames)
+            assert [r["sequence"] for r in ours] == sorted(r["sequence"] for r in ours)
+            assert list(ours[-1]["controls"]) == [c.name for c in BUILTIN_AVATARS[name].spec.controls]
+        assert {"avatar_id", "capture_time_us", "latency_ms", "face_present", "head_pose"} <= set(records[0])
+
+        # into a session with an output: the "sending" line goes to stderr, stdout stays JSON
+        result = runner.invoke(app, [*args[:3], "--avatar", "robot", "--json", "--livelink", "127.0.0.1:9", "--server", server.address])
+        assert result.exit_code == 0, result.output
+        assert "sending Live Link Face" in result.stderr
+        assert all(json.loads(line)["avatar"] == "robot" for line in result.stdout.splitlines())
+    finally:
+        server.stop()

@@ -11,6 +11,7 @@ import pytest
 
 from freeavatar import (
     AsyncClient,
+    ExpressionReader,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -133,3 +134,15 @@ async def test_oversized_frame_is_refused_and_the_server_carries_on(client: Asyn
     assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (await client.get_session(session.id)).actors[0].id == actor.id  # the session lives on
     assert (await client.create_session("still serving")).token
+
+
+async def test_each_binding_chooses_its_expression_reader(client: AsyncClient) -> None:
+    session = await client.create_session()
+    arkit = await client.register_avatar(RigSpec.arkit52("reader_head"))
+    plain = await client.register_avatar(RigSpec("reader_plain", (RigControl("antenna"),)))
+    actor = await client.join_session(session.id, [arkit.id], reader=ExpressionReader.BLENDSHAPES)
+    assert actor.readers == (ExpressionReader.BLENDSHAPES,)
+    with pytest.raises(FailedPrecondition, match="no tuned animator"):  # the animator reader needs one
+        await client.rebind_actor(session.id, actor.id, [arkit.id], reader=ExpressionReader.ANIMATOR)
+    with pytest.raises(InvalidArgument, match="no control with an ARKit alias"):
+        await client.join_session(session.id, [plain.id], reader=ExpressionReader.BLENDSHAPES)

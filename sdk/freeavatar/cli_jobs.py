@@ -10,21 +10,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from freeavatar.avatar import Avatar
-from freeavatar.cli_avatars import (
-    ApiKeyOption,
-    JsonOption,
-    ServerOption,
-    TlsCaOption,
-    connect,
-    console,
-    fail,
-)
-from freeavatar.client import DEFAULT_ADDRESS, Client
+from freeavatar.cli_common import Printer, Remote, console, fail, with_json, with_server
+from freeavatar.client import Client
 from freeavatar.errors import NotFound
 from freeavatar.job import Job, JobState
 
 jobs_app = typer.Typer(help="List, watch and cancel training jobs.", no_args_is_help=True)
-train_app = typer.Typer(help="Train models: avatar renderers on the server, and more.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: avatars' renderers and animator on the server.", no_args_is_help=True)
 
 
 def resolve_avatar(client: Client, reference: str) -> Avatar:
@@ -65,87 +57,75 @@ def report_end(job: Job) -> None:
 
 
 @jobs_app.command("list")
+@with_json
+@with_server
 def list_jobs(
+    remote: Remote,
+    printer: Printer,
     avatar: Annotated[str | None, typer.Option(help="Only this avatar's jobs (id or name).")] = None,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """List training jobs, oldest first."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         avatar_id = resolve_avatar(client, avatar).id if avatar else ""
         jobs = client.list_jobs(avatar_id)
-    if as_json:
-        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
-        return
-    table = Table("id", "kind", "state", "progress", "avatars", "created", "error")
-    for job in jobs:
-        table.add_row(
-            job.id,
-            job.kind.name.lower(),
-            job.state.name.lower(),
-            f"{job.progress:.0%}",
-            ", ".join(a[:8] for a in job.avatar_ids),
-            f"{job.created:%Y-%m-%d %H:%M}",
-            job.error,
-        )
-    console.print(table)
+
+    def table() -> Table:
+        view = Table("id", "kind", "state", "progress", "avatars", "created", "error")
+        for job in jobs:
+            view.add_row(
+                job.id,
+                job.kind.name.lower(),
+                job.state.name.lower(),
+                f"{job.progress:.0%}",
+                ", ".join(a[:8] for a in job.avatar_ids),
+                f"{job.created:%Y-%m-%d %H:%M}",
+                job.error,
+            )
+        return view
+
+    printer.show([_job_dict(j) for j in jobs], table)
 
 
 @jobs_app.command()
-def show(
-    job_id: str,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-) -> None:
+@with_server
+def show(remote: Remote, job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Print one job as JSON."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         print(json.dumps(_job_dict(client.get_job(job_id)), indent=2))
 
 
 @jobs_app.command()
-def watch(
-    job_id: str,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-) -> None:
+@with_server
+def watch(remote: Remote, job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Follow a job's progress until it ends (exit code 1 unless it succeeds)."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         job = watch_with_progress(client, client.get_job(job_id))
     report_end(job)
 
 
 @jobs_app.command()
-def cancel(
-    job_id: str,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-) -> None:
+@with_server
+def cancel(remote: Remote, job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Cancel a queued or running job."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         job = client.cancel_job(job_id)
     console.print(f"job {job.id}: {job.state.name.lower()}")
 
 
 @train_app.command()
+@with_server
 def renderer(
+    remote: Remote,
     avatar: Annotated[str, typer.Argument(help="Avatar id or name.")],
     steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Resolution in pixels (power of two).")] = None,
     time_budget_s: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     detach: Annotated[bool, typer.Option(help="Print the job id and return at once.")] = False,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
 ) -> None:
     """Train an avatar's neural renderer on its uploaded render samples."""
     options = {"steps": steps, "image_size": image_size, "time_budget_s": time_budget_s, "seed": seed}
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         job = client.train_renderer(resolve_avatar(client, avatar).id, **options)
         if detach:
             console.print(f"queued job {job.id}")
@@ -155,7 +135,9 @@ def renderer(
 
 
 @train_app.command()
+@with_server
 def animator(
+    remote: Remote,
     avatars: Annotated[list[str], typer.Argument(help="Avatar ids or names (each needs a trained renderer).")],
     steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Actor images per step and avatar.")] = None,
@@ -163,12 +145,10 @@ def animator(
     keyframe_limit: Annotated[int | None, typer.Option(help="Use at most this many keyframes (0: none).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     detach: Annotated[bool, typer.Option(help="Print the job id and return at once.")] = False,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
 ) -> None:
-    """Tune the shared animator for these avatars (expression consistency through each avatar's
-    neural renderer, plus its keyframes); publishes an animator version per avatar."""
+    """Tune the shared animator for these avatars; publishes an animator version per avatar.
+
+    The animator learns expression consistency through each avatar's neural renderer, plus the avatar's keyframes."""
     options = {
         "steps": steps,
         "batch_size": batch_size,
@@ -176,7 +156,7 @@ def animator(
         "keyframe_limit": keyframe_limit,
         "seed": seed,
     }
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         ids = [resolve_avatar(client, avatar).id for avatar in avatars]
         job = client.finetune_animator(ids, **options)
         if detach:

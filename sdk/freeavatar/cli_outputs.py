@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated
@@ -10,17 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from freeavatar.cli_avatars import (
-    ApiKeyOption,
-    JsonOption,
-    ServerOption,
-    TlsCaOption,
-    connect,
-    console,
-    fail,
-)
+from freeavatar.cli_common import Printer, Remote, console, fail, with_json, with_server
 from freeavatar.cli_jobs import resolve_avatar
-from freeavatar.client import DEFAULT_ADDRESS
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames
 
 outputs_app = typer.Typer(
@@ -69,8 +59,7 @@ SubjectOption = Annotated[
 def output_targets(
     livelink: list[str] | None, vmc: list[str] | None
 ) -> list[tuple[OutputProtocol, str]]:
-    """(protocol, HOST:PORT) for each --livelink and --vmc flag: what `stream` and `outputs add`
-    share."""
+    """(protocol, HOST:PORT) for each --livelink and --vmc flag (`stream` and `outputs add`)."""
     return [(OutputProtocol.LIVE_LINK_FACE, t) for t in livelink or []] + [
         (OutputProtocol.VMC, t) for t in vmc or []
     ]
@@ -85,7 +74,11 @@ def describe(output: EngineOutput) -> str:
 
 
 @outputs_app.command("add")
+@with_json
+@with_server
 def add(
+    remote: Remote,
+    printer: Printer,
     session_id: Annotated[str, typer.Argument(help="The session whose frames to send.")],
     avatar: Annotated[str, typer.Option(help="Avatar id or name.")],
     livelink: LiveLinkOption = None,
@@ -94,16 +87,12 @@ def add(
     subject: SubjectOption = "",
     actor: Annotated[str, typer.Option(help="Only this actor's frames (an actor id).")] = "",
     token: Annotated[str, typer.Option(help="The session token, on servers with API keys.")] = "",
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Start sending an avatar's frames; they flow while the session has frames for it."""
     targets = output_targets(livelink, vmc)
     if not targets:
         fail("give --livelink HOST:PORT or --vmc HOST:PORT (or both)", code=2)
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         avatar_id = resolve_avatar(client, avatar).id
         outputs = [
             client.add_output(
@@ -118,46 +107,42 @@ def add(
             )  # fmt: skip
             for protocol, target in targets
         ]
-    if as_json:
-        print(json.dumps([_output_dict(o) for o in outputs], indent=2))
-        return
-    for output in outputs:
-        console.print(f"sending {describe(output)}")
+    printer.show([_output_dict(o) for o in outputs], "\n".join(f"sending {describe(o)}" for o in outputs))
 
 
 @outputs_app.command("list")
+@with_json
+@with_server
 def list_outputs(
+    remote: Remote,
+    printer: Printer,
     session_id: Annotated[str, typer.Argument(help="The session.")],
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """A session's outputs and their counters."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         outputs = client.list_outputs(session_id)
-    if as_json:
-        print(json.dumps([_output_dict(o) for o in outputs], indent=2))
-        return
-    table = Table("id", "protocol", "target", "avatar", "sent", "errors", "skipped", "last error")
-    for o in outputs:
-        table.add_row(
-            o.id, o.protocol.name, f"{o.host}:{o.port}", o.avatar_id, str(o.packets_sent),
-            str(o.send_errors), str(o.frames_skipped), o.last_error,
-        )  # fmt: skip
-    console.print(table)
+
+    def table() -> Table:
+        view = Table("id", "protocol", "target", "avatar", "sent", "errors", "skipped", "last error")
+        for o in outputs:
+            view.add_row(
+                o.id, o.protocol.name, f"{o.host}:{o.port}", o.avatar_id, str(o.packets_sent),
+                str(o.send_errors), str(o.frames_skipped), o.last_error,
+            )  # fmt: skip
+        return view
+
+    printer.show([_output_dict(o) for o in outputs], table)
 
 
 @outputs_app.command("remove")
+@with_server
 def remove(
+    remote: Remote,
     session_id: Annotated[str, typer.Argument(help="The session.")],
     output_id: Annotated[str, typer.Argument(help="The output, as `outputs list` shows it.")],
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
 ) -> None:
     """Stop an output."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         client.remove_output(session_id, output_id)
     console.print(f"removed output {output_id}")
 

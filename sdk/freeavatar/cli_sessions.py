@@ -2,81 +2,65 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from freeavatar.cli_avatars import (
-    ApiKeyOption,
-    JsonOption,
-    ServerOption,
-    TlsCaOption,
-    connect,
-    console,
-)
-from freeavatar.client import DEFAULT_ADDRESS
+from freeavatar.cli_common import Printer, Remote, console, with_json, with_server
 
 sessions_app = typer.Typer(help="Create, list and close live sessions.", no_args_is_help=True)
 
 
 @sessions_app.command("create")
+@with_json
+@with_server
 def create(
+    remote: Remote,
+    printer: Printer,
     name: Annotated[str, typer.Argument(help="A name to know it by.")] = "",
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-    as_json: JsonOption = False,
 ) -> None:
     """Create a session; prints its id and token (the token only now: keep it)."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         session = client.create_session(name)
-    if as_json:
-        print(json.dumps({"id": session.id, "name": session.name, "token": session.token}))
-        return
-    console.print(f"session {session.id}\ntoken   {session.token}")
+    data = {"id": session.id, "name": session.name, "token": session.token}
+    printer.show(data, f"session {session.id}\ntoken   {session.token}", indent=None)
 
 
 @sessions_app.command("list")
-def list_sessions(
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@with_json
+@with_server
+def list_sessions(remote: Remote, printer: Printer) -> None:
     """The server's live sessions, with their actors, subscribers and outputs."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         sessions = client.list_sessions()
-    if as_json:
-        rows = [
-            {
-                "id": s.id,
-                "name": s.name,
-                "actors": len(s.actors),
-                "subscribers": s.subscriber_count,
-                "outputs": len(s.outputs),
-            }
-            for s in sessions
-        ]
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table("id", "name", "actors", "subscribers", "outputs")
-    for s in sessions:
-        table.add_row(
-            s.id, s.name, str(len(s.actors)), str(s.subscriber_count), str(len(s.outputs))
-        )
-    console.print(table)
+    rows = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "actors": len(s.actors),
+            "subscribers": s.subscriber_count,
+            "outputs": len(s.outputs),
+        }
+        for s in sessions
+    ]
+
+    def table() -> Table:
+        view = Table("id", "name", "actors", "subscribers", "outputs")
+        for row in rows:
+            view.add_row(*(str(value) for value in row.values()))
+        return view
+
+    printer.show(rows, table)
 
 
 @sessions_app.command("close")
+@with_server
 def close(
+    remote: Remote,
     session_id: Annotated[str, typer.Argument(help="The session.")],
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
 ) -> None:
     """Close a session: its streams and outputs end."""
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         client.close_session(session_id)
     console.print(f"closed session {session_id}")

@@ -7,10 +7,32 @@ private event loop thread, so there is one implementation of every call.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from pathlib import Path
-from typing import Any, TypeVar
+from types import MethodType
+from typing import (
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 import grpc
 import numpy as np
@@ -28,10 +50,20 @@ from freeavatar.errors import InvalidArgument, from_rpc_error
 from freeavatar.job import Job, JobEvent, Keyframe, RenderSample, UploadSummary, training_options
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames, parse_target
 from freeavatar.rig import RigSpecLike, load_rig_spec
-from freeavatar.stream import Actor, ActorFrame, RigFrame, RigStream, Session
+from freeavatar.stream import (
+    Actor,
+    ActorFrame,
+    ExpressionReader,
+    RequestFeed,
+    RigFrame,
+    RigStream,
+    Session,
+)
 
 DEFAULT_ADDRESS = "localhost:50051"
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
 SampleLike = RenderSample | tuple[Sequence[float], bytes]
 FrameLike = ActorFrame | bytes | np.ndarray
 KeyframeLike = Keyframe | tuple[Sequence[float], bytes]  # (rig, actor image bytes)
@@ -233,23 +265,31 @@ class AsyncClient:
         await self._unary(self._streams.CloseSession, request)
 
     async def join_session(
-        self, session_id: str, avatar_ids: Sequence[str], actor_name: str = "", token: str = ""
+        self,
+        session_id: str,
+        avatar_ids: Sequence[str],
+        actor_name: str = "",
+        token: str = "",
+        reader: ExpressionReader = ExpressionReader.AUTO,
     ) -> Actor:
-        """Join as an actor driving `avatar_ids`; stream its frames with animate(actor_id=...)."""
+        """Join as an actor driving `avatar_ids`; stream its frames with animate(actor_id=...).
+        `reader`: what reads the face for the avatars' controls (ExpressionReader)."""
         request = stream_pb2.JoinSessionRequest(
             session_id=session_id,
             session_token=token,
             actor_name=actor_name,
-            bindings=[stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids],
+            bindings=_bindings(avatar_ids, reader),
         )
         return Actor.from_proto(await self._unary(self._streams.JoinSession, request))
 
-    async def rebind_actor(self, session_id: str, actor_id: str, avatar_ids: Sequence[str]) -> Actor:
-        """Change which avatars a joined actor drives, while it streams."""
+    async def rebind_actor(
+        self, session_id: str, actor_id: str, avatar_ids: Sequence[str], reader: ExpressionReader = ExpressionReader.AUTO
+    ) -> Actor:
+        """Change which avatars a joined actor drives, and how, while it streams."""
         request = stream_pb2.RebindActorRequest(
             session_id=session_id,
             actor_id=actor_id,
-            bindings=[stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids],
+            bindings=_bindings(avatar_ids, reader),
         )
         return Actor.from_proto(await self._unary(self._streams.RebindActor, request))
 
@@ -279,11 +319,18 @@ class AsyncClient:
 
         async def requests() -> AsyncIterator[stream_pb2.AnimateRequest]:
             yield stream_pb2.AnimateRequest(start=start)
+            # Frames only once the server's headers say it accepted the call: a frame write in
+            # flight when it refuses would turn its status into INTERNAL (grpc/grpc#36066).
+            await call.initial_metadata()
+            if call.done():
+                return
             async for frame in _aiter(frames):
                 actor_frame = frame if isinstance(frame, ActorFrame) else ActorFrame(frame)
                 yield stream_pb2.AnimateRequest(frame=actor_frame.to_proto())
 
-        return RigStream(self._streams.Animate(requests(), metadata=self._metadata))
+        feed = RequestFeed(requests())
+        call = self._streams.Animate(feed, metadata=self._metadata)
+        return RigStream(call, feed)
 
     def subscribe(
         self, session_id: str, *, avatar_ids: Sequence[str] = (), token: str = "", batch_frames: bool = True
@@ -347,8 +394,12 @@ class AsyncClient:
         return await self._unary(self._streams.GetStats, stream_pb2.GetStatsRequest())
 
     async def _client_stream(self, method: Any, requests: AsyncIterator[Any]) -> Any:
+        feed = RequestFeed(requests)
         try:
-            return await method(requests, metadata=self._metadata)
+            return await method(feed, metadata=self._metadata)
+        except asyncio.CancelledError:
+            feed.reraise()  # the caller's samples iterator raised: that, not the cancellation
+            raise
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
 
@@ -359,8 +410,94 @@ class AsyncClient:
             raise from_rpc_error(error) from None
 
 
+class _Blocking(Generic[_P, _R]):
+    """`Client.<name>`: runs `AsyncClient.<name>` on the client's event loop thread and waits
+    for its result.
+
+    A descriptor, not a function built at import, so that type checkers carry the async method's
+    parameters (`_P`) and result (`_R`) over to the blocking one; `help()` and IDEs get its
+    signature and docstring from the function it hands out.
+    """
+
+    def __init__(self, method: Callable[Concatenate[AsyncClient, _P], Coroutine[Any, Any, _R]]) -> None:
+        def blocking(client: Client, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            return client._run(method(client._client, *args, **kwargs))
+
+        self._function = _mirror(blocking, method, inspect.signature(method).return_annotation)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        _check_name(self._function, owner, name)
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Callable[Concatenate[Client, _P], _R]: ...
+
+    @overload
+    def __get__(self, client: Client, owner: type) -> Callable[_P, _R]: ...
+
+    def __get__(self, client: Client | None, owner: type) -> Callable[..., _R]:
+        return self._function if client is None else MethodType(self._function, client)
+
+
+class _BlockingIterator(Generic[_P, _T]):
+    """`Client.<name>` for an AsyncClient method that returns an async iterator (an async
+    generator, or a RigStream): a blocking iterator over the same items.
+
+    The async method is called on the client's loop (grpc.aio calls bind to the loop they start
+    on) when the blocking one is, so a refused call fails at its first item, as in AsyncClient.
+    """
+
+    def __init__(self, method: Callable[Concatenate[AsyncClient, _P], AsyncIterator[_T]]) -> None:
+        def blocking(client: Client, /, *args: _P.args, **kwargs: _P.kwargs) -> Iterator[_T]:
+            return client._iterate(client._run(_in_loop(method, client._client, *args, **kwargs)))
+
+        self._function = _mirror(blocking, method, f"Iterator[{_item_type(method).__name__}]")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        _check_name(self._function, owner, name)
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Callable[Concatenate[Client, _P], Iterator[_T]]: ...
+
+    @overload
+    def __get__(self, client: Client, owner: type) -> Callable[_P, Iterator[_T]]: ...
+
+    def __get__(self, client: Client | None, owner: type) -> Callable[..., Iterator[_T]]:
+        return self._function if client is None else MethodType(self._function, client)
+
+
+def _mirror(blocking: Callable[..., Any], method: Callable[..., Any], returns: Any) -> Callable[..., Any]:
+    """`blocking` dressed as `method` for help() and IDEs: its name, docstring and parameters,
+    and the blocking result type."""
+    functools.update_wrapper(blocking, method)
+    blocking.__qualname__ = f"Client.{method.__name__}"
+    blocking.__doc__ = method.__doc__ or f"The blocking form of `AsyncClient.{method.__name__}`."
+    # inspect.signature stops at __signature__ rather than follow __wrapped__ to the async one.
+    blocking.__signature__ = inspect.signature(method).replace(return_annotation=returns)  # type: ignore[attr-defined]
+    return blocking
+
+
+def _check_name(function: Callable[..., Any], owner: type, name: str) -> None:
+    # `get_job = _Blocking(AsyncClient.list_jobs)` would type-check: refuse it at import.
+    if name != function.__name__:
+        raise TypeError(f"{owner.__name__}.{name} mirrors AsyncClient.{function.__name__}")
+
+
+def _item_type(method: Callable[..., Any]) -> type:
+    """What the async iterator `method` returns yields: X of AsyncIterator[X], or what a class
+    such as RigStream returns from __anext__."""
+    returned = get_type_hints(method)["return"]
+    if get_origin(returned) in (AsyncIterator, AsyncGenerator, AsyncIterable):
+        return get_args(returned)[0]
+    return get_type_hints(returned.__anext__)["return"]
+
+
 class Client:
-    """The blocking twin of `AsyncClient`, with the same methods and arguments."""
+    """The blocking twin of `AsyncClient`, with the same methods and arguments.
+
+    It runs an `AsyncClient` on a private event loop thread; each method below runs its async
+    namesake there and waits for it, and the streaming ones (watch_job, animate, subscribe)
+    return blocking iterators.
+    """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
@@ -377,6 +514,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the channel and stop the client's thread; calling it again does nothing."""
         if self._loop.is_closed():
             return
         self._run(self._client.close())
@@ -388,114 +526,84 @@ class Client:
     def address(self) -> str:
         return self._client.address
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        self._run(self._client.wait_ready(timeout))
+    wait_ready = _Blocking(AsyncClient.wait_ready)
 
-    def register_avatar(self, spec: RigSpecLike) -> Avatar:
-        return self._run(self._client.register_avatar(spec))
+    # Avatars, render samples and model versions
+    register_avatar = _Blocking(AsyncClient.register_avatar)
+    get_avatar = _Blocking(AsyncClient.get_avatar)
+    list_avatars = _Blocking(AsyncClient.list_avatars)
+    delete_avatar = _Blocking(AsyncClient.delete_avatar)
+    sample_rig_vectors = _Blocking(AsyncClient.sample_rig_vectors)
+    upload_render_samples = _Blocking(AsyncClient.upload_render_samples)
+    upload_keyframes = _Blocking(AsyncClient.upload_keyframes)
+    list_model_versions = _Blocking(AsyncClient.list_model_versions)
+    activate_model_version = _Blocking(AsyncClient.activate_model_version)
 
-    def get_avatar(self, avatar_id: str) -> Avatar:
-        return self._run(self._client.get_avatar(avatar_id))
+    # Jobs
+    train_renderer = _Blocking(AsyncClient.train_renderer)
+    finetune_animator = _Blocking(AsyncClient.finetune_animator)
+    get_job = _Blocking(AsyncClient.get_job)
+    list_jobs = _Blocking(AsyncClient.list_jobs)
+    cancel_job = _Blocking(AsyncClient.cancel_job)
+    watch_job = _BlockingIterator(AsyncClient.watch_job)
+    wait_job = _Blocking(AsyncClient.wait_job)
 
-    def list_avatars(self) -> list[Avatar]:
-        return self._run(self._client.list_avatars())
+    # Sessions, streams and engine outputs
+    create_session = _Blocking(AsyncClient.create_session)
+    get_session = _Blocking(AsyncClient.get_session)
+    list_sessions = _Blocking(AsyncClient.list_sessions)
+    close_session = _Blocking(AsyncClient.close_session)
+    join_session = _Blocking(AsyncClient.join_session)
+    rebind_actor = _Blocking(AsyncClient.rebind_actor)
+    leave_session = _Blocking(AsyncClient.leave_session)
+    subscribe = _BlockingIterator(AsyncClient.subscribe)
+    add_output = _Blocking(AsyncClient.add_output)
+    remove_output = _Blocking(AsyncClient.remove_output)
+    list_outputs = _Blocking(AsyncClient.list_outputs)
+    get_stats = _Blocking(AsyncClient.get_stats)
 
-    def delete_avatar(self, avatar_id: str) -> None:
-        self._run(self._client.delete_avatar(avatar_id))
-
-    def sample_rig_vectors(self, avatar_id: str, n: int, seed: int = 0) -> np.ndarray:
-        return self._run(self._client.sample_rig_vectors(avatar_id, n, seed))
-
-    def upload_render_samples(self, avatar_id: str, samples: Iterable[SampleLike]) -> UploadSummary:
-        return self._run(self._client.upload_render_samples(avatar_id, samples))
-
-    def list_model_versions(self, avatar_id: str, kind: ModelKind) -> list[ModelVersion]:
-        return self._run(self._client.list_model_versions(avatar_id, kind))
-
-    def activate_model_version(self, avatar_id: str, kind: ModelKind, version: int) -> ModelVersion:
-        return self._run(self._client.activate_model_version(avatar_id, kind, version))
-
-    def train_renderer(self, avatar_id: str, **options: float | int | None) -> Job:
-        return self._run(self._client.train_renderer(avatar_id, **options))
-
-    def finetune_animator(self, avatar_ids: Sequence[str] | str, **options: float | int | None) -> Job:
-        return self._run(self._client.finetune_animator(avatar_ids, **options))
-
-    def upload_keyframes(self, avatar_id: str, keyframes: Iterable[KeyframeLike]) -> UploadSummary:
-        return self._run(self._client.upload_keyframes(avatar_id, keyframes))
-
-    def get_job(self, job_id: str) -> Job:
-        return self._run(self._client.get_job(job_id))
-
-    def list_jobs(self, avatar_id: str = "") -> list[Job]:
-        return self._run(self._client.list_jobs(avatar_id))
-
-    def cancel_job(self, job_id: str) -> Job:
-        return self._run(self._client.cancel_job(job_id))
-
-    def watch_job(self, job_id: str) -> Iterator[JobEvent]:
-        return self._iterate(self._client.watch_job(job_id))
-
-    def wait_job(self, job_id: str) -> Job:
-        return self._run(self._client.wait_job(job_id))
-
-    def create_session(self, name: str = "") -> Session:
-        return self._run(self._client.create_session(name))
-
-    def get_session(self, session_id: str) -> Session:
-        return self._run(self._client.get_session(session_id))
-
-    def list_sessions(self) -> list[Session]:
-        return self._run(self._client.list_sessions())
-
-    def close_session(self, session_id: str) -> None:
-        self._run(self._client.close_session(session_id))
-
-    def join_session(
-        self, session_id: str, avatar_ids: Sequence[str], actor_name: str = "", token: str = ""
-    ) -> Actor:
-        return self._run(self._client.join_session(session_id, avatar_ids, actor_name, token))
-
-    def rebind_actor(self, session_id: str, actor_id: str, avatar_ids: Sequence[str]) -> Actor:
-        return self._run(self._client.rebind_actor(session_id, actor_id, avatar_ids))
-
-    def leave_session(self, session_id: str, actor_id: str) -> None:
-        self._run(self._client.leave_session(session_id, actor_id))
-
-    def animate(self, frames: Iterable[FrameLike], **target: Any) -> Iterator[RigFrame]:
-        """Blocking `AsyncClient.animate`. The frames iterable is read on the client's own
-        thread, so a slow generator paces the upload, as a camera would."""
-        return self._iterate(self._run(_in_loop(self._client.animate, frames, **target)))
-
-    def subscribe(self, session_id: str, **options: Any) -> Iterator[RigFrame]:
-        return self._iterate(self._run(_in_loop(self._client.subscribe, session_id, **options)))
-
-    def add_output(
-        self, session_id: str, avatar_id: str, protocol: OutputProtocol, target: str, **options: Any
-    ) -> EngineOutput:
-        return self._run(self._client.add_output(session_id, avatar_id, protocol, target, **options))
-
-    def remove_output(self, session_id: str, output_id: str) -> None:
-        self._run(self._client.remove_output(session_id, output_id))
-
-    def list_outputs(self, session_id: str) -> list[EngineOutput]:
-        return self._run(self._client.list_outputs(session_id))
-
-    def get_stats(self) -> stream_pb2.PipelineStats:
-        return self._run(self._client.get_stats())
+    def animate(
+        self,
+        frames: Iterable[FrameLike],
+        *,
+        avatar_ids: Sequence[str] = (),
+        session_id: str = "",
+        actor_id: str = "",
+        token: str = "",
+        batch_frames: bool = True,
+    ) -> Iterator[RigFrame]:
+        """Blocking `AsyncClient.animate`: send the actor's frames, receive their avatars' rig
+        frames. The frames iterable is read on the client's own thread, so a slow generator
+        paces the upload, as a camera would; what it raises, the returned iterator raises."""
+        stream = self._run(
+            _in_loop(
+                self._client.animate,
+                frames,
+                avatar_ids=avatar_ids,
+                session_id=session_id,
+                actor_id=actor_id,
+                token=token,
+                batch_frames=batch_frames,
+            )
+        )
+        return self._iterate(stream)
 
     def _iterate(self, events: AsyncIterator[_T]) -> Iterator[_T]:
         try:
             while True:
                 try:
-                    yield self._run(events.__anext__())
+                    yield self._run(_anext(events))
                 except StopAsyncIteration:
                     return
         finally:
             self._run(events.aclose())  # type: ignore[attr-defined]
 
-    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+    def _run(self, coroutine: Coroutine[Any, Any, _R]) -> _R:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def _bindings(avatar_ids: Sequence[str], reader: ExpressionReader) -> list[stream_pb2.AvatarBinding]:
+    return [stream_pb2.AvatarBinding(avatar_id=a, reader=reader.value) for a in avatar_ids]
 
 
 async def _open(address: str, options: dict[str, Any]) -> AsyncClient:
@@ -503,9 +611,14 @@ async def _open(address: str, options: dict[str, Any]) -> AsyncClient:
     return AsyncClient(address, **options)
 
 
-async def _in_loop(function: Any, *args: Any, **kwargs: Any) -> Any:
+async def _in_loop(function: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
     """Call `function` on the client's loop (grpc.aio calls bind to the loop they start on)."""
     return function(*args, **kwargs)
+
+
+async def _anext(items: AsyncIterator[_T]) -> _T:
+    # A coroutine for run_coroutine_threadsafe (an async generator's __anext__ is an awaitable).
+    return await anext(items)
 
 
 async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Generic, TypeVar
 
 import grpc
 import numpy as np
@@ -13,6 +16,8 @@ import numpy as np
 from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.errors import from_rpc_error
 from freeavatar.outputs import EngineOutput
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -61,16 +66,26 @@ class RigFrame:
         )
 
 
+class ExpressionReader(Enum):
+    """What reads the actor's face for an avatar's controls."""
+
+    AUTO = stream_pb2.EXPRESSION_READER_AUTO  # ARKit-aliased controls: blendshapes; others: animator
+    ANIMATOR = stream_pb2.EXPRESSION_READER_ANIMATOR  # every control from the animator
+    BLENDSHAPES = stream_pb2.EXPRESSION_READER_BLENDSHAPES  # aliased controls only, no animator
+
+
 @dataclass(frozen=True)
 class Actor:
     id: str
     name: str
     avatar_ids: tuple[str, ...]
     streaming: bool
+    readers: tuple[ExpressionReader, ...] = ()  # one per avatar, in avatar_ids order
 
     @classmethod
     def from_proto(cls, msg: stream_pb2.Actor) -> Actor:
-        return cls(msg.id, msg.name, tuple(b.avatar_id for b in msg.bindings), msg.streaming)
+        readers = tuple(ExpressionReader(b.reader) for b in msg.bindings)
+        return cls(msg.id, msg.name, tuple(b.avatar_id for b in msg.bindings), msg.streaming, readers)
 
 
 @dataclass(frozen=True)
@@ -119,15 +134,49 @@ class ActorFrame:
         return stream_pb2.ActorFrame(data=data, format=image_format, capture_time_us=stamp)
 
 
+class RequestFeed(Generic[_T]):
+    """A call's request stream that keeps what it raised.
+
+    grpc.aio swallows an exception from a request iterator: it logs it at debug level and
+    cancels the call, so the caller would see a bare asyncio.CancelledError instead of, say,
+    the camera's error. `reraise` gives the caller the real one.
+    """
+
+    def __init__(self, requests: AsyncIterator[_T]) -> None:
+        self._requests = requests
+        self.error: Exception | None = None
+
+    def __aiter__(self) -> RequestFeed[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            return await anext(self._requests)
+        except StopAsyncIteration:
+            raise
+        except Exception as error:
+            self.error = error
+            raise
+
+    def reraise(self) -> None:
+        """Call while handling the call's CancelledError: raise what the requests raised, if
+        that is why the call was cancelled (not the caller's own task being cancelled)."""
+        task = asyncio.current_task()
+        if self.error is not None and not (task is not None and task.cancelling()):
+            raise self.error from None  # its traceback still shows where the caller's code raised
+
+
 class RigStream:
     """Rig frames of an animate or subscribe call, as an async iterator; `aclose()` ends it.
 
     Each avatar's control names arrive once, before its first frame; `controls` keeps them and
-    every RigFrame carries its avatar's.
+    every RigFrame carries its avatar's. If the animate call's frames iterator raises, iterating
+    raises that exception.
     """
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, requests: RequestFeed[Any] | None = None) -> None:
         self._call = call
+        self._requests = requests
         self.controls: dict[str, AvatarControls] = {}
         self._received: deque[rig_pb2.RigFrame] = deque()  # frames read, not yet yielded
 
@@ -141,6 +190,10 @@ class RigStream:
                 return RigFrame.from_proto(frame, self.controls.get(frame.avatar_id))
             try:
                 message = await self._call.read()
+            except asyncio.CancelledError:
+                if self._requests is not None:
+                    self._requests.reraise()
+                raise
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.CANCELLED and self._call.cancelled():
                     raise StopAsyncIteration from None

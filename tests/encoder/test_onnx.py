@@ -50,8 +50,8 @@ def test_shipped_animator_was_trained_through_the_shipped_encoder():
     """The live pipeline embeds faces with the shipped encoder and feeds the shipped animator,
     which only understands the embedding space it was trained in (its snapshot `encoder.pt`).
     After shipping a new encoder, retrain and ship the animator through it."""
-    from freeavatar_server.training.animator.encoding import ENCODER_FILE
     from freeavatar_server.inference.shipped import ANIMATOR_DIR
+    from freeavatar_server.training.animator.encoding import ENCODER_FILE
     from freeavatar_server.training.encoder.train import load_checkpoint
 
     shipped = load_checkpoint(DEFAULT_ONNX.with_suffix(".pt"))["model"]

@@ -1,26 +1,18 @@
-"""Server-side commands added to the `freeavatar` CLI. Heavy imports stay inside the commands
-so that `freeavatar --help` is instant."""
+"""The server's commands in the `freeavatar` CLI, and the group each joins (`COMMANDS`;
+`freeavatar.cli.build_app` assembles the tree). Heavy imports (torch, the server) stay inside
+the commands, each marked `# lazy:`, so that `freeavatar --help` is instant."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.json import JSON
 
-from freeavatar.cli_avatars import (
-    ApiKeyOption,
-    ServerOption,
-    TlsCaOption,
-    avatars_app,
-    connect,
-    console,
-    fail,
-)
-from freeavatar.cli_jobs import train_app
+from freeavatar.cli_common import Printer, Remote, console, fail, with_json, with_server
 from freeavatar.cli_outputs import (
     LiveLinkOption,
     SubjectOption,
@@ -29,18 +21,25 @@ from freeavatar.cli_outputs import (
     VmcOption,
     output_targets,
 )
-from freeavatar.client import DEFAULT_ADDRESS
 from freeavatar_server.app.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.synth.cli import synth_app
 from freeavatar_server.training.animator.cli import eval_animator
 from freeavatar_server.training.encoder.cli import encoder_app, eval_encoder, train_encoder
+from freeavatar_server.training.face.cli import train_face
+from freeavatar_server.training.realface.cli import eval_realface
 
 # The names of synth.avatars.BUILTIN_AVATARS, without importing torch (a test keeps them equal).
 BUILTIN_NAMES = ("human_arkit", "cartoon", "robot", "cat")
+top_commands = typer.Typer()  # freeavatar serve | demo | stream
+avatar_commands = typer.Typer()  # freeavatar avatars render-samples
+train_commands = typer.Typer(  # freeavatar train encoder | face, beside the SDK's renderer | animator
+    help="Train models: avatar renderers and the animator as server jobs; the encoder and the face localiser here."
+)
 bench_app = typer.Typer(help="Speed measurements; results belong in docs/results.md.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure model quality; results belong in docs/results.md.", no_args_is_help=True)
 
 
+@top_commands.command()
 def serve(
     data_dir: Annotated[
         Path,
@@ -65,7 +64,9 @@ def serve(
     builtin_avatars: Annotated[
         bool, typer.Option(help="Register the built-in avatars, ready to stream (shipped animator).")
     ] = False,
-    pipeline_workers: Annotated[int, typer.Option(help="Analysis worker processes for the live pipelines (one per core).")] = 2,
+    pipeline_workers: Annotated[
+        int, typer.Option(help="Analysis worker processes for the live pipelines (one per core).")
+    ] = 2,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
@@ -84,7 +85,7 @@ def serve(
     """Run the FreeAvatar server until Ctrl-C or SIGTERM."""
     from rich.logging import RichHandler
 
-    from freeavatar_server.app.server import serve as run_server
+    from freeavatar_server.app.server import serve as run_server  # lazy: the server, only to serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(message)s", handlers=[RichHandler(show_path=False)]
@@ -111,25 +112,25 @@ def serve(
         fail(str(error), code=2)
 
 
+@avatar_commands.command("render-samples")
+@with_server
 def render_samples(
+    remote: Remote,
     name: Annotated[str, typer.Argument(help="A built-in: human_arkit, cartoon, robot, cat.")],
     count: Annotated[int, typer.Option(help="How many (rig, image) samples to render and upload.")] = 3000,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for the proposed rig vectors.")] = 0,
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
 ) -> None:
     """Render a built-in avatar's samples with its reference renderer and upload them."""
     from rich.progress import track
 
-    from freeavatar_server.images import encode_png
-    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+    from freeavatar_server.images import encode_png  # lazy: cv2, for this command
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS  # lazy: torch, for this command
 
     if name not in BUILTIN_AVATARS:
         fail(f"unknown built-in avatar {name!r}; known: {', '.join(BUILTIN_AVATARS)}", code=2)
     builtin = BUILTIN_AVATARS[name]
-    with connect(server, api_key, tls_ca) as client:
+    with remote.connect() as client:
         avatar = next((a for a in client.list_avatars() if a.name == name), None)
         if avatar is None:
             avatar = client.register_avatar(builtin.spec)
@@ -150,8 +151,9 @@ def render_samples(
         console.print(f"[red]sample {index} rejected: {reason}")
 
 
+@with_json
 def eval_renderer(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    printer: Printer,
     avatars: Annotated[
         str, typer.Option(help="Comma-separated built-in avatars.")
     ] = "human_arkit,cartoon,robot,cat",
@@ -171,39 +173,38 @@ def eval_renderer(
     if threads:
         torch.set_num_threads(threads)
 
-    from freeavatar_server.training.renderer.evaluate import evaluate_builtin
-    from freeavatar_server.training.renderer.train import RendererTrainConfig
+    from freeavatar_server.training.renderer.evaluate import evaluate_builtin  # lazy: torch
+    from freeavatar_server.training.renderer.train import RendererTrainConfig  # lazy: torch
 
     names = [n.strip() for n in avatars.split(",") if n.strip()]
     config = RendererTrainConfig(
         image_size=image_size, time_budget_s=time_budget_s, steps=10**9, seed=seed
     )
-    with Progress(console=console, transient=as_json) as progress:
+    with Progress(console=console, transient=printer.as_json) as progress:
         tasks = {n: progress.add_task(f"renderer {n}", total=1.0) for n in names}
         results = evaluate_builtin(
             names, samples, config, grid, lambda n, f: progress.update(tasks[n], completed=f)
         )
-    if as_json:
-        print(json.dumps({"avatars": results}, indent=2))
-        return
-    for name, metrics in results.items():
-        console.print(
-            f"{name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
-            f"{metrics['train_seconds']:.0f} s"
-        )
+    lines = [
+        f"{name}: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {m['train_seconds']:.0f} s"
+        for name, m in results.items()
+    ]
+    printer.show({"avatars": results}, "\n".join(lines))
 
 
+@top_commands.command()
 def demo(
     out_dir: Annotated[Path, typer.Option(help="Where demo.mp4 and demo.json go.")] = Path("demo"),
     seconds: Annotated[float, typer.Option(help="Length of the actor clip.")] = 10.0,
     fps: Annotated[float, typer.Option(help="Frame rate the clip is streamed at.")] = 30.0,
     seed: Annotated[int, typer.Option(help="Which synthetic actor and performance.")] = 3,
 ) -> None:
-    """Stream a synthetic actor through an in-process server to the built-in avatars; write a
-    side-by-side video and the latency measured."""
+    """Stream a synthetic actor through an in-process server to the built-in avatars.
+
+    Writes a side-by-side video (actor | each avatar) and the latency it measured."""
     from rich.progress import Progress
 
-    from freeavatar_server.tools.demo import DemoConfig, run_demo
+    from freeavatar_server.tools.demo import DemoConfig, run_demo  # lazy: the server
 
     config = DemoConfig(out_dir=out_dir, seconds=seconds, fps=fps, seed=seed)
     with Progress(console=console) as progress:
@@ -227,7 +228,12 @@ def demo(
         )
 
 
+@top_commands.command()
+@with_json
+@with_server
 def stream(
+    remote: Remote,
+    printer: Printer,
     video: Annotated[Path, typer.Option(help="A video file to play as the actor's camera.")],
     avatar: Annotated[list[str], typer.Option(help="Avatar id or name to drive (repeatable).")],
     fps: Annotated[float | None, typer.Option(help="Send rate; default: the video's own.")] = None,
@@ -239,53 +245,47 @@ def stream(
         str, typer.Option(help="Play as an actor in this session (engines subscribed to it see it).")
     ] = "",
     token: Annotated[str, typer.Option(help="The session's token, on servers with API keys.")] = "",
-    server: ServerOption = DEFAULT_ADDRESS,
-    api_key: ApiKeyOption = None,
-    tls_ca: TlsCaOption = None,
 ) -> None:
-    """Stream a video file through a running server and print live rates and latency; with
-    --livelink or --vmc, the server also sends the avatars' frames on to Unreal or a VMC app."""
-    from freeavatar_server.tools.stream_file import OutputOptions, stream_video
+    """Play a video file as the actor's camera through a running server.
+
+    Shows live rates, latency and each avatar's most active controls; --json prints one JSON line per rig frame instead. With --livelink or --vmc the server also sends the avatars' frames on to Unreal or a VMC app."""
+    from freeavatar_server.tools.stream_file import OutputOptions, stream_video  # lazy: av
 
     outputs = OutputOptions(output_targets(livelink, vmc), vmc_names.names, subject)
-    stream_video(video, avatar, fps, server, api_key, tls_ca, outputs, session, token)
+    stream_video(video, avatar, fps, remote, outputs, session, token, as_json=printer.as_json)
 
 
+@bench_app.command("stream")
+@with_json
 def bench_stream(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    printer: Printer,
     seconds: Annotated[float, typer.Option(help="Length of each load step.")] = 10.0,
     max_actors: Annotated[int, typer.Option(help="Stop the capacity ladder here.")] = 16,
 ) -> None:
-    """Latency (one actor at 30 fps, over gRPC and over WebRTC) and capacity (actors x avatars
-    held at 30 fps, over gRPC)."""
-    from freeavatar_server.tools.bench import bench_stream as run
+    """Measure latency and capacity against a server process on loopback.
+
+    Latency: one actor at 30 fps, over gRPC and over WebRTC. Capacity: how many actors x avatars are held at 30 fps, over gRPC."""
+    from freeavatar_server.tools.bench import bench_stream as run  # lazy: the server
 
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors))
-    print(json.dumps(result, indent=None if as_json else 2))
+    printer.show(result, JSON.from_data(result), indent=None)
 
 
-def train_face(ctx: typer.Context) -> None:
-    """Train the face localiser on synthetic frames (`freeavatar train face --help` for options)."""
-    from freeavatar_server.training.face.train import main as train_main
+train_commands.command("encoder")(train_encoder)
+train_commands.command("face")(train_face)
+eval_app.command("encoder")(eval_encoder)
+eval_app.command("renderer")(eval_renderer)
+eval_app.command("animator")(eval_animator)
+eval_app.command("realface")(eval_realface)
 
-    train_main(ctx.args)
-
-
-def add_server_commands(app: typer.Typer) -> None:
-    train_app.command(
-        "face",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-    )(train_face)
-    app.command()(serve)
-    app.command()(demo)
-    app.command()(stream)
-    bench_app.command("stream")(bench_stream)
-    app.add_typer(bench_app, name="bench")
-    avatars_app.command("render-samples")(render_samples)
-    train_app.command("encoder")(train_encoder)
-    eval_app.command("encoder")(eval_encoder)
-    eval_app.command("renderer")(eval_renderer)
-    eval_app.command("animator")(eval_animator)
-    app.add_typer(eval_app, name="eval")
-    app.add_typer(encoder_app, name="encoder")
-    app.add_typer(synth_app, name="synth")
+# Where the server's commands go in `freeavatar`'s tree: group name ("" is the top level) ->
+# the commands it gains. `freeavatar.cli.build_app` mounts each group once.
+COMMANDS: dict[str, typer.Typer] = {
+    "": top_commands,
+    "avatars": avatar_commands,
+    "train": train_commands,
+    "eval": eval_app,
+    "bench": bench_app,
+    "synth": synth_app,
+    "encoder": encoder_app,
+}

@@ -16,7 +16,7 @@ def install_builtin_avatars(
 ) -> dict[str, str]:
     """Register each named built-in avatar (unless an avatar of that name exists) with an
     animator (default: the shipped one) as its active version; returns {name: avatar id}."""
-    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS  # lazy: torch
 
     animator = animator or SHIPPED_ANIMATOR
     if not (animator / "animator.pt").exists():

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from freeavatar_server.synth.face import MUSCLES, Identity, Scene, face_box, paint
+from freeavatar_server.synth.mascots import paint_mascots
 from freeavatar_server.synth.raster import (
     cov,
     gaussian_blur,
@@ -560,8 +561,6 @@ def _cel_shade(img: torch.Tensor, levels: int = 4, edge: float = 0.06) -> torch.
 
 
 def _paint_mascots(gx, gy, background, ids, muscles, rows, scene: Scene) -> tuple[torch.Tensor, np.ndarray]:
-    from freeavatar_server.synth.mascots import paint_mascots
-
     placement = {k: np.asarray(getattr(scene, k))[rows] for k in ("hx", "hy", "scale", "yaw", "pitch", "roll", "light_dir", "ambient", "diffuse")}
     return paint_mascots(gx, gy, background, ids, {k: np.asarray(v)[rows] for k, v in muscles.items()}, placement, float(scene.pixel[0]))
 

@@ -52,7 +52,7 @@ def video(
         TimeRemainingColumn,
     )
 
-    from freeavatar_server.synth.video import make_trajectory, write_video
+    from freeavatar_server.synth.video import make_trajectory, write_video  # lazy: torch
 
     if width % 2 or height % 2:
         raise typer.BadParameter("width and height must be even (yuv420p video)")
@@ -75,7 +75,7 @@ def sheet(
     cell: Annotated[int, typer.Option(min=32, max=256, help="Cell size in pixels.")] = 96,
 ) -> None:
     """Write the contact sheet: actors x expressions, nuisance variety, each avatar's controls."""
-    from freeavatar_server.synth.sheet import write_sheet
+    from freeavatar_server.synth.sheet import write_sheet  # lazy: torch
 
     _one_thread()
     write_sheet(out, cell=cell)
@@ -96,14 +96,18 @@ def triplets(
         int, typer.Option(help="First identity id (keep train and test ranges apart).")
     ] = 0,
     size: Annotated[int, typer.Option(min=32, max=512, help="Image size.")] = 128,
-    ambiguous_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.2,
-    label_noise: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.05,
+    ambiguous_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of triplets with nearly tied closest pairs.")
+    ] = 0.2,
+    label_noise: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Chance that a clear triplet's label is flipped.")
+    ] = 0.05,
     annotators: Annotated[
         int, typer.Option(min=1, max=10, help="Labels per triplet, as FEC's raters.")
     ] = 1,
 ) -> None:
     """Materialise FEC-style comparison triplets as PNGs plus an FEC-layout CSV."""
-    from freeavatar_server.synth.triplets import export_triplets, make_triplets
+    from freeavatar_server.synth.triplets import export_triplets, make_triplets  # lazy: torch
 
     _one_thread()
     ids = range(first_identity, first_identity + identities)

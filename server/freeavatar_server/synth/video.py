@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freeavatar_server.media import VideoWriter
 from freeavatar_server.synth.actors import (
     ACTION_UNITS,
     AU_INDEX,
@@ -191,8 +192,6 @@ def write_video(
     """Render the trajectory to `out` (mp4, H.264 when available) and write the ground truth
     to the .json beside it. `on_frames(k)` is called after every k frames (progress bars).
     Returns the JSON path."""
-    from freeavatar_server.media import VideoWriter
-
     out = Path(out)
     records: list[dict[str, object]] = []
     with VideoWriter(out, traj.fps, traj.width, traj.height) as video:

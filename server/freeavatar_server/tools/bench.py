@@ -20,6 +20,7 @@ from freeavatar import AsyncClient
 from freeavatar.stream import ActorFrame
 from freeavatar_server.media import encode_jpeg
 from freeavatar_server.tools.demo import DemoConfig, percentiles, render_clip
+from freeavatar_server.tools.whip_client import PacedTrack, WebRtcPeer
 
 BUILTIN = ("human_arkit", "cartoon", "robot", "cat")
 SETTLE_US = 1_000_000
@@ -156,8 +157,6 @@ async def webrtc_latency(url: str, vp8: list[bytes], avatar_id: str, fps: float,
     """One actor sending pre-encoded VP8 over WHIP (as the gRPC run sends pre-encoded JPEGs),
     rig frames back over the data channel: capture to receipt, after the first two seconds."""
     import av
-
-    from freeavatar_server.tools.whip_client import PacedTrack, WebRtcPeer
 
     peer = WebRtcPeer(url)
     track = PacedTrack([av.Packet(p) for p in vp8], fps, repeat=max(1, round(seconds * fps / len(vp8))))

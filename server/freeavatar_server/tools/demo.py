@@ -93,7 +93,10 @@ def render_clip(config: DemoConfig, progress: Progress) -> np.ndarray:
     """The synthetic actor's clip: (T, 480, 640, 3) uint8."""
     import torch
 
-    from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
+    from freeavatar_server.synth.video import (  # lazy: torch
+        make_trajectory,
+        render_trajectory_frames,
+    )
 
     torch.set_num_threads(1)  # the painter is many small ops: threads only contend
     trajectory = make_trajectory(config.seconds, config.fps, seed=config.seed)
@@ -140,7 +143,7 @@ def write_side_by_side(
     config: DemoConfig,
     progress: Progress,
 ) -> None:
-    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS  # lazy: torch, to render
 
     panel = config.panel
     height, width = frames.shape[1:3]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
+
+from freeavatar.cli_common import Printer, with_json
+from freeavatar_server.inference.shipped import ANIMATOR_DIR
 
 
+@with_json
 def eval_animator(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    printer: Printer,
     models: Annotated[
-        Path | None, typer.Option(help="Directory with animator.pt, per_avatar_*.pt, geometry_*.pt (default: shipped).")
+        Path | None, typer.Option(help="Directory with animator.pt and its encoder.pt (default: shipped).")
+    ] = None,
+    baselines: Annotated[
+        Path | None,
+        typer.Option(help="Directory with the baselines per_avatar_*.pt and geometry_*.pt (default: --models; "
+                          "the shipped package has none: research/animator_train.py makes them)."),
     ] = None,
     encoder: Annotated[
         Path | None, typer.Option(help="Encoder checkpoint (default: the one the animator was trained with).")
@@ -23,18 +32,18 @@ def eval_animator(
     ] = None,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
 ) -> None:
-    """Retargeting error and reference-renderer expression consistency on held-out actors:
-    shared animator vs per-avatar decoders vs the geometry baseline, per built-in avatar."""
+    """Retargeting error and expression consistency of the animators on held-out actors.
+
+    Per built-in avatar: the shared animator against per-avatar decoders and the geometry baseline; consistency is measured through each avatar's reference renderer."""
     import torch
 
     torch.set_num_threads(threads)
-    from freeavatar_server.inference.shipped import ANIMATOR_DIR
-    from freeavatar_server.training.animator.encoding import (
+    from freeavatar_server.training.animator.encoding import (  # lazy: torch, for this command
         ENCODER_FILE,
         encoder_checkpoint,
         load_frozen_encoder,
     )
-    from freeavatar_server.training.animator.evaluate import (
+    from freeavatar_server.training.animator.evaluate import (  # lazy: torch, for this command
         SHARED_FILE,
         build_heldout,
         evaluate_models,
@@ -43,18 +52,28 @@ def eval_animator(
 
     models_dir = models or ANIMATOR_DIR
     if not (models_dir / SHARED_FILE).exists():
-        raise typer.BadParameter(f"no {SHARED_FILE} in {models_dir} (benchmarks/animator_train.py makes one)")
+        raise typer.BadParameter(f"no {SHARED_FILE} in {models_dir} (research/animator_train.py makes one)")
     path = encoder_checkpoint(encoder, paired=models_dir / ENCODER_FILE)
     frozen = load_frozen_encoder(path)
     heldout = build_heldout(frozen, n=actors)
-    report = evaluate_models(models_dir, frozen, heldout)
+    baselines_dir = baselines or models_dir
+    report = evaluate_models(models_dir, frozen, heldout, baselines_dir)
+    missing = [kind for kind in ("per_avatar", "geometry") if not list(baselines_dir.glob(f"{kind}_*.pt"))]
+    if missing:
+        typer.secho(
+            f"note: baselines {', '.join(missing)} skipped: no {', '.join(f'{k}_*.pt' for k in missing)} in "
+            f"{baselines_dir}. Rebuild them (the shipped animator's recipe, docs/models.md): "
+            "python research/animator_prepare.py --out runs/animator --samples 3000 --budget 900 && "
+            "python research/animator_train.py --work runs/animator --out runs/animator/models "
+            "--steps 250 --add-steps 250 --batch 24 --part per_avatar (and --part geometry), "
+            "then: freeavatar eval animator --baselines runs/animator/models",
+            err=True,
+        )
     report["encoder"] = str(path)
     if picture is not None:
         side_by_side(models_dir, heldout, picture)
-    if as_json:
-        print(json.dumps(report, indent=2))
-        return
-    for name, row in report["avatars"].items():
-        cells = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_error"))
-        print(f"{name}: {cells}")
-    print(f"parameters: {report['parameters']}")
+    lines = [
+        f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_error"))
+        for name, row in report["avatars"].items()
+    ]
+    printer.show(report, Text("\n".join([*lines, f"parameters: {report['parameters']}"])))

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from freeavatar_server.training.animator.train import freeze
-from freeavatar_server.training.encoder.model import ExpressionEncoder
+from freeavatar_server.training.encoder.evaluate import default_weights
+from freeavatar_server.training.encoder.model import ExpressionEncoder, ModelConfig
+from freeavatar_server.training.encoder.train import load_checkpoint, load_encoder
 
 ENCODER_ENV = "FREEAVATAR_ANIMATOR_ENCODER"  # a .pt checkpoint to use instead of the default
 ENCODER_FILE = "encoder.pt"  # the encoder an animator was trained with, saved beside it
@@ -20,8 +22,6 @@ def encoder_checkpoint(explicit: Path | None = None, paired: Path | None = None)
     """Which encoder checkpoint to use, first found of: `explicit`, $FREEAVATAR_ANIMATOR_ENCODER,
     `paired` (the encoder an animator was trained with, kept beside it: an animator only
     understands the embedding space it was trained in), the shipped models/expression_encoder.pt."""
-    from freeavatar_server.training.encoder.evaluate import default_weights
-
     chosen = explicit or (Path(os.environ[ENCODER_ENV]) if os.environ.get(ENCODER_ENV) else None)
     if chosen is None and paired is not None and paired.exists():
         chosen = paired
@@ -35,23 +35,17 @@ def encoder_checkpoint(explicit: Path | None = None, paired: Path | None = None)
 
 def load_frozen_encoder(path: Path) -> ExpressionEncoder:
     """Eval mode, no parameter updates; gradients still flow through it to its input."""
-    from freeavatar_server.training.encoder.train import load_encoder
-
     return freeze(load_encoder(path))
 
 
 def save_encoder_copy(source: Path, destination: Path) -> None:
     """Weights-only copy of an encoder checkpoint (no optimiser state), loadable by load_encoder."""
-    from freeavatar_server.training.encoder.train import load_checkpoint
-
     ck = load_checkpoint(source)
     state = ck["model"]
     if ck["stage"] == "mae":
         state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     # Fill what an older checkpoint lacks (an MAE stage never trains the head) with the current
     # architecture's initial values, so the copy loads strictly.
-    from freeavatar_server.training.encoder.model import ModelConfig
-
     full = ExpressionEncoder(ModelConfig.from_dict(ck["model_config"])).state_dict()
     state = {**full, **{k: v for k, v in state.items() if k in full}}
     torch.save({"stage": "triplet", "step": ck.get("step"), "done": ck.get("done"),

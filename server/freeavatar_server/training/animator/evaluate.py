@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from freeavatar_server.images import encode_png, resize
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS, BuiltinAvatar
 from freeavatar_server.training.animator.data import HELDOUT_IDENTITY_OFFSET, actor_images
+from freeavatar_server.training.animator.encoding import embed_images
 from freeavatar_server.training.animator.model import (
     AvatarRig,
     PerAvatarDecoder,
@@ -35,6 +37,7 @@ from freeavatar_server.training.animator.model import (
     load_animator,
     saved_config,
 )
+from freeavatar_server.training.encoder.evaluate import geometry_features
 
 HELDOUT_SEED = 12
 SHARED_FILE = "animator.pt"
@@ -54,14 +57,10 @@ class HeldOut:
 
 def geometry_inputs(images: np.ndarray) -> torch.Tensor:
     """The geometry baseline's input: brow/eye/mouth blob measurements (z-scored over the set)."""
-    from freeavatar_server.training.encoder.evaluate import geometry_features
-
     return torch.from_numpy(geometry_features(images).astype(np.float32))
 
 
 def build_heldout(encoder: torch.nn.Module, n: int = 600, seed: int = HELDOUT_SEED) -> HeldOut:
-    from freeavatar_server.training.animator.encoding import embed_images
-
     size = encoder.cfg.img_size  # actors are seen at the encoder's resolution, as in the pipeline
     actors = actor_images(n, identity_offset=HELDOUT_IDENTITY_OFFSET, n_identities=60, seed=seed, size=size)
     return HeldOut(actors.images, actors.action_units, embed_images(encoder, actors.images), geometry_inputs(actors.images))
@@ -92,8 +91,6 @@ def control_correlations(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray
 
 @torch.no_grad()
 def reference_consistency(avatar: BuiltinAvatar, rigs: np.ndarray, encoder: torch.nn.Module, targets: torch.Tensor) -> float:
-    from freeavatar_server.training.animator.encoding import embed_images
-
     size = encoder.cfg.img_size
     rendered = np.concatenate([avatar.render(rigs[i : i + 256], size) for i in range(0, len(rigs), 256)])
     return float((embed_images(encoder, rendered) - targets).pow(2).sum(-1).mean())
@@ -130,8 +127,13 @@ def load_decoder(path: Path) -> PerAvatarDecoder:
 
 
 @torch.no_grad()
-def evaluate_models(models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut) -> dict[str, object]:
-    """The report `freeavatar eval animator --json` prints, for the models in `models_dir`."""
+def evaluate_models(
+    models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut, baselines_dir: Path | None = None
+) -> dict[str, object]:
+    """The report `freeavatar eval animator --json` prints, for the models in `models_dir`; the
+    per-avatar decoders and geometry baselines (per_avatar_*.pt, geometry_*.pt) are read from
+    `baselines_dir` (default: `models_dir`) and left out of the report where absent."""
+    baselines_dir = baselines_dir or models_dir
     shared: SharedAnimator = load_animator(models_dir / SHARED_FILE)
     avatars: dict[str, dict[str, object]] = {}
     per_avatar_params = geometry_params = 0
@@ -147,12 +149,12 @@ def evaluate_models(models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut
             r = control_correlations(candidates["shared"], truth)
             row["shared_correlation_by_control"] = {
                 c.name: round(float(v), 3) for c, v in zip(avatar.spec.controls, r, strict=True) if not np.isnan(v)}
-        decoder_path = models_dir / per_avatar_file("per_avatar", name)
+        decoder_path = baselines_dir / per_avatar_file("per_avatar", name)
         if decoder_path.exists():
             decoder = load_decoder(decoder_path)
             per_avatar_params += count_parameters(decoder)
             candidates["per_avatar"] = decoder(heldout.embeddings).numpy()
-        geometry_path = models_dir / per_avatar_file("geometry", name)
+        geometry_path = baselines_dir / per_avatar_file("geometry", name)
         if geometry_path.exists():
             decoder = load_decoder(geometry_path)
             geometry_params += count_parameters(decoder)
@@ -184,8 +186,6 @@ def evaluate_models(models_dir: Path, encoder: torch.nn.Module, heldout: HeldOut
 def side_by_side(models_dir: Path, heldout: HeldOut, path: Path, columns: int = 8, size: int = 96) -> None:
     """A picture: each column an actor (top row), then each avatar posed by the shared animator
     and drawn by its reference renderer."""
-    from freeavatar_server.images import encode_png, resize
-
     shared = load_animator(models_dir / SHARED_FILE)
     picks = np.linspace(0, len(heldout.images) - 1, columns).astype(int)
     rows = [np.concatenate([resize(im, size) for im in heldout.images[picks]], axis=1)]

@@ -34,7 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from freeavatar.rig import RigControl, RigSpec
+from freeavatar_server.avatars.sampling import propose_rig_vectors
 from freeavatar_server.training.animator.model import AvatarRig, bound, excess, unit_default
+from freeavatar_server.training.encoder.train import augment
 from freeavatar_server.training.renderer.model import NeuralRenderer
 
 ProgressFn = Callable[[float, dict[str, float]], None]
@@ -133,8 +136,6 @@ def render_embed(renderer: NeuralRenderer, encoder: Encoder, rig: torch.Tensor, 
     if image.shape[-1] != size:
         image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
     if jitter is not None:
-        from freeavatar_server.training.encoder.train import augment
-
         image = augment(image, jitter)
     return encoder(image)
 
@@ -154,9 +155,6 @@ def avatar_center(target: AvatarTarget, encoder: Encoder, size: int, centering: 
 @torch.no_grad()
 def mean_render_embedding(target: AvatarTarget, encoder: Encoder, size: int, n: int = 256, seed: int = 0) -> torch.Tensor:
     """Mean embedding of the avatar's renders over random in-range rigs (unlabeled statistic)."""
-    from freeavatar.rig import RigControl, RigSpec
-    from freeavatar_server.avatars.sampling import propose_rig_vectors
-
     spec = RigSpec(
         name=target.avatar_id,
         controls=[RigControl(name=nm, min=lo, max=hi, default=d)

@@ -1,11 +1,11 @@
 """Commands for the expression encoder. Heavy imports (torch, onnxruntime) stay inside the
 functions so `freeavatar --help` stays instant.
 
-Wiring into the main CLI (the lead's `add_server_commands`):
-    train_app.command("encoder")(train_encoder)   -> freeavatar train encoder ...
-    eval_app.command("encoder")(eval_encoder)     -> freeavatar eval encoder [--json]
-or mount the whole group: app.add_typer(encoder_app, name="encoder").
-Standalone / under torchrun:  python -m freeavatar_server.training.encoder.cli train ...
+In the `freeavatar` tree (`freeavatar_server.app.cli` places them): `freeavatar train encoder`
+(`train_encoder`), `freeavatar eval encoder` (`eval_encoder`) and `freeavatar encoder export |
+ship | curves` (`encoder_app`). `encoder_app` also keeps `train` and `eval` as hidden commands:
+the old `freeavatar encoder train | eval` spellings, and the standalone entry under torchrun:
+`python -m freeavatar_server.training.encoder.cli train ...`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-encoder_app = typer.Typer(help="Expression encoder: train, evaluate, export, ship.", no_args_is_help=True)
+from freeavatar.cli_common import Printer, with_json
+from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX, ENCODER_ONNX
+
+encoder_app = typer.Typer(
+    help="Expression encoder files: export a checkpoint to ONNX, ship a run, plot its curves.",
+    no_args_is_help=True,
+)
 
 
-@encoder_app.command("train")
 def train_encoder(
     out: Annotated[Path, typer.Option(help="Run directory: checkpoints, config.json, histories.")] = Path("runs/encoder"),
     stages: Annotated[str, typer.Option(help="Comma-separated stages: mae, triplet, classifier (baseline).")] = "mae,triplet,classifier",
@@ -39,7 +45,7 @@ def train_encoder(
     """Train the expression encoder: MAE pretraining, then triplet tuning (+ classifier baseline).
 
     Runs as one process or under torchrun (DDP; gloo on CPU, NCCL on GPU)."""
-    from freeavatar_server.training.encoder.train import TrainConfig, train
+    from freeavatar_server.training.encoder.train import TrainConfig, train  # lazy: torch
 
     cfg = TrainConfig.from_dict(json.loads(config.read_text())) if config else TrainConfig()
     overrides = {
@@ -70,15 +76,15 @@ def _ship(run_dir: Path) -> None:
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    from freeavatar_server.training.encoder.export import ship
+    from freeavatar_server.training.encoder.export import ship  # lazy: ONNX Runtime, torch
 
     for p in ship(run_dir):
         typer.echo(f"wrote {p}")
 
 
-@encoder_app.command("eval")
+@with_json
 def eval_encoder(
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+    printer: Printer,
     run_dir: Annotated[Path | None, typer.Option(help="A training run directory (default: the shipped models).")] = None,
     onnx: Annotated[bool, typer.Option(help="Score the encoder through its ONNX graph on ONNX Runtime.")] = False,
     int8: Annotated[bool, typer.Option(help="Score the int8 ONNX graph the live pipeline runs.")] = False,
@@ -86,36 +92,32 @@ def eval_encoder(
     threads: Annotated[int, typer.Option(help="CPU threads.")] = 2,
 ) -> None:
     """Triplet accuracy on held-out identities against baselines, and identity invariance."""
-    from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX as INT8_ONNX
-    from freeavatar_server.inference.shipped import ENCODER_ONNX as DEFAULT_ONNX
-    from freeavatar_server.training.encoder.evaluate import Weights, default_weights, evaluate
-    from freeavatar_server.training.encoder.export import export_onnx, quantize_onnx
+    from freeavatar_server.training.encoder.evaluate import (  # lazy: torch, for this command
+        Weights,
+        default_weights,
+        evaluate,
+    )
+    from freeavatar_server.training.encoder.export import export_onnx, quantize_onnx  # lazy: ORT
 
     weights = default_weights(run_dir)
     if not weights.encoder.exists():
         typer.secho(f"error: no encoder weights at {weights.encoder}; train one first", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     if onnx or int8:
-        onnx_path = DEFAULT_ONNX if run_dir is None else Path(run_dir) / DEFAULT_ONNX.name
-        int8_path = INT8_ONNX if run_dir is None else Path(run_dir) / INT8_ONNX.name
+        onnx_path = ENCODER_ONNX if run_dir is None else Path(run_dir) / ENCODER_ONNX.name
+        int8_path = ENCODER_INT8_ONNX if run_dir is None else Path(run_dir) / ENCODER_INT8_ONNX.name
         if run_dir is not None:
-            from freeavatar_server.training.encoder.train import load_encoder
+            from freeavatar_server.training.encoder.train import load_encoder  # lazy: torch
 
             export_onnx(load_encoder(weights.encoder), onnx_path)
             if int8:
                 quantize_onnx(onnx_path, int8_path)
         weights = Weights(int8_path if int8 else onnx_path, weights.mae, weights.classifier)
     report = evaluate(weights, n_triplets=n_triplets, threads=threads)
-    if json_out:
-        typer.echo(json.dumps(report))
-        return
-    _print_report(report)
+    printer.show(report, lambda: _report_table(report), indent=None)
 
 
-def _print_report(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def _report_table(report: dict) -> Table:
     table = Table(title=f"Held-out triplets ({report['n_triplets']}, {report['n_unambiguous']} unambiguous)")
     for col in ("features", "unambiguous", "all", "identity invariance"):
         table.add_column(col)
@@ -124,7 +126,7 @@ def _print_report(report: dict) -> None:
     for name, r in report["baselines"].items():
         inv = report["identity_invariance_baselines"].get(name)
         table.add_row(name, f"{r['unambiguous']:.3f}", f"{r['all']:.3f}", f"{inv:.3f}" if inv is not None else "-")
-    Console().print(table)
+    return table
 
 
 @encoder_app.command("export")
@@ -134,8 +136,8 @@ def export_encoder(
     int8: Annotated[bool, typer.Option(help="Also write the int8 copy the live pipeline runs (<out>.int8.onnx).")] = False,
 ) -> None:
     """Export an encoder checkpoint to ONNX."""
-    from freeavatar_server.training.encoder.export import export_onnx, quantize_onnx
-    from freeavatar_server.training.encoder.train import load_encoder
+    from freeavatar_server.training.encoder.export import export_onnx, quantize_onnx  # lazy: ORT
+    from freeavatar_server.training.encoder.train import load_encoder  # lazy: torch
 
     typer.echo(f"wrote {export_onnx(load_encoder(checkpoint), out)}")
     if int8:
@@ -154,10 +156,15 @@ def curves(
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("docs/encoder_curves.png"),
 ) -> None:
     """Plot a run's training curves (MAE loss, triplet loss/accuracy, classifier baseline)."""
-    from freeavatar_server.training.encoder.curves import plot_run
+    from freeavatar_server.training.encoder.curves import plot_run  # lazy: PIL, for this command
 
     typer.echo(f"wrote {plot_run(run_dir, out)}")
 
+
+# The old spellings of `freeavatar train encoder` and `freeavatar eval encoder`, hidden; also
+# what torchrun runs: `python -m freeavatar_server.training.encoder.cli train ...`.
+encoder_app.command("train", hidden=True)(train_encoder)
+encoder_app.command("eval", hidden=True)(eval_encoder)
 
 if __name__ == "__main__":
     encoder_app()

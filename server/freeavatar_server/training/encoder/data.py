@@ -184,7 +184,7 @@ _PROTO_TO_CATEGORY = {
 def categorise(expressions: np.ndarray) -> np.ndarray:
     """(N, n_au) -> (N,) category index: nearest prototype by cosine (mirror-invariant),
     neutral when the face barely moves. For the classifier baseline and triplet kinds."""
-    from freeavatar_server.synth import actors
+    from freeavatar_server.synth import actors  # lazy: synth loads torch
 
     names = list(actors.PROTOTYPES)
     protos = np.stack([actors.prototype_vector(k) for k in names])
@@ -201,14 +201,14 @@ def categorise(expressions: np.ndarray) -> np.ndarray:
 def expression_classes() -> list[str]:
     """The synthetic world's expression classes (neutral + its prototypes): what FEC-style
     one/two/three-class triplets are drawn from."""
-    from freeavatar_server.synth.actors import PROTOTYPES
+    from freeavatar_server.synth.actors import PROTOTYPES  # lazy: synth loads torch
 
     return ["neutral", *PROTOTYPES]
 
 
 def eval_triplets(n: int, *, seed: int, identity_offset: int, n_identities: int | None = None) -> list:
     """The `synth.triplets.Triplet`s of `synthetic_eval_triplets`, not yet rendered."""
-    from freeavatar_server.synth import triplets as synth_triplets
+    from freeavatar_server.synth import triplets as synth_triplets  # lazy: synth loads torch
 
     ids = identity_offset + np.arange(n_identities or max(n, 8), dtype=np.int64)
     return synth_triplets.make_triplets(n, seed=seed, identity_ids=ids)
@@ -218,7 +218,7 @@ def synthetic_eval_triplets(n: int, *, size: int, seed: int, identity_offset: in
     """Comparison triplets on identities from `identity_offset` up (never seen in training),
     built by the synthetic world's annotator simulation (FEC kinds, 20% ambiguous, 5% label
     noise on clear triplets, 35% on ambiguous ones)."""
-    from freeavatar_server.synth import triplets as synth_triplets
+    from freeavatar_server.synth import triplets as synth_triplets  # lazy: synth loads torch
 
     trips = eval_triplets(n, seed=seed, identity_offset=identity_offset, n_identities=n_identities)
     faces = synth_triplets.render_triplets(trips, size=size)  # (n, 3, S, S, 3)
@@ -274,8 +274,8 @@ class StreamSpec:
 def stream_expressions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(n, N_AU) expressions and (n,) class index (-1: the free mix): half drawn from an
     expression class down to weak intensities (0.2), half from the world's free mixture."""
-    from freeavatar_server.synth.actors import sample_expressions
-    from freeavatar_server.synth.triplets import class_sample as synth_class_sample
+    from freeavatar_server.synth.actors import sample_expressions  # lazy: synth loads torch
+    from freeavatar_server.synth.triplets import class_sample as synth_class_sample  # lazy: torch
 
     names = expression_classes()
     classes = np.where(rng.random(n) < 0.5, rng.integers(0, len(names), n), -1)
@@ -287,6 +287,7 @@ def stream_expressions(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 def render_stream_batch(spec: StreamSpec, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images (2n, S, S, 3) uint8, expressions (2n, N_AU), classes (2n,)) for one step."""
+    # lazy: synth loads torch
     from freeavatar_server.synth.actors import MASCOT_OFFSET, STYLISED_OFFSET, render_faces
 
     rng = np.random.default_rng([spec.seed, spec.rank, step, 0x57EA])

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from freeavatar_server.inference.encoder import resize_uint8
+from freeavatar_server.inference.encoder import OnnxEncoder, resize_uint8
+from freeavatar_server.inference.shipped import ENCODER_CHECKPOINT
 from freeavatar_server.training.encoder import data as D
 
 EVAL_IDENTITY_OFFSET = 1_000_000
@@ -37,7 +38,7 @@ class EvalSet:
 
 def build_eval_set(*, size: int = 64, n_triplets: int = 2000, n_quads: int = 500, seed: int = EVAL_SEED) -> EvalSet:
     """The fixed held-out set: deterministic in (size, n_triplets, n_quads, seed)."""
-    from freeavatar_server.synth.actors import render_faces, sample_expressions
+    from freeavatar_server.synth.actors import render_faces, sample_expressions  # lazy: torch
 
     trips = D.synthetic_eval_triplets(n_triplets, size=size, seed=seed, identity_offset=EVAL_IDENTITY_OFFSET)
     rng = np.random.default_rng(seed + 5)
@@ -110,7 +111,7 @@ def torch_features(model_fn) -> Features:
 
 
 def triplet_scores(features: Features, ev: EvalSet) -> dict[str, float]:
-    from freeavatar_server.training.encoder.train import triplet_correct
+    from freeavatar_server.training.encoder.train import triplet_correct  # lazy: torch
 
     ts = ev.triplets
     f = features(ts.pool.images)
@@ -135,26 +136,29 @@ class Weights:
     classifier: Path | None
 
 
+# The package ships the encoder only; the MAE and classifier baselines live in a training run
+# directory. What rebuilds them, printed when they are absent:
+REBUILD_BASELINES = (
+    "freeavatar train encoder --out runs/encoder (or --stages mae,classifier beside a triplet.pt), "
+    "then: freeavatar eval encoder --run-dir runs/encoder"
+)
+
+
 def default_weights(run_dir: Path | None = None) -> Weights:
-    """A training run directory (triplet.pt, mae.pt, classifier.pt) or the shipped models."""
+    """A training run directory (triplet.pt, and the baselines mae.pt, classifier.pt when it has
+    them) or the shipped encoder, without baselines."""
     if run_dir is not None:
         r = Path(run_dir)
         opt = lambda p: p if p.exists() else None  # noqa: E731
         return Weights(r / "triplet.pt", opt(r / "mae.pt"), opt(r / "classifier.pt"))
-    from freeavatar_server.inference.shipped import MODELS_DIR
-
-    return Weights(
-        MODELS_DIR / "expression_encoder.pt",
-        MODELS_DIR / "expression_encoder_mae.pt",
-        MODELS_DIR / "expression_encoder_classifier.pt",
-    )
+    return Weights(ENCODER_CHECKPOINT, None, None)
 
 
 def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = None, seed: int = EVAL_SEED, threads: int = 2) -> dict:
     """The full report: the encoder's numbers and every baseline's, on one held-out set."""
     import torch
 
-    from freeavatar_server.inference.encoder import OnnxEncoder
+    # lazy: torch
     from freeavatar_server.training.encoder.train import load_classifier, load_encoder
 
     torch.set_num_threads(threads)
@@ -173,6 +177,12 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         extractors["mae_features"] = torch_features(load_encoder(weights.mae).backbone.pooled)
     if weights.classifier is not None and weights.classifier.exists():
         extractors["classifier_features"] = torch_features(load_classifier(weights.classifier).backbone.pooled)
+    skipped = [name for name in ("mae_features", "classifier_features") if name not in extractors]
+    if skipped:
+        import sys
+
+        print(f"note: baselines {', '.join(skipped)} skipped: no weights (mae.pt, classifier.pt in a run "
+              f"directory). To score them: {REBUILD_BASELINES}", file=sys.stderr)
     ts = ev.triplets
     report = {
         "triplet_accuracy": triplet_scores(encoder, ev),
@@ -186,6 +196,7 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         "eval_seed": seed,
         "eval_identity_offset": EVAL_IDENTITY_OFFSET,
         "encoder": str(weights.encoder),
+        "baselines_skipped": skipped,
     }
     # the same kind of triplets on held-out stylised characters and mascots: expression beyond
     # human looks

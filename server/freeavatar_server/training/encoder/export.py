@@ -75,7 +75,7 @@ def strip_checkpoint(src: Path, dst: Path) -> None:
 def ship(run_dir: Path, models_dir: Path = MODELS_DIR) -> list[Path]:
     """Install a finished run as the package's default encoder: ONNX graph, slim .pt files for
     the encoder and for the two baseline backbones `freeavatar eval encoder` compares against."""
-    from freeavatar_server.training.encoder.train import load_encoder
+    from freeavatar_server.training.encoder.train import load_encoder  # lazy: torch
 
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     onnx_path = export_onnx(load_encoder(run_dir / "triplet.pt"), models_dir / ENCODER_ONNX.name)

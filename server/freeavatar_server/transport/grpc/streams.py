@@ -92,6 +92,10 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
         context.add_done_callback(release)
         try:
+            # Headers once the call is accepted: the SDK holds its frames until then, since a
+            # frame still being written when a call is refused turns the refusal's status into
+            # INTERNAL (grpc/grpc#36066).
+            await context.send_initial_metadata(())
             async for message in stream:
                 yield message
             if pipeline.failed.done():
