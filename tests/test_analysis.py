@@ -17,6 +17,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.live.analysis import (
     Analyser,
     AnalysisFailed,
+    AnalysisOptions,
     AnalysisPool,
     AnalysisRequest,
     AnimatorRef,
@@ -42,7 +43,7 @@ def alive(pid: int) -> bool:
 
 def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models, clip) -> None:
     encoder, animator = untrained_models
-    analyser = Analyser(encoder)
+    analyser = Analyser(AnalysisOptions(encoder))
     refs = {"a1": AnimatorRef(str(animator), "robot"), "a2": AnimatorRef(str(animator), "cartoon")}
     result = analyser.analyse(request("actor", EncodedFrame(JPEG, clip[0]), refs))
     assert result.face is not None and result.head_pose.shape == (3,)
@@ -54,7 +55,7 @@ def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models,
 
 
 def test_analyser_names_what_is_wrong_with_a_frame(untrained_models) -> None:
-    analyser = Analyser(untrained_models[0])
+    analyser = Analyser(AnalysisOptions(untrained_models[0]))
     with pytest.raises(BadFrame, match="does not decode"):
         analyser.analyse(request("actor", EncodedFrame(JPEG, b"\xff\xd8 not really a jpeg")))
     with pytest.raises(BadFrame, match="needs 921600 bytes"):
@@ -64,7 +65,7 @@ def test_analyser_names_what_is_wrong_with_a_frame(untrained_models) -> None:
 
 
 async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untrained_models, clip) -> None:
-    pool = AnalysisPool(2, untrained_models[0])
+    pool = AnalysisPool(2, AnalysisOptions(untrained_models[0]))
     try:
         await pool.start()
         first, second = pool.assign("a"), pool.assign("b")
@@ -80,7 +81,7 @@ async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untra
 
 
 async def test_a_worker_that_died_idle_is_replaced_by_the_next_call(untrained_models, clip) -> None:
-    pool = AnalysisPool(1, untrained_models[0])
+    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
     try:
         await pool.start()
         (worker,) = pool.workers
@@ -98,7 +99,7 @@ async def test_a_worker_that_died_idle_is_replaced_by_the_next_call(untrained_mo
 async def test_models_that_do_not_load_are_a_clear_error(tmp_path: Path) -> None:
     broken = tmp_path / "encoder.onnx"
     broken.write_bytes(b"not an ONNX graph")
-    pool = AnalysisPool(1, broken)
+    pool = AnalysisPool(1, AnalysisOptions(broken))
     try:
         with pytest.raises(AnalysisFailed, match="could not load its models"):
             await pool.start()
@@ -110,10 +111,10 @@ def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Pa
     script = textwrap.dedent(f"""
         import asyncio, time
         from pathlib import Path
-        from freeavatar_server.live.analysis import AnalysisPool
+        from freeavatar_server.live.analysis import AnalysisOptions, AnalysisPool
 
         async def main():
-            pool = AnalysisPool(1, Path({str(untrained_models[0])!r}))
+            pool = AnalysisPool(1, AnalysisOptions(Path({str(untrained_models[0])!r})))
             await pool.start()
             print(pool.workers[0].pid, flush=True)
             time.sleep(60)

@@ -96,3 +96,11 @@ def test_mesh_face_box_round_trips(tmp_path) -> None:
     weights = np.arange(27 * 4, dtype=np.float64).reshape(27, 4)
     np.savez(tmp_path / "box.npz", weights=weights)
     assert np.array_equal(MeshFaceBox.load(tmp_path / "box.npz").weights, weights)
+
+
+def test_the_mesh_rate_cap_reuses_the_last_reading_between_runs(front: FaceFront) -> None:
+    photo = skimage_data.astronaut()
+    track = front.track(min_interval_s=0.05)
+    faces = [track.update(photo, time_s=i / 30) for i in range(4)]  # 0, 33, 67, 100 ms
+    assert track.reused == 2 and faces[1] is faces[0] and faces[3] is faces[2] and faces[2] is not faces[0]
+    assert track.update(photo) is not faces[3]  # a frame without a capture time always runs

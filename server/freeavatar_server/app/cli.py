@@ -67,6 +67,9 @@ def serve(
     pipeline_workers: Annotated[
         int, typer.Option(help="Analysis worker processes for the live pipelines (one per core).")
     ] = 2,
+    face_rate: Annotated[
+        float, typer.Option(help="Face mesh runs per second per actor at most (frames between reuse the last); 0: every frame.")
+    ] = 15.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
@@ -101,6 +104,7 @@ def serve(
         job_threads=job_threads,
         encoder_path=encoder,
         pipeline_workers=pipeline_workers,
+        face_rate_hz=face_rate,
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,

@@ -26,6 +26,7 @@ class ServerConfig:
     job_threads: int = 0  # torch threads per job process; 0: torch's default (all cores)
     encoder_path: Path | None = None  # expression encoder (ONNX); None: the shipped default
     pipeline_workers: int = 2  # analysis worker processes (decode .. animate), one per core
+    face_rate_hz: float = 15.0  # face mesh runs per second per actor at most; 0: every frame
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)
@@ -52,6 +53,8 @@ class ServerConfig:
         for name, port in (("--port", self.port), ("--metrics-port", self.metrics_port), ("--http-port", self.http_port)):
             if port is not None and not 0 <= port <= 65535:
                 raise ConfigError(f"{name} {port} is not in 0..65535")
+        if self.face_rate_hz < 0:
+            raise ConfigError("--face-rate must be 0 (every frame) or positive")
         if self.peer_timeout_s <= 0:
             raise ConfigError("--peer-timeout must be positive")
 

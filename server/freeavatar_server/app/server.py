@@ -76,7 +76,7 @@ class FreeAvatarServer:
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
         sessions = SessionRegistry(require_tokens=bool(keys))
-        self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers)
+        self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers, config.face_rate_hz)
         self._outputs = OutputManager(sessions, self._live.stats)
         self._jobs = JobManager(
             self._store,

@@ -79,6 +79,19 @@ class EncodedFrame:
 
 
 @dataclass(frozen=True)
+class AnalysisOptions:
+    """How a worker analyses: its expression encoder, threads per model, and how often the face
+    mesh runs per actor."""
+
+    encoder_path: Path
+    threads: int = 1
+    # The mesh is most of a frame's cost (5 of 8 ms): at most this many runs per second per
+    # actor; frames in between reuse the last reading (blendshapes, face box), and pose, the
+    # encoder and the animators still run on each frame's own pixels. 0: every frame.
+    face_rate_hz: float = 0.0
+
+
+@dataclass(frozen=True)
 class AnimatorRef:
     """Which published animator drives an avatar, and the avatar's name inside that model."""
 
@@ -134,11 +147,12 @@ def decode_frame(frame: EncodedFrame | stream_pb2.ActorFrame) -> np.ndarray:
 class Analyser:
     """One process's models, and the face trackers of the actors pinned to it."""
 
-    def __init__(self, encoder_path: Path, threads: int = 1) -> None:
+    def __init__(self, options: AnalysisOptions) -> None:
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the other workers for the cores
-        self.encoder = OnnxEncoder(encoder_path, threads=threads)
-        self.front = FaceFront(threads=threads)
-        self.pose = HeadPoseEstimator(threads=threads)
+        self.options = options
+        self.encoder = OnnxEncoder(options.encoder_path, threads=options.threads)
+        self.front = FaceFront(threads=options.threads)
+        self.pose = HeadPoseEstimator(threads=options.threads)
         self.trackers: dict[str, FrontTrack] = {}  # by stream key
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
         # ONNX Runtime optimises each graph on its first run: pay for that now, not on a frame
@@ -163,8 +177,9 @@ class Analyser:
         timings["decode"], started = ms_since(started), time.perf_counter()
         tracker = self.trackers.get(request.stream)
         if tracker is None:
-            tracker = self.trackers[request.stream] = self.front.track()
-        face = tracker.update(image)
+            rate = self.options.face_rate_hz
+            tracker = self.trackers[request.stream] = self.front.track(1.0 / rate if rate > 0 else 0.0)
+        face = tracker.update(image, request.capture_time_us / 1e6 or None)
         timings["detect"], started = ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}
         head_pose = None
@@ -204,7 +219,7 @@ _analyser: Analyser | None = None
 _start_error: str | None = None  # why the models did not load, reported with every call
 
 
-def _start_worker(encoder_path: Path, threads: int) -> None:
+def _start_worker(options: AnalysisOptions) -> None:
     global _analyser, _start_error
     # The server's own signal handling shuts the pool down; a Ctrl-C or a SIGTERM to the
     # process group must not kill a worker mid-frame (or raise inside one).
@@ -214,7 +229,7 @@ def _start_worker(encoder_path: Path, threads: int) -> None:
     # ends of its call queue, so no EOF either): go when the parent goes.
     threading.Thread(target=_exit_with_parent, daemon=True, name="parent-watch").start()
     try:
-        _analyser = Analyser(encoder_path, threads)
+        _analyser = Analyser(options)
     except Exception as error:  # an initializer that raises breaks the pool without a word
         _start_error = f"the analysis worker could not load its models: {type(error).__name__}: {error}"
 
@@ -250,9 +265,8 @@ class AnalysisWorker:
     """One worker process (a one-process pool, so calls run in submission order), started on
     first use and replaced when it dies."""
 
-    def __init__(self, encoder_path: Path, threads: int = 1) -> None:
-        self._encoder_path = encoder_path
-        self._threads = threads
+    def __init__(self, options: AnalysisOptions) -> None:
+        self._options = options
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
         self.streams: set[str] = set()
@@ -309,7 +323,7 @@ class AnalysisWorker:
                 1,
                 mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
                 initializer=_start_worker,
-                initargs=(self._encoder_path, self._threads),
+                initargs=(self._options,),
             )
         return self._pool
 
@@ -326,10 +340,10 @@ class AnalysisWorker:
 class AnalysisPool:
     """The server's analysis workers; each stream goes to the one with the fewest streams."""
 
-    def __init__(self, workers: int, encoder_path: Path, threads: int = 1) -> None:
+    def __init__(self, workers: int, options: AnalysisOptions) -> None:
         if workers < 1:
             raise ValueError(f"need at least one analysis worker, got {workers}")
-        self.workers = [AnalysisWorker(encoder_path, threads) for _ in range(workers)]
+        self.workers = [AnalysisWorker(options) for _ in range(workers)]
 
     async def start(self) -> None:
         """Start every worker (idempotent); returns once all have their models loaded."""

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from freeavatar._proto import stream_pb2
-from freeavatar_server.live.analysis import AnalysisPool
+from freeavatar_server.live.analysis import AnalysisOptions, AnalysisPool
 from freeavatar_server.live.errors import BadRequest, NotReady, require_id
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.pipeline import ActorPipeline, PipelineStats
@@ -58,12 +58,15 @@ class ActorStream:
 class LiveStreams:
     """Owns the analysis workers and every actor stream; `close` ends them all."""
 
-    def __init__(self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2) -> None:
+    def __init__(
+        self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2, face_rate_hz: float = 0.0
+    ) -> None:
         self.store = store
         self.models = models
         self.sessions = sessions
         self.stats = PipelineStats()
-        self._analysis = AnalysisPool(workers, models.encoder_path)  # processes, started on first use
+        options = AnalysisOptions(models.encoder_path, face_rate_hz=face_rate_hz)
+        self._analysis = AnalysisPool(workers, options)  # processes, started on first use
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
 
     def close(self) -> None:

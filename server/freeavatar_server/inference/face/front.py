@@ -17,6 +17,7 @@ BlazeFace misses), and the mesh still confirms each of its proposals.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,28 +112,41 @@ class FaceFront:
         """A track of the mesh alone (no face box)."""
         return FaceTrack(self.landmarker, second_detector=self.proposal)
 
-    def track(self) -> FrontTrack:
-        return FrontTrack(self.mesh_track(), self.face_box)
+    def track(self, min_interval_s: float = 0.0) -> FrontTrack:
+        """A stream's track; with `min_interval_s` the mesh runs at most that often (frames in
+        between, by their capture times, reuse the last reading)."""
+        return FrontTrack(self.mesh_track(), self.face_box, min_interval_s)
 
 
 class FrontTrack:
     """One actor stream's face: not thread-safe, one per stream."""
 
-    def __init__(self, track: FaceTrack, face_box: MeshFaceBox) -> None:
+    def __init__(self, track: FaceTrack, face_box: MeshFaceBox, min_interval_s: float = 0.0) -> None:
         self._track = track
         self._face_box = face_box
+        self._min_interval_s = min_interval_s
+        self._last: FaceObservation | None = None
+        self._last_time_s = -math.inf
+        self.reused = 0  # frames answered with the last reading
 
     @property
     def detector_runs(self) -> int:
         return self._track.detector_runs
 
-    def update(self, frame: np.ndarray) -> FaceObservation | None:
-        """(H, W, 3) uint8 RGB -> the face, or None when there is none."""
+    def update(self, frame: np.ndarray, time_s: float | None = None) -> FaceObservation | None:
+        """(H, W, 3) uint8 RGB -> the face, or None when there is none. `time_s`, the frame's
+        capture time, lets a frame soon after the last reading reuse it (`min_interval_s`)."""
+        if time_s is not None and self._last is not None and 0 <= time_s - self._last_time_s < self._min_interval_s:
+            self.reused += 1
+            return self._last
         reading = self._track.update(frame)
         if reading is None:
+            self._last = None
             return None
         x0, y0, x1, y1 = (float(v) for v in self._face_box.box(reading.landmarks))
-        return FaceObservation(
+        self._last = FaceObservation(
             (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes,
             reading.head_pose, reading.detected,
         )  # fmt: skip
+        self._last_time_s = time_s if time_s is not None else -math.inf
+        return self._last

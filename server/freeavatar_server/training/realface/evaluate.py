@@ -21,7 +21,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.images import decode_image
 from freeavatar_server.inference.shipped import ANIMATOR_DIR, ENCODER_INT8_ONNX
-from freeavatar_server.live.analysis import Analyser, AnalysisRequest, AnimatorRef
+from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest, AnimatorRef
 from freeavatar_server.live.sessions import Binding
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
@@ -116,7 +116,7 @@ def bindings(reader: int) -> dict[str, Binding]:
 def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, encoder: Path = ENCODER_INT8_ONNX) -> list[FaceResult]:
     """Every face through the live path's analysis, under the default reader and the animator
     alone, and MediaPipe's blendshapes by themselves."""
-    analyser = Analyser(encoder)
+    analyser = Analyser(AnalysisOptions(encoder))
     animators = {name: AnimatorRef(str(animator_dir), name) for name in BUILTIN_AVATARS}
     readers = {"": bindings(stream_pb2.EXPRESSION_READER_AUTO), "/animator": bindings(stream_pb2.EXPRESSION_READER_ANIMATOR)}
     photos: dict[str, np.ndarray] = {}
