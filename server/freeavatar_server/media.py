@@ -1,4 +1,5 @@
-"""Writing video files (demo output, test clips) and JPEG frames, through PyAV and Pillow."""
+"""Reading and writing video files (actor clips, demo output) and JPEG frames, through PyAV
+and Pillow."""
 
 from __future__ import annotations
 
@@ -52,3 +53,28 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+class VideoError(ValueError):
+    """A video file that cannot be read; the message names the file and why."""
+
+
+def read_video(path: Path, max_seconds: float | None = None) -> tuple[list[np.ndarray], float]:
+    """A video file's frames as (H, W, 3) uint8 RGB, and its frame rate (the first
+    `max_seconds` only, when given)."""
+    import av
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or 30)
+            for frame in container.decode(stream):
+                if max_seconds is not None and len(frames) >= max_seconds * rate:
+                    break
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except (av.error.FFmpegError, IndexError, OSError) as error:
+        raise VideoError(f"cannot read video {path}: {error}") from None
+    if not frames:
+        raise VideoError(f"video {path} has no frames")
+    return frames, rate

@@ -22,6 +22,7 @@ from freeavatar.cli_outputs import (
     output_targets,
 )
 from freeavatar_server.app.config import DEFAULT_PORT, ConfigError, ServerConfig
+from freeavatar_server.media import VideoError
 from freeavatar_server.synth.cli import synth_app
 from freeavatar_server.training.animator.cli import eval_animator
 from freeavatar_server.training.encoder.cli import encoder_app, eval_encoder, train_encoder
@@ -202,15 +203,20 @@ def demo(
     seconds: Annotated[float, typer.Option(help="Length of the actor clip.")] = 10.0,
     fps: Annotated[float, typer.Option(help="Frame rate the clip is streamed at.")] = 30.0,
     seed: Annotated[int, typer.Option(help="Which synthetic actor and performance.")] = 3,
+    video: Annotated[
+        Path | None, typer.Option(help="Your own clip as the actor (its first --seconds, at its own frame rate).")
+    ] = None,
 ) -> None:
-    """Stream a synthetic actor through an in-process server to the built-in avatars.
+    """Stream an actor (synthetic, or your own --video) through an in-process server to the built-in avatars.
 
     Writes a side-by-side video (actor | each avatar) and the latency it measured."""
     from rich.progress import Progress
 
     from freeavatar_server.tools.demo import DemoConfig, run_demo  # lazy: the server
 
-    config = DemoConfig(out_dir=out_dir, seconds=seconds, fps=fps, seed=seed)
+    if video is not None and not video.is_file():
+        raise typer.BadParameter(f"{video} is not a file", param_hint="--video")
+    config = DemoConfig(out_dir=out_dir, seconds=seconds, fps=fps, seed=seed, video=video)
     with Progress(console=console) as progress:
         tasks: dict[str, int] = {}
 
@@ -219,7 +225,10 @@ def demo(
                 tasks[stage] = progress.add_task(stage, total=1.0)
             progress.update(tasks[stage], completed=done)
 
-        result = asyncio.run(run_demo(config, report))
+        try:
+            result = asyncio.run(run_demo(config, report))
+        except VideoError as error:
+            fail(str(error), code=2)
     latency = result.latency_ms
     console.print(f"wrote [bold]{result.video}[/] ({result.frames_sent} frames) and {out_dir / 'demo.json'}")
     console.print(
@@ -265,13 +274,17 @@ def bench_stream(
     printer: Printer,
     seconds: Annotated[float, typer.Option(help="Length of each load step.")] = 10.0,
     max_actors: Annotated[int, typer.Option(help="Stop the capacity ladder here.")] = 16,
+    face_rate: Annotated[
+        float | None, typer.Option(help="The server's --face-rate (default: the server's own).")
+    ] = None,
 ) -> None:
     """Measure latency and capacity against a server process on loopback.
 
     Latency: one actor at 30 fps, over gRPC and over WebRTC. Capacity: how many actors x avatars are held at 30 fps, over gRPC."""
     from freeavatar_server.tools.bench import bench_stream as run  # lazy: the server
 
-    result = asyncio.run(run(seconds=seconds, max_actors=max_actors))
+    serve_args = ("--face-rate", str(face_rate)) if face_rate is not None else ()
+    result = asyncio.run(run(seconds=seconds, max_actors=max_actors, serve_args=serve_args))
     printer.show(result, JSON.from_data(result), indent=None)
 
 

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -178,7 +179,9 @@ class Analyser:
         tracker = self.trackers.get(request.stream)
         if tracker is None:
             rate = self.options.face_rate_hz
-            tracker = self.trackers[request.stream] = self.front.track(1.0 / rate if rate > 0 else 0.0)
+            interval = 1.0 / rate if rate > 0 else 0.0
+            phase = zlib.crc32(request.stream.encode()) / 2**32  # spreads actors' mesh frames
+            tracker = self.trackers[request.stream] = self.front.track(interval, phase)
         face = tracker.update(image, request.capture_time_us / 1e6 or None)
         timings["detect"], started = ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}

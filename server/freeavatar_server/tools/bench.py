@@ -58,13 +58,13 @@ def free_port() -> int:
 class ServerProcess:
     """`freeavatar serve --builtin-avatars` in a process of its own, as in production."""
 
-    def __init__(self, data_dir: Path, workers: int = 2) -> None:
+    def __init__(self, data_dir: Path, workers: int = 2, serve_args: tuple[str, ...] = ()) -> None:
         self.port, self.http_port = free_port(), free_port()
         command = [
             sys.executable, "-c", "from freeavatar.cli import main; main()", "serve",
             "--data-dir", str(data_dir), "--port", str(self.port), "--builtin-avatars",
             "--http-port", str(self.http_port),
-            "--pipeline-workers", str(workers), "--log-level", "WARNING",
+            "--pipeline-workers", str(workers), "--log-level", "WARNING", *serve_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, env=os.environ | {"OMP_NUM_THREADS": "1"})
 
@@ -177,12 +177,16 @@ async def webrtc_latency(url: str, vp8: list[bytes], avatar_id: str, fps: float,
     return percentiles(np.array(latencies))
 
 
-async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int = 16) -> dict[str, object]:
+async def bench_stream(
+    seconds: float = 10.0, fps: float = 30.0, max_actors: int = 16, serve_args: tuple[str, ...] = ()
+) -> dict[str, object]:
+    """Latency (one actor, gRPC and WebRTC) and the capacity ladder against `freeavatar serve`
+    (with `serve_args` added to its command line)."""
     frames = await asyncio.to_thread(clip_frames)
     jpegs = [encode_jpeg(f) for f in frames]
     vp8 = await asyncio.to_thread(encode_vp8, frames, fps)
     with tempfile.TemporaryDirectory() as data_dir:
-        server = ServerProcess(Path(data_dir))
+        server = ServerProcess(Path(data_dir), serve_args=serve_args)
         try:
             address = f"127.0.0.1:{server.port}"
             async with AsyncClient(address) as client:
@@ -207,4 +211,5 @@ async def bench_stream(seconds: float = 10.0, fps: float = 30.0, max_actors: int
         "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "dropped": s.dropped} for s in stats.stages},
         "frames_in": stats.frames_in - stats_before.frames_in,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "serve_args": list(serve_args),
     }

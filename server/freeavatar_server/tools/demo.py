@@ -1,6 +1,7 @@
-"""`freeavatar demo`: a server in-process, a synthetic actor clip streamed through it to the
-built-in avatars, and a side-by-side video of what came back (actor | each avatar rendered by
-its reference renderer from the rig frames received), with the latency it measured."""
+"""`freeavatar demo`: a server in-process, an actor clip (a synthetic actor, or your own video
+with `--video`) streamed through it to the built-in avatars, and a side-by-side video of what
+came back (actor | each avatar rendered by its reference renderer from the rig frames
+received), with the latency it measured."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,11 @@ from freeavatar import AsyncClient
 from freeavatar.stream import ActorFrame, RigFrame
 from freeavatar_server.app.config import ServerConfig
 from freeavatar_server.app.server import FreeAvatarServer
-from freeavatar_server.media import VideoWriter, encode_jpeg
+from freeavatar_server.media import VideoWriter, encode_jpeg, read_video
 
 Progress = Callable[[str, float], None]  # (stage, fraction done)
 WARM_UP_US = 1_000_000
+MAX_ROWS = 480  # a file's frames are scaled down to this height
 
 
 def percentiles(values: np.ndarray) -> dict[str, float]:
@@ -42,6 +44,7 @@ class DemoConfig:
     avatars: tuple[str, ...] = ("human_arkit", "cartoon", "robot", "cat")
     seed: int = 3
     panel: int = 240  # pixel height of each panel in the output video
+    video: Path | None = None  # the actor's clip from a file (its first `seconds`) instead
 
 
 @dataclass
@@ -56,7 +59,8 @@ class DemoResult:
 
 
 async def run_demo(config: DemoConfig, progress: Progress = lambda stage, done: None) -> DemoResult:
-    frames = await asyncio.to_thread(render_clip, config, progress)
+    frames, fps = await asyncio.to_thread(actor_clip, config, progress)
+    config = replace(config, fps=fps)
     jpegs = [encode_jpeg(frame) for frame in frames]
     data_dir = config.out_dir / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -87,6 +91,20 @@ async def run_demo(config: DemoConfig, progress: Progress = lambda stage, done: 
     )
     (config.out_dir / "demo.json").write_text(json.dumps(asdict(result), indent=2))
     return result
+
+
+def actor_clip(config: DemoConfig, progress: Progress) -> tuple[np.ndarray, float]:
+    """The actor's clip, (T, H, W, 3) uint8, and its frame rate: the video file's (scaled to at
+    most 480 rows, as a webcam sends), or the synthetic actor's."""
+    if config.video is None:
+        return render_clip(config, progress), config.fps
+    frames, fps = read_video(config.video, config.seconds)
+    height, width = frames[0].shape[:2]
+    if height > MAX_ROWS:
+        width, height = (width * MAX_ROWS // height) // 2 * 2, MAX_ROWS
+        frames = [_resize_to(f, width, height) for f in frames]
+    progress("read actor video", 1.0)
+    return np.stack(frames), fps
 
 
 def render_clip(config: DemoConfig, progress: Progress) -> np.ndarray:

@@ -25,6 +25,7 @@ from freeavatar.cli_outputs import describe
 from freeavatar.outputs import OutputProtocol, VmcNames
 from freeavatar.rig import RigControl, RigSpec
 from freeavatar.stream import ActorFrame, RigFrame, RigStream
+from freeavatar_server import media
 from freeavatar_server.media import encode_jpeg
 
 TOP_CONTROLS = 5  # controls shown per avatar in the live view
@@ -32,15 +33,10 @@ BAR_WIDTH = 20
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    import av
-
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or 30)
-            return [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)], rate
-    except (av.error.FFmpegError, IndexError) as error:
-        fail(f"cannot read video {path}: {error}", code=2)
+        return media.read_video(path)
+    except media.VideoError as error:
+        fail(str(error), code=2)
 
 
 async def _stream(
