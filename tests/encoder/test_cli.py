@@ -29,8 +29,10 @@ def test_train_resume_eval_export(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.strip().splitlines()[-1])
     assert set(report["triplet_accuracy"]) == {"unambiguous", "all"}
-    assert {"raw_pixels", "geometry", "mae_features", "classifier_features"} <= set(report["baselines"])
+    baselines = {"raw_pixels", "geometry", "mae_features", "classifier_features", "mediapipe_blendshapes", "mediapipe_mesh"}
+    assert baselines <= set(report["baselines"]) and baselines <= set(report["au_probe_correlation_baselines"])
     assert 0.0 <= report["identity_invariance"] <= 1.0
+    assert -1.0 <= report["au_probe_correlation"] <= 1.0
     assert set(report["stylised_triplet_accuracy"]) == set(report["mascot_triplet_accuracy"]) == {"unambiguous", "all"}
 
     res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--stylised", "2"])

@@ -119,13 +119,16 @@ def eval_encoder(
 
 def _report_table(report: dict) -> Table:
     table = Table(title=f"Held-out triplets ({report['n_triplets']}, {report['n_unambiguous']} unambiguous)")
-    for col in ("features", "unambiguous", "all", "identity invariance"):
+    for col in ("features", "unambiguous", "all", "identity invariance", "action-unit probe r"):
         table.add_column(col)
     acc = report["triplet_accuracy"]
-    table.add_row("expression encoder", f"{acc['unambiguous']:.3f}", f"{acc['all']:.3f}", f"{report['identity_invariance']:.3f}")
+    table.add_row("expression encoder", f"{acc['unambiguous']:.3f}", f"{acc['all']:.3f}",
+                  f"{report['identity_invariance']:.3f}", f"{report['au_probe_correlation']:.3f}")  # fmt: skip
     for name, r in report["baselines"].items():
         inv = report["identity_invariance_baselines"].get(name)
-        table.add_row(name, f"{r['unambiguous']:.3f}", f"{r['all']:.3f}", f"{inv:.3f}" if inv is not None else "-")
+        probe = report["au_probe_correlation_baselines"].get(name)
+        table.add_row(name, f"{r['unambiguous']:.3f}", f"{r['all']:.3f}", f"{inv:.3f}" if inv is not None else "-",
+                      f"{probe:.3f}" if probe is not None else "-")  # fmt: skip
     return table
 
 

@@ -10,6 +10,10 @@
 - Identity invariance: for (expression e1 on identity A, e1 on identity B, e2 on A), how often
   d(Ae1, Be1) < d(Ae1, Ae2), i.e. the same expression on another person is closer than
   another expression on the same person.
+- How much of the action units a linear probe reads from each: a ridge regression from features
+  to the 25 units, fitted on held-out identities and scored on others (mean per-unit Pearson r,
+  `au_probe_correlation`), for the encoder and every baseline, MediaPipe's blendshapes and mesh
+  among them.
 """
 
 from __future__ import annotations
@@ -92,6 +96,31 @@ def geometry_features(images: np.ndarray) -> np.ndarray:
     return (f - f.mean(0)) / (f.std(0) + 1e-6)
 
 
+def mediapipe_features(kind: str, threads: int = 1) -> Features:
+    """MediaPipe's reading of a face crop as a feature vector: its 52 blendshapes, or its mesh
+    (468 points, x and y in the eye frame: centred between the eyes, scaled by their distance).
+    The mesh runs on the crop as a whole (the crops are framed on the head), as it would on a
+    tracked region."""
+    from freeavatar_server.inference.face.front import eye_frame  # lazy: ORT, for baselines only
+    from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi
+
+    landmarker = FaceLandmarker(threads=threads)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        out = []
+        for image in images:
+            side = float(image.shape[0])
+            mesh = landmarker.run_mesh(image, FaceRoi(np.array([side / 2, side / 2]), side * 1.1, 0.0))
+            if kind == "blendshapes":
+                out.append(landmarker.blendshapes(mesh.landmarks, mesh.tongue_out))
+            else:
+                centre, scale = eye_frame(mesh.landmarks)
+                out.append(((mesh.landmarks[:468, :2] - centre) / scale).ravel())
+        return np.array(out, np.float32)
+
+    return run
+
+
 def torch_features(model_fn) -> Features:
     """Wrap a torch callable (float NCHW in [0,1] -> (N, D)) as a Features function."""
 
@@ -125,6 +154,60 @@ def identity_invariance(features: Features, ev: EvalSet) -> float:
     same_expr = np.linalg.norm(f[:, 0] - f[:, 1], axis=1)
     same_id = np.linalg.norm(f[:, 0] - f[:, 2], axis=1)
     return round(float((same_expr < same_id).mean()), 4)
+
+
+@dataclass
+class ProbeSet:
+    """Faces of held-out identities with their action units, for a linear probe."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8
+    action_units: np.ndarray  # (N, N_AU)
+    train: int  # the first `train` faces fit the probe, the rest score it
+
+
+def build_probe_set(size: int, n_train: int = 1000, n_test: int = 500, seed: int = EVAL_SEED + 21) -> ProbeSet:
+    """Identities apart from the triplets' and from each other between the two halves."""
+    from freeavatar_server.synth.actors import render_faces, sample_expressions  # lazy: torch
+
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    ids = EVAL_IDENTITY_OFFSET + 700_000 + rng.choice(100_000, n, replace=False)
+    expressions = sample_expressions(n, rng)
+    images = np.concatenate([
+        render_faces(expressions[s : s + 250], ids[s : s + 250], size=size, seed=seed + s).images for s in range(0, n, 250)
+    ])  # fmt: skip
+    return ProbeSet(images, expressions, n_train)
+
+
+def ridge_probe_correlation(features: np.ndarray, targets: np.ndarray, train: int) -> float:
+    """Mean per-unit Pearson r of a ridge regression from features to action units, fitted on the
+    first `train` rows (its strength chosen on a fifth of them) and scored on the rest. Solved in
+    its dual form (an n x n system), so that raw pixels (tens of thousands of features) cost no
+    more than a 16-d embedding."""
+    x = features.astype(np.float64)
+    mean, std = x[:train].mean(0), x[:train].std(0) + 1e-8
+    x = (x - mean) / std
+    y = targets - targets[:train].mean(0)
+    fit, val = slice(0, train * 4 // 5), slice(train * 4 // 5, train)
+
+    def predict(rows: slice, onto: slice, strength: float) -> np.ndarray:
+        gram = x[rows] @ x[rows].T
+        alpha = np.linalg.solve(gram + strength * np.eye(len(gram)), y[rows])
+        return x[onto] @ x[rows].T @ alpha
+
+    def score(predicted: np.ndarray, onto: slice) -> float:
+        truth = y[onto]
+        r = [np.corrcoef(predicted[:, k], truth[:, k])[0, 1] for k in range(truth.shape[1]) if truth[:, k].std() > 0]
+        return float(np.nanmean(r))
+
+    # strengths relative to the features' own scale (the trace of the Gram matrix per row)
+    scale = x.shape[1]
+    best = max((1e-3, 1e-2, 1e-1, 1.0, 10.0), key=lambda k: score(predict(fit, val, k * scale), val))
+    return round(score(predict(slice(0, train), slice(train, len(x)), best * scale), slice(train, len(x))), 4)
+
+
+def au_probe(features: Features, probe: ProbeSet) -> float:
+    return ridge_probe_correlation(features(probe.images), probe.action_units, probe.train)
 
 
 @dataclass(frozen=True)
@@ -172,7 +255,12 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         encoder = torch_features(enc)
     n_quads = n_quads if n_quads is not None else min(500, max(8, n_triplets // 4))
     ev = build_eval_set(size=size, n_triplets=n_triplets, n_quads=n_quads, seed=seed)
-    extractors: dict[str, Features] = {"raw_pixels": raw_pixel_features, "geometry": geometry_features}
+    extractors: dict[str, Features] = {
+        "raw_pixels": raw_pixel_features,
+        "geometry": geometry_features,
+        "mediapipe_blendshapes": mediapipe_features("blendshapes", threads),
+        "mediapipe_mesh": mediapipe_features("mesh", threads),
+    }
     if weights.mae is not None and weights.mae.exists():
         extractors["mae_features"] = torch_features(load_encoder(weights.mae).backbone.pooled)
     if weights.classifier is not None and weights.classifier.exists():
@@ -184,7 +272,11 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         print(f"note: baselines {', '.join(skipped)} skipped: no weights (mae.pt, classifier.pt in a run "
               f"directory). To score them: {REBUILD_BASELINES}", file=sys.stderr)
     ts = ev.triplets
+    probe = build_probe_set(size, n_train=max(40, n_triplets // 2), n_test=max(20, n_triplets // 4), seed=seed + 21)
     report = {
+        "au_probe_correlation": au_probe(encoder, probe),
+        "au_probe_correlation_baselines": {name: au_probe(fn, probe) for name, fn in extractors.items()},
+        "au_probe_faces": {"train": probe.train, "test": len(probe.images) - probe.train},
         "triplet_accuracy": triplet_scores(encoder, ev),
         "baselines": {name: triplet_scores(fn, ev) for name, fn in extractors.items()},
         "identity_invariance": identity_invariance(encoder, ev),
