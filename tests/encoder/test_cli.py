@@ -44,6 +44,13 @@ def test_train_resume_eval_export(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e.onnx").stat().st_size > 0
 
+    # shipping installs what the live path and animator jobs load, not the baselines
+    from freeavatar_server.training.encoder.export import ship
+
+    shipped = ship(run, tmp_path / "models")
+    assert sorted(p.name for p in shipped) == ["expression_encoder.int8.onnx", "expression_encoder.onnx", "expression_encoder.pt"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(p.name for p in shipped)
+
 
 def test_a_shipped_checkpoint_resumes_as_a_warm_restart(tmp_path):
     """Shipped checkpoints carry no optimizer state; --resume from one continues its weights

@@ -36,8 +36,8 @@ avatar_commands = typer.Typer()  # freeavatar avatars render-samples
 train_commands = typer.Typer(  # freeavatar train encoder | face, beside the SDK's renderer | animator
     help="Train models: avatar renderers and the animator as server jobs; the encoder and the face localiser here."
 )
-bench_app = typer.Typer(help="Speed measurements; results belong in docs/results.md.", no_args_is_help=True)
-eval_app = typer.Typer(help="Measure model quality; results belong in docs/results.md.", no_args_is_help=True)
+bench_app = typer.Typer(help="Speed measurements; results belong in docs/performance.md.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure model quality; results belong in docs/models.md and docs/realface.md.", no_args_is_help=True)
 
 
 @top_commands.command()

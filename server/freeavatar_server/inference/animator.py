@@ -7,8 +7,8 @@
 `predict` returns control values in each control's own range, in rig-spec order
 (`runtime.control_names(avatar_id)`). It runs on ONNX Runtime, one small graph per avatar with
 that avatar's code and control queries folded in as constants (so the graph is a few matmuls),
-one intra-op thread, no Python-side torch at all. Measured cost is in docs/results.md
-("Animator"): about 0.1 ms per avatar per frame on one core.
+one intra-op thread, no Python-side torch at all. Measured cost (docs/performance.md):
+about 0.1 ms per avatar per frame on one core.
 
 The model directory holds `animator.pt` (the torch checkpoint, config and rigs inside) and a
 `manifest.json` naming the per-avatar ONNX files (`training.animator.export` writes both).

@@ -1,7 +1,7 @@
 """Mascots: non-human cartoon faces (critters, robots, blobs) that make the same expressions.
 
 The encoder has to read an expression on a cat or a robot as it reads it on a person, or the
-animator's consistency loss points away from the right rig (docs/results.md, "what the shipped
+animator's consistency loss points away from the right rig (CHANGELOG.md, "what the shipped
 embedding carries"). People and cel-shaded people alone did not teach that. Mascots are drawn
 from simple shapes in any style: a round, square or squircle head of any colour, pointed,
 round or antenna ears, an optional dark face plate with glowing features, dot, white or screen

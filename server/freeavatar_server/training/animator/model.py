@@ -16,7 +16,7 @@ So rigs of any size need no decoder of their own, and a new avatar adds only its
 modulation and control queries: tuning those with the shared weights frozen cannot change the
 outputs of avatars already tuned. The code alone steers the trunk only along the 16 directions
 the shared FiLM layers learnt; the modulation lets an added avatar bend every trunk feature
-(an added cat: held-out error 0.0871 with it, 0.0889 without; docs/results.md).
+(an added cat: held-out error 0.0871 with it, 0.0889 without; CHANGELOG.md).
 
 Outputs stay in each control's [min, max]. The network predicts each control's offset from its
 default in units of its range, and `output` bounds it:

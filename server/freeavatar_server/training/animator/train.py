@@ -51,7 +51,7 @@ class AnimatorTrainConfig:
     learning_rate: float = 3e-3
     time_budget_s: float = 540.0  # the schedule ends at whichever comes first: steps or budget
     seed: int = 0
-    sparsity_weight: float = 1.0  # with a real encoder, 0.02-0.3 let the animator chase renderer artefacts (docs/results.md)
+    sparsity_weight: float = 1.0  # with a real encoder, 0.02-0.3 let the animator chase renderer artefacts (CHANGELOG.md)
     # None: by the model's output. 1.0 holds the straight-through clamp's hidden values near the
     # range (without it the consistency gradient, passed through a clamped control, pushes it
     # ever further out: a run at 1e-3 reached 180 range-widths); 1e-3 for the sigmoids of older
@@ -72,7 +72,7 @@ class AnimatorTrainConfig:
     # under all of them, so the animator cannot win on one render's pixel-level quirks of the
     # encoder. Per image, optimising through the jitter brought the human's rigs closer to the
     # actor by the reference renderer's measure, too (benchmarks/animator_oracle.py); in joint
-    # training it lost on validation (docs/results.md, session 5), so it is off by default.
+    # training it lost on validation (CHANGELOG.md, session 5), so it is off by default.
     jitter: bool = False
     # The avatar's render samples as supervision (render_sample_pairs): weight of their L1 term.
     samples_weight: float = 0.0

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 
 from freeavatar_server.inference.encoder import INPUT_NAME, OUTPUT_NAME
-from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX, ENCODER_ONNX, MODELS_DIR
+from freeavatar_server.inference.shipped import (
+    ENCODER_CHECKPOINT,
+    ENCODER_INT8_ONNX,
+    ENCODER_ONNX,
+    MODELS_DIR,
+)
 
 
 def export_onnx(encoder, path: Path, *, opset: int = 17) -> Path:
@@ -73,15 +78,13 @@ def strip_checkpoint(src: Path, dst: Path) -> None:
 
 
 def ship(run_dir: Path, models_dir: Path = MODELS_DIR) -> list[Path]:
-    """Install a finished run as the package's default encoder: ONNX graph, slim .pt files for
-    the encoder and for the two baseline backbones `freeavatar eval encoder` compares against."""
+    """Install a finished run as the package's default encoder: its ONNX graph, the int8 copy the
+    live path runs, and a slim .pt (what animator jobs train through). The baseline backbones
+    stay in the run directory (`freeavatar eval encoder --run-dir`)."""
     from freeavatar_server.training.encoder.train import load_encoder  # lazy: torch
 
     run_dir, models_dir = Path(run_dir), Path(models_dir)
     onnx_path = export_onnx(load_encoder(run_dir / "triplet.pt"), models_dir / ENCODER_ONNX.name)
     written = [onnx_path, quantize_onnx(onnx_path, models_dir / ENCODER_INT8_ONNX.name)]
-    for stage, name in (("triplet", "expression_encoder.pt"), ("mae", "expression_encoder_mae.pt"), ("classifier", "expression_encoder_classifier.pt")):
-        if (run_dir / f"{stage}.pt").exists():
-            strip_checkpoint(run_dir / f"{stage}.pt", models_dir / name)
-            written.append(models_dir / name)
-    return written
+    strip_checkpoint(run_dir / "triplet.pt", models_dir / ENCODER_CHECKPOINT.name)
+    return [*written, models_dir / ENCODER_CHECKPOINT.name]
