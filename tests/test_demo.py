@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from freeavatar_server.images import decode_image
 from freeavatar_server.media import VideoError, VideoWriter, read_video
 from freeavatar_server.tools.demo import DemoConfig, run_demo
 
@@ -31,6 +32,8 @@ async def test_demo_streams_a_real_face_video(tmp_path: Path) -> None:
     assert all(count > 0 for count in result.frames_received.values())
     frames, fps = read_video(Path(result.video))
     assert len(frames) == 15 and frames[0].shape[0] == 96
+    picture = decode_image(Path(result.video).with_suffix(".png").read_bytes())
+    assert picture.shape == (96 * 6, frames[0].shape[1], 3)
 
 
 def test_an_unreadable_video_is_named(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """`freeavatar demo`: a server in-process, an actor clip (a synthetic actor, or your own video
 with `--video`) streamed through it to the built-in avatars, and a side-by-side video of what
 came back (actor | each avatar rendered by its reference renderer from the rig frames
-received), with the latency it measured."""
+received, and six moments of it as demo.png), with the latency it measured."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from freeavatar import AsyncClient
 from freeavatar.stream import ActorFrame, RigFrame
 from freeavatar_server.app.config import ServerConfig
 from freeavatar_server.app.server import FreeAvatarServer
+from freeavatar_server.images import encode_png
 from freeavatar_server.media import VideoWriter, encode_jpeg, read_video
 
 Progress = Callable[[str, float], None]  # (stage, fraction done)
 WARM_UP_US = 1_000_000
 MAX_ROWS = 480  # a file's frames are scaled down to this height
+STRIP_FRAMES = 6  # rows of the demo's picture (demo.png)
 
 
 def percentiles(values: np.ndarray) -> dict[str, float]:
@@ -172,10 +174,17 @@ def write_side_by_side(
         rigs = rigs_per_source_frame(received, captures, avatar.neutral(1)[0])
         panels.append(np.concatenate([avatar.render(rigs[i : i + 32], panel) for i in range(0, len(rigs), 32)]))
         progress("render avatars", len(panels) / len(by_avatar))
+    # the picture beside the video: six moments, past the first half second of settling in
+    strip_at = set(np.linspace(min(len(frames) - 1, round(config.fps / 2)), len(frames) - 1, STRIP_FRAMES).round().astype(int))
+    strip = []
     with VideoWriter(path, config.fps, actor_width + panel * len(panels), panel) as video:
         for index, frame in enumerate(frames):
             actor = np.asarray(_resize_to(frame, actor_width, panel))
-            video.write(np.concatenate([actor, *(p[index] for p in panels)], axis=1))
+            row = np.concatenate([actor, *(p[index] for p in panels)], axis=1)
+            video.write(row)
+            if index in strip_at:
+                strip.append(row)
+    path.with_suffix(".png").write_bytes(encode_png(np.concatenate(strip)))
 
 
 def rigs_per_source_frame(received: list[Received], captures: list[int], neutral: np.ndarray) -> np.ndarray:
