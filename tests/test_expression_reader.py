@@ -43,13 +43,13 @@ def test_auto_takes_aliased_controls_from_blendshapes_and_the_rest_from_the_anim
     got = binding.read(animated, shapes(jawOpen=0.8, browInnerUp=0.4))
     # a two-sided control moves from 0 up with its blendshape
     np.testing.assert_allclose(got, [0.8, 0.7, 0.4])
-    assert binding.needs_animator
+    assert binding.uses_animator
     np.testing.assert_allclose(binding.read(animated, None), animated)  # no real-face reading
 
 
 def test_a_rig_of_aliases_only_needs_no_animator():
     binding = bind(RigSpec.arkit52("head"), AUTO)
-    assert not binding.needs_animator
+    assert not binding.uses_animator
     got = binding.read(None, shapes(mouthSmileLeft=0.9, eyeBlinkRight=1.0))
     assert got[ARKIT_BLENDSHAPES.index("mouthSmileLeft")] == pytest.approx(0.9)
     assert got[ARKIT_BLENDSHAPES.index("eyeBlinkRight")] == pytest.approx(1.0)
@@ -60,12 +60,12 @@ def test_animator_reader_ignores_the_blendshapes():
     binding = bind(MIXED, ANIMATOR)
     animated = np.array([0.1, 0.7, -0.5], np.float32)
     np.testing.assert_allclose(binding.read(animated, shapes(jawOpen=1.0)), animated)
-    assert binding.needs_animator
+    assert binding.uses_animator
 
 
 def test_blendshapes_reader_leaves_other_controls_at_rest():
     binding = bind(MIXED, BLENDSHAPES)
-    assert not binding.needs_animator
+    assert not binding.uses_animator
     np.testing.assert_allclose(binding.read(None, shapes(jawOpen=0.5)), [0.5, 0.0, 0.0])
     assert binding.read(None, None) is None
 
@@ -83,3 +83,10 @@ def test_an_unknown_reader_is_refused():
 
 def test_the_reader_round_trips_through_the_proto():
     assert bind(MIXED, BLENDSHAPES).to_proto().reader == BLENDSHAPES
+
+
+def test_a_blendshape_at_rest_leaves_the_control_at_its_default():
+    spec = RigSpec("lids", (RigControl("lid", min=0.0, max=1.0, default=0.3, arkit_alias="eyeBlinkLeft"),))
+    binding = bind(spec, BLENDSHAPES)
+    assert binding.read(None, shapes())[0] == pytest.approx(0.3)  # where the avatar rests with no face too
+    assert binding.read(None, shapes(eyeBlinkLeft=1.0))[0] == pytest.approx(1.0)

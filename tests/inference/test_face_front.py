@@ -4,6 +4,8 @@ frames built to break it."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,12 @@ def test_the_mesh_rate_cap_reuses_the_last_reading_between_runs(front: FaceFront
     faces = [track.update(photo, time_s=i / 30) for i in range(4)]  # 0, 33, 67, 100 ms
     assert track.reused == 2 and faces[1] is faces[0] and faces[3] is faces[2] and faces[2] is not faces[0]
     assert track.update(photo) is not faces[3]  # a frame without a capture time always runs
+
+
+def test_timestamps_that_stand_still_do_not_freeze_the_reading(front: FaceFront) -> None:
+    photo = skimage_data.astronaut()
+    track = front.track(min_interval_s=0.05)
+    first = track.update(photo, time_s=5.0)
+    assert track.update(photo, time_s=5.0) is first  # within the interval on both clocks
+    time.sleep(0.11)  # the worker's clock moves on while the sender's stands still
+    assert track.update(photo, time_s=5.0) is not first

@@ -19,9 +19,10 @@ previous frame's landmarks (their bounding box, eye corners 33 -> 263 for the ro
 scaled 1.5), presence threshold 0.5, and the blendshapes' landmark subset. Two deliberate
 differences: when the tracked face is lost `FaceTrack` re-runs the detector on the same frame
 (MediaPipe waits for the next one), and with several faces it keeps the largest (MediaPipe keeps
-the highest-scoring). A `SecondDetector` may propose a region when BlazeFace finds no face: the
-bundle has only the short-range BlazeFace, which misses faces under about a seventh of the
-frame's width (the live path asks its own localiser, `inference.face.front`). No landmark smoothing here: the live pipeline smooths its own outputs.
+the highest-scoring). A `SecondDetector` may propose a region when BlazeFace finds no face the
+mesh confirms (only its largest face is tried): the bundle has only the short-range BlazeFace, which misses faces under about a seventh of the
+frame's width (the live path asks its own localiser, `inference.face.front`). No landmark
+smoothing here: the live pipeline smooths its own outputs.
 
 Everything is in frame pixels of the RGB uint8 frame passed in. Head pose is a weighted rigid
 fit (MediaPipe's Procrustes landmark weights) of the mesh to MediaPipe's canonical face, in the

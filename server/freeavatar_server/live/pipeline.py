@@ -212,8 +212,7 @@ class ActorPipeline:
         animators = {
             avatar_id: ref
             for avatar_id, binding in bindings.items()
-            if binding.reader != stream_pb2.EXPRESSION_READER_BLENDSHAPES
-            and (ref := self._models.animator_ref(avatar_id)) is not None
+            if binding.uses_animator and (ref := self._models.animator_ref(avatar_id)) is not None
         }
         sent = time.perf_counter()
         analysis = await self._worker.analyse(AnalysisRequest(self._key, pixels, frame.capture_time_us, animators))

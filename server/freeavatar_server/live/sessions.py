@@ -54,9 +54,9 @@ class BlendshapeDrive:
     @classmethod
     def of(cls, spec: RigSpec) -> BlendshapeDrive:
         aliased = [(i, c) for i, c in enumerate(spec.controls) if c.arkit_alias]
-        # a blendshape is 0 at rest: a control whose range straddles 0 (a two-sided one) moves
-        # from 0 up, one whose range lies above 0 from its minimum up
-        low = np.array([max(c.min, 0.0) for _, c in aliased], np.float32)
+        # a blendshape is 0 at rest: the control rests at its default (where the avatar goes when
+        # no face is seen) and rises from there to its maximum
+        low = np.array([min(max(c.default, c.min), c.max) for _, c in aliased], np.float32)
         high = np.array([c.max for _, c in aliased], np.float32)
         return cls(
             np.array([i for i, _ in aliased], np.int64),
@@ -84,7 +84,8 @@ class Binding:
     drive: BlendshapeDrive | None = None  # None: the rig has no ARKit-aliased control
 
     @property
-    def needs_animator(self) -> bool:
+    def uses_animator(self) -> bool:
+        """Whether any of the avatar's controls come from its animator (then it must have one)."""
         if self.reader == stream_pb2.EXPRESSION_READER_BLENDSHAPES:
             return False
         all_aliased = self.drive is not None and len(self.drive.controls) == len(self.spec.controls)
@@ -96,7 +97,7 @@ class Binding:
             return animated
         if blendshapes is None:
             return None if self.reader == stream_pb2.EXPRESSION_READER_BLENDSHAPES else animated
-        if animated is None and self.needs_animator:
+        if animated is None and self.uses_animator:
             return None  # the animator's half is missing (no model any more): show nothing
         base = animated if animated is not None else np.asarray(self.spec.defaults, np.float32)
         return self.drive.apply(base, blendshapes)

@@ -94,10 +94,8 @@ class LiveStreams:
                 raise BadBinding(f"avatar {avatar_id!r} is bound twice")
             avatar = await asyncio.to_thread(self.store.get_avatar, avatar_id)
             binding = Binding.resolve(request, avatar.spec)
-            if binding.needs_animator:
+            if binding.uses_animator:
                 await self.models.ensure(avatar_id)
-            else:  # the blendshapes drive it; an animator, if it has one, still joins in
-                await self.models.refresh(avatar_id)
             bindings[avatar_id] = binding
         return bindings
 

@@ -7,8 +7,8 @@ to ear: `inference.face.crop`). The mesh gives that box through a linear map of 
 fitted on synthetic faces in a frame centred on the eyes and scaled by their distance (so the
 map holds at any position and size): `training.face.mesh_box_fit`, held-out IoU with the true
 box 0.88. On real faces the mesh is what finds the face; the localiser only steps in when
-BlazeFace sees nothing (it finds the synthetic world's small faces, which the short-range
-BlazeFace misses), and the mesh still confirms each of its proposals.
+BlazeFace sees no face the mesh confirms (it finds the synthetic world's small faces, which the
+short-range BlazeFace misses), and the mesh confirms its proposals too.
 
     front = FaceFront()                      # shared by a worker's actors
     track = front.track()                    # one per actor stream
@@ -18,6 +18,7 @@ BlazeFace misses), and the mesh still confirms each of its proposals.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,7 @@ class FrontTrack:
         self._last: FaceObservation | None = None
         self._last_time_s = -math.inf
         self._due_s = -math.inf  # the capture time from which the mesh runs again
+        self._ran_at = -math.inf  # time.monotonic() of the last mesh run
         self.reused = 0  # frames answered with the last reading
 
     @property
@@ -139,10 +141,18 @@ class FrontTrack:
 
     def update(self, frame: np.ndarray, time_s: float | None = None) -> FaceObservation | None:
         """(H, W, 3) uint8 RGB -> the face, or None when there is none. `time_s`, the frame's
-        capture time, lets a frame soon after the last reading reuse it (`min_interval_s`)."""
-        if time_s is not None and self._last is not None and self._last_time_s <= time_s < self._due_s:
+        capture time, lets a frame soon after the last reading reuse it (`min_interval_s`).
+        The worker's own clock must agree: a sender whose timestamps stand still (or run slow)
+        still gets a fresh reading at least every two intervals."""
+        if (
+            time_s is not None
+            and self._last is not None
+            and self._last_time_s <= time_s < self._due_s
+            and time.monotonic() - self._ran_at < 2 * self._min_interval_s
+        ):
             self.reused += 1
             return self._last
+        self._ran_at = time.monotonic()
         reading = self._track.update(frame)
         if reading is None:
             self._last = None

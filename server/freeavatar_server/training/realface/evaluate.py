@@ -4,8 +4,10 @@ what is plainly visible in each photo (labels.csv), beside MediaPipe's blendshap
 
 For each labelled face the photo is cut to a square around the face (2.2 face widths, so one
 face fills the view in group photos) and read as a still shown twice (found, then tracked, as
-the first frames of a stream). A label's controls "move" when they rise at least `MOVED` of
-their range above rest (on average, or any one of them for a label in `ANY_OF`); a face labelled 1 should move them, a face labelled 0 should
+the first frames of a stream), and counts as found when the face read is the labelled one (its
+box overlaps the label's). A label's controls "move" when they go at least `MOVED` of the way
+from rest towards the end the label moves them to (on average, or any one of them for a label
+in `ANY_OF`); a face labelled 1 should move them, a face labelled 0 should
 not, and a neutral face should move none of them. Faces whose label is blank are not judged.
 """
 
@@ -29,6 +31,7 @@ SET_DIR = Path(__file__).resolve().parent
 LABELS = ("smile", "mouth_open", "eyes_closed", "brows_raised", "frown")
 MOVED = 0.15  # share of a control's range above rest that counts as moving
 REGION = 2.2  # the square cut around a labelled face, in face widths
+SAME_FACE = 0.5  # the face read overlaps the labelled one this much: the same face
 MEDIAPIPE = "mediapipe"  # MediaPipe's own blendshapes, read as the ARKit avatar would be
 
 # What a label moves on each built-in avatar: (control, direction). Chosen from what each
@@ -87,15 +90,36 @@ def read_labels(path: Path = SET_DIR / "labels.csv") -> list[LabelledFace]:
     return faces
 
 
-def region(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The square around a face (clamped to the photo), so the front end sees that face."""
+def region_bounds(image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """The square around a face (clamped to the photo): left, top, right, bottom."""
     x0, y0, x1, y1 = box
     half = REGION * max(x1 - x0, y1 - y0) / 2
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     h, w = image.shape[:2]
-    left, top = int(max(0, cx - half)), int(max(0, cy - half))
-    right, bottom = int(min(w, cx + half)), int(min(h, cy + half))
+    return int(max(0, cx - half)), int(max(0, cy - half)), int(min(w, cx + half)), int(min(h, cy + half))
+
+
+def region(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The square around a face, so the front end sees that face."""
+    left, top, right, bottom = region_bounds(image, box)
     return np.ascontiguousarray(image[top:bottom, left:right])
+
+
+def image_origin(image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[int, int]:
+    left, top, _, _ = region_bounds(image, box)
+    return left, top
+
+
+def overlap(found: tuple[float, ...], labelled: tuple[float, ...], origin: tuple[int, int]) -> float:
+    """Intersection over the smaller box, of the face read (region pixels) and the labelled one
+    (photo pixels): the boxes frame a face differently, so IoU would undersell a match."""
+    ox, oy = origin
+    a = np.array(found, np.float64) + [ox, oy, ox, oy]
+    b = np.array(labelled, np.float64)
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return w * h / smaller if smaller > 0 else 0.0
 
 
 @dataclass
@@ -130,14 +154,15 @@ def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, enc
             analysis = analyser.analyse(AnalysisRequest(key, image, 0, animators))
         analyser.forget(key)
         rigs: dict[str, np.ndarray] = {}
-        if analysis.face is not None:
+        found = analysis.face is not None and overlap(analysis.face.box, face.box, image_origin(photos[face.photo], face.box)) > SAME_FACE
+        if found:
             for suffix, by_avatar in readers.items():
                 for name, binding in by_avatar.items():
                     values = binding.read(analysis.raw.get(name), analysis.blendshapes)
                     if values is not None:
                         rigs[name + suffix] = values
             rigs[MEDIAPIPE] = analysis.blendshapes
-        results.append(FaceResult(face, analysis.face is not None, rigs, image))
+        results.append(FaceResult(face, found, rigs, image))
     return results
 
 
@@ -147,8 +172,8 @@ ANY_OF = frozenset({"mouth_open"})  # the jaw drops, or the lips part over the t
 
 
 def movement(values: np.ndarray, avatar: str, controls: tuple[tuple[str, int], ...], any_of: bool = False) -> float:
-    """How far a label's controls moved above rest, in shares of their ranges: their mean, or
-    with `any_of` the most any of them moved."""
+    """How far a label's controls moved from rest towards the end the label moves them to, in
+    shares of that half-range: their mean, or with `any_of` the most any of them moved."""
     spec = BUILTIN_AVATARS[avatar].spec if avatar in BUILTIN_AVATARS else None
     moved = []
     for control, direction in controls:
@@ -157,7 +182,9 @@ def movement(values: np.ndarray, avatar: str, controls: tuple[tuple[str, int], .
             continue
         i = spec.control_names.index(control)
         c = spec.controls[i]
-        moved.append(direction * (float(values[i]) - c.default) / (c.max - c.min))
+        # the share of the way from rest to the end the label moves it towards
+        reach = (c.max - c.default) if direction > 0 else (c.default - c.min)
+        moved.append(direction * (float(values[i]) - c.default) / max(reach, 1e-6))
     return float(np.max(moved) if any_of else np.mean(moved))
 
 

@@ -10,8 +10,9 @@
 POSTs carry an SDP offer (Content-Type: application/sdp) and get 201 with the answer and the
 peer's URL in Location (RFC 9725). Rig frames go back over the data channel the peer opened,
 labelled "rig". `token=` carries the session token on servers with API keys; the API key goes
-in `Authorization: Bearer`. Errors are text naming the problem, with the HTTP status the same
-error gets as a gRPC status elsewhere (400, 401, 403, 404, 409).
+in `Authorization: Bearer`. Errors are text naming the problem, with the HTTP status of the
+error's kind (`HTTP_STATUS`: 400, 403, 404, 409, 429, 503; 401 without a key, 415 for a body
+that is not SDP, 500 for anything unexpected).
 """
 
 from __future__ import annotations
