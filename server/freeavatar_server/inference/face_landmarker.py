@@ -361,15 +361,10 @@ class FaceLandmarker:
 
     def __init__(self, models_dir: Path | None = None, threads: int = 1) -> None:
         root = Path(models_dir) if models_dir is not None else MEDIAPIPE_DIR
-        paths = {n: root / f"{n}.onnx" for n in ("face_detector", "face_landmarks", "face_blendshapes")}
-        missing = [str(p) for p in paths.values() if not p.exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"MediaPipe models not found: {missing}; make them with scripts/fetch_mediapipe.py"
-            )
-        self.detector = open_session(paths["face_detector"], threads, "CPUExecutionProvider")
-        self.mesh = open_session(paths["face_landmarks"], threads, "CPUExecutionProvider")
-        self.blendshape_model = open_session(paths["face_blendshapes"], threads, "CPUExecutionProvider")
+        made_by = "scripts/fetch_mediapipe.py"
+        self.detector = open_session(root / "face_detector.onnx", threads, "CPUExecutionProvider", made_by=made_by)
+        self.mesh = open_session(root / "face_landmarks.onnx", threads, "CPUExecutionProvider", made_by=made_by)
+        self.blendshape_model = open_session(root / "face_blendshapes.onnx", threads, "CPUExecutionProvider", made_by=made_by)
         self.canonical = CanonicalFace.load(root / "canonical_face.npz")
         self._arkit_dst, self._mp_src, self._tongue = _to_arkit_index()
 

@@ -13,9 +13,14 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def open_session(path: Path | str, threads: int = 1, provider: str | None = None) -> ort.InferenceSession:
+def open_session(
+    path: Path | str, threads: int = 1, provider: str | None = None, *, made_by: str = ""
+) -> ort.InferenceSession:
     """A session for one model file. The streaming pipeline runs many actors side by side on
-    few cores: one thread per call by default, and no thread pool spinning between frames."""
+    few cores: one thread per call by default, and no thread pool spinning between frames.
+    A missing file is a FileNotFoundError naming it and `made_by`, the command that makes it."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model not found at {path}" + (f"; make it with {made_by}" if made_by else ""))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

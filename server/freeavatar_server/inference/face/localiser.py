@@ -40,12 +40,7 @@ class FaceLocaliser:
 
     def __init__(self, model_path: Path | str | None = None, threads: int = 1) -> None:
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
-        if not path.exists():
-            raise FileNotFoundError(
-                f"face localiser model not found at {path}; train it with "
-                "`python -m freeavatar_server.training.face.train all --ship`"
-            )
-        self.session = open_session(path, threads)
+        self.session = open_session(path, threads, made_by="`freeavatar train face all --ship`")
         self.config = read_config(self.session)
 
     def _run(self, image: np.ndarray) -> Detection:

@@ -69,12 +69,7 @@ class HeadPoseEstimator:
 
     def __init__(self, model_path: Path | str | None = None, threads: int = 1) -> None:
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
-        if not path.exists():
-            raise FileNotFoundError(
-                f"head pose model not found at {path}; train it with "
-                "`python -m freeavatar_server.training.face.pose_train --ship`"
-            )
-        self.session = open_session(path, threads)
+        self.session = open_session(path, threads, made_by="`python -m freeavatar_server.training.face.pose_train --ship`")
         meta = self.session.get_modelmeta().custom_metadata_map
         self.config = PoseConfig.from_json(meta[META_KEY])
 

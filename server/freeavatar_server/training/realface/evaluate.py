@@ -90,24 +90,16 @@ def read_labels(path: Path = SET_DIR / "labels.csv") -> list[LabelledFace]:
     return faces
 
 
-def region_bounds(image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
-    """The square around a face (clamped to the photo): left, top, right, bottom."""
+def region(image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, tuple[int, int]]:
+    """The square around a face (clamped to the photo), so the front end sees that face, and
+    where its top-left corner lies in the photo."""
     x0, y0, x1, y1 = box
     half = REGION * max(x1 - x0, y1 - y0) / 2
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     h, w = image.shape[:2]
-    return int(max(0, cx - half)), int(max(0, cy - half)), int(min(w, cx + half)), int(min(h, cy + half))
-
-
-def region(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The square around a face, so the front end sees that face."""
-    left, top, right, bottom = region_bounds(image, box)
-    return np.ascontiguousarray(image[top:bottom, left:right])
-
-
-def image_origin(image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[int, int]:
-    left, top, _, _ = region_bounds(image, box)
-    return left, top
+    left, top = int(max(0, cx - half)), int(max(0, cy - half))
+    right, bottom = int(min(w, cx + half)), int(min(h, cy + half))
+    return np.ascontiguousarray(image[top:bottom, left:right]), (left, top)
 
 
 def overlap(found: tuple[float, ...], labelled: tuple[float, ...], origin: tuple[int, int]) -> float:
@@ -148,13 +140,13 @@ def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, enc
     for index, face in enumerate(faces):
         if face.photo not in photos:
             photos[face.photo] = decode_image((SET_DIR / "photos" / face.photo).read_bytes())
-        image = region(photos[face.photo], face.box)
+        image, origin = region(photos[face.photo], face.box)
         key = f"face-{index}"
         for _ in range(2):  # a still as a stream's first frames: found, then tracked
             analysis = analyser.analyse(AnalysisRequest(key, image, 0, animators))
         analyser.forget(key)
         rigs: dict[str, np.ndarray] = {}
-        found = analysis.face is not None and overlap(analysis.face.box, face.box, image_origin(photos[face.photo], face.box)) > SAME_FACE
+        found = analysis.face is not None and overlap(analysis.face.box, face.box, origin) > SAME_FACE
         if found:
             for suffix, by_avatar in readers.items():
                 for name, binding in by_avatar.items():
