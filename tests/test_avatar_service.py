@@ -70,11 +70,11 @@ BAD_SPECS = {
         rig_pb2.RigSpec(name="a", controls=[control("x", default_value=-1.0)]),
         "'x': default -1 is outside",
     ),
-    "nan": (rig_pb2.RigSpec(name="a", controls=[control("x", max=math.nan)]), "'x': max is not"),
-    "inf": (rig_pb2.RigSpec(name="a", controls=[control("x", min=-math.inf)]), "'x': min is not"),
+    "nan": (rig_pb2.RigSpec(name="a", controls=[control("x", max=math.nan)]), "controls[0].max is not a finite"),
+    "inf": (rig_pb2.RigSpec(name="a", controls=[control("x", min=-math.inf)]), "controls[0].min is not a finite"),
     "too many": (
         rig_pb2.RigSpec(name="a", controls=[control(f"c{i}") for i in range(1025)]),
-        "1025 controls; at most 1024",
+        "spec.controls has 1025 items; at most 1024",
     ),
     "alias": (
         rig_pb2.RigSpec(name="a", controls=[control("x", arkit_alias="EyeBlink_L")]),

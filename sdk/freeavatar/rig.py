@@ -14,7 +14,10 @@ from freeavatar._proto import rig_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES, ARKIT_NAME_SET, arkit_group, arkit_mirror
 
 MAX_CONTROLS = 1024
-MAX_NAME_LENGTH = 128
+MAX_NAME_LENGTH = 128  # avatar and control names, groups and mirror partners
+# Rig values travel as float32 (frames, samples): a range must fit it, and so must its span,
+# which the server subtracts in float32 (max - min of -3e38..3e38 is inf there).
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class InvalidRigSpec(ValueError):
@@ -192,11 +195,20 @@ def _validate_control(index: int, control: RigControl) -> None:
     if len(control.name) > MAX_NAME_LENGTH:
         raise InvalidRigSpec(f"control #{index}: name longer than {MAX_NAME_LENGTH} characters")
     label = f"control {control.name!r}"
+    for attr in ("group", "mirror"):
+        if len(getattr(control, attr)) > MAX_NAME_LENGTH:
+            raise InvalidRigSpec(f"{label}: {attr} is longer than {MAX_NAME_LENGTH} characters")
     for attr in ("min", "max", "default"):
         if not math.isfinite(getattr(control, attr)):
             raise InvalidRigSpec(f"{label}: {attr} is not a finite number")
+        if abs(getattr(control, attr)) > FLOAT32_MAX:
+            raise InvalidRigSpec(f"{label}: {attr} {getattr(control, attr):g} does not fit a float32")
     if control.min >= control.max:
         raise InvalidRigSpec(f"{label}: min {control.min:g} is not below max {control.max:g}")
+    if control.max - control.min > FLOAT32_MAX:
+        raise InvalidRigSpec(
+            f"{label}: the range [{control.min:g}, {control.max:g}] is wider than a float32 holds"
+        )
     if not control.min <= control.default <= control.max:
         raise InvalidRigSpec(
             f"{label}: default {control.default:g} is outside [{control.min:g}, {control.max:g}]"

@@ -22,6 +22,7 @@ from freeavatar._proto import (
     stream_pb2,
     stream_pb2_grpc,
 )
+from freeavatar.wire import MAX_MESSAGE_BYTES
 from freeavatar_server.app.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.app.metrics import serve_metrics
 from freeavatar_server.avatars.builtin import install_builtin_avatars
@@ -35,11 +36,11 @@ from freeavatar_server.transport.auth import ApiKeyInterceptor
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import AvatarService
 from freeavatar_server.transport.grpc.jobs import JobService
+from freeavatar_server.transport.grpc.requests import RequestBounds
 from freeavatar_server.transport.grpc.streams import StreamService
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # render samples and frames are images
 SERVICE_NAMES = (
     avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
@@ -86,7 +87,8 @@ class FreeAvatarServer:
             on_model_published=models.refresh,
         )
         server = grpc.aio.server(
-            interceptors=[ApiKeyInterceptor(keys)] if keys else [],
+            # RequestBounds innermost: a call without a valid key is refused unparsed.
+            interceptors=[*([ApiKeyInterceptor(keys)] if keys else []), RequestBounds()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
