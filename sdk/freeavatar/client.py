@@ -59,6 +59,7 @@ from freeavatar.stream import (
     RigStream,
     Session,
 )
+from freeavatar.wire import CHANNEL_OPTIONS
 
 DEFAULT_ADDRESS = "localhost:50051"
 _T = TypeVar("_T")
@@ -90,9 +91,9 @@ class AsyncClient:
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         if root_certificates is not None or tls:
             credentials = grpc.ssl_channel_credentials(_read_pem(root_certificates))
-            self._channel = grpc.aio.secure_channel(address, credentials)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.aio.insecure_channel(address)
+            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._avatars = avatar_pb2_grpc.AvatarServiceStub(self._channel)
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._streams = stream_pb2_grpc.StreamServiceStub(self._channel)
@@ -256,9 +257,17 @@ class AsyncClient:
         return Session.from_proto(await self._unary(self._streams.GetSession, request))
 
     async def list_sessions(self) -> list[Session]:
-        """The server's live sessions (without tokens), with their actors and outputs."""
-        reply = await self._unary(self._streams.ListSessions, stream_pb2.ListSessionsRequest())
-        return [Session.from_proto(s) for s in reply.sessions]
+        """The server's live sessions (without tokens), with their actors and outputs, oldest
+        first."""
+        sessions: list[Session] = []
+        token = ""
+        while True:
+            request = stream_pb2.ListSessionsRequest(page_token=token)
+            page = await self._unary(self._streams.ListSessions, request)
+            sessions.extend(Session.from_proto(s) for s in page.sessions)
+            token = page.next_page_token
+            if not token:
+                return sessions
 
     async def close_session(self, session_id: str) -> None:
         request = stream_pb2.CloseSessionRequest(session_id=session_id)

@@ -6,6 +6,8 @@ Sessions live in memory: they are the state of running streams, not records to k
 from __future__ import annotations
 
 import hmac
+import itertools
+import math
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -113,6 +115,9 @@ class Binding:
             if name not in index:
                 raise BadBinding(f"avatar {spec.name!r} has no control {name!r} to adjust")
             i = index[name]
+            numbers = (adjustment.gain, adjustment.offset, adjustment.clamp_min, adjustment.clamp_max)
+            if not all(math.isfinite(n) for n in numbers):  # they would reach every frame
+                raise BadBinding(f"control {name!r}: gain, offset and clamps must be finite numbers")
             gain[i], offset[i] = adjustment.gain, adjustment.offset
             if adjustment.HasField("clamp_min"):
                 low[i] = adjustment.clamp_min
@@ -174,6 +179,7 @@ class Session:
     token: str
     created_us: int
     private: bool = False  # made for one animate call and closed with it
+    seq: int = 0  # creation order in its registry: where a listing's page ends
     actors: dict[str, Actor] = field(default_factory=dict)
     subscriptions: set[RigSubscription] = field(default_factory=set)
 
@@ -240,9 +246,12 @@ class SessionRegistry:
     def __init__(self, require_tokens: bool) -> None:
         self.require_tokens = require_tokens
         self._sessions: dict[str, Session] = {}
+        self._seq = itertools.count(1)
 
     def create(self, name: str, private: bool = False) -> Session:
-        session = Session(uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private)
+        session = Session(
+            uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private, next(self._seq)
+        )
         self._sessions[session.id] = session
         return session
 
@@ -266,8 +275,11 @@ class SessionRegistry:
         session.close(reason)
         return session
 
-    def sessions(self, include_private: bool = False) -> list[Session]:
-        return [s for s in self._sessions.values() if include_private or not s.private]
+    def sessions(self, include_private: bool = False, after: int = 0) -> list[Session]:
+        """Sessions in creation order (a dict keeps it), those created after `after` only."""
+        return [
+            s for s in self._sessions.values() if s.seq > after and (include_private or not s.private)
+        ]
 
     def close_all(self, reason: str) -> None:
         for session_id in list(self._sessions):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +19,12 @@ from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.live.errors import BadRequest, require_id
 from freeavatar_server.store import AvatarRecord, AvatarSummary, ModelVersionRecord, Store
 from freeavatar_server.transport.grpc.status import grpc_errors
+from freeavatar_server.transport.limits import LIMITS, byte_bounded, run_heavy
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_PROPOSED_VECTORS = 100_000
+PAGE_FETCH = 32  # records read from the store at a time while a page fills up
 UPLOAD_BATCH = 64  # samples per store transaction while an upload streams in
 
 
@@ -72,12 +74,16 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
     ) -> avatar_pb2.ListAvatarsResponse:
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = page_position(request.page_token)
-        records = await asyncio.to_thread(self._store.list_avatars, after, limit + 1)
-        more = len(records) > limit
-        records = records[:limit]
+        return await asyncio.to_thread(self._avatar_page, after, limit)
+
+    def _avatar_page(self, after: int, limit: int) -> avatar_pb2.ListAvatarsResponse:
+        """A page bounded in bytes as well as count, so that no avatar makes listing fail for
+        everyone; read and built off the event loop (a page may hold megabytes of specs)."""
+        records = stored_pages(self._store.list_avatars, after)
+        page, more = byte_bounded(((r.seq, self._avatar_proto(r)) for r in records), limit)
         return avatar_pb2.ListAvatarsResponse(
-            avatars=[await self._avatar_message(r) for r in records],
-            next_page_token=str(records[-1].seq) if more else "",
+            avatars=[message for _, message in page],
+            next_page_token=str(page[-1][0]) if more else "",
         )
 
     @grpc_errors
@@ -158,12 +164,16 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         self, request: avatar_pb2.SampleRigVectorsRequest, context: grpc.aio.ServicerContext
     ) -> avatar_pb2.SampleRigVectorsResponse:
         record = await self._avatar(request.avatar_id)
-        if not 0 < request.count <= MAX_PROPOSED_VECTORS:
-            raise BadRequest(f"count must be in 1..{MAX_PROPOSED_VECTORS}, got {request.count}")
-        vectors = propose_rig_vectors(record.spec, request.count, request.seed)
-        return avatar_pb2.SampleRigVectorsResponse(
-            vectors=[avatar_pb2.RigVector(values=v) for v in vectors.tolist()]
-        )
+        controls = len(record.spec.controls)
+        most = max_rig_vectors(controls)
+        if not 0 < request.count <= most:
+            raise BadRequest(
+                f"count must be in 1..{most} for avatar {record.spec.name!r} ({controls} controls; "
+                f"a reply holds at most {LIMITS.vectors_reply_bytes // 2**20} MiB), got {request.count}"
+            )
+        # Hundreds of milliseconds of CPU for a full reply: off the event loop, so that every
+        # other call and stream carries on meanwhile.
+        return await run_heavy(sampled_vectors, record.spec, request.count, request.seed)
 
     @grpc_errors
     async def ListModelVersions(
@@ -191,7 +201,10 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         return await asyncio.to_thread(self._store.get_avatar, require_id(avatar_id, "avatar_id"))
 
     async def _avatar_message(self, record: AvatarRecord) -> avatar_pb2.Avatar:
-        summary = await asyncio.to_thread(self._store.avatar_summary, record.id)
+        return await asyncio.to_thread(self._avatar_proto, record)
+
+    def _avatar_proto(self, record: AvatarRecord) -> avatar_pb2.Avatar:
+        summary = self._store.avatar_summary(record.id)
         message = avatar_pb2.Avatar(
             id=record.id,
             spec=record.spec.to_proto(),
@@ -204,6 +217,30 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
         if summary.animator is not None:
             message.animator.CopyFrom(version_message(summary.animator))
         return message
+
+
+def stored_pages(fetch: Callable[[int, int], list[Any]], after: int) -> Iterator[Any]:
+    """Records after position `after`, in order, read from the store a few at a time (a page
+    stops early once its bytes are used up, so most of a large listing is never read)."""
+    while True:
+        records = fetch(after, PAGE_FETCH)
+        yield from records
+        if len(records) < PAGE_FETCH:
+            return
+        after = records[-1].seq
+
+
+def max_rig_vectors(controls: int) -> int:
+    """How many rig vectors of `controls` values one SampleRigVectors reply may carry: bounded
+    by the reply's bytes (each vector: 4 bytes a value and at most 12 of framing)."""
+    return min(MAX_PROPOSED_VECTORS, LIMITS.vectors_reply_bytes // (4 * controls + 12))
+
+
+def sampled_vectors(spec: RigSpec, count: int, seed: int) -> avatar_pb2.SampleRigVectorsResponse:
+    vectors = propose_rig_vectors(spec, count, seed)
+    return avatar_pb2.SampleRigVectorsResponse(
+        vectors=[avatar_pb2.RigVector(values=v) for v in vectors.tolist()]
+    )
 
 
 def version_message(record: ModelVersionRecord) -> avatar_pb2.ModelVersion:

@@ -11,8 +11,9 @@ from freeavatar._proto import job_pb2, job_pb2_grpc
 from freeavatar_server.jobs.manager import JobManager
 from freeavatar_server.live.errors import BadRequest, require_id
 from freeavatar_server.store import JobNotFound, JobRecord, Store
-from freeavatar_server.transport.grpc.avatars import page_position, timestamp
+from freeavatar_server.transport.grpc.avatars import page_position, stored_pages, timestamp
 from freeavatar_server.transport.grpc.status import grpc_errors
+from freeavatar_server.transport.limits import byte_bounded
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -59,14 +60,16 @@ class JobService(job_pb2_grpc.JobServiceServicer):
         self, request: job_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> job_pb2.ListJobsResponse:
         limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        records = await asyncio.to_thread(
-            self._store.list_jobs, page_position(request.page_token), limit + 1, request.avatar_id
-        )
-        more = len(records) > limit
-        records = records[:limit]
+        after = page_position(request.page_token)
+        return await asyncio.to_thread(self._job_page, after, limit, request.avatar_id)
+
+    def _job_page(self, after: int, limit: int, avatar_id: str) -> job_pb2.ListJobsResponse:
+        """A page bounded in bytes as well as count (a job may name a thousand avatars)."""
+        records = stored_pages(lambda seq, n: self._store.list_jobs(seq, n, avatar_id), after)
+        page, more = byte_bounded(((r.seq, job_message(r)) for r in records), limit)
         return job_pb2.ListJobsResponse(
-            jobs=[job_message(r) for r in records],
-            next_page_token=str(records[-1].seq) if more else "",
+            jobs=[message for _, message in page],
+            next_page_token=str(page[-1][0]) if more else "",
         )
 
     async def WatchJob(

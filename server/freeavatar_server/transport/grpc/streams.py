@@ -16,7 +16,9 @@ from freeavatar_server.live.sessions import Session
 from freeavatar_server.live.streams import AnimateTarget, LiveStreams
 from freeavatar_server.live.subscriptions import RigSubscription
 from freeavatar_server.transport.engines import OutputManager
+from freeavatar_server.transport.grpc.avatars import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_position
 from freeavatar_server.transport.grpc.status import grpc_errors, grpc_stream_errors
+from freeavatar_server.transport.limits import byte_bounded
 
 
 class StreamService(stream_pb2_grpc.StreamServiceServicer):
@@ -37,7 +39,13 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def ListSessions(self, request: stream_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.ListSessionsResponse:
-        return stream_pb2.ListSessionsResponse(sessions=[self._session_message(s) for s in self._sessions.sessions()])
+        limit = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        sessions = self._sessions.sessions(after=page_position(request.page_token))
+        page, more = byte_bounded(((s.seq, self._session_message(s)) for s in sessions), limit)
+        return stream_pb2.ListSessionsResponse(
+            sessions=[message for _, message in page],
+            next_page_token=str(page[-1][0]) if more else "",
+        )
 
     def _session_message(self, session: Session) -> stream_pb2.Session:
         message = session.to_proto()
