@@ -28,7 +28,11 @@ def decode_image(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind, width, height = image.format, image.width, image.height
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError:
+        # Pillow's own guard (over twice its pixel limit): a client's oversized image, not a
+        # fault of ours; its message is Pillow's, so say it in the same words as ours below
+        raise BadImage(f"image is too large: at most {MAX_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"image does not decode as PNG or JPEG ({error})") from None
     if kind not in ("PNG", "JPEG"):
         raise BadImage(f"image format {kind} is not PNG or JPEG")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class ServerConfig:
         for path in (self.api_key_file, self.tls_cert, self.tls_key):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{path} is not a readable file")
+        if self.tls_cert is not None and self.tls_key is not None:
+            check_tls_pair(self.tls_cert, self.tls_key)
         if self.api_key_file is None and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to listen on {self.host} without --api-key-file: anyone who can reach "
@@ -89,3 +92,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_tls_pair(cert: Path, key: Path) -> None:
+    """ConfigError unless `cert` and `key` load as a matching certificate chain and private key.
+
+    gRPC only says "failed to bind" for a pair it cannot use (swapped files, a key of another
+    certificate); the ssl module names the problem, so it is asked first.
+    """
+    try:
+        # an empty password: an encrypted key fails here (gRPC cannot use one) instead of
+        # OpenSSL prompting on the terminal
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(
+            f"--tls-cert {cert} and --tls-key {key} are not a certificate and its private key "
+            f"(swapped, or from different pairs?): {getattr(error, 'reason', None) or error}"
+        ) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -117,6 +118,9 @@ class HeadPoseTrack:
             self.degrees = self.smoothing(raw, time_s)
         else:  # no face: the head settles to facing the camera rather than freezing
             self.degrees = ease_towards(self.degrees, np.zeros(3, np.float32), dt_s)
+            self.smoothing.reset()
+        if not np.isfinite(self.degrees).all():  # see finite_values: never in a frame
+            self.degrees = np.zeros(3, np.float32)
             self.smoothing.reset()
         yaw, pitch, roll = (float(v) for v in self.degrees)
         return rig_pb2.HeadPose(yaw=yaw, pitch=pitch, roll=roll)
@@ -241,7 +245,13 @@ class ActorPipeline:
             else:  # no face (or no model any more): settle to neutral rather than freeze
                 track.values = ease_towards(track.values, track.calibration.defaults, dt_s)
                 track.smoothing.reset()
+            values = binding.adjust(track.values)
+            if not np.isfinite(values).all():
+                values = finite_values(values, binding.adjust(track.calibration.defaults))
+                track.values = finite_values(track.values, track.calibration.defaults)
+                track.smoothing.reset()  # its state holds the NaN: start again from here
             track.sequence += 1
+            confidence = face.confidence if face is not None and raw is not None else 0.0
             rig_frame = rig_pb2.RigFrame(
                 avatar_id=avatar_id,
                 session_id=self.session.id,
@@ -249,9 +259,9 @@ class ActorPipeline:
                 sequence=track.sequence,
                 capture_time_us=frame.capture_time_us,
                 emit_time_us=now_us(),
-                values=binding.adjust(track.values).tolist(),
+                values=values.tolist(),
                 face_present=raw is not None,
-                confidence=face.confidence if face is not None and raw is not None else 0.0,
+                confidence=confidence if math.isfinite(confidence) else 0.0,
                 head_pose=head_pose,
             )
             published.append((binding, rig_frame))
@@ -260,3 +270,18 @@ class ActorPipeline:
         for stage, ms in analysis.timings_ms.items():
             self._stats.stages[stage].add(ms)
         self._stats.stages["publish"].add(ms_since(started))
+
+
+def finite_values(values: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    """`values` with every NaN or inf replaced by the control's neutral value.
+
+    Rig frames are built in one place (`ActorPipeline._publish`) and every transport (gRPC,
+    WebRTC, Live Link, VMC) sends what it built, so this is where no non-finite value may pass:
+    requests are checked (`transport.limits`), but a model or a filter can still produce one,
+    and an engine fed a NaN breaks its avatar's mesh.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return values
+    fallback = np.nan_to_num(neutral, nan=0.0, posinf=0.0, neginf=0.0)  # a guarantee, not a hope
+    return np.where(finite, values, fallback).astype(np.float32)

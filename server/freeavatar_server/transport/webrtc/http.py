@@ -11,8 +11,10 @@ POSTs carry an SDP offer (Content-Type: application/sdp) and get 201 with the an
 peer's URL in Location (RFC 9725). Rig frames go back over the data channel the peer opened,
 labelled "rig". `token=` carries the session token on servers with API keys; the API key goes
 in `Authorization: Bearer`. Errors are text naming the problem, with the HTTP status of the
-error's kind (`HTTP_STATUS`: 400, 403, 404, 409, 429, 503; 401 without a key, 415 for a body
-that is not SDP, 500 for anything unexpected).
+error's kind (`HTTP_STATUS`: 400, 403, 404, 409, 429, 503; 401 without a key, 400 for a body that is
+not UTF-8 or a query value past `transport.limits`, 413 for one over 64 kB, 415 for a body
+that is not SDP, 500 for anything unexpected). Refused requests get one rate-limited log line;
+the access log (at DEBUG) leaves out query strings, which carry session tokens.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
+from freeavatar.rig import MAX_NAME_LENGTH
 from freeavatar_server.live import errors
 from freeavatar_server.transport.auth import authorization_problem
+from freeavatar_server.transport.limits import LIMITS, OutOfBounds, log_rejected
 from freeavatar_server.transport.webrtc.peers import PublishTarget, WebRtcService
 
 log = logging.getLogger(__name__)
@@ -76,7 +81,11 @@ class HttpServer:
         return app
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=log if log.isEnabledFor(logging.DEBUG) else None)
+        self._runner = web.AppRunner(
+            self.app(),
+            access_log=log if log.isEnabledFor(logging.DEBUG) else None,
+            access_log_class=RedactedAccessLogger,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._tls, reuse_port=False)
         try:
@@ -98,10 +107,10 @@ class HttpServer:
     async def whip(self, request: web.Request) -> web.Response:
         target = PublishTarget(
             session_id=request.match_info.get("session", ""),
-            token=request.query.get("token", ""),
+            token=query_value(request, "token"),
             actor_id=request.match_info.get("actor", ""),
             avatars=avatar_refs(request),
-            actor_name=request.query.get("name", "") or "actor",
+            actor_name=query_value(request, "name", MAX_NAME_LENGTH) or "actor",
         )
         peer, answer = await self.webrtc.publish(await read_offer(request), target)
         return created(peer.id, answer)
@@ -109,7 +118,7 @@ class HttpServer:
     async def whep(self, request: web.Request) -> web.Response:
         offer = await read_offer(request)
         session = request.match_info["session"]
-        peer, answer = await self.webrtc.subscribe(offer, session, request.query.get("token", ""), avatar_refs(request))
+        peer, answer = await self.webrtc.subscribe(offer, session, query_value(request, "token"), avatar_refs(request))
         return created(peer.id, answer)
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -140,9 +149,13 @@ class HttpServer:
         else is logged and becomes a 500 naming it, and the server carries on."""
         try:
             return await handler(request)
-        except web.HTTPException:
+        except web.HTTPException as refusal:
+            if 400 <= refusal.status < 500 and refusal.status != 401:  # 413, 415: one line
+                log_rejected(f"{request.method} {request.path}", str(request.remote), refusal.reason)
             raise
         except Exception as error:
+            if isinstance(error, (BadOffer, OutOfBounds)):
+                log_rejected(f"{request.method} {request.path}", str(request.remote), str(error))
             code = HTTP_STATUS.get(errors.kind_of(error))
             if code is None:
                 log.error("%s %s failed", request.method, request.path, exc_info=error)
@@ -152,14 +165,52 @@ class HttpServer:
 
 async def read_offer(request: web.Request) -> str:
     if request.content_type != "application/sdp":
-        got = request.headers.get("Content-Type", "none")
+        got = request.headers.get("Content-Type", "none")[:100]
         raise web.HTTPUnsupportedMediaType(text=f"POST the SDP offer as Content-Type: application/sdp (got {got!r})")
-    return await request.text()
+    body = await request.read()  # 413 past client_max_size
+    try:
+        return body.decode("utf-8")  # SDP is UTF-8 (RFC 8866); whatever is not is no offer
+    except UnicodeDecodeError:
+        raise BadOffer("the SDP offer is not UTF-8 text") from None
+
+
+class BadOffer(errors.Invalid):
+    """A body that is not an SDP offer."""
+
+
+def query_value(request: web.Request, name: str, most: int = LIMITS.string_chars) -> str:
+    """A query parameter, held to the same bounds as the gRPC fields it stands for."""
+    value = request.query.get(name, "")
+    if len(value) > most:
+        raise OutOfBounds(f"?{name}= is {len(value)} characters long; at most {most}")
+    return value
+
+
+class RedactedAccessLogger(AbstractAccessLogger):
+    """The access log without query strings: `?token=` carries a session token, which has no
+    place in a log file. Method, path, status, size and time are what the log is for."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.debug(
+            "%s %s %s %d %d %.1f ms",
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time * 1000,
+        )
 
 
 def avatar_refs(request: web.Request) -> tuple[str, ...]:
-    """`?avatar=a&avatar=b` or `?avatar=a,b`: avatar ids or names."""
-    return tuple(ref.strip() for value in request.query.getall("avatar", []) for ref in value.split(",") if ref.strip())
+    """`?avatar=a&avatar=b` or `?avatar=a,b`: avatar ids or names, as many as gRPC allows."""
+    refs = tuple(ref.strip() for value in request.query.getall("avatar", []) for ref in value.split(",") if ref.strip())
+    most = LIMITS.lists["freeavatar.v1.AnimateStart.avatar_ids"]
+    if len(refs) > most:
+        raise OutOfBounds(f"?avatar= names {len(refs)} avatars; at most {most}")
+    if any(len(ref) > LIMITS.string_chars for ref in refs):
+        raise OutOfBounds(f"an ?avatar= value is longer than {LIMITS.string_chars} characters")
+    return refs
 
 
 def created(peer_id: str, answer: str) -> web.Response:
