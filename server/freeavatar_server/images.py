@@ -32,7 +32,10 @@ def decode_image(data: bytes) -> np.ndarray:
         # Pillow's own guard (over twice its pixel limit): a client's oversized image, not a
         # fault of ours; its message is Pillow's, so say it in the same words as ours below
         raise BadImage(f"image is too large: at most {MAX_PIXELS} pixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        # not Pillow's message: it names the buffer object, address and all
+        raise BadImage("image does not decode as PNG or JPEG (no known image format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"image does not decode as PNG or JPEG ({error})") from None
     if kind not in ("PNG", "JPEG"):
         raise BadImage(f"image format {kind} is not PNG or JPEG")

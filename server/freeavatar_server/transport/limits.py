@@ -212,6 +212,11 @@ class RateLimit(logging.Filter):
         self._dropped = 0
         self._lock = threading.Lock()  # HTTP and gRPC log from the loop, uploads from threads
 
+    def reset(self) -> None:
+        """A fresh window (tests: each starts from a quiet log)."""
+        with self._lock:
+            self._window_start, self._passed, self._dropped = -math.inf, 0, 0
+
     def filter(self, record: logging.LogRecord) -> bool:
         with self._lock:
             now = self._clock()
@@ -227,7 +232,8 @@ class RateLimit(logging.Filter):
         return True
 
 
-rejected_log.addFilter(RateLimit(LIMITS.log_burst, LIMITS.log_interval_s))
+rejected_rate = RateLimit(LIMITS.log_burst, LIMITS.log_interval_s)
+rejected_log.addFilter(rejected_rate)
 
 
 def log_rejected(where: str, peer: str, reason: str) -> None:
