@@ -377,7 +377,7 @@ async def test_refusals_are_clear_statuses(client: AsyncClient, server) -> None:
             (stream_pb2.EngineOutput(protocol=0, host="127.0.0.1"), "protocol must be"),
             (
                 stream_pb2.EngineOutput(protocol=2, host="127.0.0.1", vmc_blend_names=9),
-                "not a known name table",
+                "vmc_blend_names = 9 is not a value of VmcBlendNames",  # the request bounds' enum check
             ),
         ):
             output.session_id, output.avatar_id = session.id, head.id
