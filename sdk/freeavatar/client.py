@@ -46,8 +46,9 @@ from freeavatar._proto import (
     stream_pb2_grpc,
 )
 from freeavatar.avatar import Avatar, ModelKind, ModelVersion
-from freeavatar.errors import InvalidArgument, from_rpc_error
+from freeavatar.errors import InvalidArgument, UploadInterrupted, from_rpc_error
 from freeavatar.job import Job, JobEvent, Keyframe, RenderSample, UploadSummary, training_options
+from freeavatar.limits import MAX_MESSAGE_BYTES
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames, parse_target
 from freeavatar.rig import RigSpecLike, load_rig_spec
 from freeavatar.stream import (
@@ -67,6 +68,7 @@ _P = ParamSpec("_P")
 SampleLike = RenderSample | tuple[Sequence[float], bytes]
 FrameLike = ActorFrame | bytes | np.ndarray
 KeyframeLike = Keyframe | tuple[Sequence[float], bytes]  # (rig, actor image bytes)
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class AsyncClient:
@@ -150,32 +152,66 @@ class AsyncClient:
         self, avatar_id: str, samples: Iterable[SampleLike] | AsyncIterable[SampleLike]
     ) -> UploadSummary:
         """Stream (rig, PNG/JPEG bytes) samples to the server. Bad samples are reported in the
-        summary by their index; the good ones are kept."""
+        summary by their index; the good ones are kept. UploadInterrupted (with the summary of
+        what was stored) if the server had to stop, its disk full."""
 
-        async def requests() -> AsyncIterator[avatar_pb2.UploadRenderSamplesRequest]:
-            async for item in _aiter(samples):
-                rig, image = _sample_parts(item)
-                sample = avatar_pb2.RenderSample(rig=rig, image=image)
-                yield avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
+        def request(rig: Sequence[float], image: bytes) -> avatar_pb2.UploadRenderSamplesRequest:
+            sample = avatar_pb2.RenderSample(rig=rig, image=image)
+            return avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
 
-        reply = await self._client_stream(self._avatars.UploadRenderSamples, requests())
-        return UploadSummary.from_proto(reply)
+        return await self._upload(self._avatars.UploadRenderSamples, samples, request)
 
     async def upload_keyframes(
         self, avatar_id: str, keyframes: Iterable[KeyframeLike] | AsyncIterable[KeyframeLike]
     ) -> UploadSummary:
         """Stream artist keyframes (rig values, actor image PNG/JPEG bytes) for `avatar_id`;
         animator jobs add them as a supervised term. Bad ones are reported in the summary by
-        their index; the good ones are kept."""
+        their index; the good ones are kept (UploadInterrupted as upload_render_samples)."""
 
-        async def requests() -> AsyncIterator[avatar_pb2.UploadKeyframesRequest]:
-            async for item in _aiter(keyframes):
-                rig, image = _sample_parts(item)
-                keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
-                yield avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
+        def request(rig: Sequence[float], image: bytes) -> avatar_pb2.UploadKeyframesRequest:
+            keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
+            return avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
 
-        reply = await self._client_stream(self._avatars.UploadKeyframes, requests())
-        return UploadSummary.from_proto(reply)
+        return await self._upload(self._avatars.UploadKeyframes, keyframes, request)
+
+    async def _upload(
+        self,
+        method: Any,
+        items: Iterable[SampleLike] | AsyncIterable[SampleLike],
+        request: Callable[[Sequence[float], bytes], Any],
+    ) -> UploadSummary:
+        """One upload call: items over the message size limit are rejected here, by index,
+        without being sent (gRPC would fail the whole call on one), and the server's indices,
+        which count only the items sent, are turned back into the caller's."""
+        sent: list[int] = []  # the caller's index of each item sent, in order
+        too_large: list[tuple[int, str]] = []
+        read = 0
+
+        async def requests() -> AsyncIterator[Any]:
+            nonlocal read
+            async for index, item in _aenumerate(_aiter(items)):
+                read = index + 1
+                message = request(*_sample_parts(item))
+                size = message.ByteSize()
+                if size > MAX_MESSAGE_BYTES:
+                    limit_mb = MAX_MESSAGE_BYTES / 2**20
+                    too_large.append((index, f"the item is {size / 2**20:.1f} MB; the limit is {limit_mb:g} MB"))
+                    continue
+                sent.append(index)
+                yield message
+
+        reply = await self._client_stream(method, requests())
+        server = UploadSummary.from_proto(reply)
+        received = read
+        if reply.HasField("stopped"):  # the server read no further: neither did this upload
+            received = sent[server.received - 1] + 1 if server.received else 0
+            too_large = [item for item in too_large if item[0] < received]
+        rejected = sorted([(sent[i], reason) for i, reason in server.rejected] + too_large)
+        summary = UploadSummary(server.accepted, rejected, server.total, received)
+        if reply.HasField("stopped"):
+            code = _STATUS_BY_NUMBER.get(reply.stopped.code, grpc.StatusCode.UNKNOWN)
+            raise UploadInterrupted(reply.stopped.reason, code, summary)
+        return summary
 
     async def list_model_versions(self, avatar_id: str, kind: ModelKind) -> list[ModelVersion]:
         request = avatar_pb2.ListModelVersionsRequest(avatar_id=avatar_id, kind=kind.value)
@@ -628,6 +664,13 @@ async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
     else:
         for item in items:
             yield item
+
+
+async def _aenumerate(items: AsyncIterator[_T]) -> AsyncIterator[tuple[int, _T]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
 
 
 def _sample_parts(sample: SampleLike | KeyframeLike) -> tuple[list[float], bytes]:

@@ -22,6 +22,7 @@ from freeavatar._proto import (
     stream_pb2,
     stream_pb2_grpc,
 )
+from freeavatar.limits import MAX_MESSAGE_BYTES  # render samples and frames are images
 from freeavatar_server.app.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.app.metrics import serve_metrics
 from freeavatar_server.avatars.builtin import install_builtin_avatars
@@ -30,7 +31,7 @@ from freeavatar_server.jobs.manager import JobManager
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.sessions import SessionRegistry
 from freeavatar_server.live.streams import LiveStreams
-from freeavatar_server.store import Store
+from freeavatar_server.store import Store, StoreError, StoreUnusable
 from freeavatar_server.transport.auth import ApiKeyInterceptor
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import AvatarService
@@ -39,7 +40,6 @@ from freeavatar_server.transport.grpc.streams import StreamService
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # render samples and frames are images
 SERVICE_NAMES = (
     avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
@@ -64,11 +64,17 @@ class FreeAvatarServer:
         self.http_port = 0
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._health_updates: set[asyncio.Task[None]] = set()  # held until done
 
     async def start(self) -> int:
         """Open the store, bind and start serving; returns the bound port."""
         config = self.config
-        self._store = Store(config.store_path)
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._store = Store(config.store_path, on_unusable=self._store_unusable)
+        except StoreError as error:  # a corrupt, empty or read-only file: named, with the fix
+            raise ConfigError(str(error)) from None
         if config.builtin_avatars:
             install_builtin_avatars(
                 self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
@@ -133,6 +139,8 @@ class FreeAvatarServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._store.problem is not None:  # broke while starting (between the checks and now)
+            self._store_unusable(self._store.problem)
         self._log_listening(bool(keys))
         return self.port
 
@@ -160,6 +168,25 @@ class FreeAvatarServer:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def _store_unusable(self, problem: StoreUnusable) -> None:
+        """The store found its file unusable (corrupt, read-only, gone): health says NOT_SERVING
+        so load balancers and orchestrators take this server out. Called from store threads."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def report() -> None:
+            log.error("%s; health is NOT_SERVING until the server restarts with a usable store", problem)
+            task = loop.create_task(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+            self._health_updates.add(task)
+            task.add_done_callback(self._health_updates.discard)
+
+        loop.call_soon_threadsafe(report)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
 
     async def _avatar_deleted(self, avatar_id: str) -> None:
         """Unbind a deleted avatar everywhere; its streams and outputs end, others carry on."""
