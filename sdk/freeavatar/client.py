@@ -296,8 +296,10 @@ class AsyncClient:
         reply = await self._unary(self._streams.ListSessions, stream_pb2.ListSessionsRequest())
         return [Session.from_proto(s) for s in reply.sessions]
 
-    async def close_session(self, session_id: str) -> None:
-        request = stream_pb2.CloseSessionRequest(session_id=session_id)
+    async def close_session(self, session_id: str, token: str = "") -> None:
+        """End the session and every stream in it (they end with StreamEnded, SESSION_CLOSED).
+        On a server with API keys this takes the session's `token`, as joining does."""
+        request = stream_pb2.CloseSessionRequest(session_id=session_id, session_token=token)
         await self._unary(self._streams.CloseSession, request)
 
     async def join_session(
@@ -319,18 +321,27 @@ class AsyncClient:
         return Actor.from_proto(await self._unary(self._streams.JoinSession, request))
 
     async def rebind_actor(
-        self, session_id: str, actor_id: str, avatar_ids: Sequence[str], reader: ExpressionReader = ExpressionReader.AUTO
+        self,
+        session_id: str,
+        actor_id: str,
+        avatar_ids: Sequence[str],
+        reader: ExpressionReader = ExpressionReader.AUTO,
+        token: str = "",
     ) -> Actor:
-        """Change which avatars a joined actor drives, and how, while it streams."""
+        """Change which avatars a joined actor drives, and how, while it streams (the session's
+        `token` on a server with API keys)."""
         request = stream_pb2.RebindActorRequest(
             session_id=session_id,
             actor_id=actor_id,
             bindings=_bindings(avatar_ids, reader),
+            session_token=token,
         )
         return Actor.from_proto(await self._unary(self._streams.RebindActor, request))
 
-    async def leave_session(self, session_id: str, actor_id: str) -> None:
-        request = stream_pb2.LeaveSessionRequest(session_id=session_id, actor_id=actor_id)
+    async def leave_session(self, session_id: str, actor_id: str, token: str = "") -> None:
+        """Remove the actor; its animate call ends with StreamEnded (ACTOR_LEFT). The session's
+        `token` on a server with API keys."""
+        request = stream_pb2.LeaveSessionRequest(session_id=session_id, actor_id=actor_id, session_token=token)
         await self._unary(self._streams.LeaveSession, request)
 
     def animate(
@@ -417,8 +428,8 @@ class AsyncClient:
         request = stream_pb2.AddOutputRequest(output=output, session_token=token)
         return EngineOutput.from_proto(await self._unary(self._streams.AddOutput, request))
 
-    async def remove_output(self, session_id: str, output_id: str) -> None:
-        request = stream_pb2.RemoveOutputRequest(session_id=session_id, output_id=output_id)
+    async def remove_output(self, session_id: str, output_id: str, token: str = "") -> None:
+        request = stream_pb2.RemoveOutputRequest(session_id=session_id, output_id=output_id, session_token=token)
         await self._unary(self._streams.RemoveOutput, request)
 
     async def list_outputs(self, session_id: str) -> list[EngineOutput]:

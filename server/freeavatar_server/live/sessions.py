@@ -17,7 +17,13 @@ from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigSpec
 from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
 from freeavatar_server.live.smoothing import ControlAdjustments
-from freeavatar_server.live.subscriptions import DEFAULT_CAPACITY, RigSubscription
+from freeavatar_server.live.subscriptions import (
+    DEFAULT_CAPACITY,
+    RigSubscription,
+    StreamEnd,
+    server_shutdown,
+    session_closed,
+)
 from freeavatar_server.store import now_us
 
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
@@ -216,9 +222,9 @@ class Session:
     def subscriber_drops(self) -> int:
         return sum(s.dropped for s in self.subscriptions)
 
-    def close(self, reason: str) -> None:
+    def close(self, end: StreamEnd) -> None:
         for subscription in self.subscriptions:
-            subscription.close(reason)
+            subscription.close(end)
         self.subscriptions.clear()
 
     def to_proto(self, with_token: bool = False) -> stream_pb2.Session:
@@ -253,22 +259,24 @@ class SessionRegistry:
             raise SessionNotFound(session_id) from None
 
     def enter(self, session_id: str, token: str) -> Session:
-        """The session, for a caller that must show its token (to join or subscribe)."""
+        """The session, for a caller that must show its token: to join, subscribe, rebind,
+        leave, close, or change its outputs. Who holds the token may end the meeting; an API
+        key alone does not let one tenant end another's."""
         session = self.get(session_id)
         if self.require_tokens and not hmac.compare_digest(token.encode(), session.token.encode()):
             raise BadSessionToken(session_id)
         return session
 
-    def close(self, session_id: str, reason: str = "the session was closed") -> Session:
+    def close(self, session_id: str, end: StreamEnd | None = None) -> Session:
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(session_id)
-        session.close(reason)
+        session.close(end or session_closed())
         return session
 
     def sessions(self, include_private: bool = False) -> list[Session]:
         return [s for s in self._sessions.values() if include_private or not s.private]
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, end: StreamEnd | None = None) -> None:
         for session_id in list(self._sessions):
-            self.close(session_id, reason)
+            self.close(session_id, end or server_shutdown())

@@ -14,9 +14,9 @@ from freeavatar_server.live.errors import BadRequest, require_id
 from freeavatar_server.live.pipeline import ActorPipeline
 from freeavatar_server.live.sessions import Session
 from freeavatar_server.live.streams import AnimateTarget, LiveStreams
-from freeavatar_server.live.subscriptions import RigSubscription
+from freeavatar_server.live.subscriptions import RigSubscription, actor_failed, input_ended
 from freeavatar_server.transport.engines import OutputManager
-from freeavatar_server.transport.grpc.status import grpc_errors, grpc_stream_errors
+from freeavatar_server.transport.grpc.status import end_stream, grpc_errors, grpc_stream_errors
 
 
 class StreamService(stream_pb2_grpc.StreamServiceServicer):
@@ -46,7 +46,8 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def CloseSession(self, request: stream_pb2.CloseSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.CloseSessionResponse:
-        self._sessions.close(require_id(request.session_id, "session_id"))
+        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        self._sessions.close(session.id)
         return stream_pb2.CloseSessionResponse()
 
     @grpc_errors
@@ -56,11 +57,12 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def RebindActor(self, request: stream_pb2.RebindActorRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Actor:
-        return (await self._live.rebind(request.session_id, request.actor_id, request.bindings)).to_proto()
+        actor = await self._live.rebind(request.session_id, request.session_token, request.actor_id, request.bindings)
+        return actor.to_proto()
 
     @grpc_errors
     async def LeaveSession(self, request: stream_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.LeaveSessionResponse:
-        self._live.leave(request.session_id, request.actor_id)
+        self._live.leave(request.session_id, request.session_token, request.actor_id)
         return stream_pb2.LeaveSessionResponse()
 
     # Streams
@@ -88,7 +90,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             vanishes may leave this generator suspended until it is garbage-collected."""
             reader.cancel()
             self._live.retire(session, stream)
-            self._live.end_actor(actor_stream, "the animate call ended")
+            self._live.end_actor(actor_stream, input_ended("the animate call ended"))
 
         context.add_done_callback(release)
         try:
@@ -100,8 +102,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                 yield message
             if pipeline.failed.done():
                 pipeline.failed.result()  # raises the BadFrame or AnalysisFailed
-            if reader.done():
+            if reader.done() and not reader.cancelled():
                 reader.result()  # raises what the reader met
+            await end_stream(stream.end, context)  # cut off (session closed, actor left, shutdown)?
         finally:
             release()
             await asyncio.gather(reader, pipeline.task, return_exceptions=True)
@@ -121,9 +124,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                 else:
                     raise BadRequest("AnimateStart may only open an animate call")
             await pipeline.flush()
-            stream.close("the actor's input ended")
+            stream.close(input_ended())
         except BaseException:
-            stream.close("the animate call failed")
+            stream.close(actor_failed("the animate call failed"))
             raise
 
     @grpc_stream_errors
@@ -140,6 +143,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             await context.send_initial_metadata(())
             async for message in stream:
                 yield message
+            await end_stream(stream.end, context)  # a subscription only ends when it is cut off
         finally:
             self._live.retire(session, stream)
 
@@ -157,7 +161,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def RemoveOutput(self, request: stream_pb2.RemoveOutputRequest, context: grpc.aio.ServicerContext) -> stream_pb2.RemoveOutputResponse:
-        session = self._sessions.get(require_id(request.session_id, "session_id"))
+        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
         self._outputs.remove(session.id, require_id(request.output_id, "output_id"))
         return stream_pb2.RemoveOutputResponse()
 

@@ -28,6 +28,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.live.errors import BadRequest, Invalid, NotFound
 from freeavatar_server.live.sessions import ActorNotFound, Session, SessionNotFound
 from freeavatar_server.live.streams import ActorStream, AnimateTarget, LiveStreams
+from freeavatar_server.live.subscriptions import input_ended, session_closed
 from freeavatar_server.store import AvatarNotFound
 from freeavatar_server.transport.webrtc.ice import LastHeard, gather_on, peer_connection
 from freeavatar_server.transport.webrtc.rig_channel import LABEL, RigChannel
@@ -236,7 +237,7 @@ class WebRtcService:
         return session, actor.id, True
 
     async def _end_actor(self, stream: ActorStream) -> None:
-        self._live.end_actor(stream, "its WebRTC peer ended")
+        self._live.end_actor(stream, input_ended("its WebRTC peer ended"))
         await stream.pipeline.stop()
         if stream.pipeline.failed.done():
             log.warning("WebRTC actor %s: %s", stream.actor.id, stream.pipeline.failed.exception())
@@ -248,7 +249,7 @@ class WebRtcService:
     def _close_if_private(self, session: Session, actor_id: str) -> None:
         if session.private:
             with contextlib.suppress(SessionNotFound):  # ending its actor stream closes it too
-                self._sessions.close(session.id, "its WebRTC peer ended")
+                self._sessions.close(session.id, session_closed("its WebRTC peer ended"))
 
     async def _avatar_id(self, ref: str) -> str:
         def find() -> str:
