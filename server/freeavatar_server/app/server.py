@@ -28,11 +28,12 @@ from freeavatar_server.app.metrics import serve_metrics
 from freeavatar_server.avatars.builtin import install_builtin_avatars
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
 from freeavatar_server.jobs.manager import JobManager
+from freeavatar_server.live.limits import Tally
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.sessions import SessionRegistry
 from freeavatar_server.live.streams import LiveStreams
 from freeavatar_server.store import Store, StoreError, StoreUnusable
-from freeavatar_server.transport.auth import ApiKeyInterceptor
+from freeavatar_server.transport.auth import ApiKeyInterceptor, Callers
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import AvatarService
 from freeavatar_server.transport.grpc.jobs import JobService
@@ -81,7 +82,11 @@ class FreeAvatarServer:
             )
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
-        sessions = SessionRegistry(require_tokens=bool(keys))
+        callers = Callers(keyed=bool(keys))
+        sessions = SessionRegistry(
+            require_tokens=bool(keys),
+            tally=Tally("sessions", config.max_sessions_per_key, "--max-sessions-per-key"),
+        )
         self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers, config.face_rate_hz)
         self._outputs = OutputManager(sessions, self._live.stats)
         self._jobs = JobManager(
@@ -102,7 +107,9 @@ class FreeAvatarServer:
         )
         avatars = AvatarService(self._store, self._avatar_deleted, models.refresh)
         avatar_pb2_grpc.add_AvatarServiceServicer_to_server(avatars, server)
-        stream_pb2_grpc.add_StreamServiceServicer_to_server(StreamService(self._live, self._outputs), server)
+        streams = Tally("streams", config.max_streams_per_key, "--max-streams-per-key")
+        stream_service = StreamService(self._live, self._outputs, callers, streams)
+        stream_pb2_grpc.add_StreamServiceServicer_to_server(stream_service, server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobService(self._store, self._jobs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -200,7 +207,8 @@ class FreeAvatarServer:
 
         config = self.config
         assert self._live is not None
-        webrtc = WebRtcService(self._live, config.ice_hosts, config.peer_timeout_s)
+        peers = Tally("WebRTC peers", config.max_peers_per_key, "--max-peers-per-key")
+        webrtc = WebRtcService(self._live, config.ice_hosts, config.peer_timeout_s, peers)
         tls = None
         if config.tls_cert and config.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

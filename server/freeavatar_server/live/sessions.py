@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigSpec
 from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
+from freeavatar_server.live.limits import Tally
 from freeavatar_server.live.smoothing import ControlAdjustments
 from freeavatar_server.live.subscriptions import (
     DEFAULT_CAPACITY,
@@ -182,6 +184,7 @@ class Session:
     private: bool = False  # made for one animate call and closed with it
     actors: dict[str, Actor] = field(default_factory=dict)
     subscriptions: set[RigSubscription] = field(default_factory=set)
+    release: Callable[[], None] = lambda: None  # gives back its place under the caller's cap
 
     def join(self, name: str, bindings: dict[str, Binding]) -> Actor:
         actor = Actor(uuid.uuid4().hex, name, bindings)
@@ -226,6 +229,7 @@ class Session:
         for subscription in self.subscriptions:
             subscription.close(end)
         self.subscriptions.clear()
+        self.release()
 
     def to_proto(self, with_token: bool = False) -> stream_pb2.Session:
         created = stream_pb2.Session().create_time
@@ -241,14 +245,18 @@ class Session:
 
 
 class SessionRegistry:
-    """Every live session of one server. `require_tokens` when the server runs with API keys."""
+    """Every live session of one server. `require_tokens` when the server runs with API keys;
+    `tally` caps the sessions each caller keeps open (private ones come with a stream or a
+    peer, which have caps of their own)."""
 
-    def __init__(self, require_tokens: bool) -> None:
+    def __init__(self, require_tokens: bool, tally: Tally | None = None) -> None:
         self.require_tokens = require_tokens
+        self._tally = tally
         self._sessions: dict[str, Session] = {}
 
-    def create(self, name: str, private: bool = False) -> Session:
-        session = Session(uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private)
+    def create(self, name: str, private: bool = False, caller: str = "") -> Session:
+        release = self._tally.take(caller) if self._tally is not None and not private else (lambda: None)
+        session = Session(uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private, release=release)
         self._sessions[session.id] = session
         return session
 

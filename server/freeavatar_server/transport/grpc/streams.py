@@ -11,25 +11,32 @@ import grpc
 
 from freeavatar._proto import rig_pb2, stream_pb2, stream_pb2_grpc
 from freeavatar_server.live.errors import BadRequest, require_id
+from freeavatar_server.live.limits import Tally
 from freeavatar_server.live.pipeline import ActorPipeline
 from freeavatar_server.live.sessions import Session
 from freeavatar_server.live.streams import AnimateTarget, LiveStreams
 from freeavatar_server.live.subscriptions import RigSubscription, actor_failed, input_ended
+from freeavatar_server.transport.auth import Callers
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.status import end_stream, grpc_errors, grpc_stream_errors
 
 
 class StreamService(stream_pb2_grpc.StreamServiceServicer):
-    def __init__(self, live: LiveStreams, outputs: OutputManager) -> None:
+    def __init__(
+        self, live: LiveStreams, outputs: OutputManager, callers: Callers | None = None, streams: Tally | None = None
+    ) -> None:
         self._live = live
         self._sessions = live.sessions
         self._outputs = outputs
+        self._callers = callers or Callers(keyed=False)
+        self._streams = streams or Tally("streams", 0, "--max-streams-per-key")  # Animate and Subscribe calls
 
     # Sessions and actors
 
     @grpc_errors
     async def CreateSession(self, request: stream_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
-        return self._sessions.create(request.name).to_proto(with_token=True)
+        session = self._sessions.create(request.name, caller=self._callers.of_grpc(context))
+        return session.to_proto(with_token=True)
 
     @grpc_errors
     async def GetSession(self, request: stream_pb2.GetSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
@@ -76,6 +83,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         if first is None or first.WhichOneof("kind") != "start":
             raise BadRequest("an animate call must open with AnimateStart")
         start = first.start
+        context.add_done_callback(self._streams.take(self._callers.of_grpc(context)))
         await self._live.warm_up()
         target = AnimateTarget(start.session_id, start.session_token, start.actor_id, tuple(start.avatar_ids))
         session, actor_id = await self._live.animate_target(target)
@@ -134,6 +142,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self, request: stream_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
         session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        context.add_done_callback(self._streams.take(self._callers.of_grpc(context)))
         stream = self._live.subscribe(session, frozenset(request.avatar_ids), batched=request.batch_frames)
 
         context.add_done_callback(lambda _: self._live.retire(session, stream))  # see Animate's release
