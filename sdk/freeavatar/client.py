@@ -194,8 +194,8 @@ class AsyncClient:
                 message = request(*_sample_parts(item))
                 size = message.ByteSize()
                 if size > MAX_MESSAGE_BYTES:
-                    limit_mb = MAX_MESSAGE_BYTES / 2**20
-                    too_large.append((index, f"the item is {size / 2**20:.1f} MB; the limit is {limit_mb:g} MB"))
+                    limit = f"{MAX_MESSAGE_BYTES:,} bytes ({MAX_MESSAGE_BYTES / 2**20:g} MB)"
+                    too_large.append((index, f"the item is {size:,} bytes, over gRPC's message limit of {limit}"))
                     continue
                 sent.append(index)
                 yield message

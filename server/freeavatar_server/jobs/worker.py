@@ -50,9 +50,14 @@ def failure_message(error: Exception, data_dir: Path) -> str:
     """What the job's record says went wrong; a full disk says so, where, and what to do."""
     full = disk_full(error)
     if full is not None or isinstance(error, StoreFull):
-        where = f" writing {full.filename}" if full is not None and full.filename else ""
+        # the nearest directory of the file that still exists (the job's own was removed): the
+        # models may be on another disk than the data dir
+        holder = Path(full.filename).parent if full is not None and full.filename else data_dir
+        while not holder.exists() and holder != holder.parent:
+            holder = holder.parent
+        where = f" writing {Path(full.filename).name}" if full is not None and full.filename else ""
         return (
-            f"the disk holding {data_dir} is full ({full.strerror if full else 'SQLite: database or disk is full'}"
+            f"the disk holding {holder} is full ({full.strerror if full else 'SQLite: database or disk is full'}"
             f"{where}): no model was published and the job's files were removed; free space there "
             "and run the job again"
         )
