@@ -12,7 +12,7 @@ from freeavatar_server.live.sessions import (
     SessionNotFound,
     SessionRegistry,
 )
-from freeavatar_server.live.subscriptions import RigSubscription
+from freeavatar_server.live.subscriptions import RigSubscription, input_ended
 
 SPEC = RigSpec("robot", (RigControl("jaw"), RigControl("brow", -1, 1)))
 
@@ -26,7 +26,7 @@ def frame(avatar_id: str, sequence: int) -> rig_pb2.RigFrame:
 
 
 async def drain(subscription: RigSubscription) -> list[rig_pb2.RigStreamMessage]:
-    subscription.close("done")
+    subscription.close(input_ended("done"))
     return [m async for m in subscription]
 
 

@@ -11,6 +11,7 @@ from freeavatar.client import (
     SampleLike,
 )
 from freeavatar.errors import (
+    Aborted,
     AlreadyExists,
     Cancelled,
     FailedPrecondition,
@@ -19,9 +20,11 @@ from freeavatar.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    StreamEnded,
     Unauthenticated,
     Unavailable,
     Unimplemented,
+    UploadInterrupted,
 )
 from freeavatar.job import Job, JobEvent, JobKind, JobState, Keyframe, RenderSample, UploadSummary
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames
@@ -38,6 +41,7 @@ from freeavatar.stream import (
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "Aborted",
     "Actor",
     "ActorFrame",
     "AlreadyExists",
@@ -74,9 +78,11 @@ __all__ = [
     "RigStream",
     "SampleLike",
     "Session",
+    "StreamEnded",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "UploadInterrupted",
     "UploadSummary",
     "VmcNames",
     "load_rig_spec",

@@ -140,10 +140,11 @@ def remove(
     remote: Remote,
     session_id: Annotated[str, typer.Argument(help="The session.")],
     output_id: Annotated[str, typer.Argument(help="The output, as `outputs list` shows it.")],
+    token: Annotated[str, typer.Option(help="The session token, on servers with API keys.")] = "",
 ) -> None:
     """Stop an output."""
     with remote.connect() as client:
-        client.remove_output(session_id, output_id)
+        client.remove_output(session_id, output_id, token=token)
     console.print(f"removed output {output_id}")
 
 

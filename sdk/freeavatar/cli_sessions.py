@@ -59,8 +59,9 @@ def list_sessions(remote: Remote, printer: Printer) -> None:
 def close(
     remote: Remote,
     session_id: Annotated[str, typer.Argument(help="The session.")],
+    token: Annotated[str, typer.Option(help="The session token, on servers with API keys.")] = "",
 ) -> None:
     """Close a session: its streams and outputs end."""
     with remote.connect() as client:
-        client.close_session(session_id)
+        client.close_session(session_id, token=token)
     console.print(f"closed session {session_id}")

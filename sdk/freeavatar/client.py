@@ -46,7 +46,7 @@ from freeavatar._proto import (
     stream_pb2_grpc,
 )
 from freeavatar.avatar import Avatar, ModelKind, ModelVersion
-from freeavatar.errors import InvalidArgument, from_rpc_error
+from freeavatar.errors import InvalidArgument, UploadInterrupted, from_rpc_error
 from freeavatar.job import Job, JobEvent, Keyframe, RenderSample, UploadSummary, training_options
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames, parse_target
 from freeavatar.rig import RigSpecLike, load_rig_spec
@@ -59,7 +59,7 @@ from freeavatar.stream import (
     RigStream,
     Session,
 )
-from freeavatar.wire import CHANNEL_OPTIONS
+from freeavatar.wire import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
 
 DEFAULT_ADDRESS = "localhost:50051"
 _T = TypeVar("_T")
@@ -68,6 +68,7 @@ _P = ParamSpec("_P")
 SampleLike = RenderSample | tuple[Sequence[float], bytes]
 FrameLike = ActorFrame | bytes | np.ndarray
 KeyframeLike = Keyframe | tuple[Sequence[float], bytes]  # (rig, actor image bytes)
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class AsyncClient:
@@ -151,32 +152,66 @@ class AsyncClient:
         self, avatar_id: str, samples: Iterable[SampleLike] | AsyncIterable[SampleLike]
     ) -> UploadSummary:
         """Stream (rig, PNG/JPEG bytes) samples to the server. Bad samples are reported in the
-        summary by their index; the good ones are kept."""
+        summary by their index; the good ones are kept. UploadInterrupted (with the summary of
+        what was stored) if the server had to stop, its disk full."""
 
-        async def requests() -> AsyncIterator[avatar_pb2.UploadRenderSamplesRequest]:
-            async for item in _aiter(samples):
-                rig, image = _sample_parts(item)
-                sample = avatar_pb2.RenderSample(rig=rig, image=image)
-                yield avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
+        def request(rig: Sequence[float], image: bytes) -> avatar_pb2.UploadRenderSamplesRequest:
+            sample = avatar_pb2.RenderSample(rig=rig, image=image)
+            return avatar_pb2.UploadRenderSamplesRequest(avatar_id=avatar_id, sample=sample)
 
-        reply = await self._client_stream(self._avatars.UploadRenderSamples, requests())
-        return UploadSummary.from_proto(reply)
+        return await self._upload(self._avatars.UploadRenderSamples, samples, request)
 
     async def upload_keyframes(
         self, avatar_id: str, keyframes: Iterable[KeyframeLike] | AsyncIterable[KeyframeLike]
     ) -> UploadSummary:
         """Stream artist keyframes (rig values, actor image PNG/JPEG bytes) for `avatar_id`;
         animator jobs add them as a supervised term. Bad ones are reported in the summary by
-        their index; the good ones are kept."""
+        their index; the good ones are kept (UploadInterrupted as upload_render_samples)."""
 
-        async def requests() -> AsyncIterator[avatar_pb2.UploadKeyframesRequest]:
-            async for item in _aiter(keyframes):
-                rig, image = _sample_parts(item)
-                keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
-                yield avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
+        def request(rig: Sequence[float], image: bytes) -> avatar_pb2.UploadKeyframesRequest:
+            keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)
+            return avatar_pb2.UploadKeyframesRequest(avatar_id=avatar_id, keyframe=keyframe)
 
-        reply = await self._client_stream(self._avatars.UploadKeyframes, requests())
-        return UploadSummary.from_proto(reply)
+        return await self._upload(self._avatars.UploadKeyframes, keyframes, request)
+
+    async def _upload(
+        self,
+        method: Any,
+        items: Iterable[SampleLike] | AsyncIterable[SampleLike],
+        request: Callable[[Sequence[float], bytes], Any],
+    ) -> UploadSummary:
+        """One upload call: items over the message size limit are rejected here, by index,
+        without being sent (gRPC would fail the whole call on one), and the server's indices,
+        which count only the items sent, are turned back into the caller's."""
+        sent: list[int] = []  # the caller's index of each item sent, in order
+        too_large: list[tuple[int, str]] = []
+        read = 0
+
+        async def requests() -> AsyncIterator[Any]:
+            nonlocal read
+            async for index, item in _aenumerate(_aiter(items)):
+                read = index + 1
+                message = request(*_sample_parts(item))
+                size = message.ByteSize()
+                if size > MAX_MESSAGE_BYTES:
+                    limit = f"{MAX_MESSAGE_BYTES:,} bytes ({MAX_MESSAGE_BYTES / 2**20:g} MB)"
+                    too_large.append((index, f"the item is {size:,} bytes, over gRPC's message limit of {limit}"))
+                    continue
+                sent.append(index)
+                yield message
+
+        reply = await self._client_stream(method, requests())
+        server = UploadSummary.from_proto(reply)
+        received = read
+        if reply.HasField("stopped"):  # the server read no further: neither did this upload
+            received = sent[server.received - 1] + 1 if server.received else 0
+            too_large = [item for item in too_large if item[0] < received]
+        rejected = sorted([(sent[i], reason) for i, reason in server.rejected] + too_large)
+        summary = UploadSummary(server.accepted, rejected, server.total, received)
+        if reply.HasField("stopped"):
+            code = _STATUS_BY_NUMBER.get(reply.stopped.code, grpc.StatusCode.UNKNOWN)
+            raise UploadInterrupted(reply.stopped.reason, code, summary)
+        return summary
 
     async def list_model_versions(self, avatar_id: str, kind: ModelKind) -> list[ModelVersion]:
         request = avatar_pb2.ListModelVersionsRequest(avatar_id=avatar_id, kind=kind.value)
@@ -269,8 +304,10 @@ class AsyncClient:
             if not token:
                 return sessions
 
-    async def close_session(self, session_id: str) -> None:
-        request = stream_pb2.CloseSessionRequest(session_id=session_id)
+    async def close_session(self, session_id: str, token: str = "") -> None:
+        """End the session and every stream in it (they end with StreamEnded, SESSION_CLOSED).
+        On a server with API keys this takes the session's `token`, as joining does."""
+        request = stream_pb2.CloseSessionRequest(session_id=session_id, session_token=token)
         await self._unary(self._streams.CloseSession, request)
 
     async def join_session(
@@ -292,18 +329,27 @@ class AsyncClient:
         return Actor.from_proto(await self._unary(self._streams.JoinSession, request))
 
     async def rebind_actor(
-        self, session_id: str, actor_id: str, avatar_ids: Sequence[str], reader: ExpressionReader = ExpressionReader.AUTO
+        self,
+        session_id: str,
+        actor_id: str,
+        avatar_ids: Sequence[str],
+        reader: ExpressionReader = ExpressionReader.AUTO,
+        token: str = "",
     ) -> Actor:
-        """Change which avatars a joined actor drives, and how, while it streams."""
+        """Change which avatars a joined actor drives, and how, while it streams (the session's
+        `token` on a server with API keys)."""
         request = stream_pb2.RebindActorRequest(
             session_id=session_id,
             actor_id=actor_id,
             bindings=_bindings(avatar_ids, reader),
+            session_token=token,
         )
         return Actor.from_proto(await self._unary(self._streams.RebindActor, request))
 
-    async def leave_session(self, session_id: str, actor_id: str) -> None:
-        request = stream_pb2.LeaveSessionRequest(session_id=session_id, actor_id=actor_id)
+    async def leave_session(self, session_id: str, actor_id: str, token: str = "") -> None:
+        """Remove the actor; its animate call ends with StreamEnded (ACTOR_LEFT). The session's
+        `token` on a server with API keys."""
+        request = stream_pb2.LeaveSessionRequest(session_id=session_id, actor_id=actor_id, session_token=token)
         await self._unary(self._streams.LeaveSession, request)
 
     def animate(
@@ -390,8 +436,8 @@ class AsyncClient:
         request = stream_pb2.AddOutputRequest(output=output, session_token=token)
         return EngineOutput.from_proto(await self._unary(self._streams.AddOutput, request))
 
-    async def remove_output(self, session_id: str, output_id: str) -> None:
-        request = stream_pb2.RemoveOutputRequest(session_id=session_id, output_id=output_id)
+    async def remove_output(self, session_id: str, output_id: str, token: str = "") -> None:
+        request = stream_pb2.RemoveOutputRequest(session_id=session_id, output_id=output_id, session_token=token)
         await self._unary(self._streams.RemoveOutput, request)
 
     async def list_outputs(self, session_id: str) -> list[EngineOutput]:
@@ -637,6 +683,13 @@ async def _aiter(items: Iterable[_T] | AsyncIterable[_T]) -> AsyncIterator[_T]:
     else:
         for item in items:
             yield item
+
+
+async def _aenumerate(items: AsyncIterator[_T]) -> AsyncIterator[tuple[int, _T]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
 
 
 def _sample_parts(sample: SampleLike | KeyframeLike) -> tuple[list[float], bytes]:

@@ -82,13 +82,23 @@ class Keyframe:
 
 @dataclass(frozen=True)
 class UploadSummary:
+    """What an upload stored: every item read (the first `received`) is either stored or in
+    `rejected` with its reason; `stored` lists the stored ones' indices."""
+
     accepted: int
     rejected: list[tuple[int, str]]  # (index in the upload, reason)
     total: int  # samples stored for the avatar after this upload
+    received: int = 0  # items read; an interrupted upload (UploadInterrupted) read no more
 
     @classmethod
     def from_proto(cls, msg: avatar_pb2.UploadSummary) -> UploadSummary:
-        return cls(msg.accepted, [(r.index, r.reason) for r in msg.rejected], msg.total)
+        received = msg.received or msg.accepted + len(msg.rejected)  # an older server
+        return cls(msg.accepted, [(r.index, r.reason) for r in msg.rejected], msg.total, received)
+
+    @property
+    def stored(self) -> list[int]:
+        rejected = {index for index, _ in self.rejected}
+        return [i for i in range(self.received) if i not in rejected]
 
 
 def training_options(**options: float | int | None) -> job_pb2.TrainingOptions:

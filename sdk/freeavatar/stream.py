@@ -172,6 +172,10 @@ class RigStream:
     Each avatar's control names arrive once, before its first frame; `controls` keeps them and
     every RigFrame carries its avatar's. If the animate call's frames iterator raises, iterating
     raises that exception.
+
+    Iteration stops quietly only when the stream ran its course (the animate call's frames
+    ran out, or `aclose()`); a stream the server cuts off raises StreamEnded, whose `reason`
+    says why: SERVER_SHUTDOWN, SESSION_CLOSED, ACTOR_LEFT or ACTOR_FAILED.
     """
 
     def __init__(self, call: Any, requests: RequestFeed[Any] | None = None) -> None:

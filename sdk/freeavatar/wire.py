@@ -12,3 +12,5 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
+
+STREAM_END_KEY = "freeavatar-stream-end"  # trailers of a stream the server ended: a StreamEndReason

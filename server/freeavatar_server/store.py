@@ -2,16 +2,26 @@
 
 Blocking by nature; the services call it through `asyncio.to_thread`. One connection guarded by
 a lock keeps writes serial, which is what SQLite does anyway.
+
+Failures name the file and what to do: opening checks the file (`PRAGMA quick_check`, the
+schema version, that it can be written) and refuses an unusable one with `StoreUnusable`
+instead of starting empty or crashing later; at run time SQLite's errors become `StoreFull`
+(the disk is full: that request stored nothing) or `StoreUnusable` (the file is corrupt,
+read-only or gone), and the latter also tells `on_unusable` so the server can report health
+NOT_SERVING.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +30,7 @@ import numpy as np
 
 from freeavatar._proto import avatar_pb2, job_pb2, rig_pb2
 from freeavatar.rig import RigSpec
-from freeavatar_server.live.errors import Conflict, NotFound
+from freeavatar_server.live.errors import Conflict, Exhausted, NotFound, Unavailable
 
 TERMINAL_JOB_STATES = frozenset(
     (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
@@ -82,6 +92,50 @@ MIGRATIONS: tuple[str, ...] = (
 
 class StoreError(Exception):
     pass
+
+
+class StorageFailure(StoreError):
+    """The store itself failed (not what a request asked of it): StoreFull or StoreUnusable."""
+
+    path: Path
+
+
+class StoreUnusable(StorageFailure, Unavailable):
+    """The database cannot be used (corrupt, not a database, read-only, from a newer server);
+    the message names the file and the fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        super().__init__(f"the database {path} {problem}: {fix}")
+        self.path = path
+
+
+class StoreFull(StorageFailure, Exhausted):
+    """The disk holding the data dir is full; the operation that met it stored nothing."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"the disk holding {path} is full (SQLite: database or disk is full); nothing of this "
+            "request was stored: free space there and try again"
+        )
+        self.path = path
+
+
+# What to tell the operator for each SQLite error that makes the database unusable.
+_RESTORE = (
+    "stop the server and restore the file from a backup, or move it (with its -wal and -shm "
+    "files) aside to start with an empty store"
+)
+_UNUSABLE: dict[str, tuple[str, str]] = {
+    "SQLITE_CORRUPT": ("is corrupt", _RESTORE),
+    "SQLITE_NOTADB": ("is not an SQLite database", _RESTORE),
+    "SQLITE_READONLY": (
+        "cannot be written (read-only file, directory or file system)",
+        "give the server's user write access to the file and its directory, or point --data-dir elsewhere",
+    ),
+    "SQLITE_CANTOPEN": ("cannot be opened", "check that the data dir exists and the server's user may write it"),
+    "SQLITE_IOERR": ("cannot be read or written (I/O error)", "check the disk; " + _RESTORE),
+    "SQLITE_PERM": ("may not be accessed", "give the server's user read and write access to it"),
+}
 
 
 class JobNotFound(StoreError, NotFound):
@@ -157,37 +211,128 @@ class JobRecord:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        path: Path,
+        on_unusable: Callable[[StoreUnusable], None] | None = None,
+        check_integrity: bool = True,
+    ) -> None:
+        """Open (or create) the database at `path`; StoreUnusable, naming it, if it cannot be used.
+        `check_integrity=False` skips `PRAGMA quick_check`, for a job process opening the file
+        its server checked at start."""
         self.path = path
+        # called (from any thread) when the file turns unusable while serving; opening raises
+        self.on_unusable: Callable[[StoreUnusable], None] | None = None
+        self.problem: StoreUnusable | None = None  # set once the file is found unusable
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        self._check_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnusable(path, f"cannot be created ({error.strerror})", "check --data-dir") from None
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as error:
+            raise self._translate(error) from None
+        try:
+            with self._locked() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                # quick_check reads every page (but does not match indexes to tables): one read
+                # of the file per start, instead of serving a corrupt one
+                problems = [row for (row,) in db.execute("PRAGMA quick_check(5)")] if check_integrity else ["ok"]
+            if problems != ["ok"]:
+                found = "; ".join(line for row in problems for line in row.splitlines()[:3])
+                raise StoreUnusable(path, f"is corrupt (quick_check: {found})", _RESTORE)
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+        self.on_unusable = on_unusable
+
+    def _check_file(self) -> None:
+        """A zero-byte file is no database, though SQLite would open it as an empty one: a store
+        truncated by a crash or a bad copy must not start silently empty."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return  # a new store
+        except OSError as error:
+            raise StoreUnusable(self.path, f"cannot be read ({error.strerror})", "check its permissions") from None
+        if size == 0:
+            raise StoreUnusable(
+                self.path,
+                "is empty (0 bytes), so it holds no FreeAvatar store",
+                "restore it from a backup, or delete it to start with an empty store",
+            )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _migrate(self) -> None:
-        with self._lock:
-            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        with self._locked() as db:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > len(MIGRATIONS):
+                raise StoreUnusable(
+                    self.path,
+                    f"has schema version {version}, newer than this server's {len(MIGRATIONS)}",
+                    "run the FreeAvatar version that wrote it, or restore an older backup",
+                )
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 # executescript commits on its own; the version bump rides in the same script.
-                self._db.executescript(f"BEGIN; {script} PRAGMA user_version={number}; COMMIT;")
+                db.executescript(f"BEGIN; {script} PRAGMA user_version={number}; COMMIT;")
+            # Writing the version (unchanged) proves the file can be written: a read-only store
+            # is refused here, with its name, instead of at the first upload.
+            db.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; SQLite's errors become the store's (IntegrityError
+        is left to the caller, which knows what it means)."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as error:
+                raise self._translate(error) from None
+
+    def _translate(self, error: sqlite3.Error) -> StoreError:
+        name = getattr(error, "sqlite_errorname", "") or ""
+        if name.startswith("SQLITE_FULL") or _disk_full(error):
+            return StoreFull(self.path)
+        if name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")) and _on_read_only_file_system(self.path):
+            # WAL mode needs its -wal and -shm files beside the database: on a read-only mount
+            # SQLite says only "unable to open database file"
+            name = "SQLITE_READONLY"
+        problem, fix = next(
+            (found for code, found in _UNUSABLE.items() if name.startswith(code)),
+            (f"failed ({error})", "check the disk and the file; " + _RESTORE),
+        )
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            # another process holds the file (a second server on the same data dir)
+            return StoreUnusable(self.path, f"is locked by another process ({error})", "run one server per data dir")
+        unusable = StoreUnusable(self.path, f"{problem} ({error})", fix)
+        if self.problem is None:
+            self.problem = unusable
+            if self.on_unusable is not None:
+                self.on_unusable(unusable)
+        return unusable
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._locked() as db:
+            db.execute("BEGIN")
             try:
-                yield self._db
+                yield db
+                db.execute("COMMIT")  # a full disk may fail here, with the transaction still open
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back on its own
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # Avatars
 
@@ -195,7 +340,7 @@ class Store:
         avatar_id = uuid.uuid4().hex
         created_us = now_us()
         blob = spec.to_proto().SerializeToString()
-        with self._lock:
+        with self._locked():
             try:
                 cursor = self._db.execute(
                     "INSERT INTO avatars (id, name, spec, created_us) VALUES (?, ?, ?, ?)",
@@ -206,7 +351,7 @@ class Store:
         return AvatarRecord(avatar_id, spec, created_us, cursor.lastrowid or 0)
 
     def get_avatar(self, avatar_id: str) -> AvatarRecord:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 "SELECT id, spec, created_us, rowid FROM avatars WHERE id = ?", (avatar_id,)
             ).fetchone()
@@ -215,7 +360,7 @@ class Store:
         return _avatar_record(row)
 
     def list_avatars(self, after_seq: int, limit: int) -> list[AvatarRecord]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 "SELECT id, spec, created_us, rowid FROM avatars WHERE rowid > ? "
                 "ORDER BY rowid LIMIT ?",
@@ -224,14 +369,14 @@ class Store:
         return [_avatar_record(row) for row in rows]
 
     def delete_avatar(self, avatar_id: str) -> None:
-        with self._lock:
+        with self._locked():
             cursor = self._db.execute("DELETE FROM avatars WHERE id = ?", (avatar_id,))
         if cursor.rowcount == 0:
             raise AvatarNotFound(avatar_id)
 
 
     def avatar_summary(self, avatar_id: str) -> AvatarSummary:
-        with self._lock:
+        with self._locked():
             (samples,) = self._db.execute(
                 "SELECT COUNT(*) FROM render_samples WHERE avatar_id = ?", (avatar_id,)
             ).fetchone()
@@ -269,7 +414,7 @@ class Store:
 
     def render_samples(self, avatar_id: str) -> tuple[np.ndarray, list[bytes]]:
         """All of an avatar's samples: rigs (N, controls) float32 and the encoded images."""
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 "SELECT rig, image FROM render_samples WHERE avatar_id = ? ORDER BY rowid",
                 (avatar_id,),
@@ -294,7 +439,7 @@ class Store:
 
     def keyframes(self, avatar_id: str) -> tuple[np.ndarray, list[bytes]]:
         """All of an avatar's keyframes, oldest first: rigs (N, controls) float32 and images."""
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 "SELECT rig, image FROM keyframes WHERE avatar_id = ? ORDER BY rowid", (avatar_id,)
             ).fetchall()
@@ -305,7 +450,7 @@ class Store:
 
     def add_job(self, kind: int, avatar_ids: list[str], options: job_pb2.TrainingOptions) -> JobRecord:
         job_id = uuid.uuid4().hex
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "INSERT INTO jobs (id, kind, state, avatar_ids, options, created_us) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -321,7 +466,7 @@ class Store:
         return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> JobRecord:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
@@ -335,7 +480,7 @@ class Store:
         if avatar_id:
             query += " AND EXISTS (SELECT 1 FROM json_each(avatar_ids) WHERE value = ?)"
             args.append(avatar_id)
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(f"{query} ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
         return [_job_record(row) for row in rows]
 
@@ -344,13 +489,13 @@ class Store:
         if "metrics" in fields:
             fields["metrics"] = json.dumps(fields["metrics"])
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        with self._lock:
+        with self._locked():
             self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id))
         return self.get_job(job_id)
 
     def fail_interrupted_jobs(self, reason: str) -> list[str]:
         """Mark jobs left RUNNING by a server that died as FAILED; return the QUEUED ones' ids."""
-        with self._lock:
+        with self._locked():
             self._db.execute(
                 "UPDATE jobs SET state = ?, error = ?, ended_us = ? WHERE state = ?",
                 (job_pb2.JOB_STATE_FAILED, reason, now_us(), job_pb2.JOB_STATE_RUNNING),
@@ -392,7 +537,7 @@ class Store:
         return self.model_version(avatar_id, kind, version)
 
     def model_version(self, avatar_id: str, kind: int, version: int) -> ModelVersionRecord:
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM model_versions "
                 "WHERE avatar_id = ? AND kind = ? AND version = ?",
@@ -403,7 +548,7 @@ class Store:
         return _version_record(row)
 
     def model_versions(self, avatar_id: str, kind: int) -> list[ModelVersionRecord]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 f"SELECT {_VERSION_COLUMNS} FROM model_versions "
                 "WHERE avatar_id = ? AND kind = ? ORDER BY version",
@@ -426,6 +571,17 @@ _JOB_COLUMNS = (
     "created_us, started_us, ended_us, result_version, rowid"
 )
 _VERSION_COLUMNS = "avatar_id, kind, version, job_id, created_us, metrics, path, active"
+
+
+def _on_read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _disk_full(error: BaseException) -> bool:
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "disk is full" in str(error)
 
 
 def now_us() -> int:

@@ -144,7 +144,18 @@ async def test_pages_of_large_avatars_fit_any_client(server: FreeAvatarServer, c
     assert seen == 24 and pages > 1
 
 
-async def test_sessions_are_listed_in_pages(server: FreeAvatarServer, client: AsyncClient) -> None:
+async def test_sessions_are_listed_in_pages(tmp_path: Path) -> None:
+    # more sessions than one caller may hold by default (the caps): the listing is what is probed
+    server = FreeAvatarServer(loopback_config(tmp_path / "data", max_sessions_per_key=300))
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{server.port}") as client:
+            await _list_sessions_in_pages(server, client)
+    finally:
+        await server.stop(grace=0)
+
+
+async def _list_sessions_in_pages(server: FreeAvatarServer, client: AsyncClient) -> None:
     made = [(await client.create_session(f"s{i}")).id for i in range(250)]
     assert [s.id for s in await client.list_sessions()] == made
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

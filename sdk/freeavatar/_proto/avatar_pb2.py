@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from . import rig_pb2 as freeavatar_dot_v1_dot_rig__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66reeavatar/v1/avatar.proto\x12\rfreeavatar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x66reeavatar/v1/rig.proto\"\x83\x02\n\x0cModelVersion\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.freeavatar.v1.ModelKind\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x07metrics\x18\x05 \x03(\x0b\x32(.freeavatar.v1.ModelVersion.MetricsEntry\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xfe\x01\n\x06\x41vatar\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.freeavatar.v1.RigSpec\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13render_sample_count\x18\x04 \x01(\r\x12\x16\n\x0ekeyframe_count\x18\x05 \x01(\r\x12-\n\x08renderer\x18\x06 \x01(\x0b\x32\x1b.freeavatar.v1.ModelVersion\x12-\n\x08\x61nimator\x18\x07 \x01(\x0b\x32\x1b.freeavatar.v1.ModelVersion\"=\n\x15RegisterAvatarRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.freeavatar.v1.RigSpec\"%\n\x10GetAvatarRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\"(\n\x13\x44\x65leteAvatarRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteAvatarResponse\";\n\x12ListAvatarsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x13ListAvatarsResponse\x12&\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x15.freeavatar.v1.Avatar\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x0cRenderSample\x12\x0b\n\x03rig\x18\x01 \x03(\x02\x12\r\n\x05image\x18\x02 \x01(\x0c\"\\\n\x1aUploadRenderSamplesRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12+\n\x06sample\x18\x02 \x01(\x0b\x32\x1b.freeavatar.v1.RenderSample\",\n\x08Keyframe\x12\x13\n\x0b\x61\x63tor_image\x18\x01 \x01(\x0c\x12\x0b\n\x03rig\x18\x02 \x03(\x02\"V\n\x16UploadKeyframesRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12)\n\x08keyframe\x18\x02 \x01(\x0b\x32\x17.freeavatar.v1.Keyframe\"-\n\x0cRejectedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"_\n\rUploadSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12-\n\x08rejected\x18\x02 \x03(\x0b\x32\x1b.freeavatar.v1.RejectedItem\x12\r\n\x05total\x18\x03 \x01(\r\"I\n\x17SampleRigVectorsRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\x1b\n\tRigVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"E\n\x18SampleRigVectorsResponse\x12)\n\x07vectors\x18\x01 \x03(\x0b\x32\x18.freeavatar.v1.RigVector\"U\n\x18ListModelVersionsRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.freeavatar.v1.ModelKind\"J\n\x19ListModelVersionsResponse\x12-\n\x08versions\x18\x01 \x03(\x0b\x32\x1b.freeavatar.v1.ModelVersion\"i\n\x1b\x41\x63tivateModelVersionRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.freeavatar.v1.ModelKind\x12\x0f\n\x07version\x18\x03 \x01(\r*Y\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_KIND_RENDERER\x10\x01\x12\x17\n\x13MODEL_KIND_ANIMATOR\x10\x02\x32\xbc\x06\n\rAvatarService\x12M\n\x0eRegisterAvatar\x12$.freeavatar.v1.RegisterAvatarRequest\x1a\x15.freeavatar.v1.Avatar\x12\x43\n\tGetAvatar\x12\x1f.freeavatar.v1.GetAvatarRequest\x1a\x15.freeavatar.v1.Avatar\x12T\n\x0bListAvatars\x12!.freeavatar.v1.ListAvatarsRequest\x1a\".freeavatar.v1.ListAvatarsResponse\x12W\n\x0c\x44\x65leteAvatar\x12\".freeavatar.v1.DeleteAvatarRequest\x1a#.freeavatar.v1.DeleteAvatarResponse\x12`\n\x13UploadRenderSamples\x12).freeavatar.v1.UploadRenderSamplesRequest\x1a\x1c.freeavatar.v1.UploadSummary(\x01\x12\x63\n\x10SampleRigVectors\x12&.freeavatar.v1.SampleRigVectorsRequest\x1a\'.freeavatar.v1.SampleRigVectorsResponse\x12X\n\x0fUploadKeyframes\x12%.freeavatar.v1.UploadKeyframesRequest\x1a\x1c.freeavatar.v1.UploadSummary(\x01\x12\x66\n\x11ListModelVersions\x12\'.freeavatar.v1.ListModelVersionsRequest\x1a(.freeavatar.v1.ListModelVersionsResponse\x12_\n\x14\x41\x63tivateModelVersion\x12*.freeavatar.v1.ActivateModelVersionRequest\x1a\x1b.freeavatar.v1.ModelVersionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66reeavatar/v1/avatar.proto\x12\rfreeavatar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x66reeavatar/v1/rig.proto\"\x83\x02\n\x0cModelVersion\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.freeavatar.v1.ModelKind\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x07metrics\x18\x05 \x03(\x0b\x32(.freeavatar.v1.ModelVersion.MetricsEntry\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xfe\x01\n\x06\x41vatar\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04spec\x18\x02 \x01(\x0b\x32\x16.freeavatar.v1.RigSpec\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13render_sample_count\x18\x04 \x01(\r\x12\x16\n\x0ekeyframe_count\x18\x05 \x01(\r\x12-\n\x08renderer\x18\x06 \x01(\x0b\x32\x1b.freeavatar.v1.ModelVersion\x12-\n\x08\x61nimator\x18\x07 \x01(\x0b\x32\x1b.freeavatar.v1.ModelVersion\"=\n\x15RegisterAvatarRequest\x12$\n\x04spec\x18\x01 \x01(\x0b\x32\x16.freeavatar.v1.RigSpec\"%\n\x10GetAvatarRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\"(\n\x13\x44\x65leteAvatarRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteAvatarResponse\";\n\x12ListAvatarsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x13ListAvatarsResponse\x12&\n\x07\x61vatars\x18\x01 \x03(\x0b\x32\x15.freeavatar.v1.Avatar\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x0cRenderSample\x12\x0b\n\x03rig\x18\x01 \x03(\x02\x12\r\n\x05image\x18\x02 \x01(\x0c\"\\\n\x1aUploadRenderSamplesRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12+\n\x06sample\x18\x02 \x01(\x0b\x32\x1b.freeavatar.v1.RenderSample\",\n\x08Keyframe\x12\x13\n\x0b\x61\x63tor_image\x18\x01 \x01(\x0c\x12\x0b\n\x03rig\x18\x02 \x03(\x02\"V\n\x16UploadKeyframesRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12)\n\x08keyframe\x18\x02 \x01(\x0b\x32\x17.freeavatar.v1.Keyframe\"-\n\x0cRejectedItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa0\x01\n\rUploadSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12-\n\x08rejected\x18\x02 \x03(\x0b\x32\x1b.freeavatar.v1.RejectedItem\x12\r\n\x05total\x18\x03 \x01(\r\x12\x10\n\x08received\x18\x04 \x01(\r\x12-\n\x07stopped\x18\x05 \x01(\x0b\x32\x1c.freeavatar.v1.UploadStopped\"-\n\rUploadStopped\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\"I\n\x17SampleRigVectorsRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0c\n\x04seed\x18\x03 \x01(\x04\"\x1b\n\tRigVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"E\n\x18SampleRigVectorsResponse\x12)\n\x07vectors\x18\x01 \x03(\x0b\x32\x18.freeavatar.v1.RigVector\"U\n\x18ListModelVersionsRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.freeavatar.v1.ModelKind\"J\n\x19ListModelVersionsResponse\x12-\n\x08versions\x18\x01 \x03(\x0b\x32\x1b.freeavatar.v1.ModelVersion\"i\n\x1b\x41\x63tivateModelVersionRequest\x12\x11\n\tavatar_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.freeavatar.v1.ModelKind\x12\x0f\n\x07version\x18\x03 \x01(\r*Y\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_KIND_RENDERER\x10\x01\x12\x17\n\x13MODEL_KIND_ANIMATOR\x10\x02\x32\xbc\x06\n\rAvatarService\x12M\n\x0eRegisterAvatar\x12$.freeavatar.v1.RegisterAvatarRequest\x1a\x15.freeavatar.v1.Avatar\x12\x43\n\tGetAvatar\x12\x1f.freeavatar.v1.GetAvatarRequest\x1a\x15.freeavatar.v1.Avatar\x12T\n\x0bListAvatars\x12!.freeavatar.v1.ListAvatarsRequest\x1a\".freeavatar.v1.ListAvatarsResponse\x12W\n\x0c\x44\x65leteAvatar\x12\".freeavatar.v1.DeleteAvatarRequest\x1a#.freeavatar.v1.DeleteAvatarResponse\x12`\n\x13UploadRenderSamples\x12).freeavatar.v1.UploadRenderSamplesRequest\x1a\x1c.freeavatar.v1.UploadSummary(\x01\x12\x63\n\x10SampleRigVectors\x12&.freeavatar.v1.SampleRigVectorsRequest\x1a\'.freeavatar.v1.SampleRigVectorsResponse\x12X\n\x0fUploadKeyframes\x12%.freeavatar.v1.UploadKeyframesRequest\x1a\x1c.freeavatar.v1.UploadSummary(\x01\x12\x66\n\x11ListModelVersions\x12\'.freeavatar.v1.ListModelVersionsRequest\x1a(.freeavatar.v1.ListModelVersionsResponse\x12_\n\x14\x41\x63tivateModelVersion\x12*.freeavatar.v1.ActivateModelVersionRequest\x1a\x1b.freeavatar.v1.ModelVersionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELKIND']._serialized_start=1800
-  _globals['_MODELKIND']._serialized_end=1889
+  _globals['_MODELKIND']._serialized_start=1913
+  _globals['_MODELKIND']._serialized_end=2002
   _globals['_MODELVERSION']._serialized_start=104
   _globals['_MODELVERSION']._serialized_end=363
   _globals['_MODELVERSION_METRICSENTRY']._serialized_start=317
@@ -66,20 +66,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADKEYFRAMESREQUEST']._serialized_end=1209
   _globals['_REJECTEDITEM']._serialized_start=1211
   _globals['_REJECTEDITEM']._serialized_end=1256
-  _globals['_UPLOADSUMMARY']._serialized_start=1258
-  _globals['_UPLOADSUMMARY']._serialized_end=1353
-  _globals['_SAMPLERIGVECTORSREQUEST']._serialized_start=1355
-  _globals['_SAMPLERIGVECTORSREQUEST']._serialized_end=1428
-  _globals['_RIGVECTOR']._serialized_start=1430
-  _globals['_RIGVECTOR']._serialized_end=1457
-  _globals['_SAMPLERIGVECTORSRESPONSE']._serialized_start=1459
-  _globals['_SAMPLERIGVECTORSRESPONSE']._serialized_end=1528
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1530
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1615
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1617
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1691
-  _globals['_ACTIVATEMODELVERSIONREQUEST']._serialized_start=1693
-  _globals['_ACTIVATEMODELVERSIONREQUEST']._serialized_end=1798
-  _globals['_AVATARSERVICE']._serialized_start=1892
-  _globals['_AVATARSERVICE']._serialized_end=2720
+  _globals['_UPLOADSUMMARY']._serialized_start=1259
+  _globals['_UPLOADSUMMARY']._serialized_end=1419
+  _globals['_UPLOADSTOPPED']._serialized_start=1421
+  _globals['_UPLOADSTOPPED']._serialized_end=1466
+  _globals['_SAMPLERIGVECTORSREQUEST']._serialized_start=1468
+  _globals['_SAMPLERIGVECTORSREQUEST']._serialized_end=1541
+  _globals['_RIGVECTOR']._serialized_start=1543
+  _globals['_RIGVECTOR']._serialized_end=1570
+  _globals['_SAMPLERIGVECTORSRESPONSE']._serialized_start=1572
+  _globals['_SAMPLERIGVECTORSRESPONSE']._serialized_end=1641
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1643
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1728
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1730
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1804
+  _globals['_ACTIVATEMODELVERSIONREQUEST']._serialized_start=1806
+  _globals['_ACTIVATEMODELVERSIONREQUEST']._serialized_end=1911
+  _globals['_AVATARSERVICE']._serialized_start=2005
+  _globals['_AVATARSERVICE']._serialized_end=2833
 # @@protoc_insertion_point(module_scope)

@@ -141,14 +141,26 @@ class RejectedItem(_message.Message):
     def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class UploadSummary(_message.Message):
-    __slots__ = ("accepted", "rejected", "total")
+    __slots__ = ("accepted", "rejected", "total", "received", "stopped")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     rejected: _containers.RepeatedCompositeFieldContainer[RejectedItem]
     total: int
-    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[RejectedItem, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+    received: int
+    stopped: UploadStopped
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[RejectedItem, _Mapping]]] = ..., total: _Optional[int] = ..., received: _Optional[int] = ..., stopped: _Optional[_Union[UploadStopped, _Mapping]] = ...) -> None: ...
+
+class UploadStopped(_message.Message):
+    __slots__ = ("reason", "code")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    code: int
+    def __init__(self, reason: _Optional[str] = ..., code: _Optional[int] = ...) -> None: ...
 
 class SampleRigVectorsRequest(_message.Message):
     __slots__ = ("avatar_id", "count", "seed")

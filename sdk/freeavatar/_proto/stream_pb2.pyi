@@ -38,6 +38,15 @@ class VmcBlendNames(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VMC_BLEND_NAMES_VRM0: _ClassVar[VmcBlendNames]
     VMC_BLEND_NAMES_VRM1: _ClassVar[VmcBlendNames]
     VMC_BLEND_NAMES_RIG: _ClassVar[VmcBlendNames]
+
+class StreamEndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_END_REASON_UNSPECIFIED: _ClassVar[StreamEndReason]
+    STREAM_END_INPUT_ENDED: _ClassVar[StreamEndReason]
+    STREAM_END_SERVER_SHUTDOWN: _ClassVar[StreamEndReason]
+    STREAM_END_SESSION_CLOSED: _ClassVar[StreamEndReason]
+    STREAM_END_ACTOR_LEFT: _ClassVar[StreamEndReason]
+    STREAM_END_ACTOR_FAILED: _ClassVar[StreamEndReason]
 IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_JPEG: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
@@ -53,6 +62,12 @@ VMC_BLEND_NAMES_PERFECT_SYNC: VmcBlendNames
 VMC_BLEND_NAMES_VRM0: VmcBlendNames
 VMC_BLEND_NAMES_VRM1: VmcBlendNames
 VMC_BLEND_NAMES_RIG: VmcBlendNames
+STREAM_END_REASON_UNSPECIFIED: StreamEndReason
+STREAM_END_INPUT_ENDED: StreamEndReason
+STREAM_END_SERVER_SHUTDOWN: StreamEndReason
+STREAM_END_SESSION_CLOSED: StreamEndReason
+STREAM_END_ACTOR_LEFT: StreamEndReason
+STREAM_END_ACTOR_FAILED: StreamEndReason
 
 class ActorFrame(_message.Message):
     __slots__ = ("data", "format", "width", "height", "capture_time_us")
@@ -156,10 +171,12 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CloseSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "session_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    session_token: str
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class CloseSessionResponse(_message.Message):
     __slots__ = ()
@@ -178,22 +195,26 @@ class JoinSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., actor_name: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[AvatarBinding, _Mapping]]] = ...) -> None: ...
 
 class RebindActorRequest(_message.Message):
-    __slots__ = ("session_id", "actor_id", "bindings")
+    __slots__ = ("session_id", "actor_id", "bindings", "session_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     actor_id: str
     bindings: _containers.RepeatedCompositeFieldContainer[AvatarBinding]
-    def __init__(self, session_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[AvatarBinding, _Mapping]]] = ...) -> None: ...
+    session_token: str
+    def __init__(self, session_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[AvatarBinding, _Mapping]]] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class LeaveSessionRequest(_message.Message):
-    __slots__ = ("session_id", "actor_id")
+    __slots__ = ("session_id", "actor_id", "session_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     actor_id: str
-    def __init__(self, session_id: _Optional[str] = ..., actor_id: _Optional[str] = ...) -> None: ...
+    session_token: str
+    def __init__(self, session_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class LeaveSessionResponse(_message.Message):
     __slots__ = ()
@@ -278,12 +299,14 @@ class AddOutputRequest(_message.Message):
     def __init__(self, output: _Optional[_Union[EngineOutput, _Mapping]] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class RemoveOutputRequest(_message.Message):
-    __slots__ = ("session_id", "output_id")
+    __slots__ = ("session_id", "output_id", "session_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     output_id: str
-    def __init__(self, session_id: _Optional[str] = ..., output_id: _Optional[str] = ...) -> None: ...
+    session_token: str
+    def __init__(self, session_id: _Optional[str] = ..., output_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class RemoveOutputResponse(_message.Message):
     __slots__ = ()

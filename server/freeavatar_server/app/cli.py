@@ -81,6 +81,15 @@ def serve(
     peer_timeout: Annotated[
         float, typer.Option(help="End a WebRTC peer nothing has been heard from for this many seconds.")
     ] = 10.0,
+    max_sessions_per_key: Annotated[
+        int, typer.Option(help="Sessions one API key (or client address, without keys) may keep open; 0: no cap.")
+    ] = ServerConfig.max_sessions_per_key,
+    max_streams_per_key: Annotated[
+        int, typer.Option(help="Animate and subscribe calls one API key (or address) may have open; 0: no cap.")
+    ] = ServerConfig.max_streams_per_key,
+    max_peers_per_key: Annotated[
+        int, typer.Option(help="WebRTC peers (WHIP and WHEP) one API key (or address) may have open; 0: no cap.")
+    ] = ServerConfig.max_peers_per_key,
     encoder: Annotated[
         Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
     ] = None,
@@ -109,6 +118,9 @@ def serve(
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,
+        max_sessions_per_key=max_sessions_per_key,
+        max_streams_per_key=max_streams_per_key,
+        max_peers_per_key=max_peers_per_key,
         builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
     )
     try:

@@ -33,6 +33,11 @@ class ServerConfig:
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)
     http_port: int | None = None  # WHIP/WHEP and the try-it page on host:port (0 picks a port)
     peer_timeout_s: float = 10.0  # a WebRTC peer heard nothing from for this long is ended
+    # What one caller (an API key; a client address on a server without keys) may hold open at
+    # once; past a cap calls get RESOURCE_EXHAUSTED, WHIP/WHEP 429. 0: no cap.
+    max_sessions_per_key: int = 64  # sessions from CreateSession
+    max_streams_per_key: int = 64  # Animate and Subscribe calls
+    max_peers_per_key: int = 16  # WebRTC peers, WHIP and WHEP together
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -60,6 +65,13 @@ class ServerConfig:
             raise ConfigError("--face-rate must be 0 (every frame) or positive")
         if self.peer_timeout_s <= 0:
             raise ConfigError("--peer-timeout must be positive")
+        for flag, cap in (
+            ("--max-sessions-per-key", self.max_sessions_per_key),
+            ("--max-streams-per-key", self.max_streams_per_key),
+            ("--max-peers-per-key", self.max_peers_per_key),
+        ):
+            if cap < 0:
+                raise ConfigError(f"{flag} must be 0 (no cap) or positive")
 
     def read_api_keys(self) -> frozenset[str]:
         if self.api_key_file is None:

@@ -22,17 +22,18 @@ from freeavatar._proto import (
     stream_pb2,
     stream_pb2_grpc,
 )
-from freeavatar.wire import MAX_MESSAGE_BYTES
+from freeavatar.wire import MAX_MESSAGE_BYTES  # render samples and frames are images
 from freeavatar_server.app.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.app.metrics import serve_metrics
 from freeavatar_server.avatars.builtin import install_builtin_avatars
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
 from freeavatar_server.jobs.manager import JobManager
+from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.sessions import SessionRegistry
 from freeavatar_server.live.streams import LiveStreams
-from freeavatar_server.store import Store
-from freeavatar_server.transport.auth import ApiKeyInterceptor
+from freeavatar_server.store import Store, StoreError, StoreUnusable
+from freeavatar_server.transport.auth import ApiKeyInterceptor, Callers
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import AvatarService
 from freeavatar_server.transport.grpc.jobs import JobService
@@ -65,18 +66,28 @@ class FreeAvatarServer:
         self.http_port = 0
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._health_updates: set[asyncio.Task[None]] = set()  # held until done
 
     async def start(self) -> int:
         """Open the store, bind and start serving; returns the bound port."""
         config = self.config
-        self._store = Store(config.store_path)
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._store = Store(config.store_path, on_unusable=self._store_unusable)
+        except StoreError as error:  # a corrupt, empty or read-only file: named, with the fix
+            raise ConfigError(str(error)) from None
         if config.builtin_avatars:
             install_builtin_avatars(
                 self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
             )
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
-        sessions = SessionRegistry(require_tokens=bool(keys))
+        callers = Callers(keyed=bool(keys))
+        sessions = SessionRegistry(
+            require_tokens=bool(keys),
+            tally=Tally("sessions", config.max_sessions_per_key, "--max-sessions-per-key"),
+        )
         self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers, config.face_rate_hz)
         self._outputs = OutputManager(sessions, self._live.stats)
         self._jobs = JobManager(
@@ -98,7 +109,9 @@ class FreeAvatarServer:
         )
         avatars = AvatarService(self._store, self._avatar_deleted, models.refresh)
         avatar_pb2_grpc.add_AvatarServiceServicer_to_server(avatars, server)
-        stream_pb2_grpc.add_StreamServiceServicer_to_server(StreamService(self._live, self._outputs), server)
+        streams = Tally("streams", config.max_streams_per_key, "--max-streams-per-key")
+        stream_service = StreamService(self._live, self._outputs, callers, streams)
+        stream_pb2_grpc.add_StreamServiceServicer_to_server(stream_service, server)
         job_pb2_grpc.add_JobServiceServicer_to_server(JobService(self._store, self._jobs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -135,6 +148,8 @@ class FreeAvatarServer:
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._store.problem is not None:  # broke while starting (between the checks and now)
+            self._store_unusable(self._store.problem)
         self._log_listening(bool(keys))
         return self.port
 
@@ -163,6 +178,25 @@ class FreeAvatarServer:
             self._store.close()
             self._store = None
 
+    def _store_unusable(self, problem: StoreUnusable) -> None:
+        """The store found its file unusable (corrupt, read-only, gone): health says NOT_SERVING
+        so load balancers and orchestrators take this server out. Called from store threads."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def report() -> None:
+            log.error("%s; health is NOT_SERVING until the server restarts with a usable store", problem)
+            task = loop.create_task(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+            self._health_updates.add(task)
+            task.add_done_callback(self._health_updates.discard)
+
+        loop.call_soon_threadsafe(report)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
     async def _avatar_deleted(self, avatar_id: str) -> None:
         """Unbind a deleted avatar everywhere; its streams and outputs end, others carry on."""
         assert self._live is not None and self._outputs is not None
@@ -175,7 +209,8 @@ class FreeAvatarServer:
 
         config = self.config
         assert self._live is not None
-        webrtc = WebRtcService(self._live, config.ice_hosts, config.peer_timeout_s)
+        peers = Tally("WebRTC peers", config.max_peers_per_key, "--max-peers-per-key")
+        webrtc = WebRtcService(self._live, config.ice_hosts, config.peer_timeout_s, peers)
         tls = None
         if config.tls_cert and config.tls_key:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from freeavatar_server.files import sync_directory
 from freeavatar_server.store import JobRecord, Store
 
 
@@ -47,8 +50,33 @@ class JobContext:
         if self.cancelled.is_set():
             raise JobCancelled()
 
+    staged: dict[Path, Path] = field(default_factory=dict)  # model dir as written -> as published
+
     def model_dir(self, avatar_id: str, kind: str) -> Path:
-        """A fresh directory for this job's model files of one avatar."""
-        path = self.data_dir / "models" / avatar_id / kind / self.job.id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """A fresh directory for this job's model files of one avatar.
+
+        The job writes into it under a temporary name; `publish_model_dirs` renames it to its
+        final name only once the job has succeeded, so a published model never holds a file cut
+        short (a full disk, a killed job) and a failed job leaves no model behind."""
+        final = self.data_dir / "models" / avatar_id / kind / self.job.id
+        staging = final.with_name(f"{final.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)  # from an earlier, interrupted attempt
+        staging.mkdir(parents=True)
+        self.staged[staging] = final
+        return staging
+
+    def publish_model_dirs(self) -> dict[Path, Path]:
+        """Move every finished model directory to its final name; returns written -> final."""
+        for staging, final in self.staged.items():
+            for path in staging.rglob("*"):
+                if path.is_file():  # on disk before the rename makes them visible
+                    with path.open("rb+") as file:
+                        os.fsync(file.fileno())
+            os.replace(staging, final)  # atomic: the final name has all of it or does not exist
+            sync_directory(final.parent)
+        return dict(self.staged)
+
+    def discard_model_dirs(self) -> None:
+        """Remove what a failed or cancelled job wrote."""
+        for staging in self.staged:
+            shutil.rmtree(staging, ignore_errors=True)

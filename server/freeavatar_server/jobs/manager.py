@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from freeavatar._proto import job_pb2
-from freeavatar_server.store import JobRecord, Store, now_us
+from freeavatar_server.store import JobRecord, Store, StoreError, now_us
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ class JobManager:
                 raise
             except Exception as error:  # a bug here must not stop the queue
                 log.exception("job %s: runner failed", job_id)
-                await self._update(job_id, "", state=job_pb2.JOB_STATE_FAILED, error=f"internal error: {error}", ended_us=now_us())
+                # a store error (a full disk) says what to do; anything else is a bug of ours
+                reason = str(error) if isinstance(error, StoreError) else f"internal error: {error}"
+                await self._update(job_id, "", state=job_pb2.JOB_STATE_FAILED, error=reason, ended_us=now_us())
 
     async def _run(self, job_id: str) -> None:
         record = await self.get(job_id)

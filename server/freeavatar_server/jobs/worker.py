@@ -14,13 +14,15 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from freeavatar._proto import job_pb2
 from freeavatar_server.app.config import ServerConfig
+from freeavatar_server.files import disk_full
 from freeavatar_server.jobs.context import JobCancelled, JobContext, JobResult
-from freeavatar_server.store import Store
+from freeavatar_server.store import Store, StoreFull
 
 # Job kind -> "module:function" taking a JobContext and returning JobResults; imported lazily
 # because each pulls in its own training stack.
@@ -44,6 +46,24 @@ def watch_stdin(stdin: TextIO, cancelled: threading.Event) -> None:
     cancelled.set()  # "cancel", or EOF: the server is gone
 
 
+def failure_message(error: Exception, data_dir: Path) -> str:
+    """What the job's record says went wrong; a full disk says so, where, and what to do."""
+    full = disk_full(error)
+    if full is not None or isinstance(error, StoreFull):
+        # the nearest directory of the file that still exists (the job's own was removed): the
+        # models may be on another disk than the data dir
+        holder = Path(full.filename).parent if full is not None and full.filename else data_dir
+        while not holder.exists() and holder != holder.parent:
+            holder = holder.parent
+        where = f" writing {Path(full.filename).name}" if full is not None and full.filename else ""
+        return (
+            f"the disk holding {holder} is full ({full.strerror if full else 'SQLite: database or disk is full'}"
+            f"{where}): no model was published and the job's files were removed; free space there "
+            "and run the job again"
+        )
+    return f"{type(error).__name__}: {error}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one FreeAvatar training job.")
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -51,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
     args = parser.parse_args(argv)
 
-    store = Store(ServerConfig(data_dir=args.data_dir).store_path)
+    store = Store(ServerConfig(data_dir=args.data_dir).store_path, check_integrity=False)  # the server did
     context = JobContext(job=store.get_job(args.job_id), store=store, data_dir=args.data_dir)
     threading.Thread(target=watch_stdin, args=(sys.stdin, context.cancelled), daemon=True).start()
     if args.threads:
@@ -60,12 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         results = runner_for(context.job.kind)(context)
+        published = context.publish_model_dirs()
+        results = [replace(r, model_dir=published.get(r.model_dir, r.model_dir)) for r in results]
     except JobCancelled:
+        context.discard_model_dirs()
         context.emit({"cancelled": True})
         return 0
     except Exception as error:
         traceback.print_exc()
-        context.emit({"error": f"{type(error).__name__}: {error}"})
+        context.discard_model_dirs()
+        context.emit({"error": failure_message(error, args.data_dir)})
         return 1
     finally:
         store.close()

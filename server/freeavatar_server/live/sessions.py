@@ -10,6 +10,7 @@ import itertools
 import math
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +19,15 @@ from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigSpec
 from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
+from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.smoothing import ControlAdjustments
-from freeavatar_server.live.subscriptions import DEFAULT_CAPACITY, RigSubscription
+from freeavatar_server.live.subscriptions import (
+    DEFAULT_CAPACITY,
+    RigSubscription,
+    StreamEnd,
+    server_shutdown,
+    session_closed,
+)
 from freeavatar_server.store import now_us
 
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
@@ -182,6 +190,7 @@ class Session:
     seq: int = 0  # creation order in its registry: where a listing's page ends
     actors: dict[str, Actor] = field(default_factory=dict)
     subscriptions: set[RigSubscription] = field(default_factory=set)
+    release: Callable[[], None] = lambda: None  # gives back its place under the caller's cap
 
     def join(self, name: str, bindings: dict[str, Binding]) -> Actor:
         actor = Actor(uuid.uuid4().hex, name, bindings)
@@ -222,10 +231,11 @@ class Session:
     def subscriber_drops(self) -> int:
         return sum(s.dropped for s in self.subscriptions)
 
-    def close(self, reason: str) -> None:
+    def close(self, end: StreamEnd) -> None:
         for subscription in self.subscriptions:
-            subscription.close(reason)
+            subscription.close(end)
         self.subscriptions.clear()
+        self.release()
 
     def to_proto(self, with_token: bool = False) -> stream_pb2.Session:
         created = stream_pb2.Session().create_time
@@ -241,16 +251,20 @@ class Session:
 
 
 class SessionRegistry:
-    """Every live session of one server. `require_tokens` when the server runs with API keys."""
+    """Every live session of one server. `require_tokens` when the server runs with API keys;
+    `tally` caps the sessions each caller keeps open (private ones come with a stream or a
+    peer, which have caps of their own)."""
 
-    def __init__(self, require_tokens: bool) -> None:
+    def __init__(self, require_tokens: bool, tally: Tally | None = None) -> None:
         self.require_tokens = require_tokens
+        self._tally = tally
         self._sessions: dict[str, Session] = {}
         self._seq = itertools.count(1)
 
-    def create(self, name: str, private: bool = False) -> Session:
+    def create(self, name: str, private: bool = False, caller: str = "") -> Session:
+        release = self._tally.take(caller) if self._tally is not None and not private else (lambda: None)
         session = Session(
-            uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private, next(self._seq)
+            uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private, next(self._seq), release=release
         )
         self._sessions[session.id] = session
         return session
@@ -262,17 +276,19 @@ class SessionRegistry:
             raise SessionNotFound(session_id) from None
 
     def enter(self, session_id: str, token: str) -> Session:
-        """The session, for a caller that must show its token (to join or subscribe)."""
+        """The session, for a caller that must show its token: to join, subscribe, rebind,
+        leave, close, or change its outputs. Who holds the token may end the meeting; an API
+        key alone does not let one tenant end another's."""
         session = self.get(session_id)
         if self.require_tokens and not hmac.compare_digest(token.encode(), session.token.encode()):
             raise BadSessionToken(session_id)
         return session
 
-    def close(self, session_id: str, reason: str = "the session was closed") -> Session:
+    def close(self, session_id: str, end: StreamEnd | None = None) -> Session:
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(session_id)
-        session.close(reason)
+        session.close(end or session_closed())
         return session
 
     def sessions(self, include_private: bool = False, after: int = 0) -> list[Session]:
@@ -281,6 +297,6 @@ class SessionRegistry:
             s for s in self._sessions.values() if s.seq > after and (include_private or not s.private)
         ]
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, end: StreamEnd | None = None) -> None:
         for session_id in list(self._sessions):
-            self.close(session_id, reason)
+            self.close(session_id, end or server_shutdown())

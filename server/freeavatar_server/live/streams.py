@@ -22,7 +22,14 @@ from freeavatar_server.live.sessions import (
     SessionNotFound,
     SessionRegistry,
 )
-from freeavatar_server.live.subscriptions import RigSubscription
+from freeavatar_server.live.subscriptions import (
+    RigSubscription,
+    StreamEnd,
+    actor_failed,
+    actor_left,
+    server_shutdown,
+    session_closed,
+)
 from freeavatar_server.store import Store
 
 SUBSCRIBER_BUFFER = 8  # frames per subscriber before the oldest go
@@ -52,7 +59,7 @@ class ActorStream:
     session: Session
     actor: Actor
     pipeline: ActorPipeline
-    ended: asyncio.Future[str]  # set to the reason when the stream ends, whoever ends it
+    ended: asyncio.Future[StreamEnd]  # set to the reason when the stream ends, whoever ends it
 
 
 class LiveStreams:
@@ -70,7 +77,7 @@ class LiveStreams:
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
 
     def close(self) -> None:
-        self.sessions.close_all("the server is shutting down")
+        self.sessions.close_all(server_shutdown())
         self._analysis.close()
 
     def avatar_deleted(self, avatar_id: str) -> None:
@@ -103,16 +110,18 @@ class LiveStreams:
         session = self.sessions.enter(require_id(session_id, "session_id"), token)
         return session.join(actor_name, await self.bindings(requests))
 
-    async def rebind(self, session_id: str, actor_id: str, requests: Iterable[stream_pb2.AvatarBinding]) -> Actor:
-        actor = self.sessions.get(require_id(session_id, "session_id")).actor(actor_id)
+    async def rebind(
+        self, session_id: str, token: str, actor_id: str, requests: Iterable[stream_pb2.AvatarBinding]
+    ) -> Actor:
+        actor = self.sessions.enter(require_id(session_id, "session_id"), token).actor(actor_id)
         actor.bindings = await self.bindings(requests)  # the pipeline reads it per frame
         return actor
 
-    def leave(self, session_id: str, actor_id: str) -> None:
-        self.sessions.get(require_id(session_id, "session_id")).leave(actor_id)
+    def leave(self, session_id: str, token: str, actor_id: str) -> None:
+        self.sessions.enter(require_id(session_id, "session_id"), token).leave(actor_id)
         stream = self._actor_streams.get(actor_id)
         if stream is not None:
-            self.end_actor(stream, "the actor left the session")
+            self.end_actor(stream, actor_left())
 
     # Actor streams: an actor's live input (an animate call or a WebRTC peer) and its pipeline
 
@@ -139,13 +148,13 @@ class LiveStreams:
             raise ActorBusy(actor.id)
         pipeline = ActorPipeline(session, actor, self.models, self.stats, self._analysis)
         stream = ActorStream(session, actor, pipeline, asyncio.get_running_loop().create_future())
-        pipeline.failed.add_done_callback(lambda failed: self.end_actor(stream, str(failed.exception())))
+        pipeline.failed.add_done_callback(lambda failed: self.end_actor(stream, actor_failed(str(failed.exception()))))
         actor.streaming = True
         self._actor_streams[actor.id] = stream
         pipeline.start()
         return stream
 
-    def end_actor(self, stream: ActorStream, reason: str) -> None:
+    def end_actor(self, stream: ActorStream, end: StreamEnd) -> None:
         """Idempotent: stop the pipeline (await `stream.pipeline.stop()` to be sure it is done),
         tell the stream's owner why through `stream.ended`, close a private session."""
         if self._actor_streams.get(stream.actor.id) is not stream:
@@ -153,10 +162,10 @@ class LiveStreams:
         del self._actor_streams[stream.actor.id]
         stream.pipeline.cancel()
         stream.actor.streaming = False
-        stream.ended.set_result(reason)
+        stream.ended.set_result(end)
         if stream.session.private:
             with contextlib.suppress(SessionNotFound):  # the server may have closed it
-                self.sessions.close(stream.session.id, f"the actor's stream ended: {reason}")
+                self.sessions.close(stream.session.id, session_closed(f"the actor's stream ended: {end}"))
 
     # Subscriptions
 

@@ -15,18 +15,57 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
-from freeavatar._proto import rig_pb2
+from freeavatar._proto import rig_pb2, stream_pb2
 
 DEFAULT_CAPACITY = 8  # frames buffered per subscriber: ~250 ms at 30 fps
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Why a rig stream ended: a StreamEndReason for programs (transports send it to clients)
+    and a sentence for people."""
+
+    code: stream_pb2.StreamEndReason.ValueType
+    message: str
+
+    @property
+    def clean(self) -> bool:
+        """Whether the stream ended because its own input did, not because it was cut off."""
+        return self.code == stream_pb2.STREAM_END_INPUT_ENDED
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def input_ended(message: str = "the actor's input ended") -> StreamEnd:
+    return StreamEnd(stream_pb2.STREAM_END_INPUT_ENDED, message)
+
+
+def server_shutdown(message: str = "the server is shutting down") -> StreamEnd:
+    return StreamEnd(stream_pb2.STREAM_END_SERVER_SHUTDOWN, message)
+
+
+def session_closed(message: str = "the session was closed") -> StreamEnd:
+    return StreamEnd(stream_pb2.STREAM_END_SESSION_CLOSED, message)
+
+
+def actor_left(message: str = "the actor left the session") -> StreamEnd:
+    return StreamEnd(stream_pb2.STREAM_END_ACTOR_LEFT, message)
+
+
+def actor_failed(message: str) -> StreamEnd:
+    return StreamEnd(stream_pb2.STREAM_END_ACTOR_FAILED, message)
 
 
 class StreamClosed(Exception):
     """The stream ended: its session closed or the subscriber was removed."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, end: StreamEnd) -> None:
+        super().__init__(end.message)
+        self.end = end
+        self.reason = end.message
 
 
 class RigSubscription:
@@ -45,7 +84,7 @@ class RigSubscription:
         self._announcements: deque[rig_pb2.RigStreamMessage] = deque()
         self._announced: set[str] = set()
         self._ready = asyncio.Event()
-        self._closed: str | None = None
+        self._closed: StreamEnd | None = None
 
     def wants(self, frame: rig_pb2.RigFrame) -> bool:
         return (not self.avatar_ids or frame.avatar_id in self.avatar_ids) and (
@@ -86,10 +125,16 @@ class RigSubscription:
         """The avatar left the stream: announce it again if it comes back (its spec may differ)."""
         self._announced.discard(avatar_id)
 
-    def close(self, reason: str) -> None:
+    def close(self, end: StreamEnd) -> None:
+        """End the stream (the first end given is the one kept); readers drain it, then stop."""
         if self._closed is None:
-            self._closed = reason
+            self._closed = end
             self._ready.set()
+
+    @property
+    def end(self) -> StreamEnd | None:
+        """Why the stream ended, once it has."""
+        return self._closed
 
     async def next(self) -> rig_pb2.RigStreamMessage:
         """The next message; raises StreamClosed once the stream has ended and is drained."""

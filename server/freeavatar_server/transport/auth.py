@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -42,6 +44,35 @@ def authorization_problem(header: object, keys: tuple[bytes, ...]) -> str | None
     if not any([hmac.compare_digest(token.encode(), key) for key in keys]):
         return "the API key is not valid"
     return None
+
+
+@dataclass(frozen=True)
+class Callers:
+    """Who a call or request counts against for the caps (live/caps.py): its API key on a
+    server with keys, else the client's address. Unchecked keys on a server without any would
+    let one client pass as many, so they are not used there."""
+
+    keyed: bool
+
+    def of(self, authorization: object, address: str) -> str:
+        if self.keyed and authorization:
+            token = str(authorization).partition(" ")[2]
+            # a short hash names the key in messages and logs without revealing it
+            return f"API key #{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+        return f"address {address or 'unknown'}"
+
+    def of_grpc(self, context: grpc.aio.ServicerContext) -> str:
+        metadata = dict(context.invocation_metadata() or ())
+        return self.of(metadata.get("authorization"), grpc_peer_host(context.peer() or ""))
+
+
+def grpc_peer_host(peer: str) -> str:
+    """The host of a gRPC peer string: "ipv4:127.0.0.1:5000" -> "127.0.0.1", "ipv6:[::1]:5000"
+    -> "::1"; anything else (a unix socket) as it is."""
+    scheme, _, rest = peer.partition(":")
+    if scheme in ("ipv4", "ipv6") and ":" in rest:
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer
 
 
 def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:

@@ -3,6 +3,7 @@ that depends on the avatar alone folded in as constants (`inference.animator` ru
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from freeavatar_server.files import write_atomically
 from freeavatar_server.inference.animator import (
     ANIMATOR_FILE,
     INPUT_NAME,
@@ -27,20 +29,22 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
     for index, avatar_id in enumerate(model.avatar_ids):
         path = model_dir / onnx_name(index)
         wrapper = _Bound(model, avatar_id).eval()
+        graph = io.BytesIO()  # exported in memory, then written whole or not at all (files.py)
         torch.onnx.export(
             wrapper,
             (torch.zeros(1, model.config.embed_dim),),
-            str(path),
+            graph,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )
-        onnx.checker.check_model(onnx.load(str(path)))
+        onnx.checker.check_model(onnx.load_from_string(graph.getvalue()))
+        write_atomically(path, graph.getvalue())
         avatars[avatar_id] = {"file": path.name, "controls": list(model.rigs[avatar_id].names)}
     manifest = {"embed_dim": model.config.embed_dim, "avatars": avatars}
-    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    write_atomically(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
     return manifest
 
 

@@ -32,6 +32,7 @@ default in units of its range, and `output` bounds it:
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freeavatar.rig import RigSpec
+from freeavatar_server.files import write_atomically
 
 OUTPUTS = ("clamp", "sigmoid")
 
@@ -275,7 +277,9 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def save_animator(model: SharedAnimator, path: Path, metrics: dict[str, object] | None = None) -> None:
-    """Config and every avatar's rig travel inside the checkpoint: loading needs nothing else."""
+    """Config and every avatar's rig travel inside the checkpoint: loading needs nothing else.
+    Written whole or not at all (files.py), as save_renderer."""
+    buffer = io.BytesIO()
     torch.save(
         {
             "config": asdict(model.config),
@@ -283,8 +287,9 @@ def save_animator(model: SharedAnimator, path: Path, metrics: dict[str, object] 
             "state_dict": model.state_dict(),
             "metrics": metrics or {},
         },
-        path,
+        buffer,
     )
+    write_atomically(path, buffer.getvalue())
 
 
 def saved_config(config: dict[str, object]) -> AnimatorConfig:

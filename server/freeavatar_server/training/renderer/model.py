@@ -6,11 +6,14 @@ rendering its predicted rig through this network (frozen) into the expression en
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from freeavatar_server.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,12 @@ class NeuralRenderer(nn.Module):
 
 
 def save_renderer(model: NeuralRenderer, path: Path, metrics: dict[str, float]) -> None:
-    """The config travels inside the checkpoint, so loading needs nothing else."""
-    torch.save(
-        {"config": asdict(model.config), "state_dict": model.state_dict(), "metrics": metrics},
-        path,
-    )
+    """The config travels inside the checkpoint, so loading needs nothing else. Written whole
+    or not at all (files.py): torch.save straight to a file on a full disk leaves it truncated
+    and raises an error that does not say the disk is full."""
+    buffer = io.BytesIO()
+    torch.save({"config": asdict(model.config), "state_dict": model.state_dict(), "metrics": metrics}, buffer)
+    write_atomically(path, buffer.getvalue())
 
 
 def load_renderer(path: Path) -> NeuralRenderer:

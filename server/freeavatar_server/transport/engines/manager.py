@@ -24,7 +24,7 @@ from freeavatar.rig import RigSpec
 from freeavatar_server.live.errors import Exhausted, Invalid, NotFound
 from freeavatar_server.live.pipeline import PipelineStats
 from freeavatar_server.live.sessions import Session, SessionRegistry
-from freeavatar_server.live.subscriptions import RigSubscription, StreamClosed
+from freeavatar_server.live.subscriptions import RigSubscription, StreamClosed, StreamEnd
 from freeavatar_server.transport.engines import livelink, vmc
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class EngineOutput:
     def close(self) -> None:
         """Stop at once: leave the session and cancel the task (await `task` to be sure)."""
         if self.subscription is not None and self._session is not None:
-            self.subscription.close("the output was removed")
+            self.subscription.close(StreamEnd(stream_pb2.STREAM_END_REASON_UNSPECIFIED, "the output was removed"))
             self._session.unsubscribe(self.subscription)
         if self.task is not None:
             self.task.cancel()

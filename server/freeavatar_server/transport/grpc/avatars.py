@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -16,9 +18,15 @@ from freeavatar._proto import avatar_pb2, avatar_pb2_grpc
 from freeavatar.rig import RigSpec
 from freeavatar_server.avatars.sampling import propose_rig_vectors
 from freeavatar_server.images import BadImage, decode_image
-from freeavatar_server.live.errors import BadRequest, require_id
-from freeavatar_server.store import AvatarRecord, AvatarSummary, ModelVersionRecord, Store
-from freeavatar_server.transport.grpc.status import grpc_errors
+from freeavatar_server.live.errors import BadRequest, kind_of, require_id
+from freeavatar_server.store import (
+    AvatarRecord,
+    AvatarSummary,
+    ModelVersionRecord,
+    StorageFailure,
+    Store,
+)
+from freeavatar_server.transport.grpc.status import grpc_errors, status_for
 from freeavatar_server.transport.limits import LIMITS, byte_bounded, run_heavy
 
 DEFAULT_PAGE_SIZE = 100
@@ -26,6 +34,8 @@ MAX_PAGE_SIZE = 1000
 MAX_PROPOSED_VECTORS = 100_000
 PAGE_FETCH = 32  # records read from the store at a time while a page fills up
 UPLOAD_BATCH = 64  # samples per store transaction while an upload streams in
+
+log = logging.getLogger(__name__)
 
 
 ModelChanged = Callable[[str], Awaitable[None]]
@@ -109,7 +119,7 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
             self._store.add_render_samples,
             lambda summary: summary.render_samples,
         )
-        return await self._receive_pairs(requests, upload)
+        return await self._receive_pairs(requests, upload, context)
 
     @grpc_errors
     async def UploadKeyframes(
@@ -124,40 +134,67 @@ class AvatarService(avatar_pb2_grpc.AvatarServiceServicer):
             self._store.add_keyframes,
             lambda summary: summary.keyframes,
         )
-        return await self._receive_pairs(requests, upload)
+        return await self._receive_pairs(requests, upload, context)
 
-    async def _receive_pairs(self, requests: AsyncIterator[Any], upload: PairUpload) -> avatar_pb2.UploadSummary:
+    async def _receive_pairs(
+        self, requests: AsyncIterator[Any], upload: PairUpload, context: grpc.aio.ServicerContext
+    ) -> avatar_pb2.UploadSummary:
         """Check every (rig, image) pair; store the good ones in batches as they arrive, so a
-        broken upload keeps what was sent before the break; name each bad one by its index."""
+        broken upload keeps what was sent before the break; name each bad one by its index.
+
+        Every item read is either stored or rejected with its reason: whatever goes wrong with
+        one item (an image that does not decode, a bug) rejects that item, not the upload.
+        When the store fails (a full disk), the batch in hand is rejected (its transaction rolled
+        back), reading stops, and the summary returns at once with `stopped` saying why, so the
+        client learns exactly what was stored."""
         record: AvatarRecord | None = None
-        batch: list[tuple[np.ndarray, bytes]] = []
-        rejected: list[avatar_pb2.RejectedItem] = []
-        accepted = 0
-        total = 0
+        batch: list[tuple[int, np.ndarray, bytes]] = []  # (index, rig, image), not yet stored
+        summary = avatar_pb2.UploadSummary()
+
+        async def store_batch() -> None:
+            assert record is not None
+            pairs = [(rig, image) for _, rig, image in batch]
+            try:
+                summary.total = await asyncio.to_thread(upload.add, record.id, pairs)
+            except StorageFailure as error:
+                reason = f"not stored: {error}"
+                summary.rejected.extend(avatar_pb2.RejectedItem(index=i, reason=reason) for i, _, _ in batch)
+                raise
+            finally:
+                batch.clear()
+            summary.accepted += len(pairs)
+
         try:
             async for index, request in _enumerate(requests):
+                summary.received = index + 1
                 avatar_id, rig, image = upload.parts(request)
                 if record is None:
                     record = await self._avatar(avatar_id)
                 try:
                     checked = await asyncio.to_thread(_checked_pair, record, avatar_id, rig, image)
-                except (BadRequest, BadImage) as problem:
-                    rejected.append(avatar_pb2.RejectedItem(index=index, reason=str(problem)))
+                except Exception as problem:
+                    summary.rejected.append(avatar_pb2.RejectedItem(index=index, reason=_rejection(problem, index)))
                     continue
-                batch.append((checked, image))
+                batch.append((index, checked, image))
                 if len(batch) >= UPLOAD_BATCH:
-                    total = await asyncio.to_thread(upload.add, record.id, batch)
-                    accepted += len(batch)
-                    batch = []
-        finally:
+                    await store_batch()
+            if batch:
+                await store_batch()
+        except StorageFailure as error:
+            return _stopped(error, summary, upload.noun)  # stop reading; say what was stored
+        except BaseException:
+            # The request stream broke (the client went away, or sent a message over the size
+            # limit): the call is over, so keep what it sent before the break, as documented.
             if record is not None and batch:
-                total = await asyncio.to_thread(upload.add, record.id, batch)
-                accepted += len(batch)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.to_thread(upload.add, record.id, [(r, i) for _, r, i in batch]))
+            raise
         if record is None:
             raise BadRequest(f"the upload holds no {upload.noun}")
-        if not total:
-            total = upload.count(await asyncio.to_thread(self._store.avatar_summary, record.id))
-        return avatar_pb2.UploadSummary(accepted=accepted, rejected=rejected, total=total)
+        if not summary.accepted:
+            summary.total = upload.count(await asyncio.to_thread(self._store.avatar_summary, record.id))
+        summary.rejected.sort(key=lambda item: item.index)
+        return summary
 
     @grpc_errors
     async def SampleRigVectors(
@@ -294,6 +331,28 @@ def _checked_pair(record: AvatarRecord, avatar_id: str, rig: list[float], image:
             )
     decode_image(image)
     return np.asarray(rig, dtype=np.float32)
+
+
+def _rejection(problem: Exception, index: int) -> str:
+    """Why one item is rejected: the message of a known kind of error; anything else is a bug
+    of ours, logged, and still only this item's rejection."""
+    if kind_of(problem) is not None or isinstance(problem, BadImage):
+        return str(problem)
+    log.error("upload item %d: checking it failed", index, exc_info=problem)
+    return f"internal error checking this item: {type(problem).__name__}: {problem}"
+
+
+def _stopped(error: StorageFailure, summary: avatar_pb2.UploadSummary, noun: str) -> avatar_pb2.UploadSummary:
+    """The summary of an upload the store cut short: why, and with what status."""
+    summary.rejected.sort(key=lambda item: item.index)
+    code = status_for(error) or grpc.StatusCode.INTERNAL
+    summary.stopped.code = code.value[0]
+    summary.stopped.reason = (
+        f"{error}. Of the {summary.received} {noun} read, {summary.accepted} were stored and "
+        f"{len(summary.rejected)} were not (listed by index); later ones were not read."
+    )
+    log.warning("upload stopped: %s", summary.stopped.reason)
+    return summary
 
 
 async def _enumerate(items: AsyncIterator[Any]) -> AsyncIterator[tuple[int, Any]]:

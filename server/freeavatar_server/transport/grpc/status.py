@@ -9,7 +9,10 @@ from typing import Any, TypeVar
 
 import grpc
 
+from freeavatar._proto import stream_pb2
+from freeavatar.wire import STREAM_END_KEY
 from freeavatar_server.live import errors
+from freeavatar_server.live.subscriptions import StreamEnd
 
 # Every domain error's kind (live/errors.py) as a gRPC status: the one mapping.
 STATUS: dict[type[Exception], grpc.StatusCode] = {
@@ -21,6 +24,16 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     errors.Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Failed: grpc.StatusCode.INTERNAL,
+}
+
+# How a stream the server ends, for a reason other than the end of its own input, finishes:
+# never OK, so a client can tell being cut off from a clean end. UNAVAILABLE says "come back
+# later" (the server is stopping); ABORTED says the stream's session or actor is gone.
+STREAM_END_STATUS: dict[int, grpc.StatusCode] = {
+    stream_pb2.STREAM_END_SERVER_SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
+    stream_pb2.STREAM_END_SESSION_CLOSED: grpc.StatusCode.ABORTED,
+    stream_pb2.STREAM_END_ACTOR_LEFT: grpc.StatusCode.ABORTED,
+    stream_pb2.STREAM_END_ACTOR_FAILED: grpc.StatusCode.ABORTED,
 }
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
@@ -41,6 +54,16 @@ async def abort_for(error: Exception, context: grpc.aio.ServicerContext, where: 
         log.error("%s failed", where, exc_info=error)
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {error}")
     await context.abort(code, str(error))
+
+
+async def end_stream(end: StreamEnd | None, context: grpc.aio.ServicerContext) -> None:
+    """Finish a response stream the way its end deserves: return (status OK) after a clean
+    end, else abort with the end's status, its message, and its reason in the trailers."""
+    if end is None or end.clean:
+        return
+    reason = stream_pb2.StreamEndReason.Name(end.code)
+    code = STREAM_END_STATUS.get(end.code, grpc.StatusCode.ABORTED)
+    await context.abort(code, end.message, trailing_metadata=((STREAM_END_KEY, reason),))
 
 
 def grpc_stream_errors(handler: _Handler) -> _Handler:

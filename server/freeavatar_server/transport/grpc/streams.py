@@ -11,27 +11,34 @@ import grpc
 
 from freeavatar._proto import rig_pb2, stream_pb2, stream_pb2_grpc
 from freeavatar_server.live.errors import BadRequest, require_id
+from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.pipeline import ActorPipeline
 from freeavatar_server.live.sessions import Session
 from freeavatar_server.live.streams import AnimateTarget, LiveStreams
-from freeavatar_server.live.subscriptions import RigSubscription
+from freeavatar_server.live.subscriptions import RigSubscription, actor_failed, input_ended
+from freeavatar_server.transport.auth import Callers
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_position
-from freeavatar_server.transport.grpc.status import grpc_errors, grpc_stream_errors
+from freeavatar_server.transport.grpc.status import end_stream, grpc_errors, grpc_stream_errors
 from freeavatar_server.transport.limits import byte_bounded
 
 
 class StreamService(stream_pb2_grpc.StreamServiceServicer):
-    def __init__(self, live: LiveStreams, outputs: OutputManager) -> None:
+    def __init__(
+        self, live: LiveStreams, outputs: OutputManager, callers: Callers | None = None, streams: Tally | None = None
+    ) -> None:
         self._live = live
         self._sessions = live.sessions
         self._outputs = outputs
+        self._callers = callers or Callers(keyed=False)
+        self._streams = streams or Tally("streams", 0, "--max-streams-per-key")  # Animate and Subscribe calls
 
     # Sessions and actors
 
     @grpc_errors
     async def CreateSession(self, request: stream_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
-        return self._sessions.create(request.name).to_proto(with_token=True)
+        session = self._sessions.create(request.name, caller=self._callers.of_grpc(context))
+        return session.to_proto(with_token=True)
 
     @grpc_errors
     async def GetSession(self, request: stream_pb2.GetSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
@@ -54,7 +61,8 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def CloseSession(self, request: stream_pb2.CloseSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.CloseSessionResponse:
-        self._sessions.close(require_id(request.session_id, "session_id"))
+        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        self._sessions.close(session.id)
         return stream_pb2.CloseSessionResponse()
 
     @grpc_errors
@@ -64,11 +72,12 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def RebindActor(self, request: stream_pb2.RebindActorRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Actor:
-        return (await self._live.rebind(request.session_id, request.actor_id, request.bindings)).to_proto()
+        actor = await self._live.rebind(request.session_id, request.session_token, request.actor_id, request.bindings)
+        return actor.to_proto()
 
     @grpc_errors
     async def LeaveSession(self, request: stream_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.LeaveSessionResponse:
-        self._live.leave(request.session_id, request.actor_id)
+        self._live.leave(request.session_id, request.session_token, request.actor_id)
         return stream_pb2.LeaveSessionResponse()
 
     # Streams
@@ -82,6 +91,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         if first is None or first.WhichOneof("kind") != "start":
             raise BadRequest("an animate call must open with AnimateStart")
         start = first.start
+        context.add_done_callback(self._streams.take(self._callers.of_grpc(context)))
         await self._live.warm_up()
         target = AnimateTarget(start.session_id, start.session_token, start.actor_id, tuple(start.avatar_ids))
         session, actor_id = await self._live.animate_target(target)
@@ -96,7 +106,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             vanishes may leave this generator suspended until it is garbage-collected."""
             reader.cancel()
             self._live.retire(session, stream)
-            self._live.end_actor(actor_stream, "the animate call ended")
+            self._live.end_actor(actor_stream, input_ended("the animate call ended"))
 
         context.add_done_callback(release)
         try:
@@ -108,8 +118,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                 yield message
             if pipeline.failed.done():
                 pipeline.failed.result()  # raises the BadFrame or AnalysisFailed
-            if reader.done():
+            if reader.done() and not reader.cancelled():
                 reader.result()  # raises what the reader met
+            await end_stream(stream.end, context)  # cut off (session closed, actor left, shutdown)?
         finally:
             release()
             await asyncio.gather(reader, pipeline.task, return_exceptions=True)
@@ -129,9 +140,9 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
                 else:
                     raise BadRequest("AnimateStart may only open an animate call")
             await pipeline.flush()
-            stream.close("the actor's input ended")
+            stream.close(input_ended())
         except BaseException:
-            stream.close("the animate call failed")
+            stream.close(actor_failed("the animate call failed"))
             raise
 
     @grpc_stream_errors
@@ -139,6 +150,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         self, request: stream_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
         session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        context.add_done_callback(self._streams.take(self._callers.of_grpc(context)))
         stream = self._live.subscribe(session, frozenset(request.avatar_ids), batched=request.batch_frames)
 
         context.add_done_callback(lambda _: self._live.retire(session, stream))  # see Animate's release
@@ -148,6 +160,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
             await context.send_initial_metadata(())
             async for message in stream:
                 yield message
+            await end_stream(stream.end, context)  # a subscription only ends when it is cut off
         finally:
             self._live.retire(session, stream)
 
@@ -165,7 +178,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def RemoveOutput(self, request: stream_pb2.RemoveOutputRequest, context: grpc.aio.ServicerContext) -> stream_pb2.RemoveOutputResponse:
-        session = self._sessions.get(require_id(request.session_id, "session_id"))
+        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
         self._outputs.remove(session.id, require_id(request.output_id, "output_id"))
         return stream_pb2.RemoveOutputResponse()
 

@@ -29,7 +29,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from freeavatar.rig import MAX_NAME_LENGTH
 from freeavatar_server.live import errors
-from freeavatar_server.transport.auth import authorization_problem
+from freeavatar_server.transport.auth import Callers, authorization_problem
 from freeavatar_server.transport.limits import LIMITS, OutOfBounds, log_rejected
 from freeavatar_server.transport.webrtc.peers import PublishTarget, WebRtcService
 
@@ -65,6 +65,7 @@ class HttpServer:
     ) -> None:
         self.webrtc = webrtc
         self._keys = tuple(k.encode() for k in keys)
+        self._callers = Callers(keyed=bool(keys))
         self._host, self._port, self._tls = host, port, tls
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -112,14 +113,19 @@ class HttpServer:
             avatars=avatar_refs(request),
             actor_name=query_value(request, "name", MAX_NAME_LENGTH) or "actor",
         )
-        peer, answer = await self.webrtc.publish(await read_offer(request), target)
+        peer, answer = await self.webrtc.publish(await read_offer(request), target, self._caller(request))
         return created(peer.id, answer)
 
     async def whep(self, request: web.Request) -> web.Response:
         offer = await read_offer(request)
         session = request.match_info["session"]
-        peer, answer = await self.webrtc.subscribe(offer, session, query_value(request, "token"), avatar_refs(request))
+        token = query_value(request, "token")
+        peer, answer = await self.webrtc.subscribe(offer, session, token, avatar_refs(request), self._caller(request))
         return created(peer.id, answer)
+
+    def _caller(self, request: web.Request) -> str:
+        """Whom the request's peer counts against for the caps."""
+        return self._callers.of(request.headers.get("Authorization"), request.remote or "")
 
     async def delete(self, request: web.Request) -> web.Response:
         await self.webrtc.get(request.match_info["peer"]).close("the peer sent DELETE")

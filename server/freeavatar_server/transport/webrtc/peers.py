@@ -26,8 +26,10 @@ from aiortc.sdp import MediaDescription, SessionDescription
 
 from freeavatar._proto import stream_pb2
 from freeavatar_server.live.errors import BadRequest, Invalid, NotFound
+from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.sessions import ActorNotFound, Session, SessionNotFound
 from freeavatar_server.live.streams import ActorStream, AnimateTarget, LiveStreams
+from freeavatar_server.live.subscriptions import input_ended, session_closed
 from freeavatar_server.store import AvatarNotFound
 from freeavatar_server.transport.webrtc.ice import LastHeard, gather_on, peer_connection
 from freeavatar_server.transport.webrtc.rig_channel import LABEL, RigChannel
@@ -152,19 +154,23 @@ class WebRtcService:
         live: LiveStreams,
         ice_hosts: tuple[str, ...] | None,
         timeout_s: float,
+        tally: Tally | None = None,
     ) -> None:
         self._live = live
+        self._tally = tally or Tally("WebRTC peers", 0, "--max-peers-per-key")  # peers per caller
         self._sessions = live.sessions
         self._store = live.store
         self._ice_hosts = ice_hosts
         self._timeout_s = timeout_s
         self.peers: dict[str, Peer] = {}
 
-    async def publish(self, offer: str, target: PublishTarget) -> tuple[Peer, str]:
-        """Answer a WHIP offer: returns the peer and the SDP answer."""
+    async def publish(self, offer: str, target: PublishTarget, caller: str = "") -> tuple[Peer, str]:
+        """Answer a WHIP offer: returns the peer and the SDP answer. The peer counts against
+        `caller`'s cap until it ends."""
         video = offered_video(parse_offer(offer))
         await self._live.warm_up()
         async with contextlib.AsyncExitStack() as held:  # released in reverse if anything fails
+            held.callback(self._tally.take(caller))  # first: a refused offer costs nothing more
             pc = peer_connection()
             held.push_async_callback(pc.close)
             await _set_offer(pc, offer)
@@ -187,15 +193,18 @@ class WebRtcService:
         attach(receiving.receiver, incoming, peer.fail)
         return self._add(peer), answer
 
-    async def subscribe(self, offer: str, session_id: str, token: str, avatars: tuple[str, ...]) -> tuple[Peer, str]:
+    async def subscribe(
+        self, offer: str, session_id: str, token: str, avatars: tuple[str, ...], caller: str = ""
+    ) -> tuple[Peer, str]:
         """Answer a subscriber's offer (a data channel, no media to send): returns the peer
-        and the SDP answer."""
+        and the SDP answer. The peer counts against `caller`'s cap until it ends."""
         description = parse_offer(offer)
         if not any(m.kind == "application" for m in description.media):
             raise BadOffer(f"the offer has no data channel (m=application) to carry rig frames; open one labelled {LABEL!r}")
         session = self._sessions.enter(session_id, token)
         avatar_ids = frozenset([await self._avatar_id(a) for a in avatars])
         async with contextlib.AsyncExitStack() as held:
+            held.callback(self._tally.take(caller))
             pc = peer_connection()
             held.push_async_callback(pc.close)
             await _set_offer(pc, offer)
@@ -236,7 +245,7 @@ class WebRtcService:
         return session, actor.id, True
 
     async def _end_actor(self, stream: ActorStream) -> None:
-        self._live.end_actor(stream, "its WebRTC peer ended")
+        self._live.end_actor(stream, input_ended("its WebRTC peer ended"))
         await stream.pipeline.stop()
         if stream.pipeline.failed.done():
             log.warning("WebRTC actor %s: %s", stream.actor.id, stream.pipeline.failed.exception())
@@ -248,7 +257,7 @@ class WebRtcService:
     def _close_if_private(self, session: Session, actor_id: str) -> None:
         if session.private:
             with contextlib.suppress(SessionNotFound):  # ending its actor stream closes it too
-                self._sessions.close(session.id, "its WebRTC peer ended")
+                self._sessions.close(session.id, session_closed("its WebRTC peer ended"))
 
     async def _avatar_id(self, ref: str) -> str:
         def find() -> str:
