@@ -96,13 +96,22 @@ def geometry_features(images: np.ndarray) -> np.ndarray:
     return (f - f.mean(0)) / (f.std(0) + 1e-6)
 
 
+TRACKED_PASSES = 3  # mesh runs per crop in mediapipe_features: the tracker's steady state
+
+
 def mediapipe_features(kind: str, threads: int = 1) -> Features:
     """MediaPipe's reading of a face crop as a feature vector: its 52 blendshapes, or its mesh
     (468 points, x and y in the eye frame: centred between the eyes, scaled by their distance).
-    The mesh runs on the crop as a whole (the crops are framed on the head), as it would on a
-    tracked region."""
+    Each crop is read as the live tracker reads a face held still: the mesh first runs on the
+    crop as a whole (the crops are framed on the head), then twice more on the region the last
+    landmarks give. A single read on the crop's own framing reads far less (on 300 held-out
+    192 px actors, blink r 0.26 against 0.74, jaw 0.32 against 0.55)."""
     from freeavatar_server.inference.face.front import eye_frame  # lazy: ORT, for baselines only
-    from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi
+    from freeavatar_server.inference.face_landmarker import (
+        FaceLandmarker,
+        FaceRoi,
+        roi_from_landmarks,
+    )
 
     landmarker = FaceLandmarker(threads=threads)
 
@@ -110,7 +119,10 @@ def mediapipe_features(kind: str, threads: int = 1) -> Features:
         out = []
         for image in images:
             side = float(image.shape[0])
-            mesh = landmarker.run_mesh(image, FaceRoi(np.array([side / 2, side / 2]), side * 1.1, 0.0))
+            roi = FaceRoi(np.array([side / 2, side / 2]), side * 1.1, 0.0)
+            for _ in range(TRACKED_PASSES):
+                mesh = landmarker.run_mesh(image, roi)
+                roi = roi_from_landmarks(mesh.landmarks)
             if kind == "blendshapes":
                 out.append(landmarker.blendshapes(mesh.landmarks, mesh.tongue_out))
             else:
