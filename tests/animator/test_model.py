@@ -168,3 +168,25 @@ def test_a_checkpoint_from_before_per_avatar_modulations_loads(tmp_path: Path) -
     with torch.no_grad():
         for name in BUILTIN_AVATARS:
             assert torch.equal(loaded(x, name), model.eval()(x, name))
+
+
+def test_an_animator_that_reads_blendshapes_serves_them_beside_the_embedding(tmp_path: Path) -> None:
+    model = SharedAnimator(AnimatorConfig(blendshape_dim=52))
+    model.add_avatar("robot", rig_of("robot"))
+    with torch.no_grad():
+        model.stem.weight.normal_(std=0.5)
+        model.readout[-1].weight.mul_(20)
+    save_animator(model, tmp_path / "animator.pt")
+    export_runtime(tmp_path)
+    runtime = AnimatorRuntime.load(tmp_path)
+    assert runtime.blendshape_dim == 52
+    x, b = embeddings(5, seed=4), torch.rand(5, 52, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(torch.cat([x, b], dim=1), "robot").numpy()
+        alone = model(torch.cat([x, torch.zeros_like(b)], dim=1), "robot").numpy()
+    np.testing.assert_allclose(runtime.predict(x.numpy(), "robot", b.numpy()), expected, atol=1e-5)
+    assert not np.allclose(expected, alone, atol=1e-3)  # the blendshapes do reach the rig
+    # a frame without blendshapes is read from the embedding alone (trained with them dropped)
+    np.testing.assert_allclose(runtime.predict(x.numpy(), "robot"), alone, atol=1e-5)
+    with pytest.raises(ValueError, match="blendshapes must be"):
+        runtime.predict(x.numpy(), "robot", np.zeros((5, 51), np.float32))

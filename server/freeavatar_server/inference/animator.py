@@ -2,8 +2,13 @@
 
     runtime = AnimatorRuntime.load(model_dir)       # a directory an animator job published
     runtime.avatar_ids                              # the avatars it can drive
-    rig = runtime.predict(embeddings, avatar_id)    # (B, 16) float32 -> (B, n_controls) float32
+    rig = runtime.predict(embeddings, avatar_id, blendshapes)
+                                                    # (B, 16), (B, 52) -> (B, n_controls) float32
 
+An animator trained to read the front end's 52 ARKit blendshapes beside the embedding
+(`runtime.blendshape_dim == 52`) takes them as the second half of its input; it was trained
+with either half dropped now and then, so a frame without them (None) is read from the
+embedding alone. Older animators read the embedding only and ignore the blendshapes.
 `predict` returns control values in each control's own range, in rig-spec order
 (`runtime.control_names(avatar_id)`). It runs on ONNX Runtime, one small graph per avatar with
 that avatar's code and control queries folded in as constants (so the graph is a few matmuls),
@@ -60,6 +65,7 @@ class AnimatorRuntime:
     sessions: dict[str, object]  # avatar id -> onnxruntime.InferenceSession
     controls: dict[str, list[str]]
     embed_dim: int
+    blendshape_dim: int = 0  # 52: the blendshapes are appended to the embedding
 
     @classmethod
     def load(cls, model_dir: Path, threads: int = 1) -> AnimatorRuntime:
@@ -70,7 +76,7 @@ class AnimatorRuntime:
             for avatar_id, entry in manifest["avatars"].items()
         }
         controls = {aid: list(entry["controls"]) for aid, entry in manifest["avatars"].items()}
-        return cls(sessions, controls, int(manifest["embed_dim"]))
+        return cls(sessions, controls, int(manifest["embed_dim"]), int(manifest.get("blendshape_dim", 0)))
 
     @property
     def avatar_ids(self) -> list[str]:
@@ -79,11 +85,17 @@ class AnimatorRuntime:
     def control_names(self, avatar_id: str) -> list[str]:
         return self.controls[avatar_id]
 
-    def predict(self, embeddings: np.ndarray, avatar_id: str) -> np.ndarray:
-        """(B, 16) float32 embeddings -> (B, n_controls) float32 in the controls' ranges."""
+    def predict(self, embeddings: np.ndarray, avatar_id: str, blendshapes: np.ndarray | None = None) -> np.ndarray:
+        """(B, 16) float32 embeddings and, for an animator that reads them, (B, 52) blendshapes
+        (None: read from the embedding alone) -> (B, n_controls) float32 in the controls' ranges."""
         if avatar_id not in self.sessions:
             raise KeyError(f"the animator has no avatar {avatar_id!r} (it has {self.avatar_ids})")
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.embed_dim:
             raise ValueError(f"embeddings must be (B, {self.embed_dim}), got {x.shape}")
+        if self.blendshape_dim:
+            b = np.zeros((len(x), self.blendshape_dim), np.float32) if blendshapes is None else np.asarray(blendshapes, np.float32)
+            if b.shape != (len(x), self.blendshape_dim):
+                raise ValueError(f"blendshapes must be ({len(x)}, {self.blendshape_dim}), got {b.shape}")
+            x = np.concatenate([x, b], axis=1)
         return self.sessions[avatar_id].run([OUTPUT_NAME], {INPUT_NAME: x})[0]

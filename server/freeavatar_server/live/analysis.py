@@ -197,7 +197,7 @@ class Analyser:
             timings["encode"] = ms_since(started) - timings["pose"]  # the crop and the encoder
             started = time.perf_counter()
             for avatar_id, ref in request.animators.items():
-                raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key)[0]
+                raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key, face.blendshapes[None])[0]
             timings["animate"] = ms_since(started)
         found = FaceFound(face.box, face.confidence) if face is not None else None
         blendshapes = face.blendshapes if face is not None else None

@@ -32,7 +32,7 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
         graph = io.BytesIO()  # exported in memory, then written whole or not at all (files.py)
         torch.onnx.export(
             wrapper,
-            (torch.zeros(1, model.config.embed_dim),),
+            (torch.zeros(1, model.config.in_dim),),
             graph,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
@@ -43,7 +43,7 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
         onnx.checker.check_model(onnx.load_from_string(graph.getvalue()))
         write_atomically(path, graph.getvalue())
         avatars[avatar_id] = {"file": path.name, "controls": list(model.rigs[avatar_id].names)}
-    manifest = {"embed_dim": model.config.embed_dim, "avatars": avatars}
+    manifest = {"embed_dim": model.config.embed_dim, "blendshape_dim": model.config.blendshape_dim, "avatars": avatars}
     write_atomically(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
     return manifest
 

@@ -50,6 +50,9 @@ OUTPUTS = ("clamp", "sigmoid")
 @dataclass(frozen=True)
 class AnimatorConfig:
     embed_dim: int = 16  # the expression encoder's embedding
+    # ARKit's 52 when the animator also reads the front end's blendshapes (appended to the
+    # embedding); 0: the embedding alone (animators trained before the real-face front end)
+    blendshape_dim: int = 0
     code_dim: int = 16  # avatar identity code (the paper's avatar-ID embedding is 16-d too)
     width: int = 128  # trunk width
     blocks: int = 2  # FiLM-modulated residual blocks
@@ -57,6 +60,11 @@ class AnimatorConfig:
     token_dim: int = 32
     heads: int = 4
     output: str = "clamp"  # "clamp" or "sigmoid": how outputs are held in range (module docstring)
+
+    @property
+    def in_dim(self) -> int:
+        """The width of one input row: the embedding, then the blendshapes if it reads them."""
+        return self.embed_dim + self.blendshape_dim
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
@@ -138,7 +146,7 @@ class SharedAnimator(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.stem = nn.Linear(c.embed_dim, c.width)
+        self.stem = nn.Linear(c.in_dim, c.width)
         self.blocks = nn.ModuleList(FiLMBlock(c.width, c.code_dim) for _ in range(c.blocks))
         self.to_tokens = nn.Linear(c.width, c.tokens * c.token_dim)
         self.token_pos = nn.Parameter(torch.randn(c.tokens, c.token_dim) * 0.02)
@@ -191,12 +199,12 @@ class SharedAnimator(nn.Module):
     # -- forward ------------------------------------------------------------------------------
 
     def unbounded(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, embed_dim) -> (B, n_controls) unit-space values before `bound`."""
+        """(B, in_dim) -> (B, n_controls) unit-space values before `bound`."""
         default = getattr(self, f"default_{_key(avatar_id)}")
         return place(self.readout_values(embeddings, avatar_id), default, self.config.output)
 
     def trunk(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, embed_dim) -> (B, width): the expression features, modulated for this avatar."""
+        """(B, in_dim) -> (B, width): the expression features, modulated for this avatar."""
         x = self.stem(embeddings)
         for block, (gamma, beta) in zip(self.blocks, self.modulation(avatar_id), strict=True):
             x = block(x, gamma, beta)
@@ -208,7 +216,7 @@ class SharedAnimator(nn.Module):
         return self.queries[key] + self.query_from_code(self.codes[key])
 
     def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, embed_dim) -> (B, n_controls): the readout MLP's output per control."""
+        """(B, in_dim) -> (B, n_controls): the readout MLP's output per control."""
         return self.control_readout(self.trunk(embeddings, avatar_id), avatar_id)
 
     def control_readout(self, x: torch.Tensor, avatar_id: str) -> torch.Tensor:
@@ -229,7 +237,7 @@ class SharedAnimator(nn.Module):
         return getattr(self, f"lo_{key}") + unit * getattr(self, f"span_{key}")
 
     def forward(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, embed_dim) -> (B, n_controls) rig values in each control's own range."""
+        """(B, in_dim) -> (B, n_controls) rig values in each control's own range."""
         return self.to_rig(self.normalized(embeddings, avatar_id), avatar_id)
 
 
@@ -240,7 +248,7 @@ class PerAvatarDecoder(nn.Module):
     def __init__(self, config: AnimatorConfig, rig: AvatarRig, in_dim: int | None = None) -> None:
         super().__init__()
         self.config, self.rig = config, rig
-        self.stem = nn.Linear(in_dim or config.embed_dim, config.width)
+        self.stem = nn.Linear(in_dim or config.in_dim, config.width)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(config.width), nn.Linear(config.width, config.width), nn.GELU(),
                           nn.Linear(config.width, config.width))
