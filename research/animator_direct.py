@@ -1,0 +1,255 @@
+"""Does the animator follow the actor once it reads MediaPipe's blendshapes beside the embedding?
+
+    .venv/bin/python research/animator_blendshapes.py --work runs/animator_bs --json
+
+Actors are rendered at 192 px, large enough for MediaPipe's mesh (run on the crop as a tracked
+region would be); the expression encoder sees the same face downsized to its 96 px. Training
+uses what a studio has: unlabeled actor images (their embedding and blendshapes), for controls
+with an ARKit alias the actor's own blendshapes as targets, and K artist keyframes per avatar
+(simulated, as in research/animator_train.py: the ground-truth mapping plus 5% artist noise on
+K TRAINING images). Held-out actors (identities no training saw) are scored against the
+ground-truth mapping, as `freeavatar eval animator` does.
+
+Compared on the same held-out inputs: the shipped animator (embedding only), MediaPipe read
+straight onto the aliased controls (the live path's AUTO reader with every other control at
+rest), and animators trained here on embedding + blendshapes, blendshapes alone, embedding
+alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from freeavatar.arkit import ARKIT_BLENDSHAPES
+from freeavatar_server.inference.animator import ANIMATOR_FILE
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.data import (
+    HELDOUT_IDENTITY_OFFSET,
+    TRAIN_IDENTITY_OFFSET,
+    actor_images,
+)
+from freeavatar_server.training.animator.encoding import (
+    ENCODER_FILE,
+    embed_images,
+    load_frozen_encoder,
+)
+from freeavatar_server.training.animator.evaluate import (
+    HELDOUT_SEED,
+    control_correlations,
+    per_avatar_file,
+    retarget_error,
+    save_decoder,
+)
+from freeavatar_server.training.animator.export import export_runtime
+from freeavatar_server.training.animator.model import (
+    AnimatorConfig,
+    AvatarRig,
+    PerAvatarDecoder,
+    SharedAnimator,
+    load_animator,
+    save_animator,
+    unit_default,
+)
+from freeavatar_server.training.encoder.evaluate import mediapipe_features
+
+SHIPPED = Path("server/freeavatar_server/models/animator")
+SIZE = 192
+ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
+
+
+def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
+    if path.exists():
+        return dict(np.load(path))
+    started = time.time()
+    actors = actor_images(n, identity_offset=offset, n_identities=identities, seed=seed, size=SIZE)
+    small = np.stack([cv2.resize(im, (96, 96), interpolation=cv2.INTER_AREA) for im in actors.images])
+    embeddings = embed_images(encoder, small).numpy()
+    blendshapes = mediapipe_features("blendshapes")(actors.images)  # as the tracker reads a still face
+    data = {"embeddings": embeddings, "blendshapes": blendshapes, "aus": actors.action_units, "small": small}
+    np.savez_compressed(path, **data)
+    print(f"{path.name}: {n} actors in {time.time() - started:.0f} s", flush=True)
+    return data
+
+
+def alias_targets(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(controls, shapes): each ARKit-aliased control and the blendshape it reads."""
+    spec = BUILTIN_AVATARS[name].spec
+    pairs = [(i, ARKIT_INDEX[c.arkit_alias]) for i, c in enumerate(spec.controls) if c.arkit_alias]
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
+def alias_read(name: str, blendshapes: np.ndarray) -> np.ndarray:
+    """The AUTO reader's aliased controls (MediaPipe's 0..1 onto rest..max), the rest at rest."""
+    avatar = BUILTIN_AVATARS[name]
+    out = avatar.neutral(len(blendshapes)).copy()
+    controls, shapes = alias_targets(name)
+    lo = out[0, controls]
+    hi = np.array([avatar.spec.controls[i].max for i in controls], np.float32)
+    out[:, controls] = lo + np.clip(blendshapes[:, shapes], 0, 1) * (hi - lo)
+    return out
+
+
+def keyframes(name: str, aus: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k simulated artist keyframes on training images: (indices, rigs)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(aus), k, replace=False)
+    avatar = BUILTIN_AVATARS[name]
+    span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
+    rigs = avatar.expected_rig(aus[idx])  # the simulated artist (module docstring)
+    return idx, avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
+
+
+def features(data: dict[str, np.ndarray], kind: str) -> torch.Tensor:
+    parts = {"both": ("embeddings", "blendshapes"), "blendshapes": ("blendshapes",), "embedding": ("embeddings",),
+             "per_avatar": ("embeddings",)}[kind]
+    return torch.from_numpy(np.concatenate([data[p] for p in parts], axis=1).astype(np.float32))
+
+
+def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed: int,
+          dropout: float, sparsity: float, alias_weight: float = 1.0) -> torch.nn.Module:
+    """The shared animator (or, for kind "per_avatar", a ModuleDict of one decoder per avatar)."""
+    torch.manual_seed(seed)
+    x = features(train_data, kind)
+    # "both" is servable: the runtime appends the blendshapes to the embedding
+    config = {"both": AnimatorConfig(blendshape_dim=52), "embedding": AnimatorConfig(),
+              "per_avatar": AnimatorConfig()}.get(kind, AnimatorConfig(embed_dim=52))
+    model = SharedAnimator(config)
+    decoders = torch.nn.ModuleDict()  # the per_avatar baseline: one decoder each, same signals
+    plan = {}
+    for i, name in enumerate(BUILTIN_AVATARS):
+        rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
+        if kind == "per_avatar":
+            decoders[name] = PerAvatarDecoder(config, rig)
+        else:
+            model.add_avatar(name, rig, seed=i)
+        controls, shapes = alias_targets(name)
+        unit_lo = unit_default(rig)[controls]
+        alias_unit = unit_lo + torch.from_numpy(np.clip(train_data["blendshapes"][:, shapes], 0, 1)) * (1 - unit_lo)
+        idx, rigs = keyframes(name, train_data["aus"], k, seed=100 + i) if k else (np.zeros(0, np.int64), None)
+        key_unit = None
+        if rigs is not None:
+            lo, span = np.array(rig.minimum, np.float32), rig.span.astype(np.float32)
+            key_unit = torch.from_numpy((rigs - lo) / span)
+        plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit)
+    trained = decoders if kind == "per_avatar" else model
+    opt = torch.optim.AdamW(trained.parameters(), lr=2e-3, weight_decay=1e-4)
+
+    def unbounded(inputs: torch.Tensor, name: str) -> torch.Tensor:
+        return decoders[name].unbounded(inputs) if kind == "per_avatar" else model.unbounded(inputs, name)
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(x)
+    e = train_data["embeddings"].shape[1] if kind == "both" else 0
+    for _ in range(steps):
+        loss = torch.zeros(())
+        for name, (controls, alias_unit, idx, key_unit) in plan.items():
+            batch = torch.randint(0, n, (64,), generator=g)
+            inputs = x[batch]
+            if kind == "both" and dropout > 0:  # input dropout: each half alone must also serve
+                drop = torch.rand(len(batch), generator=g)
+                inputs = inputs.clone()
+                inputs[drop < dropout / 2, :e] = 0
+                inputs[(drop >= dropout / 2) & (drop < dropout), e:] = 0
+            z = unbounded(inputs, name)
+            unit = z.clamp(0, 1)
+            default = unit_default(AvatarRig.from_spec(BUILTIN_AVATARS[name].spec))
+            free = torch.ones(z.shape[1], dtype=torch.bool)
+            if len(controls) and alias_weight > 0:
+                loss = loss + alias_weight * (unit[:, controls] - alias_unit[batch]).abs().mean()
+                free[controls] = False
+            if sparsity and free.any():
+                loss = loss + sparsity * (unit[:, free] - default[free]).abs().mean()
+            loss = loss + (z - unit).pow(2).mean()
+            if key_unit is not None:
+                kz = unbounded(x[idx], name).clamp(0, 1)
+                loss = loss + (kz - key_unit).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return trained.eval()
+
+
+def scores(name: str, predicted: np.ndarray, aus: np.ndarray) -> dict[str, object]:
+    avatar = BUILTIN_AVATARS[name]
+    truth = avatar.expected_rig(aus)
+    r = control_correlations(predicted, truth)
+    rig = AvatarRig.from_spec(avatar.spec)
+    neutral = retarget_error(avatar.neutral(len(truth)), truth, rig)
+    return {
+        "correlation": round(float(np.nanmean(r)), 3),
+        "error_vs_neutral": round(retarget_error(predicted, truth, rig) / neutral, 3),
+        "by_control": {c.name: round(float(v), 2) for c, v in zip(avatar.spec.controls, r, strict=True) if not np.isnan(v)},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--work", type=Path, default=Path("runs/animator_direct"))
+    p.add_argument("--train", type=int, default=3000)
+    p.add_argument("--heldout", type=int, default=600)
+    p.add_argument("--keyframes", type=int, nargs="+", default=[20])
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--sparsity", type=float, default=0.02)
+    p.add_argument("--kinds", nargs="+", default=["both", "blendshapes", "embedding"])
+    p.add_argument("--alias-weight", type=float, default=1.0, help="0: no blendshape targets for aliased controls")
+    p.add_argument("--tag", default="")
+    p.add_argument("--baselines", type=Path, default=None, help="write the per_avatar decoders here")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and batches (the keyframes stay the same)")
+    p.add_argument("--ship", type=Path, default=None,
+                   help="train the first --kinds/--keyframes setting and write it here as a servable animator "
+                        "(animator.pt, the encoder it reads, ONNX graphs)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    args.work.mkdir(parents=True, exist_ok=True)
+    encoder = load_frozen_encoder(SHIPPED / "encoder.pt")
+    train_data = build(args.work / "train.npz", args.train, TRAIN_IDENTITY_OFFSET, 300, 3, encoder)
+    held = build(args.work / "heldout.npz", args.heldout, HELDOUT_IDENTITY_OFFSET, 60, HELDOUT_SEED, encoder)
+    report: dict[str, object] = {}
+    shipped = load_animator(SHIPPED / "animator.pt")
+    with torch.no_grad():
+        report["shipped"] = {n: scores(n, shipped(torch.from_numpy(held["embeddings"]), n).numpy(), held["aus"]) for n in BUILTIN_AVATARS}
+    report["mediapipe_aliases"] = {n: scores(n, alias_read(n, held["blendshapes"]), held["aus"]) for n in BUILTIN_AVATARS}
+    for kind in args.kinds:
+        for k in args.keyframes:
+            started = time.time()
+            model = train(train_data, kind, k, args.steps, args.seed, args.dropout, args.sparsity, args.alias_weight)
+            with torch.no_grad():
+                x = features(held, kind)
+                report[f"{kind}_k{k}"] = {
+                    n: scores(n, (model[n](x) if kind == "per_avatar" else model(x, n)).numpy(), held["aus"])
+                    for n in BUILTIN_AVATARS}
+                report[f"{kind}_k{k}"]["parameters"] = sum(p.numel() for p in model.parameters())
+            print(f"{kind} k={k}: {time.time() - started:.0f} s", flush=True)
+            if kind == "per_avatar" and args.baselines is not None:  # read by `freeavatar eval animator --baselines`
+                args.baselines.mkdir(parents=True, exist_ok=True)
+                for n in BUILTIN_AVATARS:
+                    save_decoder(model[n], args.baselines / per_avatar_file("per_avatar", n), {"setting": f"{kind}_k{k}"})
+            if args.ship is not None:
+                args.ship.mkdir(parents=True, exist_ok=True)
+                save_animator(model, args.ship / ANIMATOR_FILE, {"trained_by": "research/animator_blendshapes.py",
+                                                                 "setting": f"{kind}_k{k}", "heldout": report[f"{kind}_k{k}"]})
+                shutil.copyfile(SHIPPED / ENCODER_FILE, args.ship / ENCODER_FILE)
+                export_runtime(args.ship)
+                break
+        if args.ship is not None:
+            break
+    (args.work / f"report{args.tag}.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        print(json.dumps(report))
+    for row, by_avatar in report.items():
+        print(f"{row:24s}", "  ".join(f"{n} r {s['correlation']:.2f} err {s['error_vs_neutral']:.2f}"
+                                      for n, s in by_avatar.items() if n in BUILTIN_AVATARS))
+
+
+if __name__ == "__main__":
+    main()
