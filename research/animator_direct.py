@@ -1,19 +1,24 @@
-"""Does the animator follow the actor once it reads MediaPipe's blendshapes beside the embedding?
+"""The animator trained on direct supervision, and what each reading and signal buys it.
 
-    .venv/bin/python research/animator_blendshapes.py --work runs/animator_bs --json
+    .venv/bin/python research/animator_direct.py --keyframes 20 50 --kinds embedding both --alias-weight 0
+    .venv/bin/python research/animator_direct.py --keyframes 20 --kinds embedding --alias-weight 0 \
+        --ship server/freeavatar_server/models/animator        # retrain the shipped animator
 
-Actors are rendered at 192 px, large enough for MediaPipe's mesh (run on the crop as a tracked
-region would be); the expression encoder sees the same face downsized to its 96 px. Training
-uses what a studio has: unlabeled actor images (their embedding and blendshapes), for controls
-with an ARKit alias the actor's own blendshapes as targets, and K artist keyframes per avatar
-(simulated, as in research/animator_train.py: the ground-truth mapping plus 5% artist noise on
-K TRAINING images). Held-out actors (identities no training saw) are scored against the
-ground-truth mapping, as `freeavatar eval animator` does.
+Actors are rendered at 192 px, large enough for MediaPipe's mesh (read as the tracker reads a
+still face); the expression encoder sees the same face downsized to its 96 px. Both sets are
+cached in --work. Training uses what a studio has: unlabeled actor images (their embedding and
+blendshapes), K artist keyframes per avatar (simulated, as in research/animator_train.py: the
+ground-truth mapping plus 5% artist noise on K TRAINING images, the one place that mapping
+reaches training), a light pull of each control towards its rest, and with --alias-weight > 0
+the actor's own blendshapes as targets of the controls with an ARKit alias. Held-out actors
+(identities no training saw) are scored against the ground-truth mapping, as
+`freeavatar eval animator` does (per-control r, error as a multiple of the neutral pose's).
 
-Compared on the same held-out inputs: the shipped animator (embedding only), MediaPipe read
-straight onto the aliased controls (the live path's AUTO reader with every other control at
-rest), and animators trained here on embedding + blendshapes, blendshapes alone, embedding
-alone.
+Kinds (the animator's input): `embedding`, `both` (embedding + the 52 blendshapes, with input
+dropout), `blendshapes`, and `per_avatar` (one decoder per avatar on the embedding: the
+baseline; --baselines writes them for `freeavatar eval animator --baselines`). Compared on the
+same held-out inputs: the animator installed now, and MediaPipe read straight onto the aliased
+controls (the live path's default reader with every other control at rest).
 """
 
 from __future__ import annotations
@@ -238,7 +243,8 @@ def main() -> None:
                 args.ship.mkdir(parents=True, exist_ok=True)
                 save_animator(model, args.ship / ANIMATOR_FILE, {"trained_by": "research/animator_blendshapes.py",
                                                                  "setting": f"{kind}_k{k}", "heldout": report[f"{kind}_k{k}"]})
-                shutil.copyfile(SHIPPED / ENCODER_FILE, args.ship / ENCODER_FILE)
+                if (args.ship / ENCODER_FILE).resolve() != (SHIPPED / ENCODER_FILE).resolve():
+                    shutil.copyfile(SHIPPED / ENCODER_FILE, args.ship / ENCODER_FILE)
                 export_runtime(args.ship)
                 break
         if args.ship is not None:
