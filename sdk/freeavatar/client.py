@@ -125,15 +125,8 @@ class AsyncClient:
 
     async def list_avatars(self) -> list[Avatar]:
         """Every registered avatar, oldest first."""
-        avatars: list[Avatar] = []
-        token = ""
-        while True:
-            request = avatar_pb2.ListAvatarsRequest(page_token=token)
-            page = await self._unary(self._avatars.ListAvatars, request)
-            avatars.extend(Avatar.from_proto(a) for a in page.avatars)
-            token = page.next_page_token
-            if not token:
-                return avatars
+        pages = self._pages(self._avatars.ListAvatars, avatar_pb2.ListAvatarsRequest, "avatars")
+        return [Avatar.from_proto(a) async for a in pages]
 
     async def delete_avatar(self, avatar_id: str) -> None:
         request = avatar_pb2.DeleteAvatarRequest(avatar_id=avatar_id)
@@ -294,15 +287,8 @@ class AsyncClient:
     async def list_sessions(self) -> list[Session]:
         """The server's live sessions (without tokens), with their actors and outputs, oldest
         first."""
-        sessions: list[Session] = []
-        token = ""
-        while True:
-            request = stream_pb2.ListSessionsRequest(page_token=token)
-            page = await self._unary(self._streams.ListSessions, request)
-            sessions.extend(Session.from_proto(s) for s in page.sessions)
-            token = page.next_page_token
-            if not token:
-                return sessions
+        pages = self._pages(self._streams.ListSessions, stream_pb2.ListSessionsRequest, "sessions")
+        return [Session.from_proto(s) async for s in pages]
 
     async def close_session(self, session_id: str, token: str = "") -> None:
         """End the session and every stream in it (they end with StreamEnded, SESSION_CLOSED).
@@ -463,6 +449,17 @@ class AsyncClient:
             return await method(request, metadata=self._metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
+
+    async def _pages(self, method: Any, request_type: Any, field: str) -> AsyncIterator[Any]:
+        """Every item of a paged listing, following `next_page_token` to the last page."""
+        token = ""
+        while True:
+            page = await self._unary(method, request_type(page_token=token))
+            for item in getattr(page, field):
+                yield item
+            token = page.next_page_token
+            if not token:
+                return
 
 
 class _Blocking(Generic[_P, _R]):
