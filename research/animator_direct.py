@@ -119,7 +119,7 @@ def features(data: dict[str, np.ndarray], kind: str) -> torch.Tensor:
 
 
 def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed: int,
-          dropout: float, sparsity: float, alias_weight: float = 1.0) -> torch.nn.Module:
+          dropout: float, sparsity: float, alias_weight: float = 1.0, keyframe_draw: int = 0) -> torch.nn.Module:
     """The shared animator (or, for kind "per_avatar", a ModuleDict of one decoder per avatar)."""
     torch.manual_seed(seed)
     x = features(train_data, kind)
@@ -138,7 +138,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
         controls, shapes = alias_targets(name)
         unit_lo = unit_default(rig)[controls]
         alias_unit = unit_lo + torch.from_numpy(np.clip(train_data["blendshapes"][:, shapes], 0, 1)) * (1 - unit_lo)
-        idx, rigs = keyframes(name, train_data["aus"], k, seed=100 + i) if k else (np.zeros(0, np.int64), None)
+        idx, rigs = keyframes(name, train_data["aus"], k, seed=100 + i + 1000 * keyframe_draw) if k else (np.zeros(0, np.int64), None)
         key_unit = None
         if rigs is not None:
             lo, span = np.array(rig.minimum, np.float32), rig.span.astype(np.float32)
@@ -203,12 +203,16 @@ def main() -> None:
     p.add_argument("--keyframes", type=int, nargs="+", default=[20])
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--sparsity", type=float, default=0.02)
+    p.add_argument("--sparsity", type=float, nargs="+", default=[0.02], help="weight of the pull to rest (several: a sweep)")
+    p.add_argument("--val", type=int, default=0,
+                   help="hold back the last N training actors and score them too, for choosing settings without the held-out set")
     p.add_argument("--kinds", nargs="+", default=["both", "blendshapes", "embedding"])
     p.add_argument("--alias-weight", type=float, default=1.0, help="0: no blendshape targets for aliased controls")
     p.add_argument("--tag", default="")
     p.add_argument("--baselines", type=Path, default=None, help="write the per_avatar decoders here")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batches (the keyframes stay the same)")
+    p.add_argument("--keyframe-draws", type=int, nargs="+", default=[0],
+                   help="which training images the artist posed (several: the spread over draws)")
     p.add_argument("--ship", type=Path, default=None,
                    help="train the first --kinds/--keyframes setting and write it here as a servable animator "
                         "(animator.pt, the encoder it reads, ONNX graphs)")
@@ -224,30 +228,39 @@ def main() -> None:
     with torch.no_grad():
         report["shipped"] = {n: scores(n, shipped(torch.from_numpy(held["embeddings"]), n).numpy(), held["aus"]) for n in BUILTIN_AVATARS}
     report["mediapipe_aliases"] = {n: scores(n, alias_read(n, held["blendshapes"]), held["aus"]) for n in BUILTIN_AVATARS}
-    for kind in args.kinds:
-        for k in args.keyframes:
-            started = time.time()
-            model = train(train_data, kind, k, args.steps, args.seed, args.dropout, args.sparsity, args.alias_weight)
-            with torch.no_grad():
-                x = features(held, kind)
-                report[f"{kind}_k{k}"] = {
-                    n: scores(n, (model[n](x) if kind == "per_avatar" else model(x, n)).numpy(), held["aus"])
+    fit_data, val = train_data, None
+    if args.val:
+        fit_data = {key: v[: -args.val] for key, v in train_data.items()}
+        val = {key: v[-args.val :] for key, v in train_data.items()}
+    settings = [(kind, k, sparsity, draw) for kind in args.kinds for k in args.keyframes
+                for sparsity in args.sparsity for draw in args.keyframe_draws]
+    for kind, k, sparsity, draw in settings:
+        started = time.time()
+        row = (f"{kind}_k{k}" + (f"_s{sparsity:g}" if len(args.sparsity) > 1 else "")
+               + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
+        model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, sparsity, args.alias_weight, draw)
+        with torch.no_grad():
+            for name, data in (("", held), ("val_", val)):
+                if data is None:
+                    continue
+                x = features(data, kind)
+                report[name + row] = {
+                    n: scores(n, (model[n](x) if kind == "per_avatar" else model(x, n)).numpy(), data["aus"])
                     for n in BUILTIN_AVATARS}
-                report[f"{kind}_k{k}"]["parameters"] = sum(p.numel() for p in model.parameters())
-            print(f"{kind} k={k}: {time.time() - started:.0f} s", flush=True)
-            if kind == "per_avatar" and args.baselines is not None:  # read by `freeavatar eval animator --baselines`
-                args.baselines.mkdir(parents=True, exist_ok=True)
-                for n in BUILTIN_AVATARS:
-                    save_decoder(model[n], args.baselines / per_avatar_file("per_avatar", n), {"setting": f"{kind}_k{k}"})
-            if args.ship is not None:
-                args.ship.mkdir(parents=True, exist_ok=True)
-                save_animator(model, args.ship / ANIMATOR_FILE, {"trained_by": "research/animator_blendshapes.py",
-                                                                 "setting": f"{kind}_k{k}", "heldout": report[f"{kind}_k{k}"]})
-                if (args.ship / ENCODER_FILE).resolve() != (SHIPPED / ENCODER_FILE).resolve():
-                    shutil.copyfile(SHIPPED / ENCODER_FILE, args.ship / ENCODER_FILE)
-                export_runtime(args.ship)
-                break
-        if args.ship is not None:
+            report[row]["parameters"] = sum(p.numel() for p in model.parameters())
+        print(f"{row}: {time.time() - started:.0f} s", flush=True)
+        if kind == "per_avatar" and args.baselines is not None:  # read by `freeavatar eval animator --baselines`
+            args.baselines.mkdir(parents=True, exist_ok=True)
+            for n in BUILTIN_AVATARS:
+                save_decoder(model[n], args.baselines / per_avatar_file("per_avatar", n), {"setting": row})
+        if args.ship is not None:  # the first setting only
+            args.ship.mkdir(parents=True, exist_ok=True)
+            save_animator(model, args.ship / ANIMATOR_FILE, {"trained_by": "research/animator_direct.py",
+                                                             "setting": row, "heldout": report[row]})
+            if (args.ship / ENCODER_FILE).resolve() != (SHIPPED / ENCODER_FILE).resolve():
+                shipped_encoder = SHIPPED / ENCODER_FILE
+                shutil.copyfile(shipped_encoder, args.ship / ENCODER_FILE)
+            export_runtime(args.ship)
             break
     (args.work / f"report{args.tag}.json").write_text(json.dumps(report, indent=1))
     if args.json:
