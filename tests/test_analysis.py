@@ -23,6 +23,7 @@ from freeavatar_server.live.analysis import (
     AnimatorRef,
     BadFrame,
     EncodedFrame,
+    MeshPace,
 )
 
 JPEG = stream_pb2.IMAGE_FORMAT_JPEG
@@ -48,7 +49,7 @@ def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models,
     result = analyser.analyse(request("actor", EncodedFrame(JPEG, clip[0]), refs))
     assert result.face is not None and result.head_pose.shape == (3,)
     assert result.raw["a1"].shape == (8,) and result.raw["a2"].shape == (14,)
-    assert set(result.timings_ms) == {"decode", "detect", "pose", "encode", "animate"}
+    assert set(result.timings_ms) == {"decode", "mesh", "pose", "encode", "animate"}  # a new track: the mesh runs
     assert list(analyser.trackers) == ["actor"]  # the stream's face tracker lives here now
     analyser.forget("actor")
     assert not analyser.trackers
@@ -132,3 +133,20 @@ def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Pa
         assert not alive(worker), "the analysis worker outlived its server"
     finally:
         parent.kill()
+
+
+def test_a_busy_worker_slows_its_meshes_down_to_the_floor_and_back() -> None:
+    pace = MeshPace(most=3.0)  # 15 runs a second at most, 5 at the floor
+    t = 0.0
+    for _ in range(300):  # 10 s of 30 fps frames that each take the whole frame time: overloaded
+        pace.record(t, t + 1 / 30)
+        t += 1 / 30
+    assert pace.busy > 0.95 and pace.slowdown == 3.0
+    for _ in range(300):  # then 5 ms of work per frame: it keeps up again
+        pace.record(t, t + 0.005)
+        t += 1 / 30
+    assert pace.busy < 0.2 and pace.slowdown == 1.0
+    steady = MeshPace(most=1.0)  # no floor below the rate: never slows down
+    for i in range(100):
+        steady.record(i / 30, (i + 1) / 30)
+    assert steady.slowdown == 1.0

@@ -71,6 +71,9 @@ def serve(
     face_rate: Annotated[
         float, typer.Option(help="Face mesh runs per second per actor at most (frames between reuse the last); 0: every frame.")
     ] = 15.0,
+    face_rate_floor: Annotated[
+        float, typer.Option(help="Under load the mesh slows down to this rate rather than frames being dropped; at --face-rate or 0: never.")
+    ] = 7.5,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
@@ -115,6 +118,7 @@ def serve(
         encoder_path=encoder,
         pipeline_workers=pipeline_workers,
         face_rate_hz=face_rate,
+        face_rate_floor_hz=face_rate_floor,
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,
@@ -289,6 +293,9 @@ def bench_stream(
     face_rate: Annotated[
         float | None, typer.Option(help="The server's --face-rate (default: the server's own).")
     ] = None,
+    face_rate_floor: Annotated[
+        float | None, typer.Option(help="The server's --face-rate-floor (default: the server's own).")
+    ] = None,
 ) -> None:
     """Measure latency and capacity against a server process on loopback.
 
@@ -296,6 +303,8 @@ def bench_stream(
     from freeavatar_server.tools.bench import bench_stream as run  # lazy: the server
 
     serve_args = ("--face-rate", str(face_rate)) if face_rate is not None else ()
+    if face_rate_floor is not None:
+        serve_args += ("--face-rate-floor", str(face_rate_floor))
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors, serve_args=serve_args))
     printer.show(result, JSON.from_data(result), indent=None)
 

@@ -28,6 +28,7 @@ class ServerConfig:
     encoder_path: Path | None = None  # expression encoder (ONNX); None: the shipped default
     pipeline_workers: int = 2  # analysis worker processes (decode .. animate), one per core
     face_rate_hz: float = 15.0  # face mesh runs per second per actor at most; 0: every frame
+    face_rate_floor_hz: float = 7.5  # what a worker too busy to keep up slows the mesh down to
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)
@@ -63,6 +64,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} {port} is not in 0..65535")
         if self.face_rate_hz < 0:
             raise ConfigError("--face-rate must be 0 (every frame) or positive")
+        if self.face_rate_floor_hz < 0:
+            raise ConfigError("--face-rate-floor must be 0 (never slow down) or positive")
         if self.peer_timeout_s <= 0:
             raise ConfigError("--peer-timeout must be positive")
         for flag, cap in (

@@ -88,7 +88,8 @@ class FreeAvatarServer:
             require_tokens=bool(keys),
             tally=Tally("sessions", config.max_sessions_per_key, "--max-sessions-per-key"),
         )
-        self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers, config.face_rate_hz)
+        self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers,
+                                  config.face_rate_hz, config.face_rate_floor_hz)
         self._outputs = OutputManager(sessions, self._live.stats)
         self._jobs = JobManager(
             self._store,

@@ -90,6 +90,40 @@ class AnalysisOptions:
     # actor; frames in between reuse the last reading (blendshapes, face box), and pose, the
     # encoder and the animators still run on each frame's own pixels. 0: every frame.
     face_rate_hz: float = 0.0
+    # Under load the worker slows its actors' meshes down to this rate rather than drop whole
+    # frames (MeshPace); at face_rate_hz (or 0) it never does.
+    face_rate_floor_hz: float = 0.0
+
+
+@dataclass
+class MeshPace:
+    """How much a worker slows its actors' face meshes while it is too busy to keep up.
+
+    `busy` is the share of wall time the worker spent analysing, averaged over about the last
+    second. Every half second the slowdown moves towards what would bring it to `target`
+    (at most 25% a step, so that it settles rather than swings), between 1 (the configured
+    rate) and `most` (the floor rate). The mesh is most of a frame's cost and its reading
+    holds well between runs, so it is what gives way first: the frames themselves, their
+    pose, embedding and animation still run at the camera's rate."""
+
+    most: float = 1.0  # face_rate_hz / face_rate_floor_hz
+    target: float = 0.7
+    slowdown: float = 1.0
+    busy: float = 0.0
+    _window_s: float = 1.0
+    _last_end: float | None = None
+    _adjusted: float = 0.0
+
+    def record(self, started: float, ended: float) -> None:
+        """One frame's analysis ran from `started` to `ended` (time.perf_counter)."""
+        previous = started if self._last_end is None else min(self._last_end, started)
+        wall = max(ended - previous, 1e-6)  # the frame's work and the idle time before it
+        self.busy += min(wall / self._window_s, 1.0) * (min((ended - started) / wall, 1.0) - self.busy)
+        self._last_end = ended
+        if self.most > 1.0 and ended - self._adjusted >= 0.5:
+            self._adjusted = ended
+            step = min(max(self.busy / self.target, 0.8), 1.25)
+            self.slowdown = min(max(self.slowdown * step, 1.0), self.most)
 
 
 @dataclass(frozen=True)
@@ -155,6 +189,8 @@ class Analyser:
         self.front = FaceFront(threads=options.threads)
         self.pose = HeadPoseEstimator(threads=options.threads)
         self.trackers: dict[str, FrontTrack] = {}  # by stream key
+        floor, rate = options.face_rate_floor_hz, options.face_rate_hz
+        self.pace = MeshPace(most=rate / floor if 0 < floor < rate else 1.0)
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
         # ONNX Runtime optimises each graph on its first run: pay for that now, not on a frame
         self.encoder.embed_batch(np.zeros((1, self.encoder.size, self.encoder.size, 3), np.uint8))
@@ -171,8 +207,14 @@ class Analyser:
             raise AnalysisFailed(f"{type(error).__name__}: {error}") from None
 
     def _analyse(self, request: AnalysisRequest) -> Analysis:
-        timings: dict[str, float] = {}
         started = time.perf_counter()
+        try:
+            return self._analyse_frame(request, started)
+        finally:
+            self.pace.record(started, time.perf_counter())
+
+    def _analyse_frame(self, request: AnalysisRequest, started: float) -> Analysis:
+        timings: dict[str, float] = {}
         pixels = request.pixels
         image = pixels if isinstance(pixels, np.ndarray) else decode_frame(pixels)
         timings["decode"], started = ms_since(started), time.perf_counter()
@@ -182,8 +224,10 @@ class Analyser:
             interval = 1.0 / rate if rate > 0 else 0.0
             phase = zlib.crc32(request.stream.encode()) / 2**32  # spreads actors' mesh frames
             tracker = self.trackers[request.stream] = self.front.track(interval, phase)
+        tracker.slowdown = self.pace.slowdown
+        reused = tracker.reused
         face = tracker.update(image, request.capture_time_us / 1e6 or None)
-        timings["detect"], started = ms_since(started), time.perf_counter()
+        timings["detect" if tracker.reused > reused else "mesh"], started = ms_since(started), time.perf_counter()
         raw: dict[str, np.ndarray] = {}
         head_pose = None
         if face is not None:

@@ -44,7 +44,9 @@ __all__ = ["MAX_FRAME_PIXELS", "ActorPipeline", "BadFrame", "FrameSkipped", "Pip
 
 # "handoff": a frame's round trip to its analysis worker less the worker's own stages (the
 # process hops, and the wait behind other actors' frames in that worker's queue).
-STAGES = ("decode", "detect", "pose", "encode", "animate", "handoff", "publish")
+# "mesh": the face front end on a frame its mesh ran for; "detect": on a frame that reused the
+# last reading (so mesh runs / decodes is the share of frames the mesh ran on)
+STAGES = ("decode", "mesh", "detect", "pose", "encode", "animate", "handoff", "publish")
 
 
 class Decodable(Protocol):

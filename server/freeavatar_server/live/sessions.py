@@ -18,8 +18,8 @@ import numpy as np
 from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigSpec
-from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
 from freeavatar_server.live.caps import Tally
+from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
 from freeavatar_server.live.smoothing import ControlAdjustments
 from freeavatar_server.live.subscriptions import (
     DEFAULT_CAPACITY,

@@ -66,13 +66,14 @@ class LiveStreams:
     """Owns the analysis workers and every actor stream; `close` ends them all."""
 
     def __init__(
-        self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2, face_rate_hz: float = 0.0
+        self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2,
+        face_rate_hz: float = 0.0, face_rate_floor_hz: float = 0.0,
     ) -> None:
         self.store = store
         self.models = models
         self.sessions = sessions
         self.stats = PipelineStats()
-        options = AnalysisOptions(models.encoder_path, face_rate_hz=face_rate_hz)
+        options = AnalysisOptions(models.encoder_path, face_rate_hz=face_rate_hz, face_rate_floor_hz=face_rate_floor_hz)
         self._analysis = AnalysisPool(workers, options)  # processes, started on first use
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
 

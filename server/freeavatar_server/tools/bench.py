@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from freeavatar import AsyncClient
+from freeavatar._proto import stream_pb2
 from freeavatar.stream import ActorFrame
 from freeavatar_server.media import encode_jpeg
 from freeavatar_server.tools.demo import DemoConfig, percentiles, render_clip
@@ -42,6 +43,7 @@ class LoadResult:
     fps: float
     delivered: float  # share of (frames sent x avatars) that came back as rig frames
     latency_ms: dict[str, float]
+    mesh_rate_hz: float = 0.0  # face mesh runs per second per actor (the server slows it under load)
 
     @property
     def held(self) -> bool:
@@ -108,12 +110,19 @@ async def drive_actor(client: AsyncClient, jpegs: list[bytes], avatar_ids: list[
 
 async def run_load(address: str, jpegs: list[bytes], actors: int, avatar_ids: list[str], fps: float, seconds: float) -> LoadResult:
     async with AsyncClient(address) as client:
+        before = mesh_runs(await client.get_stats())
         runs = await asyncio.gather(
             *(drive_actor(client, jpegs[a::actors] or jpegs, avatar_ids, fps, seconds) for a in range(actors))
         )
+        meshes = mesh_runs(await client.get_stats()) - before
     latencies = np.concatenate([r.latencies_ms for r in runs])
     sent = sum(r.sent for r in runs) * len(avatar_ids)
-    return LoadResult(actors, len(avatar_ids), fps, sum(r.received for r in runs) / sent, percentiles(latencies))
+    return LoadResult(actors, len(avatar_ids), fps, sum(r.received for r in runs) / sent, percentiles(latencies),
+                      round(meshes / (seconds * actors), 1))
+
+
+def mesh_runs(stats: stream_pb2.PipelineStats) -> int:
+    return sum(s.processed for s in stats.stages if s.name == "mesh")
 
 
 async def find_capacity(run: Callable[[int], Awaitable[LoadResult]], max_actors: int) -> list[LoadResult]:
@@ -199,16 +208,19 @@ async def bench_stream(
                 stats = await client.get_stats()
         finally:
             server.stop()
+    runs_before = {s.name: s.processed for s in stats_before.stages}
     held = [r for r in ladder if r.held]
     best = held[-1] if held else None
     return {
         "latency_ms": {"grpc": single.latency_ms, "webrtc": webrtc},
         "capacity": {"actors": best.actors if best else 0, "avatars": best.avatars if best else 0, "fps": fps},
         "ladder": [
-            {"actors": r.actors, "avatars": r.avatars, "delivered": round(r.delivered, 4), "latency_ms": r.latency_ms}
+            {"actors": r.actors, "avatars": r.avatars, "delivered": round(r.delivered, 4), "latency_ms": r.latency_ms,
+             "mesh_rate_hz": r.mesh_rate_hz}
             for r in ladder
         ],
-        "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "dropped": s.dropped} for s in stats.stages},
+        "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "runs": s.processed - runs_before.get(s.name, 0),
+                               "dropped": s.dropped} for s in stats.stages},
         "frames_in": stats.frames_in - stats_before.frames_in,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "serve_args": list(serve_args),

@@ -134,6 +134,9 @@ class FrontTrack:
         self._due_s = -math.inf  # the capture time from which the mesh runs again
         self._ran_at = -math.inf  # time.monotonic() of the last mesh run
         self.reused = 0  # frames answered with the last reading
+        # how many times longer than min_interval_s the mesh waits now: its worker's pace
+        # under load (live.analysis.MeshPace), 1 when it keeps up
+        self.slowdown = 1.0
 
     @property
     def detector_runs(self) -> int:
@@ -148,7 +151,7 @@ class FrontTrack:
             time_s is not None
             and self._last is not None
             and self._last_time_s <= time_s < self._due_s
-            and time.monotonic() - self._ran_at < 2 * self._min_interval_s
+            and time.monotonic() - self._ran_at < 2 * self._min_interval_s * self.slowdown
         ):
             self.reused += 1
             return self._last
@@ -168,6 +171,6 @@ class FrontTrack:
             # due a little early (a tenth of the interval): frames at exactly the interval,
             # such as every other frame at 30 fps for 15 runs a second, then run as meant
             first = self._last_time_s == -math.inf
-            wait = self._min_interval_s * (1.0 - (self._phase if first else 0.0) - 0.1)
+            wait = self._min_interval_s * self.slowdown * (1.0 - (self._phase if first else 0.0) - 0.1)
             self._last_time_s, self._due_s = time_s, time_s + wait
         return self._last

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from freeavatar._proto import rig_pb2, stream_pb2, stream_pb2_grpc
-from freeavatar_server.live.errors import BadRequest, require_id
 from freeavatar_server.live.caps import Tally
+from freeavatar_server.live.errors import BadRequest, require_id
 from freeavatar_server.live.pipeline import ActorPipeline
 from freeavatar_server.live.sessions import Session
 from freeavatar_server.live.streams import AnimateTarget, LiveStreams

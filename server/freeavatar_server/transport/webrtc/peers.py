@@ -25,8 +25,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import MediaDescription, SessionDescription
 
 from freeavatar._proto import stream_pb2
-from freeavatar_server.live.errors import BadRequest, Invalid, NotFound
 from freeavatar_server.live.caps import Tally
+from freeavatar_server.live.errors import BadRequest, Invalid, NotFound
 from freeavatar_server.live.sessions import ActorNotFound, Session, SessionNotFound
 from freeavatar_server.live.streams import ActorStream, AnimateTarget, LiveStreams
 from freeavatar_server.live.subscriptions import input_ended, session_closed
