@@ -36,14 +36,18 @@ def test_a_real_person_moves_the_arkit_avatar(tune):
     report, results = tune
     assert report.found >= 0.9
     readers = report.readers
-    # the blendshapes make the ARKit avatar follow real smiles; the animator alone does not
+    # the blendshapes make the ARKit avatar follow real smiles, and so does the animator alone
+    # (trained on keyframes; the one trained on expression consistency alone never moved)
     assert readers["human_arkit"]["moved_when_shown"]["smile"][0] >= 4
-    assert readers["human_arkit"]["balanced"] > readers["human_arkit/animator"]["balanced"] + 0.2
+    assert readers["human_arkit/animator"]["moved_when_shown"]["smile"][0] >= 3
+    assert readers["human_arkit"]["balanced"] > 0.8 and readers["human_arkit/animator"]["balanced"] > 0.7
     # the default reader is MediaPipe's blendshapes on an all-ARKit rig
     assert readers["human_arkit"] == readers["mediapipe"]
-    # every avatar moves somewhere across the set
-    for name in BUILTIN_AVATARS:
-        assert len(report.frozen_controls[name]) < len(BUILTIN_AVATARS[name].spec.controls)
+    # the cat smiles with real smiles too, through the animator
+    assert readers["cat"]["moved_when_shown"]["smile"][0] >= 3
+    # no control of the animator-driven avatars stays frozen across the set
+    for name in ("cartoon", "robot", "cat"):
+        assert report.frozen_controls[name] == []
 
 
 def test_the_threshold_comes_from_the_tune_split(tune):
