@@ -21,7 +21,7 @@ def eval_animator(
     baselines: Annotated[
         Path | None,
         typer.Option(help="Directory with the baselines per_avatar_*.pt and geometry_*.pt (default: --models; "
-                          "the shipped package has none: research/animator_train.py makes them)."),
+                          "the shipped package has none: research/animator_direct.py --baselines makes them)."),
     ] = None,
     encoder: Annotated[
         Path | None, typer.Option(help="Encoder checkpoint (default: the one the animator was trained with).")
@@ -52,7 +52,7 @@ def eval_animator(
 
     models_dir = models or ANIMATOR_DIR
     if not (models_dir / SHARED_FILE).exists():
-        raise typer.BadParameter(f"no {SHARED_FILE} in {models_dir} (research/animator_train.py makes one)")
+        raise typer.BadParameter(f"no {SHARED_FILE} in {models_dir} (research/animator_direct.py --ship makes one)")
     path = encoder_checkpoint(encoder, paired=models_dir / ENCODER_FILE)
     frozen = load_frozen_encoder(path)
     heldout = build_heldout(frozen, n=actors)
@@ -62,11 +62,11 @@ def eval_animator(
     if missing:
         typer.secho(
             f"note: baselines {', '.join(missing)} skipped: no {', '.join(f'{k}_*.pt' for k in missing)} in "
-            f"{baselines_dir}. Rebuild them (the shipped animator's recipe, docs/models.md): "
-            "python research/animator_prepare.py --out runs/animator --samples 3000 --budget 900 && "
-            "python research/animator_train.py --work runs/animator --out runs/animator/models "
-            "--steps 250 --add-steps 250 --batch 24 --part per_avatar (and --part geometry), "
-            "then: freeavatar eval animator --baselines runs/animator/models",
+            f"{baselines_dir}. The per-avatar decoders trained as the shipped animator is (docs/models.md): "
+            "python research/animator_direct.py --keyframes 20 --kinds per_avatar --alias-weight 0 "
+            "--baselines runs/animator_direct/baselines, then: freeavatar eval animator --baselines "
+            "runs/animator_direct/baselines (the geometry baseline belongs to the previous recipe: "
+            "research/animator_train.py --part geometry)",
             err=True,
         )
     report["encoder"] = str(path)
