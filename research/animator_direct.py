@@ -32,9 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from animator_train import artist_keyframes  # research/: the simulated artist
 
-from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.animator import ANIMATOR_FILE
+from freeavatar_server.live.sessions import BlendshapeDrive
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from freeavatar_server.training.animator.data import (
     HELDOUT_IDENTITY_OFFSET,
@@ -67,7 +68,6 @@ from freeavatar_server.training.encoder.evaluate import mediapipe_features
 
 SHIPPED = Path("server/freeavatar_server/models/animator")
 SIZE = 192
-ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
 
 
 def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -84,32 +84,10 @@ def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: 
     return data
 
 
-def alias_targets(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(controls, shapes): each ARKit-aliased control and the blendshape it reads."""
-    spec = BUILTIN_AVATARS[name].spec
-    pairs = [(i, ARKIT_INDEX[c.arkit_alias]) for i, c in enumerate(spec.controls) if c.arkit_alias]
-    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
-
-
 def alias_read(name: str, blendshapes: np.ndarray) -> np.ndarray:
-    """The AUTO reader's aliased controls (MediaPipe's 0..1 onto rest..max), the rest at rest."""
+    """The default reader's aliased controls (MediaPipe's 0..1 onto rest..max), the rest at rest."""
     avatar = BUILTIN_AVATARS[name]
-    out = avatar.neutral(len(blendshapes)).copy()
-    controls, shapes = alias_targets(name)
-    lo = out[0, controls]
-    hi = np.array([avatar.spec.controls[i].max for i in controls], np.float32)
-    out[:, controls] = lo + np.clip(blendshapes[:, shapes], 0, 1) * (hi - lo)
-    return out
-
-
-def keyframes(name: str, aus: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """k simulated artist keyframes on training images: (indices, rigs)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(aus), k, replace=False)
-    avatar = BUILTIN_AVATARS[name]
-    span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
-    rigs = avatar.expected_rig(aus[idx])  # the simulated artist (module docstring)
-    return idx, avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
+    return BlendshapeDrive.of(avatar.spec).apply(avatar.neutral(len(blendshapes)), blendshapes)
 
 
 def features(data: dict[str, np.ndarray], kind: str) -> torch.Tensor:
@@ -135,15 +113,16 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
             decoders[name] = PerAvatarDecoder(config, rig)
         else:
             model.add_avatar(name, rig, seed=i)
-        controls, shapes = alias_targets(name)
-        unit_lo = unit_default(rig)[controls]
-        alias_unit = unit_lo + torch.from_numpy(np.clip(train_data["blendshapes"][:, shapes], 0, 1)) * (1 - unit_lo)
-        idx, rigs = keyframes(name, train_data["aus"], k, seed=100 + i + 1000 * keyframe_draw) if k else (np.zeros(0, np.int64), None)
+        lo, span = np.array(rig.minimum, np.float32), rig.span.astype(np.float32)
+        controls = BlendshapeDrive.of(BUILTIN_AVATARS[name].spec).controls
+        alias_unit = torch.from_numpy((alias_read(name, train_data["blendshapes"]) - lo) / span)[:, controls]
         key_unit = None
-        if rigs is not None:
-            lo, span = np.array(rig.minimum, np.float32), rig.span.astype(np.float32)
+        idx = np.zeros(0, np.int64)
+        if k:
+            rng = np.random.default_rng(100 + i + 1000 * keyframe_draw)
+            idx, rigs = artist_keyframes(name, train_data["aus"], k, rng)  # (module docstring)
             key_unit = torch.from_numpy((rigs - lo) / span)
-        plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit)
+        plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit, unit_default(rig))
     trained = decoders if kind == "per_avatar" else model
     opt = torch.optim.AdamW(trained.parameters(), lr=2e-3, weight_decay=1e-4)
 
@@ -155,7 +134,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
     e = train_data["embeddings"].shape[1] if kind == "both" else 0
     for _ in range(steps):
         loss = torch.zeros(())
-        for name, (controls, alias_unit, idx, key_unit) in plan.items():
+        for name, (controls, alias_unit, idx, key_unit, default) in plan.items():
             batch = torch.randint(0, n, (64,), generator=g)
             inputs = x[batch]
             if kind == "both" and dropout > 0:  # input dropout: each half alone must also serve
@@ -165,7 +144,6 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
                 inputs[(drop >= dropout / 2) & (drop < dropout), e:] = 0
             z = unbounded(inputs, name)
             unit = z.clamp(0, 1)
-            default = unit_default(AvatarRig.from_spec(BUILTIN_AVATARS[name].spec))
             free = torch.ones(z.shape[1], dtype=torch.bool)
             if len(controls) and alias_weight > 0:
                 loss = loss + alias_weight * (unit[:, controls] - alias_unit[batch]).abs().mean()

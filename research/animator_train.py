@@ -137,14 +137,19 @@ def validation_errors(predict, names, work: Path, actors: ActorData) -> dict[str
 
 def simulated_keyframes(work: Path, actors: ActorData, name: str, k: int, seed: int = 0) -> RigPairs:
     """k artist keyframes on TRAINING images (see the module docstring: a simulated artist)."""
-    d = np.load(work / "actors.npz")
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(actors.inputs), k, replace=False)
-    avatar = BUILTIN_AVATARS[name]
-    rigs = avatar.expected_rig(d["train_aus"][VAL:][idx])
-    span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
-    rigs = avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
+    aus = np.load(work / "actors.npz")["train_aus"][VAL:]  # one row per actors.inputs row
+    idx, rigs = artist_keyframes(name, aus, k, np.random.default_rng(seed))
     return RigPairs(actors.inputs[idx], torch.from_numpy(rigs))
+
+
+def artist_keyframes(name: str, aus: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The simulated artist: k of the TRAINING actors (rows of `aus`, their action units) posed
+    by the ground-truth mapping plus 5% of each control's range of noise. (indices, rigs)."""
+    idx = rng.choice(len(aus), k, replace=False)
+    avatar = BUILTIN_AVATARS[name]
+    rigs = avatar.expected_rig(aus[idx])
+    span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
+    return idx, avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
 
 
 def added_parameters(model: SharedAnimator, args: argparse.Namespace) -> list[torch.nn.Parameter]:

@@ -76,8 +76,9 @@ class BlendshapeDrive:
         )
 
     def apply(self, values: np.ndarray, blendshapes: np.ndarray) -> np.ndarray:
+        """(..., n_controls) values with the aliased ones read from (..., 52) blendshapes."""
         out = values.astype(np.float32, copy=True)
-        out[self.controls] = self.low + np.clip(blendshapes[self.shapes], 0.0, 1.0) * self.span
+        out[..., self.controls] = self.low + np.clip(blendshapes[..., self.shapes], 0.0, 1.0) * self.span
         return out
 
 
