@@ -110,19 +110,21 @@ async def drive_actor(client: AsyncClient, jpegs: list[bytes], avatar_ids: list[
 
 async def run_load(address: str, jpegs: list[bytes], actors: int, avatar_ids: list[str], fps: float, seconds: float) -> LoadResult:
     async with AsyncClient(address) as client:
-        before = mesh_runs(await client.get_stats())
+        before = stage_runs(await client.get_stats())
         runs = await asyncio.gather(
             *(drive_actor(client, jpegs[a::actors] or jpegs, avatar_ids, fps, seconds) for a in range(actors))
         )
-        meshes = mesh_runs(await client.get_stats()) - before
+        meshes = stage_runs(await client.get_stats(), before)["mesh"]
     latencies = np.concatenate([r.latencies_ms for r in runs])
     sent = sum(r.sent for r in runs) * len(avatar_ids)
     return LoadResult(actors, len(avatar_ids), fps, sum(r.received for r in runs) / sent, percentiles(latencies),
                       round(meshes / (seconds * actors), 1))
 
 
-def mesh_runs(stats: stream_pb2.PipelineStats) -> int:
-    return sum(s.processed for s in stats.stages if s.name == "mesh")
+def stage_runs(stats: stream_pb2.PipelineStats, since: dict[str, int] | None = None) -> dict[str, int]:
+    """How many frames went through each stage (those counted in `since` taken off)."""
+    since = since or {}
+    return {s.name: s.processed - since.get(s.name, 0) for s in stats.stages}
 
 
 async def find_capacity(run: Callable[[int], Awaitable[LoadResult]], max_actors: int) -> list[LoadResult]:
@@ -208,7 +210,7 @@ async def bench_stream(
                 stats = await client.get_stats()
         finally:
             server.stop()
-    runs_before = {s.name: s.processed for s in stats_before.stages}
+    runs = stage_runs(stats, stage_runs(stats_before))
     held = [r for r in ladder if r.held]
     best = held[-1] if held else None
     return {
@@ -219,7 +221,7 @@ async def bench_stream(
              "mesh_rate_hz": r.mesh_rate_hz}
             for r in ladder
         ],
-        "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "runs": s.processed - runs_before.get(s.name, 0),
+        "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "runs": runs[s.name],
                                "dropped": s.dropped} for s in stats.stages},
         "frames_in": stats.frames_in - stats_before.frames_in,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},

@@ -139,6 +139,11 @@ class FrontTrack:
         self.slowdown = 1.0
 
     @property
+    def interval_s(self) -> float:
+        """How long the mesh waits between runs now."""
+        return self._min_interval_s * self.slowdown
+
+    @property
     def detector_runs(self) -> int:
         return self._track.detector_runs
 
@@ -151,7 +156,7 @@ class FrontTrack:
             time_s is not None
             and self._last is not None
             and self._last_time_s <= time_s < self._due_s
-            and time.monotonic() - self._ran_at < 2 * self._min_interval_s * self.slowdown
+            and time.monotonic() - self._ran_at < 2 * self.interval_s
         ):
             self.reused += 1
             return self._last
@@ -171,6 +176,6 @@ class FrontTrack:
             # due a little early (a tenth of the interval): frames at exactly the interval,
             # such as every other frame at 30 fps for 15 runs a second, then run as meant
             first = self._last_time_s == -math.inf
-            wait = self._min_interval_s * self.slowdown * (1.0 - (self._phase if first else 0.0) - 0.1)
+            wait = self.interval_s * (1.0 - (self._phase if first else 0.0) - 0.1)
             self._last_time_s, self._due_s = time_s, time_s + wait
         return self._last
