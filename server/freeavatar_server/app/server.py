@@ -22,7 +22,7 @@ from freeavatar._proto import (
     stream_pb2,
     stream_pb2_grpc,
 )
-from freeavatar.wire import MAX_MESSAGE_BYTES  # render samples and frames are images
+from freeavatar.wire import CHANNEL_OPTIONS
 from freeavatar_server.app.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.app.metrics import serve_metrics
 from freeavatar_server.avatars.builtin import install_builtin_avatars
@@ -102,8 +102,7 @@ class FreeAvatarServer:
             # RequestBounds innermost: a call without a valid key is refused unparsed.
             interceptors=[*([ApiKeyInterceptor(keys)] if keys else []), RequestBounds()],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                *CHANNEL_OPTIONS,  # the message limit both ends share
                 # Otherwise a second server on the same port silently shares its traffic.
                 ("grpc.so_reuseport", 0),
             ],
