@@ -24,8 +24,8 @@ controls (the live path's default reader with every other control at rest).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import torch
 from animator_train import artist_keyframes  # research/: the simulated artist
 
 from freeavatar_server.inference.animator import ANIMATOR_FILE
+from freeavatar_server.inference.shipped import ENCODER_CHECKPOINT
 from freeavatar_server.live.sessions import BlendshapeDrive
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from freeavatar_server.training.animator.data import (
@@ -46,6 +47,7 @@ from freeavatar_server.training.animator.encoding import (
     ENCODER_FILE,
     embed_images,
     load_frozen_encoder,
+    save_encoder_copy,
 )
 from freeavatar_server.training.animator.evaluate import (
     HELDOUT_SEED,
@@ -70,15 +72,32 @@ SHIPPED = Path("server/freeavatar_server/models/animator")
 SIZE = 192
 
 
+def weights_digest(encoder: torch.nn.Module) -> str:
+    """Names the encoder's weights, so cached embeddings are known to be its."""
+    digest = hashlib.sha256()
+    for name, value in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The actors (rendering and MediaPipe are the slow part, cached in `path`); their
+    embeddings are redone from the cached 96 px faces when another encoder made them."""
+    digest = weights_digest(encoder)
     if path.exists():
-        return dict(np.load(path))
+        data = dict(np.load(path))
+        if str(data.get("encoder", "")) != digest:
+            data["embeddings"], data["encoder"] = embed_images(encoder, data["small"]).numpy(), np.array(digest)
+            np.savez_compressed(path, **data)
+        return data
     started = time.time()
     actors = actor_images(n, identity_offset=offset, n_identities=identities, seed=seed, size=SIZE)
     small = np.stack([cv2.resize(im, (96, 96), interpolation=cv2.INTER_AREA) for im in actors.images])
     embeddings = embed_images(encoder, small).numpy()
     blendshapes = mediapipe_features("blendshapes")(actors.images)  # as the tracker reads a still face
-    data = {"embeddings": embeddings, "blendshapes": blendshapes, "aus": actors.action_units, "small": small}
+    data = {"embeddings": embeddings, "blendshapes": blendshapes, "aus": actors.action_units, "small": small,
+            "encoder": np.array(digest)}
     np.savez_compressed(path, **data)
     print(f"{path.name}: {n} actors in {time.time() - started:.0f} s", flush=True)
     return data
@@ -194,17 +213,20 @@ def main() -> None:
     p.add_argument("--ship", type=Path, default=None,
                    help="train the first --kinds/--keyframes setting and write it here as a servable animator "
                         "(animator.pt, the encoder it reads, ONNX graphs)")
+    p.add_argument("--encoder", type=Path, default=ENCODER_CHECKPOINT,
+                   help="the expression encoder whose embedding the animator reads (default: the package's)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(2)
     args.work.mkdir(parents=True, exist_ok=True)
-    encoder = load_frozen_encoder(SHIPPED / "encoder.pt")
+    encoder = load_frozen_encoder(args.encoder)
     train_data = build(args.work / "train.npz", args.train, TRAIN_IDENTITY_OFFSET, 300, 3, encoder)
     held = build(args.work / "heldout.npz", args.heldout, HELDOUT_IDENTITY_OFFSET, 60, HELDOUT_SEED, encoder)
     report: dict[str, object] = {}
-    shipped = load_animator(SHIPPED / "animator.pt")
-    with torch.no_grad():
-        report["shipped"] = {n: scores(n, shipped(torch.from_numpy(held["embeddings"]), n).numpy(), held["aus"]) for n in BUILTIN_AVATARS}
+    if weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder):  # reads this embedding
+        shipped = load_animator(SHIPPED / "animator.pt")
+        with torch.no_grad():
+            report["shipped"] = {n: scores(n, shipped(torch.from_numpy(held["embeddings"]), n).numpy(), held["aus"]) for n in BUILTIN_AVATARS}
     report["mediapipe_aliases"] = {n: scores(n, alias_read(n, held["blendshapes"]), held["aus"]) for n in BUILTIN_AVATARS}
     fit_data, val = train_data, None
     if args.val:
@@ -235,9 +257,7 @@ def main() -> None:
             args.ship.mkdir(parents=True, exist_ok=True)
             save_animator(model, args.ship / ANIMATOR_FILE, {"trained_by": "research/animator_direct.py",
                                                              "setting": row, "heldout": report[row]})
-            if (args.ship / ENCODER_FILE).resolve() != (SHIPPED / ENCODER_FILE).resolve():
-                shipped_encoder = SHIPPED / ENCODER_FILE
-                shutil.copyfile(shipped_encoder, args.ship / ENCODER_FILE)
+            save_encoder_copy(args.encoder, args.ship / ENCODER_FILE)  # the embedding space it reads
             export_runtime(args.ship)
             break
     (args.work / f"report{args.tag}.json").write_text(json.dumps(report, indent=1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from typer.testing import CliRunner
 
 from freeavatar_server.training.encoder.cli import encoder_app
@@ -76,3 +77,45 @@ def test_a_shipped_checkpoint_resumes_as_a_warm_restart(tmp_path):
     assert resumed["step"] == 5 and resumed["optimizer"] is not None
     assert [r["step"] for r in resumed["history"]][:3] == [1, 2, 3]  # the shipped run's history kept
     assert any(not torch.equal(resumed["model"][k], v) for k, v in shipped["model"].items())
+
+
+def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
+    """--init starts triplet tuning from an earlier encoder's weights with a fresh action-unit
+    read-out beside the triplet head (--au-weight); the read-out trains, and the exported graph
+    is still the embedding alone."""
+    import onnxruntime as ort
+    import torch
+
+    from freeavatar_server.synth.actors import N_AU
+    from freeavatar_server.training.encoder.export import export_onnx
+    from freeavatar_server.training.encoder.train import load_encoder
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_train_config(str(first), val_triplets=24).to_dict()))
+    runner = CliRunner()
+    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(first), "--stages", "mae,triplet"])
+    assert res.exit_code == 0, res.output
+    args = ["train", "--config", str(cfg_file), "--out", str(second), "--stages", "triplet", "--init", str(first / "triplet.pt"), "--au-weight", "1"]
+    res = runner.invoke(encoder_app, [*args, "--triplet-steps", "6"])
+    assert res.exit_code == 0, res.output
+
+    before, after = torch.load(first / "triplet.pt", weights_only=False), torch.load(second / "triplet.pt", weights_only=False)
+    assert after["model_config"]["au_units"] == N_AU and after["config"]["init"] == str(first / "triplet.pt")
+    assert after["step"] == 6 and [r["step"] for r in after["history"]][0] == 1  # a schedule of its own
+    assert all(k in after["model"] for k in before["model"]) and after["model"]["au_head.weight"].shape == (N_AU, 32)
+    losses = [r["unit_loss"] for r in after["history"]]
+    assert all(np.isfinite(losses)) and "val_unit_r" in after["history"][-1]
+
+    encoder = load_encoder(second / "triplet.pt")
+    onnx_path = export_onnx(encoder, tmp_path / "e.onnx")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [o.shape[1] for o in session.get_outputs()] == [16]
+    image = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        embedding, units = encoder(image, with_units=True)
+    assert units.shape == (2, N_AU)
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: image.numpy()})[0], embedding.numpy(), atol=1e-5)
+
+    res = runner.invoke(encoder_app, [*args[:-4], "--init", str(tmp_path / "missing.pt")])
+    assert res.exit_code != 0 and "--init" in res.output and "no checkpoint" in res.output

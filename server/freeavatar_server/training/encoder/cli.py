@@ -39,6 +39,8 @@ def train_encoder(
     threads: Annotated[int | None, typer.Option(help="torch threads per process.")] = None,
     stylised: Annotated[float | None, typer.Option(help="Share of synthetic people drawn as stylised characters (0-1).")] = None,
     mascots: Annotated[float | None, typer.Option(help="Share of synthetic faces drawn as mascots: critters, robots, blobs (0-1).")] = None,
+    au_weight: Annotated[float | None, typer.Option(help="Weight of the action-unit read-out's loss beside the triplet loss (0: triplets alone).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start triplet tuning from this encoder checkpoint instead of the MAE backbone.")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -52,12 +54,19 @@ def train_encoder(
         "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
         "triplet_steps": triplet_steps, "classifier_steps": classifier_steps,
-        "threads": threads, "stylised": stylised, "mascots": mascots,
+        "threads": threads, "stylised": stylised, "mascots": mascots, "au_weight": au_weight,
+        "init": str(init) if init else None,
     }  # fmt: skip
     keep_from_file = {"images", "fec_csv"}
     d = cfg.to_dict()
     d.update({k: v for k, v in overrides.items() if v is not None or (k in keep_from_file and not config)})
+    if d["au_weight"] > 0:
+        from freeavatar_server.synth.actors import N_AU  # lazy: synth loads torch
+
+        d["model"] = {**d["model"], "au_units": N_AU}
     cfg = TrainConfig.from_dict(d)
+    if cfg.init and not Path(cfg.init).exists():
+        raise typer.BadParameter(f"no checkpoint at {cfg.init}", param_hint="--init")
     for name, share in (("stylised", cfg.stylised), ("mascots", cfg.mascots)):
         if not 0.0 <= share <= 1.0:
             raise typer.BadParameter(f"must be between 0 and 1, got {share}", param_hint=f"--{name}")

@@ -40,6 +40,9 @@ class ModelConfig:
     # at the same token grid (ViT with an early-convolution stem, Xiao et al. 2021): it learns
     # small local detail (mouth corners, lids) much faster on CPU-sized budgets.
     stem: str = "conv"
+    # A linear read-out of the action units from the pooled features, trained beside the
+    # triplet head (dense supervision: every face tells every unit), never exported. 0: none.
+    au_units: int = 0
 
     @property
     def n_patches(self) -> int:
@@ -177,9 +180,18 @@ class ExpressionEncoder(nn.Module):
         # map, so head(bn(x)) is still one linear layer on the pooled tokens.
         self.head_norm = nn.BatchNorm1d(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.embed_dim)
+        self.au_head = nn.Linear(cfg.dim, cfg.au_units) if cfg.au_units else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.head_norm(self.backbone.pooled(images))), dim=-1)
+    def forward(self, images: torch.Tensor, with_units: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The unit-length embedding; with `with_units`, also the action-unit read-out (in the
+        standardised units training gives it)."""
+        pooled = self.head_norm(self.backbone.pooled(images))
+        embedding = F.normalize(self.head(pooled), dim=-1)
+        if not with_units:
+            return embedding
+        if self.au_head is None:
+            raise ValueError("this encoder has no action-unit head (ModelConfig.au_units is 0)")
+        return embedding, self.au_head(pooled)
 
 
 class MAEDecoder(nn.Module):
@@ -236,7 +248,8 @@ class MaskedAutoencoder(nn.Module):
         per_patch = ((pred - target) ** 2).mean(-1)
         # The head is unused in pretraining; a zero-weight term keeps DDP from complaining about
         # parameters that receive no gradient.
-        unused = sum(p.sum() for m in (self.encoder.head, self.encoder.head_norm) for p in m.parameters()) * 0.0
+        heads = [m for m in (self.encoder.head, self.encoder.head_norm, self.encoder.au_head) if m is not None]
+        unused = sum(p.sum() for m in heads for p in m.parameters()) * 0.0
         return (per_patch * mask).sum() / mask.sum() + unused, pred
 
 

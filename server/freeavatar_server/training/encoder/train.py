@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from freeavatar_server.synth.actors import N_AU, mirror_permutation
 from freeavatar_server.training.encoder import data as D
 from freeavatar_server.training.encoder.model import (
     EmotionClassifier,
@@ -38,6 +39,7 @@ from freeavatar_server.training.encoder.model import (
 )
 
 STAGES = ("mae", "triplet", "classifier")
+MIRROR = torch.from_numpy(mirror_permutation())
 VAL_IDENTITY_OFFSET = 500_000  # validation identities: never in training, never in the final eval
 
 
@@ -65,6 +67,13 @@ class TrainConfig:
     triplet_steps: int = 4000
     triplet_batch: int = 128  # faces per step; every clear triplet among them is labelled
     triplet_lr: float = 1e-3
+    # Dense supervision: the weight of an action-unit read-out's loss beside the triplet loss
+    # (each unit standardised, so the small ones count as much as a smile). The units train the
+    # encoder only. 0: triplets alone (the first shipped encoders).
+    au_weight: float = 0.0
+    # Start the triplet stage from this encoder checkpoint instead of the MAE backbone (a new
+    # schedule from step 0: a fine-tune, unlike --resume, which continues a run's own one).
+    init: str | None = None
     classifier_steps: int | None = 800  # None: triplet_steps
     classifier_batch: int = 128
     weight_decay: float = 0.05
@@ -461,21 +470,65 @@ def _init_from_mae(cfg: TrainConfig, backbone: nn.Module) -> None:
     backbone.load_state_dict(load_encoder(path).backbone.state_dict())
 
 
-def _augment_batch(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _augment_batch(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, bool]:
+    """The augmented batch, and whether it was mirrored."""
     if not cfg.augment:
-        return x
+        return x, False
     # one mirror decision for the whole batch: mirroring every face keeps which expressions
     # are alike (the mirror swaps left and right action units, an isometry of AU space);
     # mirroring some of them would not
-    return augment(x, gen, flip=torch.full((len(x),), bool(torch.rand(1, generator=gen) < 0.5)))
+    mirrored = bool(torch.rand(1, generator=gen) < 0.5)
+    return augment(x, gen, flip=torch.full((len(x),), mirrored)), mirrored
+
+
+def _init_from_encoder(path: Path, model: ExpressionEncoder) -> None:
+    """Every weight of an earlier encoder of the same architecture; an action-unit head it
+    lacks starts fresh."""
+    state = {k: v for k, v in load_encoder(path).state_dict().items() if not k.startswith("au_head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("au_head.") for k in missing):
+        raise ValueError(f"{path} is another architecture than this run's model (its config differs)")
+
+
+@dataclass(frozen=True)
+class UnitScale:
+    """Each action unit's mean and spread over the training expressions: the read-out learns
+    standardised units, so a dimple's small range weighs as much as a jaw drop's."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of_training_expressions(cls, seed: int, n: int = 20_000) -> UnitScale:
+        expr, _ = D.stream_expressions(n, np.random.default_rng([seed, 99]))
+        return cls(torch.from_numpy(expr.mean(0)).float(), torch.from_numpy(expr.std(0)).float().clamp(min=1e-3))
+
+    def standardise(self, expr: torch.Tensor) -> torch.Tensor:
+        return (expr - self.mean) / self.std
+
+
+def unit_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Mean per-unit Pearson r (units that never vary in `truth` left out)."""
+    p, t = predicted - predicted.mean(0), truth - truth.mean(0)
+    denom = np.sqrt((p**2).sum(0) * (t**2).sum(0))
+    ok = denom > 1e-9
+    return float(((p * t).sum(0)[ok] / denom[ok]).mean())
 
 
 def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageSpec:
-    """Triplet tuning from the MAE backbone: rows of an FEC CSV, or every clear triplet among
-    fresh synthetic faces labelled by the simulated annotator."""
+    """Triplet tuning from the MAE backbone (or `init`): rows of an FEC CSV, or every clear
+    triplet among fresh synthetic faces labelled by the simulated annotator, and with
+    `au_weight` the faces' action units through the read-out."""
     torch.manual_seed(cfg.seed + 1)
     model = ExpressionEncoder(cfg.model)
-    _init_from_mae(cfg, model.backbone)
+    if cfg.init:
+        _init_from_encoder(Path(cfg.init), model)
+    else:
+        _init_from_mae(cfg, model.backbone)
+    dense = cfg.au_weight > 0
+    if dense and (cfg.model.au_units != N_AU or cfg.fec_csv):
+        raise ValueError(f"au_weight needs synthetic triplets and model.au_units = {N_AU}")
+    scale = UnitScale.of_training_expressions(cfg.seed) if dense else None
     fec = D.load_fec_csv(Path(cfg.fec_csv), cfg.model.img_size) if cfg.fec_csv else None
     margins = torch.tensor([0.0, D.MARGINS[1], D.MARGINS[2], D.MARGINS[3]])
 
@@ -483,7 +536,7 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageS
         rows = rng.integers(0, len(fec), cfg.triplet_batch // 3)
         # embed each distinct face once; every triplet then indexes into the batch
         faces, local = np.unique(fec.index[rows].reshape(-1), return_inverse=True)
-        emb = m(_augment_batch(cfg, D.to_tensor(fec.pool.images[faces]), gen))[torch.from_numpy(local.reshape(-1, 3))]
+        emb = m(_augment_batch(cfg, D.to_tensor(fec.pool.images[faces]), gen)[0])[torch.from_numpy(local.reshape(-1, 3))]
         odd = fec.odd[rows]
         loss = symmetric_triplet_loss(emb, torch.from_numpy(odd), margins[torch.from_numpy(fec.kind[rows])])
         return loss, {"train_acc": float(triplet_correct(emb.detach().numpy(), odd).mean())}
@@ -492,13 +545,24 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageS
         if batch is None:
             return fec_loss(m, rng, gen)
         images, expr, classes = batch
-        emb = m(_augment_batch(cfg, D.to_tensor(images), gen))
-        loss, wrong = all_triplet_loss(emb, torch.from_numpy(expr), torch.from_numpy(classes))
-        return loss, {"train_acc": round(1.0 - wrong, 4)}
+        (x, mirrored), units = _augment_batch(cfg, D.to_tensor(images), gen), torch.from_numpy(expr)
+        if not dense:
+            emb = m(x)
+            loss, wrong = all_triplet_loss(emb, units, torch.from_numpy(classes))
+            return loss, {"train_acc": round(1.0 - wrong, 4)}
+        emb, read = m(x, with_units=True)
+        loss, wrong = all_triplet_loss(emb, units, torch.from_numpy(classes))
+        seen = units[:, MIRROR] if mirrored else units  # a mirrored face's left units are its right
+        unit_loss = F.mse_loss(read, scale.standardise(seen))
+        return loss + cfg.au_weight * unit_loss, {"train_acc": round(1.0 - wrong, 4), "unit_loss": round(float(unit_loss.detach()), 4)}
 
     def validate(m: nn.Module) -> dict:
         r = triplet_accuracy(m, val)
-        return {"val_acc_all": round(r["all"], 4), "val_acc_unamb": round(r["unambiguous"], 4)}
+        out = {"val_acc_all": round(r["all"], 4), "val_acc_unamb": round(r["unambiguous"], 4)}
+        if dense:
+            read = embed_images(lambda x: m(x, with_units=True)[1], val.pool.images)
+            out["val_unit_r"] = round(unit_correlation(read, val.pool.expressions), 4)
+        return out
 
     stream = None if fec is not None else stream_spec(cfg, d, "triplet", cfg.triplet_batch, cfg.triplet_steps)
     return StageSpec("triplet", model, cfg.triplet_steps, cfg.triplet_lr, batch_loss, validate if val else None, stream)
