@@ -84,7 +84,7 @@ def read_labels(path: Path = SET_DIR / "labels.csv") -> list[LabelledFace]:
     faces = []
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            labels = {k: int(row[k]) for k in (*LABELS, "neutral") if row.get(k, "").strip()}
+            labels = {k: int(row[k]) for k in (*LABELS, "neutral", "grimace") if row.get(k, "").strip()}
             box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
             faces.append(LabelledFace(row["photo"], box, row["split"], labels, row.get("notes", "")))
     return faces
@@ -206,9 +206,17 @@ class Tally:
     shown: dict[str, Judged] = field(default_factory=lambda: {label: Judged() for label in LABELS})
     absent: dict[str, Judged] = field(default_factory=lambda: {label: Judged() for label in LABELS})
     neutral: Judged = field(default_factory=Judged)
+    # a crying or grimacing face that does not smile must not smile on the avatar (MediaPipe's
+    # blendshapes read a grimace's stretched mouth as a smile): already among `absent` smiles,
+    # counted apart because telling the two apart is what a reader is for
+    grimace_not_smiling: Judged = field(default_factory=Judged)
 
     def add(self, labels: dict[str, int], moved: dict[str, bool]) -> None:
+        if labels.get("grimace") == 1 and labels.get("smile") == 0:
+            self.grimace_not_smiling.add(not moved["smile"])
         for label, truth in labels.items():
+            if label == "grimace":
+                continue
             if label == "neutral":
                 if truth == 1:
                     self.neutral.add(not any(moved.values()))
@@ -233,6 +241,7 @@ class Tally:
             "moved_when_shown": {k: [j.right, j.judged] for k, j in self.shown.items() if j.judged},
             "still_when_absent": {k: [j.right, j.judged] for k, j in self.absent.items() if j.judged},
             "neutral_still": [self.neutral.right, self.neutral.judged],
+            "grimace_not_smiling": [self.grimace_not_smiling.right, self.grimace_not_smiling.judged],
         }
 
 
