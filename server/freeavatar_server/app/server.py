@@ -32,7 +32,7 @@ from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.sessions import SessionRegistry
 from freeavatar_server.live.streams import LiveStreams
-from freeavatar_server.store import Store, StoreError, StoreUnusable
+from freeavatar_server.store import SqliteStore, Store, StoreError, StoreUnusable
 from freeavatar_server.transport.auth import ApiKeyInterceptor, Callers
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import AvatarService
@@ -74,7 +74,7 @@ class FreeAvatarServer:
         config = self.config
         self._loop = asyncio.get_running_loop()
         try:
-            self._store = Store(config.store_path, on_unusable=self._store_unusable)
+            self._store = SqliteStore(config.store_path, on_unusable=self._store_unusable)
         except StoreError as error:  # a corrupt, empty or read-only file: named, with the fix
             raise ConfigError(str(error)) from None
         if config.builtin_avatars:
