@@ -96,6 +96,27 @@ def serve(
     encoder: Annotated[
         Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FREEAVATAR_CLUSTER",
+            help="Join a cluster: its NATS, nats://HOST:4222 (with --store; docs/cluster.md).",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FREEAVATAR_STORE",
+            help="The cluster's PostgreSQL, postgresql://USER@HOST:5432/DB; the password from PGPASSWORD or PGPASSFILE.",
+        ),
+    ] = None,
+    cluster_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FREEAVATAR_CLUSTER_CREDENTIALS",
+            help="NATS credentials file (.creds); or FREEAVATAR_NATS_USER and FREEAVATAR_NATS_PASSWORD.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run the FreeAvatar server until Ctrl-C or SIGTERM."""
@@ -126,6 +147,9 @@ def serve(
         max_streams_per_key=max_streams_per_key,
         max_peers_per_key=max_peers_per_key,
         builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
+        cluster_url=cluster,
+        store_url=store,
+        cluster_credentials=cluster_credentials,
     )
     try:
         asyncio.run(run_server(config))

@@ -201,7 +201,7 @@ class WebRtcService:
         description = parse_offer(offer)
         if not any(m.kind == "application" for m in description.media):
             raise BadOffer(f"the offer has no data channel (m=application) to carry rig frames; open one labelled {LABEL!r}")
-        session = self._sessions.enter(session_id, token)
+        session = await self._live.enter(session_id, token)
         avatar_ids = frozenset([await self._avatar_id(a) for a in avatars])
         async with contextlib.AsyncExitStack() as held:
             held.callback(self._tally.take(caller))
@@ -240,7 +240,7 @@ class WebRtcService:
             wanted = AnimateTarget(target.session_id, target.token, target.actor_id, tuple(avatar_ids))
             session, actor_id = await self._live.animate_target(wanted)
             return session, actor_id, False
-        session = self._sessions.enter(target.session_id, target.token)
+        session = await self._live.enter(target.session_id, target.token)
         actor = await self._live.join(target.session_id, target.token, target.actor_name, [stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids])
         return session, actor.id, True
 
