@@ -13,6 +13,8 @@ from nats.errors import SlowConsumerError
 
 log = logging.getLogger(__name__)
 
+START_ATTEMPTS = 3
+
 
 class ClusterUnreachable(Exception):
     """NATS could not be reached at start; the message names it and what to check."""
@@ -33,6 +35,9 @@ class ClusterBus:
         self.nc: Client | None = None
         self.problem: str | None = None  # why NATS is unusable now; None while connected
         self.slow_consumer_drops = 0  # messages NATS dropped because a subscription fell behind
+        self._closing = False
+        self._started = False
+        self._last_error: Exception | None = None
 
     @property
     def connected(self) -> bool:
@@ -46,7 +51,9 @@ class ClusterBus:
                 name=settings.name,
                 no_echo=True,  # a server hears its own frames in-process, not back from NATS
                 connect_timeout=2,
-                max_reconnect_attempts=-1,  # NATS comes back: so does this server
+                # a few tries at start, then refuse to start (an address mistyped says so at
+                # once); once connected, reconnect forever, below
+                max_reconnect_attempts=START_ATTEMPTS,
                 reconnect_time_wait=0.5,
                 user_credentials=str(settings.credentials_file) if settings.credentials_file else None,
                 user=settings.user,
@@ -57,13 +64,18 @@ class ClusterBus:
                 allow_reconnect=True,
             )
         except Exception as error:  # nats-py raises its own, OSError or TimeoutError by cause
+            cause = self._last_error or error
             raise ClusterUnreachable(
-                f"cannot reach NATS at {settings.url} ({type(error).__name__}: {error}): check that "
+                f"cannot reach NATS at {settings.url} ({type(cause).__name__}: {cause}): check that "
                 "nats-server runs there and lets this server in"
             ) from None
+        # NATS comes back after an outage: so does this server (nats-py keeps its options here)
+        self.nc.options["max_reconnect_attempts"] = -1
+        self._started = True
         return self.nc
 
     async def stop(self) -> None:
+        self._closing = True  # closing disconnects: that is no problem to report
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
         self.nc = None
@@ -72,9 +84,14 @@ class ClusterBus:
         if isinstance(error, SlowConsumerError):
             self.slow_consumer_drops += 1  # counted, like every other drop on the live path
             return
+        if not self._started:  # start's own error says it, once
+            self._last_error = error
+            return
         log.warning("NATS at %s: %s", self.settings.url, error)
 
     async def _disconnected(self) -> None:
+        if self._closing:
+            return
         self.problem = f"lost the connection to NATS at {self.settings.url}; reconnecting"
         log.error("%s", self.problem)
 

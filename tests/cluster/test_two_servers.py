@@ -1,0 +1,85 @@
+"""Two servers of one cluster in this process (real NATS, real PostgreSQL, real gRPC on
+loopback): a session made on one is served by the other, frames cross, and changes travel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from freeavatar import AsyncClient
+from freeavatar.errors import NotFound, StreamEnded
+from freeavatar_server.app.config import ConfigError
+from freeavatar_server.app.server import FreeAvatarServer
+from freeavatar_server.tools.cluster_services import LocalNats
+from tests.conftest import loopback_config, paced
+
+
+def cluster_config(data_dir: Path, nats: LocalNats, store_url: str, **overrides: object):
+    return loopback_config(data_dir, cluster_url=nats.url, store_url=store_url, **overrides)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, nats: LocalNats, store_url: str) -> AsyncIterator[list[tuple[FreeAvatarServer, AsyncClient]]]:
+    shared = tmp_path / "shared"  # the data dir every server of the cluster mounts
+    servers = []
+    for _ in range(2):
+        server = FreeAvatarServer(cluster_config(shared, nats, store_url, builtin_avatars=("robot",)))
+        await server.start()
+        servers.append((server, AsyncClient(f"127.0.0.1:{server.port}")))
+    yield servers
+    for server, client in servers:
+        await client.close()
+        await server.stop(grace=0)
+
+
+async def test_a_session_made_on_one_server_streams_to_a_subscriber_on_the_other(pair, clip) -> None:
+    (_, a), (_, b) = pair
+    robot = next(x for x in await a.list_avatars() if x.name == "robot")
+    assert [x.id for x in await b.list_avatars()] == [robot.id]  # one registry
+    session = await a.create_session("meeting")
+    actor = await a.join_session(session.id, [robot.id], "ada", token=session.token)
+    heard = b.subscribe(session.id, token=session.token)
+    received = []
+
+    async def listen() -> None:
+        async for frame in heard:
+            received.append(frame)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)  # the subscription reaches NATS
+    sent = [f async for f in a.animate(paced(clip), session_id=session.id, actor_id=actor.id, token=session.token)]
+    await asyncio.sleep(0.3)
+    await heard.aclose()
+    await asyncio.gather(listener, return_exceptions=True)
+    assert sent and len(received) >= len(sent) - 2  # loopback: nothing lost but the last in flight
+    assert [f.sequence for f in received] == sorted(f.sequence for f in received)
+    assert received[0].controls is not None and received[0].controls.avatar_name == "robot"
+    assert {f.actor_id for f in received} == {actor.id}
+    # the actor may stream through either server: the session and actor are in PostgreSQL
+    again = [f async for f in b.animate(paced(clip[:5]), session_id=session.id, actor_id=actor.id, token=session.token)]
+    assert again
+    # closing on one server ends the other's subscribers with SESSION_CLOSED
+    late = b.subscribe(session.id, token=session.token)
+    ending = asyncio.create_task(anext(aiter(late), None))
+    await asyncio.sleep(0.3)
+    await a.close_session(session.id, token=session.token)
+    with pytest.raises(StreamEnded) as ended:
+        await asyncio.wait_for(ending, 5)
+    assert ended.value.reason == "SESSION_CLOSED"
+    with pytest.raises(NotFound):
+        await b.get_session(session.id)
+
+
+async def test_cluster_settings_are_checked(tmp_path: Path, nats: LocalNats, store_url: str) -> None:
+    with pytest.raises(ConfigError, match="go together"):
+        FreeAvatarServer(loopback_config(tmp_path, cluster_url=nats.url))
+    with pytest.raises(ConfigError, match="carries a password"):
+        FreeAvatarServer(cluster_config(tmp_path, nats, "postgresql://u:secret@127.0.0.1/db"))
+    with pytest.raises(ConfigError, match="carries credentials"):
+        FreeAvatarServer(loopback_config(tmp_path, cluster_url="nats://u:p@127.0.0.1:4222", store_url=store_url))
+    server = FreeAvatarServer(loopback_config(tmp_path, cluster_url="nats://127.0.0.1:1", store_url=store_url))
+    with pytest.raises(ConfigError, match="cannot reach NATS at nats://127.0.0.1:1"):
+        await server.start()
