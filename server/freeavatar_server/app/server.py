@@ -226,27 +226,20 @@ class FreeAvatarServer:
     async def _join_cluster(self) -> None:
         """Open the cluster's PostgreSQL store and connect to its NATS; ConfigError naming the
         one that cannot be reached."""
-        # lazy: nats-py and psycopg, the [cluster] extra, only for a server that joins a cluster
-        from freeavatar_server.cluster.bus import ClusterUnreachable, NatsSettings
-        from freeavatar_server.cluster.node import ClusterNode
-        from freeavatar_server.store_postgres import PostgresStore
+        # lazy: nats-py and psycopg (the [cluster] extra), imported only to join a cluster
+        from freeavatar_server.cluster.node import ClusterUnreachable, join_cluster
 
         config = self.config
         assert config.cluster_url is not None and config.store_url is not None
-        try:
-            store = await asyncio.to_thread(PostgresStore, config.store_url)
-        except StoreError as error:
-            raise ConfigError(str(error)) from None
         user, password = config.nats_user_password
-        settings = NatsSettings(config.cluster_url, self.server_id, config.cluster_credentials, user, password)
-        node = ClusterNode(settings, store)
         try:
-            await node.connect()
-        except ClusterUnreachable as error:
-            store.close()
+            node = await join_cluster(
+                config.cluster_url, config.store_url, self.server_id, config.cluster_credentials, user, password
+            )
+        except (StoreError, ClusterUnreachable) as error:  # named, with what to check
             raise ConfigError(str(error)) from None
-        self._store, self._cluster = store, node
-        log.info("in a cluster as %s: NATS at %s, %s", self.server_id, config.cluster_url, store.where)
+        self._store, self._cluster = node.store, node
+        log.info("in a cluster as %s: NATS at %s, %s", self.server_id, config.cluster_url, node.store.where)
 
     async def _leave_cluster(self) -> None:
         if self._cluster is not None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from freeavatar_server.cluster.bus import ClusterBus, NatsSettings
+from freeavatar_server.cluster.bus import ClusterBus, ClusterUnreachable, NatsSettings
 from freeavatar_server.cluster.jobs import ClusterJobQueue, JobTimings
 from freeavatar_server.cluster.sessions import ClusterSessions
 from freeavatar_server.store import StoreError
@@ -27,6 +28,29 @@ HEALTH_CHECK_S = 1.0
 
 AvatarHandler = Callable[[str], Awaitable[None]]  # takes an avatar id
 HealthHandler = Callable[[str | None], Awaitable[None]]  # None: healthy; else what is wrong
+
+
+__all__ = ["ClusterNode", "ClusterUnreachable", "join_cluster"]
+
+
+async def join_cluster(
+    nats_url: str,
+    store_url: str,
+    server_id: str,
+    credentials_file: Path | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> ClusterNode:
+    """Open the cluster's PostgreSQL store and connect to its NATS: StoreUnusable or
+    ClusterUnreachable, naming the one that cannot be reached, if not."""
+    store = await asyncio.to_thread(PostgresStore, store_url)
+    node = ClusterNode(NatsSettings(nats_url, server_id, credentials_file, user, password), store)
+    try:
+        await node.connect()
+    except BaseException:
+        store.close()
+        raise
+    return node
 
 
 class ClusterNode:
