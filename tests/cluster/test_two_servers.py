@@ -4,12 +4,14 @@ loopback): a session made on one is served by the other, frames cross, and chang
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from freeavatar import AsyncClient
+from freeavatar import AsyncClient, JobKind, JobState, ModelKind
+from freeavatar._proto import job_pb2
 from freeavatar.errors import NotFound, StreamEnded
 from freeavatar_server.app.config import ConfigError
 from freeavatar_server.app.server import FreeAvatarServer
@@ -83,3 +85,39 @@ async def test_cluster_settings_are_checked(tmp_path: Path, nats: LocalNats, sto
     server = FreeAvatarServer(loopback_config(tmp_path, cluster_url="nats://127.0.0.1:1", store_url=store_url))
     with pytest.raises(ConfigError, match="cannot reach NATS at nats://127.0.0.1:1"):
         await server.start()
+
+
+async def test_a_new_model_version_reaches_the_other_server_without_a_restart(pair, tmp_path: Path) -> None:
+    (server_a, a), (server_b, _) = pair
+    robot = next(x for x in await a.list_avatars() if x.name == "robot")
+    models_b = server_b._live.models
+    await models_b.ensure(robot.id)
+    first = models_b.animator_ref(robot.id).path
+    shared = tmp_path / "shared"
+    second_dir = shared / "models" / robot.id / "animator" / "second"
+    shutil.copytree(Path(first), second_dir)
+    store = server_a._store
+    await asyncio.to_thread(
+        store.publish_model, "", robot.id, ModelKind.ANIMATOR.value, {}, str(second_dir.relative_to(shared))
+    )  # stored, told to nobody yet
+    await a.activate_model_version(robot.id, ModelKind.ANIMATOR, 2)  # through A: B hears of it
+    for _ in range(50):
+        if models_b.animator_ref(robot.id).path == str(second_dir):
+            break
+        await asyncio.sleep(0.1)
+    assert models_b.animator_ref(robot.id).path == str(second_dir)
+
+
+async def test_a_job_whose_server_stopped_beating_fails_naming_it(pair) -> None:
+    (server_a, a), _ = pair
+    store = server_a._store
+    job = await asyncio.to_thread(store.add_job, JobKind.RENDERER_TRAINING.value, [], job_pb2.TrainingOptions())
+    # a server that claimed the job and started it, then died: its heartbeat is 10 s old
+    await asyncio.to_thread(store.heartbeat, "gone-server")
+    assert await asyncio.to_thread(store.claim_job, "gone-server") == job.id
+    await asyncio.to_thread(store.update_job, job.id, state=job_pb2.JOB_STATE_RUNNING)
+    with store._locked() as db:
+        db.execute("UPDATE servers SET heartbeat_at = now() - interval '10 seconds' WHERE id = 'gone-server'")
+    final = await asyncio.wait_for(a.wait_job(job.id), timeout=10)  # a live server's reaper
+    assert final.state == JobState.FAILED
+    assert final.error == "the server gone-server running the job stopped (no heartbeat for 5 s)"
