@@ -104,12 +104,13 @@ class LocalPostgres:
             raise ServiceUnavailable("PostgreSQL is not installed (apt-get install postgresql)")
         as_user = self._as_user()
         data = self.directory / "data"
-        done = subprocess.run(
-            [*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "freeavatar", "--no-sync", "-E", "UTF8"],
-            capture_output=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise ServiceUnavailable(f"initdb failed: {done.stderr.decode(errors='replace').strip()[-400:]}")
+        if not data.exists():  # else: started again after `stop(remove=False)`
+            done = subprocess.run(
+                [*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "freeavatar", "--no-sync", "-E", "UTF8"],
+                capture_output=True,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise ServiceUnavailable(f"initdb failed: {done.stderr.decode(errors='replace').strip()[-400:]}")
         self.port = self.port or free_port()
         self.process = subprocess.Popen(
             [
@@ -117,7 +118,7 @@ class LocalPostgres:
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off",
             ],
-            stdout=subprocess.DEVNULL, stderr=(self.directory / "postgres.log").open("wb"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for_port(self.port, self.process, "postgres")
         return self
@@ -137,10 +138,20 @@ class LocalPostgres:
                     raise
                 time.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, remove: bool = True) -> None:
+        """Stop the server; `remove=False` keeps its data for `start` to run it again."""
+        pg_ctl = postgres_binary("pg_ctl")
+        if self.process is not None and self.process.poll() is None and pg_ctl is not None:
+            # a fast shutdown ends the clients' connections: a plain SIGTERM (a "smart" one)
+            # would wait for every client to hang up first
+            subprocess.run(
+                [*self._as_user(), str(pg_ctl), "stop", "-D", str(self.directory / "data"), "-m", "fast", "-w"],
+                capture_output=True, timeout=30,
+            )  # fmt: skip
         _end(self.process)
         self.process = None
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _as_user(self) -> list[str]:
         """PostgreSQL will not run as root: as root, run it as the package's `postgres` user."""
