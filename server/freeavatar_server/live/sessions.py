@@ -230,6 +230,7 @@ class Session:
     subscriptions: set[RigSubscription] = field(default_factory=set)
     release: Callable[[], None] = lambda: None  # gives back its place under the caller's cap
     link: SessionLink | None = None  # in a cluster: the other servers (not for private sessions)
+    _listeners: set[RigSubscription] = field(default_factory=set)  # those that want other servers' frames
 
     def join(self, name: str, bindings: dict[str, Binding]) -> Actor:
         actor = Actor(uuid.uuid4().hex, name, bindings)
@@ -258,14 +259,20 @@ class Session:
     ) -> RigSubscription:
         subscription = RigSubscription(avatar_ids, capacity, actor_id, batched)
         self.subscriptions.add(subscription)
-        if self.link is not None and len(self.subscriptions) == 1:
-            self.link.listening(self, True)
+        # An animate call hears only its own actor, who streams here: other servers' frames
+        # are of no use to it. Anyone else may want frames made on another server.
+        actor = self.actors.get(actor_id)
+        if self.link is not None and not (actor is not None and actor.streaming):
+            self._listeners.add(subscription)
+            if len(self._listeners) == 1:
+                self.link.listening(self, True)
         return subscription
 
     def unsubscribe(self, subscription: RigSubscription) -> None:
-        if subscription in self.subscriptions:
-            self.subscriptions.discard(subscription)
-            if self.link is not None and not self.subscriptions:
+        self.subscriptions.discard(subscription)
+        if subscription in self._listeners:
+            self._listeners.discard(subscription)
+            if self.link is not None and not self._listeners:
                 self.link.listening(self, False)
 
     def publish(self, frames: list[tuple[Binding, rig_pb2.RigFrame]]) -> None:
@@ -288,9 +295,10 @@ class Session:
     def close(self, end: StreamEnd) -> None:
         for subscription in self.subscriptions:
             subscription.close(end)
-        if self.link is not None and self.subscriptions:
+        if self.link is not None and self._listeners:
             self.link.listening(self, False)
         self.subscriptions.clear()
+        self._listeners.clear()
         self.release()
 
     def to_proto(self, with_token: bool = False) -> stream_pb2.Session:
