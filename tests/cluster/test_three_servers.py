@@ -121,6 +121,8 @@ async def test_three_servers_and_one_killed(servers: dict[str, ServerProcess], c
     try:
         avatars = {x.name: x.id for x in await at_a.list_avatars()}
         failed_job = await at_c.train_renderer(avatars["robot"])  # no samples: fails, with its record
+        failed_job = await asyncio.wait_for(at_c.wait_job(failed_job.id), 60)  # before A may die with it
+        assert failed_job.state == JobState.FAILED and "samples" in failed_job.error
         session = await at_a.create_session("meeting")
         ada = await at_a.join_session(session.id, [avatars["robot"]], "ada", token=session.token)
         bob = await at_b.join_session(session.id, [avatars["cartoon"]], "bob", token=session.token)
@@ -176,8 +178,7 @@ async def test_three_servers_and_one_killed(servers: dict[str, ServerProcess], c
         a.start()
         await a.serving()
         assert {x.name: x.id for x in await at_a.list_avatars()} == avatars
-        record = await at_a.get_job(failed_job.id)
-        assert record.state == JobState.FAILED and "samples" in record.error
+        assert await at_a.get_job(failed_job.id) == failed_job
         assert (await at_a.get_session(session.id)).id == session.id
     finally:
         stop.set()

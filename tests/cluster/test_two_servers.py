@@ -60,6 +60,8 @@ async def test_a_session_made_on_one_server_streams_to_a_subscriber_on_the_other
     assert [f.sequence for f in received] == sorted(f.sequence for f in received)
     assert received[0].controls is not None and received[0].controls.avatar_name == "robot"
     assert {f.actor_id for f in received} == {actor.id}
+    cluster = next(s for s in (await b.get_stats()).stages if s.name == "cluster")
+    assert cluster.processed >= len(received) and cluster.dropped == 0  # what crossed, what was lost
     # the actor may stream through either server: the session and actor are in PostgreSQL
     again = [f async for f in b.animate(paced(clip[:5]), session_id=session.id, actor_id=actor.id, token=session.token)]
     assert again

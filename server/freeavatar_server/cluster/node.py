@@ -70,7 +70,7 @@ class ClusterNode:
     async def connect(self) -> None:
         """Connect to NATS (ClusterUnreachable if it cannot) and make the session link."""
         nc = await self.bus.start()
-        self.sessions = ClusterSessions(self.store, nc)
+        self.sessions = ClusterSessions(self.store, nc, lambda: self.bus.slow_consumer_drops)
 
     def make_job_queue(self, stop_here: Callable[[str], None]) -> ClusterJobQueue:
         assert self.bus.nc is not None, "connect first"

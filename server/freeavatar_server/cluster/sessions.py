@@ -36,9 +36,10 @@ class ClusterSessions:
     """The SessionLink of a cluster's server; owns its writer task and its refreshes (`start`,
     `stop`). `attach` the server's LiveStreams before serving."""
 
-    def __init__(self, store: PostgresStore, nc: Client) -> None:
+    def __init__(self, store: PostgresStore, nc: Client, slow_consumer_drops: Callable[[], int] = lambda: 0) -> None:
         self._store = store
         self._nc = nc
+        self._slow_consumer_drops = slow_consumer_drops  # NATS's client's count (the bus keeps it)
         self.fanout = NatsFanout(nc, self._deliver)
         self._live: LiveStreams | None = None
         self._writes: asyncio.Queue[tuple[Callable[[], Awaitable[None]], asyncio.Future[None]]] = asyncio.Queue()
@@ -87,6 +88,14 @@ class ClusterSessions:
 
     def closed(self, session: Session) -> None:
         self._enqueue(lambda: asyncio.to_thread(self._store.delete_session, session.id), session.id)
+
+    def stage(self) -> stream_pb2.StageStats:
+        stats = self.fanout.stats
+        return stream_pb2.StageStats(
+            name="cluster",
+            processed=stats.received,
+            dropped=stats.outbox_drops + self._slow_consumer_drops() + self.stale_frames,
+        )
 
     async def fetch(self, session_id: str) -> None:
         async with self._lock(session_id):

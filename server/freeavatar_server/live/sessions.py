@@ -212,6 +212,11 @@ class SessionLink(Protocol):
         """The session was closed here (not merely this server stopping)."""
         ...
 
+    def stage(self) -> stream_pb2.StageStats:
+        """The link as a stage of the live path, named "cluster": frames from other servers
+        (processed) and frames lost between servers (dropped), for the stats and metrics."""
+        ...
+
     async def fetch(self, session_id: str) -> None:
         """Bring this server's copy of a session another server created (and its actors) up to
         date, adopting it into the registry; nothing if the cluster has no such session."""

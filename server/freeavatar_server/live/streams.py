@@ -222,8 +222,10 @@ class LiveStreams:
     def snapshot(self) -> stream_pb2.PipelineStats:
         """Per-stage timings and counters now; call on the event loop, which owns them."""
         sessions = self.sessions.sessions(include_private=True)
+        link = self.sessions.link
         return stream_pb2.PipelineStats(
-            stages=[stats.to_proto(name) for name, stats in self.stats.stages.items()],
+            stages=[stats.to_proto(name) for name, stats in self.stats.stages.items()]
+            + ([link.stage()] if link is not None else []),
             frames_in=self.stats.frames_in,
             frames_out=self.stats.frames_out,
             subscriber_drops=self.stats.retired_subscriber_drops
