@@ -261,13 +261,13 @@ class Session:
         capacity: int = DEFAULT_CAPACITY,
         actor_id: str = "",
         batched: bool = False,
+        own_stream: bool = False,
     ) -> RigSubscription:
+        """`own_stream`: the subscription of the stream that feeds `actor_id` here (an animate
+        call, a WHIP peer), which never wants frames made on another server."""
         subscription = RigSubscription(avatar_ids, capacity, actor_id, batched)
         self.subscriptions.add(subscription)
-        # An animate call hears only its own actor, who streams here: other servers' frames
-        # are of no use to it. Anyone else may want frames made on another server.
-        actor = self.actors.get(actor_id)
-        if self.link is not None and not (actor is not None and actor.streaming):
+        if self.link is not None and not own_stream:
             self._listeners.add(subscription)
             if len(self._listeners) == 1:
                 self.link.listening(self, True)

@@ -209,9 +209,11 @@ class LiveStreams:
         avatar_ids: frozenset[str] = frozenset(),
         actor_id: str = "",
         batched: bool = False,
+        own_stream: bool = False,
     ) -> RigSubscription:
-        """A subscription to the session's rig frames (release it with `retire`)."""
-        return session.subscribe(avatar_ids, SUBSCRIBER_BUFFER, actor_id=actor_id, batched=batched)
+        """A subscription to the session's rig frames (release it with `retire`); `own_stream`
+        for the stream that feeds `actor_id` (`Session.subscribe`)."""
+        return session.subscribe(avatar_ids, SUBSCRIBER_BUFFER, actor_id=actor_id, batched=batched, own_stream=own_stream)
 
     def retire(self, session: Session, subscription: RigSubscription) -> None:
         """Idempotent: unsubscribe, keeping the subscription's drop count in the stats."""

@@ -97,7 +97,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         session, actor_id = await self._live.animate_target(target)
         actor_stream = self._live.start_actor(session, session.actor(actor_id))
         pipeline = actor_stream.pipeline
-        stream = self._live.subscribe(session, actor_id=actor_id, batched=start.batch_frames)
+        stream = self._live.subscribe(session, actor_id=actor_id, batched=start.batch_frames, own_stream=True)
         actor_stream.ended.add_done_callback(lambda ended: stream.close(ended.result()))
         reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor_id[:8]}")
 

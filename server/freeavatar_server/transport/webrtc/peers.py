@@ -182,7 +182,7 @@ class WebRtcService:
             held.callback(self._leave if joined else self._close_if_private, session, actor_id)
             actor_stream = self._live.start_actor(session, session.actor(actor_id))
             held.push_async_callback(self._end_actor, actor_stream)
-            rigs = self._live.subscribe(session, actor_id=actor_id)
+            rigs = self._live.subscribe(session, actor_id=actor_id, own_stream=True)
             held.callback(self._live.retire, session, rigs)
             actor_stream.ended.add_done_callback(lambda ended: rigs.close(ended.result()))
             answer = await _answer(pc, self._ice_hosts)
