@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from freeavatar import AsyncClient, JobKind, JobState, ModelKind
+from freeavatar import AsyncClient, JobKind, JobState, ModelKind, OutputProtocol
 from freeavatar._proto import job_pb2
 from freeavatar.errors import NotFound, StreamEnded
+from freeavatar.stream import ActorFrame
 from freeavatar_server.app.config import ConfigError
 from freeavatar_server.app.server import FreeAvatarServer
 from freeavatar_server.tools.cluster_services import LocalNats
 from tests.conftest import loopback_config, paced
+from tests.test_engine_outputs import udp_receiver
 
 
 def cluster_config(data_dir: Path, nats: LocalNats, store_url: str, **overrides: object):
@@ -123,3 +125,45 @@ async def test_a_job_whose_server_stopped_beating_fails_naming_it(pair) -> None:
     final = await asyncio.wait_for(a.wait_job(job.id), timeout=10)  # a live server's reaper
     assert final.state == JobState.FAILED
     assert final.error == "the server gone-server running the job stopped (no heartbeat for 5 s)"
+
+
+async def test_an_output_on_one_server_hears_an_actor_on_the_other_and_leaving_there_ends_it(pair, clip) -> None:
+    (_, a), (_, b) = pair
+    robot = next(x for x in await a.list_avatars() if x.name == "robot")
+    session = await a.create_session("stage")
+    actor = await a.join_session(session.id, [robot.id], "ada", token=session.token)
+    transport, vmc_app, port = await udp_receiver()
+    await b.add_output(session.id, robot.id, OutputProtocol.VMC, f"127.0.0.1:{port}", token=session.token)
+    await asyncio.sleep(0.3)
+    stop = asyncio.Event()
+
+    async def camera():
+        index = 0
+        while not stop.is_set():
+            yield ActorFrame(clip[index % len(clip)])
+            index += 1
+            await asyncio.sleep(1 / 30)
+
+    stream = a.animate(camera(), session_id=session.id, actor_id=actor.id, token=session.token)
+    own = []
+
+    async def read() -> None:
+        async for frame in stream:
+            own.append(frame)
+
+    reader = asyncio.create_task(read())
+    try:
+        for _ in range(100):  # VMC packets from B, made from A's frames
+            if len(vmc_app.received) >= 10:
+                break
+            await asyncio.sleep(0.1)
+        assert len(vmc_app.received) >= 10
+        await b.leave_session(session.id, actor.id, token=session.token)  # on B: her stream on A ends
+        with pytest.raises(StreamEnded) as ended:
+            await asyncio.wait_for(reader, 5)
+        assert ended.value.reason == "ACTOR_LEFT"
+    finally:
+        stop.set()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        transport.close()
