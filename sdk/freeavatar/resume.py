@@ -2,7 +2,8 @@
 
 A joined actor's session outlives the server its call reached when servers form a cluster (and
 on one server that restarts, while the session is open). So when the call breaks because the
-server went away (UNAVAILABLE: killed, restarting, unreachable; or a clean SERVER_SHUTDOWN) the
+server went away (UNAVAILABLE: killed, restarting, unreachable; gRPC core's own INTERNAL for a
+write the broken connection cut off; or a clean SERVER_SHUTDOWN) the
 SDK makes it again after a backoff, through the same channel, which behind a load balancer or
 with several addresses reaches a server that is up. Any other end (the session closed, a bad
 frame) is the caller's to see, as without resume.
@@ -20,7 +21,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from freeavatar.errors import StreamEnded, Unavailable
+import grpc
+
+from freeavatar.errors import FreeAvatarError, StreamEnded, Unavailable
 from freeavatar.stream import AvatarControls, RigFrame, RigStream
 
 _T = TypeVar("_T")
@@ -41,10 +44,17 @@ class Resume:
             raise ValueError("Resume needs 0 < first_delay_s <= max_delay_s and within_s > 0")
 
 
+# What gRPC's core (not a server) says when the connection breaks while it writes a frame of the
+# call (grpc/grpc#36066): a server killed mid-stream shows up so about as often as UNAVAILABLE.
+CORE_INTERNAL = "Internal error from Core"
+
+
 def resumable(error: BaseException) -> bool:
     """Whether the call broke because its server went away (another may take it on)."""
     if isinstance(error, StreamEnded):
         return error.reason == "SERVER_SHUTDOWN"
+    if isinstance(error, FreeAvatarError) and error.code == grpc.StatusCode.INTERNAL:
+        return error.message == CORE_INTERNAL
     return isinstance(error, Unavailable)
 
 

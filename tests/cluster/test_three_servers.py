@@ -167,7 +167,9 @@ async def test_three_servers_and_one_killed(servers: dict[str, ServerProcess], c
             if any(t > killed for t, _ in own_ada):
                 break
             await asyncio.sleep(0.05)
-        resumed = min(t for t, _ in own_ada if t > killed) - killed
+        ada_task = tasks[1]
+        assert not ada_task.done() or ada_task.cancelled(), f"ada's stream ended: {ada_task.exception()!r}"
+        resumed = min((t for t, _ in own_ada if t > killed), default=float("inf")) - killed
         assert resumed < 2.0, f"ada's stream resumed {resumed:.2f} s after A died"
         await heard_both(heard_c, killed + resumed)  # C hears ada again, now through B
         await heard_both(whep_frames, killed + resumed)

@@ -115,14 +115,16 @@ async def test_a_new_model_version_reaches_the_other_server_without_a_restart(pa
 async def test_a_job_whose_server_stopped_beating_fails_naming_it(pair) -> None:
     (server_a, a), _ = pair
     store = server_a._store
-    job = await asyncio.to_thread(store.add_job, JobKind.RENDERER_TRAINING.value, [], job_pb2.TrainingOptions())
-    # a server that claimed the job and started it, then died: its heartbeat is 10 s old
-    await asyncio.to_thread(store.heartbeat, "gone-server")
-    assert await asyncio.to_thread(store.claim_job, "gone-server") == job.id
-    await asyncio.to_thread(store.update_job, job.id, state=job_pb2.JOB_STATE_RUNNING)
+    # a server that claimed a job and started it, then died: its heartbeat is 10 s old (written
+    # as one row, already running: the live servers' runners would claim a queued one first)
     with store._locked() as db:
-        db.execute("UPDATE servers SET heartbeat_at = now() - interval '10 seconds' WHERE id = 'gone-server'")
-    final = await asyncio.wait_for(a.wait_job(job.id), timeout=10)  # a live server's reaper
+        db.execute(
+            "INSERT INTO jobs (id, kind, state, avatar_ids, options, created_us, server_id) "
+            "VALUES ('dead-job', %s, %s, '[]', '', 0, 'gone-server')",
+            (JobKind.RENDERER_TRAINING.value, job_pb2.JOB_STATE_RUNNING),
+        )
+        db.execute("INSERT INTO servers (id, heartbeat_at) VALUES ('gone-server', now() - interval '10 seconds')")
+    final = await asyncio.wait_for(a.wait_job("dead-job"), timeout=10)  # a live server's reaper
     assert final.state == JobState.FAILED
     assert final.error == "the server gone-server running the job stopped (no heartbeat for 5 s)"
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from freeavatar import AsyncClient, InvalidArgument, Resume
-from freeavatar.errors import StreamEnded, Unavailable
+from freeavatar.errors import FreeAvatarError, StreamEnded, Unavailable
 from freeavatar.resume import resumable
 
 
@@ -21,3 +21,5 @@ def test_resume_settings_and_what_it_resumes() -> None:
     assert resumable(Unavailable("gone"))
     assert resumable(StreamEnded("stopping", grpc.StatusCode.UNAVAILABLE, "SERVER_SHUTDOWN"))
     assert not resumable(StreamEnded("closed", grpc.StatusCode.UNAVAILABLE, "SESSION_CLOSED"))
+    assert resumable(FreeAvatarError("Internal error from Core", grpc.StatusCode.INTERNAL))  # a write cut off
+    assert not resumable(FreeAvatarError("a bug", grpc.StatusCode.INTERNAL))  # the server's own

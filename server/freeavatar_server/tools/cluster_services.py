@@ -142,10 +142,11 @@ class LocalPostgres:
         """Stop the server; `remove=False` keeps its data for `start` to run it again."""
         pg_ctl = postgres_binary("pg_ctl")
         if self.process is not None and self.process.poll() is None and pg_ctl is not None:
-            # a fast shutdown ends the clients' connections: a plain SIGTERM (a "smart" one)
-            # would wait for every client to hang up first
+            # a fast shutdown ends the clients' connections (a plain SIGTERM, a "smart" one, would
+            # wait for every client to hang up); data about to be removed needs no checkpoint
+            mode = "immediate" if remove else "fast"
             subprocess.run(
-                [*self._as_user(), str(pg_ctl), "stop", "-D", str(self.directory / "data"), "-m", "fast", "-w"],
+                [*self._as_user(), str(pg_ctl), "stop", "-D", str(self.directory / "data"), "-m", mode, "-w"],
                 capture_output=True, timeout=30,
             )  # fmt: skip
         _end(self.process)
