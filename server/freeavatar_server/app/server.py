@@ -75,6 +75,7 @@ class FreeAvatarServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health_updates: set[asyncio.Task[None]] = set()  # held until done
         self._cluster: ClusterNode | None = None  # with --cluster
+        self._cluster_problem: str | None = None  # what its health check last found wrong, if anything
         # how this server is known in a cluster (NATS connections, job claims, logs)
         self.server_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
@@ -83,7 +84,7 @@ class FreeAvatarServer:
         config = self.config
         self._loop = asyncio.get_running_loop()
         if config.cluster_url is not None:
-            await self._join_cluster()
+            await self._join_cluster()  # its store, or ConfigError naming what it cannot reach
         else:
             try:
                 self._store = SqliteStore(config.store_path, on_unusable=self._store_unusable)
@@ -91,9 +92,13 @@ class FreeAvatarServer:
                 raise ConfigError(str(error)) from None
         assert self._store is not None
         if config.builtin_avatars:
-            install_builtin_avatars(
-                self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
-            )
+            try:
+                install_builtin_avatars(
+                    self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
+                )
+            except BaseException:
+                await self._leave_cluster()
+                raise
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
         callers = Callers(keyed=bool(keys))
@@ -245,8 +250,6 @@ class FreeAvatarServer:
         if self._cluster is not None:
             await self._cluster.stop()
             self._cluster = None
-
-    _cluster_problem: str | None = None  # what the cluster's health check found wrong, if anything
 
     async def _cluster_health(self, problem: str | None) -> None:
         """NATS or PostgreSQL went away (NOT_SERVING, so load balancers send callers to other

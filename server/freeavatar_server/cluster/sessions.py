@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
@@ -30,6 +31,7 @@ from freeavatar_server.store_postgres import PostgresStore, SessionRecord
 log = logging.getLogger(__name__)
 
 CHANGED_SUBJECT = "freeavatar.sessions.changed"
+REFRESH_AT_MOST_S = 0.5  # how often frames of an unknown actor may make a session re-read
 
 
 class ClusterSessions:
@@ -47,6 +49,7 @@ class ClusterSessions:
         self._refreshing: dict[str, asyncio.Task[None]] = {}  # by session id, one at a time
         self._locks: dict[str, asyncio.Lock] = {}  # a session's fetches and refreshes, in turn
         self.stale_frames = 0  # frames of an actor this server has not heard of yet (dropped)
+        self._asked_at: dict[str, float] = {}  # when unknown frames last made a session refresh
 
     def attach(self, live: LiveStreams) -> None:
         self._live = live
@@ -164,6 +167,7 @@ class ClusterSessions:
             elif live.sessions.local(session_id) is not None:  # closed on another server
                 live.sessions.forget(session_id, session_closed("the session was closed on another server"))
                 self._locks.pop(session_id, None)
+                self._asked_at.pop(session_id, None)
 
     async def _apply(self, record: SessionRecord) -> None:
         """Make this server's copy of the session match its record: adopt it, add and rebind
@@ -200,7 +204,10 @@ class ClusterSessions:
             binding = actor.bindings.get(frame.avatar_id) if actor is not None else None
             if binding is None:  # joined or rebound on another server a moment ago
                 self.stale_frames += 1
-                self._refresh_soon(session_id)
+                now = time.monotonic()
+                if now - self._asked_at.get(session_id, 0.0) > REFRESH_AT_MOST_S:  # not at 30 fps
+                    self._asked_at[session_id] = now
+                    self._refresh_soon(session_id)
                 continue
             offered.append((binding.controls, frame))
         if offered:
