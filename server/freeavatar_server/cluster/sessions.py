@@ -91,6 +91,10 @@ class ClusterSessions:
 
     def closed(self, session: Session) -> None:
         self._enqueue(lambda: asyncio.to_thread(self._store.delete_session, session.id), session.id)
+        self._asked_at.pop(session.id, None)
+        lock = self._locks.get(session.id)
+        if lock is not None and not lock.locked():
+            del self._locks[session.id]
 
     def stage(self) -> stream_pb2.StageStats:
         stats = self.fanout.stats
