@@ -168,7 +168,7 @@ EXPECTED_TREE = {
     "jobs": {"list", "show", "watch", "cancel"},
     "train": {"renderer", "animator", "encoder", "face"},
     "eval": {"encoder", "renderer", "animator", "realface"},
-    "bench": {"stream"},
+    "bench": {"stream", "cluster"},
     "synth": {"video", "sheet", "triplets"},
     "encoder": {"export", "ship", "curves"},
 }  # fmt: skip

@@ -28,6 +28,7 @@ from freeavatar.errors import (
 )
 from freeavatar.job import Job, JobEvent, JobKind, JobState, Keyframe, RenderSample, UploadSummary
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames
+from freeavatar.resume import Resume, ResumingRigStream
 from freeavatar.rig import InvalidRigSpec, RigControl, RigSpec, RigSpecLike, load_rig_spec
 from freeavatar.stream import (
     Actor,
@@ -71,6 +72,8 @@ __all__ = [
     "PipelineStats",
     "RenderSample",
     "ResourceExhausted",
+    "Resume",
+    "ResumingRigStream",
     "RigControl",
     "RigFrame",
     "RigSpec",

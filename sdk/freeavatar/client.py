@@ -49,6 +49,7 @@ from freeavatar.avatar import Avatar, ModelKind, ModelVersion
 from freeavatar.errors import InvalidArgument, UploadInterrupted, from_rpc_error
 from freeavatar.job import Job, JobEvent, Keyframe, RenderSample, UploadSummary, training_options
 from freeavatar.outputs import EngineOutput, OutputProtocol, VmcNames, parse_target
+from freeavatar.resume import LatestFrame, Resume, ResumingRigStream
 from freeavatar.rig import RigSpecLike, load_rig_spec
 from freeavatar.stream import (
     Actor,
@@ -347,31 +348,43 @@ class AsyncClient:
         actor_id: str = "",
         token: str = "",
         batch_frames: bool = True,
-    ) -> RigStream:
+        resume: Resume | None = None,
+    ) -> RigStream | ResumingRigStream:
         """Send the actor's frames, receive their avatars' rig frames.
 
         Either `avatar_ids` (a private session for this call) or a joined `session_id` and
         `actor_id`. Frames are JPEG/PNG bytes, (H, W, 3) uint8 RGB arrays, or ActorFrames.
+        With `resume` (a joined actor only), a call broken because its server went away is made
+        again, with backoff, and the actor goes on in its session (freeavatar.resume).
         """
         start = stream_pb2.AnimateStart(
             session_id=session_id, session_token=token, actor_id=actor_id, avatar_ids=avatar_ids,
             batch_frames=batch_frames,
         )
 
-        async def requests() -> AsyncIterator[stream_pb2.AnimateRequest]:
-            yield stream_pb2.AnimateRequest(start=start)
-            # Frames only once the server's headers say it accepted the call: a frame write in
-            # flight when it refuses would turn its status into INTERNAL (grpc/grpc#36066).
-            await call.initial_metadata()
-            if call.done():
-                return
-            async for frame in _aiter(frames):
-                actor_frame = frame if isinstance(frame, ActorFrame) else ActorFrame(frame)
-                yield stream_pb2.AnimateRequest(frame=actor_frame.to_proto())
+        def open_call(source: Iterable[FrameLike] | AsyncIterable[FrameLike]) -> RigStream:
+            async def requests() -> AsyncIterator[stream_pb2.AnimateRequest]:
+                yield stream_pb2.AnimateRequest(start=start)
+                # Frames only once the server's headers say it accepted the call: a frame write
+                # in flight when it refuses would turn its status into INTERNAL (grpc/grpc#36066).
+                await call.initial_metadata()
+                if call.done():
+                    return
+                async for frame in _aiter(source):
+                    actor_frame = frame if isinstance(frame, ActorFrame) else ActorFrame(frame)
+                    yield stream_pb2.AnimateRequest(frame=actor_frame.to_proto())
 
-        feed = RequestFeed(requests())
-        call = self._streams.Animate(feed, metadata=self._metadata)
-        return RigStream(call, feed)
+            feed = RequestFeed(requests())
+            call = self._streams.Animate(feed, metadata=self._metadata)
+            return RigStream(call, feed)
+
+        if resume is None:
+            return open_call(frames)
+        if not (session_id and actor_id):
+            raise InvalidArgument(
+                "resume needs a joined actor (session_id and actor_id): a private session ends with its call"
+            )
+        return ResumingRigStream(open_call, LatestFrame(frames), resume)
 
     def subscribe(
         self, session_id: str, *, avatar_ids: Sequence[str] = (), token: str = "", batch_frames: bool = True
@@ -623,6 +636,7 @@ class Client:
         actor_id: str = "",
         token: str = "",
         batch_frames: bool = True,
+        resume: Resume | None = None,
     ) -> Iterator[RigFrame]:
         """Blocking `AsyncClient.animate`: send the actor's frames, receive their avatars' rig
         frames. The frames iterable is read on the client's own thread, so a slow generator
@@ -636,6 +650,7 @@ class Client:
                 actor_id=actor_id,
                 token=token,
                 batch_frames=batch_frames,
+                resume=resume,
             )
         )
         return self._iterate(stream)

@@ -1,4 +1,5 @@
-"""The persistent store: one SQLite file (WAL mode) under the data dir.
+"""The persistent store: one SQLite file (WAL mode) under the data dir (`SqliteStore`, the
+default), or a cluster's PostgreSQL (`store_postgres`), both behind `Store`.
 
 Blocking by nature; the services call it through `asyncio.to_thread`. One connection guarded by
 a lock keeps writes serial, which is what SQLite does anyway.
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -97,14 +99,14 @@ class StoreError(Exception):
 class StorageFailure(StoreError):
     """The store itself failed (not what a request asked of it): StoreFull or StoreUnusable."""
 
-    path: Path
+    path: Path | str
 
 
 class StoreUnusable(StorageFailure, Unavailable):
-    """The database cannot be used (corrupt, not a database, read-only, from a newer server);
-    the message names the file and the fix."""
+    """The database cannot be used (corrupt, not a database, read-only, from a newer server,
+    unreachable); the message names it (a file, or a PostgreSQL server) and the fix."""
 
-    def __init__(self, path: Path, problem: str, fix: str) -> None:
+    def __init__(self, path: Path | str, problem: str, fix: str) -> None:
         super().__init__(f"the database {path} {problem}: {fix}")
         self.path = path
 
@@ -112,7 +114,7 @@ class StoreUnusable(StorageFailure, Unavailable):
 class StoreFull(StorageFailure, Exhausted):
     """The disk holding the data dir is full; the operation that met it stored nothing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         super().__init__(
             f"the disk holding {path} is full (SQLite: database or disk is full); nothing of this "
             "request was stored: free space there and try again"
@@ -210,7 +212,40 @@ class JobRecord:
         return self.state in TERMINAL_JOB_STATES
 
 
-class Store:
+class Store(Protocol):
+    """What the server keeps: avatars, their samples and keyframes, jobs and model versions.
+
+    Two backends: `SqliteStore` (one file under the data dir: the default, one machine) and
+    `store_postgres.PostgresStore` (a cluster's servers share one PostgreSQL). Both are blocking;
+    callers on the event loop go through `asyncio.to_thread`.
+    """
+
+    problem: StoreUnusable | None  # set once the store is found unusable for good
+
+    def close(self) -> None: ...
+    def add_avatar(self, spec: RigSpec) -> AvatarRecord: ...
+    def get_avatar(self, avatar_id: str) -> AvatarRecord: ...
+    def list_avatars(self, after_seq: int, limit: int) -> list[AvatarRecord]: ...
+    def delete_avatar(self, avatar_id: str) -> None: ...
+    def avatar_summary(self, avatar_id: str) -> AvatarSummary: ...
+    def add_render_samples(self, avatar_id: str, samples: list[tuple[np.ndarray, bytes]]) -> int: ...
+    def render_samples(self, avatar_id: str) -> tuple[np.ndarray, list[bytes]]: ...
+    def add_keyframes(self, avatar_id: str, keyframes: list[tuple[np.ndarray, bytes]]) -> int: ...
+    def keyframes(self, avatar_id: str) -> tuple[np.ndarray, list[bytes]]: ...
+    def add_job(self, kind: int, avatar_ids: list[str], options: job_pb2.TrainingOptions) -> JobRecord: ...
+    def get_job(self, job_id: str) -> JobRecord: ...
+    def list_jobs(self, after_seq: int, limit: int, avatar_id: str = "") -> list[JobRecord]: ...
+    def update_job(self, job_id: str, **fields: object) -> JobRecord: ...
+    def fail_interrupted_jobs(self, reason: str) -> list[str]: ...
+    def publish_model(
+        self, job_id: str, avatar_id: str, kind: int, metrics: dict[str, float], path: str
+    ) -> ModelVersionRecord: ...
+    def model_version(self, avatar_id: str, kind: int, version: int) -> ModelVersionRecord: ...
+    def model_versions(self, avatar_id: str, kind: int) -> list[ModelVersionRecord]: ...
+    def activate_model(self, avatar_id: str, kind: int, version: int) -> ModelVersionRecord: ...
+
+
+class SqliteStore:
     def __init__(
         self,
         path: Path,

@@ -29,7 +29,7 @@ from freeavatar import AsyncClient, JobState, RenderSample, Unavailable, UploadI
 from freeavatar.wire import MAX_MESSAGE_BYTES
 from freeavatar_server.app.config import ConfigError
 from freeavatar_server.app.server import FreeAvatarServer
-from freeavatar_server.store import MIGRATIONS, Store
+from freeavatar_server.store import MIGRATIONS, SqliteStore
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 from tests.adversarial.namespaces import NamespacedServer, mount_namespaces_work, read_only, tmpfs
 from tests.conftest import loopback_config
@@ -62,7 +62,7 @@ def huge_png_header(width: int = 30_000, height: int = 30_000) -> bytes:
 
 
 def store_with_samples(path: Path, n: int = 60) -> str:
-    store = Store(path)
+    store = SqliteStore(path)
     avatar = store.add_avatar(ROBOT.spec)
     rigs = ROBOT.sample_rigs(n, np.random.default_rng(0)).astype(np.float32)
     store.add_render_samples(avatar.id, [(rig, os.urandom(3000)) for rig in rigs])
@@ -91,7 +91,7 @@ def foreign(path: Path) -> None:
 
 
 def newer(path: Path) -> None:
-    Store(path).close()
+    SqliteStore(path).close()
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
 

@@ -24,6 +24,7 @@ from freeavatar.cli_outputs import (
 from freeavatar_server.app.config import DEFAULT_PORT, ConfigError, ServerConfig
 from freeavatar_server.media import VideoError
 from freeavatar_server.synth.cli import synth_app
+from freeavatar_server.tools.cluster_services import ServiceUnavailable
 from freeavatar_server.training.animator.cli import eval_animator
 from freeavatar_server.training.encoder.cli import encoder_app, eval_encoder, train_encoder
 from freeavatar_server.training.face.cli import train_face
@@ -96,6 +97,27 @@ def serve(
     encoder: Annotated[
         Path | None, typer.Option(help="Expression encoder ONNX file; default: the shipped one.")
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FREEAVATAR_CLUSTER",
+            help="Join a cluster: its NATS, nats://HOST:4222 (with --store; docs/cluster.md).",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FREEAVATAR_STORE",
+            help="The cluster's PostgreSQL, postgresql://USER@HOST:5432/DB; the password from PGPASSWORD or PGPASSFILE.",
+        ),
+    ] = None,
+    cluster_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FREEAVATAR_CLUSTER_CREDENTIALS",
+            help="NATS credentials file (.creds); or FREEAVATAR_NATS_USER and FREEAVATAR_NATS_PASSWORD.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run the FreeAvatar server until Ctrl-C or SIGTERM."""
@@ -126,6 +148,9 @@ def serve(
         max_streams_per_key=max_streams_per_key,
         max_peers_per_key=max_peers_per_key,
         builtin_avatars=BUILTIN_NAMES if builtin_avatars else (),
+        cluster_url=cluster,
+        store_url=store,
+        cluster_credentials=cluster_credentials,
     )
     try:
         asyncio.run(run_server(config))
@@ -306,6 +331,29 @@ def bench_stream(
     if face_rate_floor is not None:
         serve_args += ("--face-rate-floor", str(face_rate_floor))
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors, serve_args=serve_args))
+    printer.show(result, JSON.from_data(result), indent=None)
+
+
+@bench_app.command("cluster")
+@with_json
+def bench_cluster(
+    printer: Printer,
+    seconds: Annotated[float, typer.Option(help="Length of each measurement.")] = 5.0,
+    actors: Annotated[int, typer.Option(help="Actors at 30 fps crossing the hop, for its latency.")] = 20,
+    avatars: Annotated[int, typer.Option(help="Rig frames per source frame (avatars bound to an actor).")] = 4,
+    nats_url: Annotated[
+        str | None, typer.Option("--nats", help="A running NATS, nats://HOST:4222; default: start nats-server on loopback.")
+    ] = None,
+) -> None:
+    """Measure what the hop between two cluster servers adds (p50, p99) and how many rig frames one NATS connection carries (docs/cluster.md)."""
+    # lazy: nats-py, of the [cluster] extra, for this command only
+    from freeavatar_server.tools import bench_cluster as cluster_bench
+
+    settings = cluster_bench.BenchSettings(seconds=seconds, actors=actors, avatars=avatars, nats_url=nats_url)
+    try:
+        result = asyncio.run(cluster_bench.bench_cluster(settings))
+    except ServiceUnavailable as error:
+        fail(str(error), code=2)
     printer.show(result, JSON.from_data(result), indent=None)
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_PORT = 50051
+# NATS user and password, when the cluster's NATS wants them: from the environment (or use
+# --cluster-credentials FILE), never on the command line, which every user of the machine sees.
+NATS_USER_VARIABLE = "FREEAVATAR_NATS_USER"
+NATS_PASSWORD_VARIABLE = "FREEAVATAR_NATS_PASSWORD"
 
 
 class ConfigError(ValueError):
@@ -39,6 +45,11 @@ class ServerConfig:
     max_sessions_per_key: int = 64  # sessions from CreateSession
     max_streams_per_key: int = 64  # Animate and Subscribe calls
     max_peers_per_key: int = 16  # WebRTC peers, WHIP and WHEP together
+    # Cluster mode (docs/cluster.md), both or neither: rig frames between servers over NATS, the
+    # registry, sessions and jobs in PostgreSQL; the data dir (model files) shared by every server.
+    cluster_url: str | None = None  # nats://HOST:4222
+    store_url: str | None = None  # postgresql://USER@HOST:5432/DB; password: PGPASSWORD or PGPASSFILE
+    cluster_credentials: Path | None = None  # a NATS .creds file (JWT and NKey seed)
 
     def validate(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -75,6 +86,38 @@ class ServerConfig:
         ):
             if cap < 0:
                 raise ConfigError(f"{flag} must be 0 (no cap) or positive")
+        self._validate_cluster()
+
+    def _validate_cluster(self) -> None:
+        if (self.cluster_url is None) != (self.store_url is None):
+            raise ConfigError(
+                "--cluster and --store go together: the servers of a cluster share sessions and jobs "
+                "through PostgreSQL and rig frames through NATS (give both, or neither for one server)"
+            )
+        if self.cluster_url is None or self.store_url is None:
+            return
+        nats = urlsplit(self.cluster_url)
+        if nats.scheme not in ("nats", "tls") or not nats.hostname:
+            raise ConfigError(f"--cluster {self.cluster_url!r} is not a NATS URL such as nats://HOST:4222")
+        if nats.username or nats.password:
+            raise ConfigError(
+                f"--cluster carries credentials: give them in --cluster-credentials FILE or "
+                f"{NATS_USER_VARIABLE} and {NATS_PASSWORD_VARIABLE}, not in the URL (command lines and logs show it)"
+            )
+        store = urlsplit(self.store_url)
+        if store.scheme not in ("postgresql", "postgres") or not store.path.strip("/"):
+            raise ConfigError(f"--store {self.store_url!r} is not a PostgreSQL URL such as postgresql://USER@HOST:5432/DB")
+        if store.password:
+            raise ConfigError(
+                "--store carries a password: give it in PGPASSWORD or a password file (PGPASSFILE, "
+                "~/.pgpass) instead of the URL (command lines and logs show it)"
+            )
+        if self.cluster_credentials is not None and not self.cluster_credentials.is_file():
+            raise ConfigError(f"--cluster-credentials {self.cluster_credentials} is not a readable file")
+
+    @property
+    def nats_user_password(self) -> tuple[str | None, str | None]:
+        return os.environ.get(NATS_USER_VARIABLE) or None, os.environ.get(NATS_PASSWORD_VARIABLE) or None
 
     def read_api_keys(self) -> frozenset[str]:
         if self.api_key_file is None:

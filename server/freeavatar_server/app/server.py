@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,18 +29,22 @@ from freeavatar_server.app.config import ConfigError, ServerConfig, is_loopback
 from freeavatar_server.app.metrics import serve_metrics
 from freeavatar_server.avatars.builtin import install_builtin_avatars
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
-from freeavatar_server.jobs.manager import JobManager
+from freeavatar_server.jobs.manager import JobManager, JobSource
+from freeavatar_server.jobs.worker import STORE_URL_VARIABLE
 from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.models import LiveModels
-from freeavatar_server.live.sessions import SessionRegistry
+from freeavatar_server.live.sessions import SessionLink, SessionRegistry
 from freeavatar_server.live.streams import LiveStreams
-from freeavatar_server.store import Store, StoreError, StoreUnusable
+from freeavatar_server.store import SqliteStore, Store, StoreError, StoreUnusable
 from freeavatar_server.transport.auth import ApiKeyInterceptor, Callers
 from freeavatar_server.transport.engines import OutputManager
 from freeavatar_server.transport.grpc.avatars import AvatarService
 from freeavatar_server.transport.grpc.jobs import JobService
 from freeavatar_server.transport.grpc.requests import RequestBounds
 from freeavatar_server.transport.grpc.streams import StreamService
+
+if TYPE_CHECKING:  # the cluster's modules need the [cluster] extra: imported only in cluster mode
+    from freeavatar_server.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -68,36 +74,62 @@ class FreeAvatarServer:
         self._server: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health_updates: set[asyncio.Task[None]] = set()  # held until done
+        self._cluster: ClusterNode | None = None  # with --cluster
+        self._cluster_problem: str | None = None  # what its health check last found wrong, if anything
+        # how this server is known in a cluster (NATS connections, job claims, logs)
+        self.server_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
     async def start(self) -> int:
         """Open the store, bind and start serving; returns the bound port."""
         config = self.config
         self._loop = asyncio.get_running_loop()
-        try:
-            self._store = Store(config.store_path, on_unusable=self._store_unusable)
-        except StoreError as error:  # a corrupt, empty or read-only file: named, with the fix
-            raise ConfigError(str(error)) from None
+        if config.cluster_url is not None:
+            await self._join_cluster()  # its store, or ConfigError naming what it cannot reach
+        else:
+            try:
+                self._store = SqliteStore(config.store_path, on_unusable=self._store_unusable)
+            except StoreError as error:  # a corrupt, empty or read-only file: named, with the fix
+                raise ConfigError(str(error)) from None
+        assert self._store is not None
         if config.builtin_avatars:
-            install_builtin_avatars(
-                self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
-            )
+            try:
+                install_builtin_avatars(
+                    self._store, config.data_dir, list(config.builtin_avatars), config.builtin_animator
+                )
+            except BaseException:
+                await self._leave_cluster()
+                raise
         keys = config.read_api_keys()
         models = LiveModels(self._store, config.data_dir, config.encoder_path or default_encoder_path())
         callers = Callers(keyed=bool(keys))
+        cluster = self._cluster
+        link: SessionLink | None = cluster.sessions if cluster is not None else None
         sessions = SessionRegistry(
             require_tokens=bool(keys),
             tally=Tally("sessions", config.max_sessions_per_key, "--max-sessions-per-key"),
+            link=link,
         )
         self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers,
                                   config.face_rate_hz, config.face_rate_floor_hz)
         self._outputs = OutputManager(sessions, self._live.stats)
+        # In a cluster, a model or an avatar that changes here changes on every server.
+        model_changed = cluster.model_changed if cluster is not None else models.refresh
+        avatar_deleted = cluster.avatar_deleted if cluster is not None else self._avatar_deleted
         self._jobs = JobManager(
             self._store,
             config.data_dir,
             config.max_running_jobs,
             config.job_threads,
-            on_model_published=models.refresh,
+            on_model_published=model_changed,
+            job_environment={STORE_URL_VARIABLE: config.store_url} if config.store_url else None,
+            watch_poll_s=0.5 if cluster is not None else None,
         )
+        if cluster is not None:
+            assert cluster.sessions is not None
+            cluster.sessions.attach(self._live)
+            source: JobSource = cluster.make_job_queue(self._jobs.stop_here)
+            self._jobs.use_source(source)
+            await cluster.start(models.refresh, self._avatar_deleted, self._cluster_health)
         server = grpc.aio.server(
             # RequestBounds innermost: a call without a valid key is refused unparsed.
             interceptors=[*([ApiKeyInterceptor(keys)] if keys else []), RequestBounds()],
@@ -107,7 +139,7 @@ class FreeAvatarServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        avatars = AvatarService(self._store, self._avatar_deleted, models.refresh)
+        avatars = AvatarService(self._store, avatar_deleted, model_changed)
         avatar_pb2_grpc.add_AvatarServiceServicer_to_server(avatars, server)
         streams = Tally("streams", config.max_streams_per_key, "--max-streams-per-key")
         stream_service = StreamService(self._live, self._outputs, callers, streams)
@@ -127,6 +159,7 @@ class FreeAvatarServer:
             else:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as error:  # grpc's way of saying the address is taken or invalid
+            await self._leave_cluster()
             self._store.close()
             raise ConfigError(f"cannot listen on {address}: {error}") from None
         if config.http_port is not None:
@@ -134,6 +167,7 @@ class FreeAvatarServer:
                 self._http, self.http_port = await self._start_http(keys)
             except ConfigError:
                 await server.stop(None)  # frees the gRPC port it has bound
+                await self._leave_cluster()
                 self._store.close()
                 raise
         if config.builtin_avatars:  # a server meant to stream at once: its first frame is not slow
@@ -146,8 +180,8 @@ class FreeAvatarServer:
             )
             log.info("Prometheus metrics on http://%s:%d/metrics", config.host, self.metrics_port)
         self._server = server
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._cluster is None or self._cluster_problem is None:
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         if self._store.problem is not None:  # broke while starting (between the checks and now)
             self._store_unusable(self._store.problem)
         self._log_listening(bool(keys))
@@ -174,6 +208,7 @@ class FreeAvatarServer:
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
             self._server = None
+        await self._leave_cluster()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -192,6 +227,38 @@ class FreeAvatarServer:
             task.add_done_callback(self._health_updates.discard)
 
         loop.call_soon_threadsafe(report)
+
+    async def _join_cluster(self) -> None:
+        """Open the cluster's PostgreSQL store and connect to its NATS; ConfigError naming the
+        one that cannot be reached."""
+        # lazy: nats-py and psycopg (the [cluster] extra), imported only to join a cluster
+        from freeavatar_server.cluster.node import ClusterUnreachable, join_cluster
+
+        config = self.config
+        assert config.cluster_url is not None and config.store_url is not None
+        user, password = config.nats_user_password
+        try:
+            node = await join_cluster(
+                config.cluster_url, config.store_url, self.server_id, config.cluster_credentials, user, password
+            )
+        except (StoreError, ClusterUnreachable) as error:  # named, with what to check
+            raise ConfigError(str(error)) from None
+        self._store, self._cluster = node.store, node
+        log.info("in a cluster as %s: NATS at %s, %s", self.server_id, config.cluster_url, node.store.where)
+
+    async def _leave_cluster(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.stop()
+            self._cluster = None
+
+    async def _cluster_health(self, problem: str | None) -> None:
+        """NATS or PostgreSQL went away (NOT_SERVING, so load balancers send callers to other
+        servers) or came back (SERVING)."""
+        self._cluster_problem = problem
+        if self._server is None:
+            return  # not serving yet: start() reports it
+        serving = health_pb2.HealthCheckResponse
+        await self._set_health(serving.SERVING if problem is None else serving.NOT_SERVING)
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ("", *SERVICE_NAMES):

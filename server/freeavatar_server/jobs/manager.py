@@ -2,6 +2,9 @@
 
 The manager owns its runner tasks (start/stop) and the job processes they spawn; the store holds
 every job's record, so records outlive the server, and watchers are woken on every change.
+Which job a free runner takes next is its `JobSource`'s choice: this server's own queue
+(`LocalJobQueue`), or in a cluster the jobs every server queues, each claimed by one server
+(cluster/jobs.py).
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from freeavatar._proto import job_pb2
 from freeavatar_server.store import JobRecord, Store, StoreError, now_us
@@ -23,6 +28,48 @@ KILL_AFTER_S = 10.0  # a job that ignores "cancel" this long is killed
 SERVER_STOPPED = "the server stopped while the job was running"
 
 
+class JobSource(Protocol):
+    """Where a free runner's next job comes from."""
+
+    async def recover(self) -> None:
+        """At start: settle the jobs a server that died left behind."""
+        ...
+
+    def queued(self, job_id: str) -> None:
+        """A job was just submitted here."""
+        ...
+
+    async def next_job(self) -> str:
+        """The id of the next job to run here, once there is one (this server may run it)."""
+        ...
+
+    def cancel_elsewhere(self, job_id: str) -> None:
+        """Ask whichever server runs the job to stop it (it runs on no process of this one)."""
+        ...
+
+
+class LocalJobQueue:
+    """One server's jobs: those it queued, in order; at start, those a dead server left
+    running fail and those it left queued run."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+
+    async def recover(self) -> None:
+        for job_id in await asyncio.to_thread(self._store.fail_interrupted_jobs, SERVER_STOPPED):
+            self._queue.put_nowait(job_id)
+
+    def queued(self, job_id: str) -> None:
+        self._queue.put_nowait(job_id)
+
+    async def next_job(self) -> str:
+        return await self._queue.get()
+
+    def cancel_elsewhere(self, job_id: str) -> None:
+        pass  # one server: a job that runs here has a process here
+
+
 class JobManager:
     def __init__(
         self,
@@ -31,13 +78,20 @@ class JobManager:
         max_running: int = 1,
         job_threads: int = 0,
         on_model_published: Callable[[str], Awaitable[None]] | None = None,
+        source: JobSource | None = None,
+        job_environment: dict[str, str] | None = None,
+        watch_poll_s: float | None = None,
     ) -> None:
         self._store = store
         self._on_model_published = on_model_published  # live streams swap in the new version
         self._data_dir = data_dir
         self._max_running = max_running
         self._job_threads = job_threads
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._source: JobSource = source or LocalJobQueue(store)
+        self._job_environment = job_environment or {}  # added to the job processes' environment
+        # In a cluster a job may run on another server, whose changes wake no watcher here: they
+        # read its record this often instead.
+        self._watch_poll_s = watch_poll_s
         self._runners: list[asyncio.Task[None]] = []
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._kill_timers: dict[str, asyncio.TimerHandle] = {}
@@ -45,11 +99,14 @@ class JobManager:
         self._changed: dict[str, asyncio.Event] = {}  # set, then replaced, on every change
         self._messages: dict[str, str] = {}  # latest log line of each running job
 
+    def use_source(self, source: JobSource) -> None:
+        """Take jobs from `source` (before `start`): a cluster's, made after this manager since
+        it stops jobs through it."""
+        self._source = source
+
     async def start(self) -> None:
         """Fail jobs a dead server left running, queue the ones it left queued, start runners."""
-        queued = await asyncio.to_thread(self._store.fail_interrupted_jobs, SERVER_STOPPED)
-        for job_id in queued:
-            self._queue.put_nowait(job_id)
+        await self._source.recover()
         (self._data_dir / "jobs").mkdir(parents=True, exist_ok=True)
         self._runners = [
             asyncio.create_task(self._run_queue(), name=f"job-runner-{i}")
@@ -65,7 +122,7 @@ class JobManager:
 
     async def submit(self, kind: int, avatar_ids: list[str], options: job_pb2.TrainingOptions) -> JobRecord:
         record = await asyncio.to_thread(self._store.add_job, kind, avatar_ids, options)
-        self._queue.put_nowait(record.id)
+        self._source.queued(record.id)
         return record
 
     async def get(self, job_id: str) -> JobRecord:
@@ -81,7 +138,16 @@ class JobManager:
             self._ask_to_stop(job_id, process)
         elif record.state == job_pb2.JOB_STATE_QUEUED:
             await self._update(job_id, "cancelled before it started", state=job_pb2.JOB_STATE_CANCELLED, ended_us=now_us())
+        else:
+            self._source.cancel_elsewhere(job_id)
         return await self.get(job_id)
+
+    def stop_here(self, job_id: str) -> None:
+        """Another server was asked to cancel a job this one runs: stop it."""
+        process = self._processes.get(job_id)
+        if process is not None:
+            self._cancel_requested.add(job_id)
+            self._ask_to_stop(job_id, process)
 
     async def watch(self, job_id: str) -> AsyncIterator[tuple[JobRecord, str]]:
         """The job's record now and after every change, with its latest log line, until it ends."""
@@ -92,11 +158,14 @@ class JobManager:
             if record.finished:
                 self._changed.pop(job_id, None)
                 return
-            await changed.wait()
+            try:
+                await asyncio.wait_for(changed.wait(), self._watch_poll_s)
+            except TimeoutError:
+                pass  # read the record again: it may have changed on another server
 
     async def _run_queue(self) -> None:
         while True:
-            job_id = await self._queue.get()
+            job_id = await self._source.next_job()
             try:
                 await self._run(job_id)
             except asyncio.CancelledError:
@@ -118,6 +187,7 @@ class JobManager:
                 sys.executable, "-m", "freeavatar_server.jobs.worker",
                 "--data-dir", str(self._data_dir), "--job-id", job_id,
                 "--threads", str(self._job_threads),
+                env={**os.environ, **self._job_environment} if self._job_environment else None,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log_file,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import threading
 import traceback
@@ -22,7 +23,7 @@ from freeavatar._proto import job_pb2
 from freeavatar_server.app.config import ServerConfig
 from freeavatar_server.files import disk_full
 from freeavatar_server.jobs.context import JobCancelled, JobContext, JobResult
-from freeavatar_server.store import Store, StoreFull
+from freeavatar_server.store import SqliteStore, Store, StoreFull
 
 # Job kind -> "module:function" taking a JobContext and returning JobResults; imported lazily
 # because each pulls in its own training stack.
@@ -64,6 +65,21 @@ def failure_message(error: Exception, data_dir: Path) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+# A cluster's server gives its job processes the store's URL here, not on their command line
+# (which every user of the machine can read); libpq takes the password from its own variables.
+STORE_URL_VARIABLE = "FREEAVATAR_STORE"
+
+
+def open_store(data_dir: Path) -> Store:
+    url = os.environ.get(STORE_URL_VARIABLE)
+    if url:
+        # lazy: psycopg, of the [cluster] extra
+        from freeavatar_server.store_postgres import PostgresStore
+
+        return PostgresStore(url)
+    return SqliteStore(ServerConfig(data_dir=data_dir).store_path, check_integrity=False)  # the server did
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one FreeAvatar training job.")
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
     args = parser.parse_args(argv)
 
-    store = Store(ServerConfig(data_dir=args.data_dir).store_path, check_integrity=False)  # the server did
+    store = open_store(args.data_dir)
     context = JobContext(job=store.get_job(args.job_id), store=store, data_dir=args.data_dir)
     threading.Thread(target=watch_stdin, args=(sys.stdin, context.cancelled), daemon=True).start()
     if args.threads:

@@ -1,6 +1,8 @@
 """Live sessions (a virtual meeting): actors bound to avatars, and subscribers to their rigs.
 
-Sessions live in memory: they are the state of running streams, not records to keep.
+Sessions live in memory: they are the state of running streams, not records to keep. In a
+cluster a `SessionLink` (cluster/ implements it) shares them with the other servers: it keeps
+each shared session's record and carries its rig frames to the servers that have subscribers.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import itertools
 import math
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +33,8 @@ from freeavatar_server.live.subscriptions import (
 )
 from freeavatar_server.store import now_us
 
+# One source frame's rig frames, each with its avatar's control names (told to new subscribers).
+Offered = Sequence[tuple[rig_pb2.AvatarControls, rig_pb2.RigFrame]]
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
 
 
@@ -181,6 +186,43 @@ class Actor:
         )
 
 
+class SessionLink(Protocol):
+    """How a shared session reaches the other servers of a cluster. On one server there is
+    none; private sessions (one stream's own) never have one. Rig frames from other servers come
+    back through `Session.deliver`. None of these may block the event loop."""
+
+    def frames(self, session: Session, frames: Offered) -> None:
+        """Send one source frame's rig frames to the servers listening to the session."""
+        ...
+
+    def listening(self, session: Session, listening: bool) -> None:
+        """The session has its first local subscriber (True) or lost its last one (False)."""
+        ...
+
+    async def saved(self, session: Session, actor: Actor | None = None) -> None:
+        """Record the session (created here) or one of its actors (joined or rebound here);
+        returns once every server can find it."""
+        ...
+
+    def left(self, session: Session, actor_id: str) -> None:
+        """An actor left the session here."""
+        ...
+
+    def closed(self, session: Session) -> None:
+        """The session was closed here (not merely this server stopping)."""
+        ...
+
+    def stage(self) -> stream_pb2.StageStats:
+        """The link as a stage of the live path, named "cluster": frames from other servers
+        (processed) and frames lost between servers (dropped), for the stats and metrics."""
+        ...
+
+    async def fetch(self, session_id: str) -> None:
+        """Bring this server's copy of a session another server created (and its actors) up to
+        date, adopting it into the registry; nothing if the cluster has no such session."""
+        ...
+
+
 @dataclass
 class Session:
     id: str
@@ -192,6 +234,8 @@ class Session:
     actors: dict[str, Actor] = field(default_factory=dict)
     subscriptions: set[RigSubscription] = field(default_factory=set)
     release: Callable[[], None] = lambda: None  # gives back its place under the caller's cap
+    link: SessionLink | None = None  # in a cluster: the other servers (not for private sessions)
+    _listeners: set[RigSubscription] = field(default_factory=set)  # those that want other servers' frames
 
     def join(self, name: str, bindings: dict[str, Binding]) -> Actor:
         actor = Actor(uuid.uuid4().hex, name, bindings)
@@ -207,6 +251,8 @@ class Session:
     def leave(self, actor_id: str) -> Actor:
         actor = self.actor(actor_id)
         del self.actors[actor_id]
+        if self.link is not None:
+            self.link.left(self, actor_id)
         return actor
 
     def subscribe(
@@ -215,17 +261,36 @@ class Session:
         capacity: int = DEFAULT_CAPACITY,
         actor_id: str = "",
         batched: bool = False,
+        own_stream: bool = False,
     ) -> RigSubscription:
+        """`own_stream`: the subscription of the stream that feeds `actor_id` here (an animate
+        call, a WHIP peer), which never wants frames made on another server."""
         subscription = RigSubscription(avatar_ids, capacity, actor_id, batched)
         self.subscriptions.add(subscription)
+        if self.link is not None and not own_stream:
+            self._listeners.add(subscription)
+            if len(self._listeners) == 1:
+                self.link.listening(self, True)
         return subscription
 
     def unsubscribe(self, subscription: RigSubscription) -> None:
         self.subscriptions.discard(subscription)
+        if subscription in self._listeners:
+            self._listeners.discard(subscription)
+            if self.link is not None and not self._listeners:
+                self.link.listening(self, False)
 
     def publish(self, frames: list[tuple[Binding, rig_pb2.RigFrame]]) -> None:
-        """One source frame's rig frames, one per avatar bound to its actor."""
+        """One source frame's rig frames, one per avatar bound to its actor: to this server's
+        subscribers, and through the link to the other servers'."""
         offered = [(binding.controls, frame) for binding, frame in frames]
+        self.deliver(offered)
+        if self.link is not None:
+            self.link.frames(self, offered)
+
+    def deliver(self, offered: Offered) -> None:
+        """Offer rig frames (made here, or on another server of the cluster) to this server's
+        subscribers."""
         for subscription in self.subscriptions:
             subscription.offer(offered)
 
@@ -235,7 +300,10 @@ class Session:
     def close(self, end: StreamEnd) -> None:
         for subscription in self.subscriptions:
             subscription.close(end)
+        if self.link is not None and self._listeners:
+            self.link.listening(self, False)
         self.subscriptions.clear()
+        self._listeners.clear()
         self.release()
 
     def to_proto(self, with_token: bool = False) -> stream_pb2.Session:
@@ -256,8 +324,9 @@ class SessionRegistry:
     `tally` caps the sessions each caller keeps open (private ones come with a stream or a
     peer, which have caps of their own)."""
 
-    def __init__(self, require_tokens: bool, tally: Tally | None = None) -> None:
+    def __init__(self, require_tokens: bool, tally: Tally | None = None, link: SessionLink | None = None) -> None:
         self.require_tokens = require_tokens
+        self.link = link  # in a cluster: shares every session but private ones
         self._tally = tally
         self._sessions: dict[str, Session] = {}
         self._seq = itertools.count(1)
@@ -265,10 +334,22 @@ class SessionRegistry:
     def create(self, name: str, private: bool = False, caller: str = "") -> Session:
         release = self._tally.take(caller) if self._tally is not None and not private else (lambda: None)
         session = Session(
-            uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private, next(self._seq), release=release
+            uuid.uuid4().hex, name, secrets.token_urlsafe(24), now_us(), private, next(self._seq), release=release,
+            link=None if private else self.link,
         )
         self._sessions[session.id] = session
         return session
+
+    def adopt(self, session_id: str, name: str, token: str, created_us: int) -> Session:
+        """This server's copy of a session another server of the cluster created."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = Session(session_id, name, token, created_us, seq=next(self._seq), link=self.link)
+            self._sessions[session_id] = session
+        return session
+
+    def local(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
 
     def get(self, session_id: str) -> Session:
         try:
@@ -286,10 +367,19 @@ class SessionRegistry:
         return session
 
     def close(self, session_id: str, end: StreamEnd | None = None) -> Session:
+        """Close the session, for every server of a cluster too."""
+        session = self.forget(session_id, end or session_closed())
+        if session.link is not None:
+            session.link.closed(session)
+        return session
+
+    def forget(self, session_id: str, end: StreamEnd) -> Session:
+        """End the session's streams on this server only (it stops, or another server closed
+        the session)."""
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(session_id)
-        session.close(end or session_closed())
+        session.close(end)
         return session
 
     def sessions(self, include_private: bool = False, after: int = 0) -> list[Session]:
@@ -299,5 +389,6 @@ class SessionRegistry:
         ]
 
     def close_all(self, end: StreamEnd | None = None) -> None:
+        """This server stops: its streams end; a cluster's other servers keep the sessions."""
         for session_id in list(self._sessions):
-            self.close(session_id, end or server_shutdown())
+            self.forget(session_id, end or server_shutdown())

@@ -107,22 +107,55 @@ class LiveStreams:
             bindings[avatar_id] = binding
         return bindings
 
+    # Sessions: in a cluster, one created on another server is fetched the first time it is asked for
+
+    async def create_session(self, name: str, caller: str = "") -> Session:
+        session = self.sessions.create(name, caller=caller)
+        if session.link is not None:
+            await session.link.saved(session)
+        return session
+
+    async def find(self, session_id: str, actor_id: str = "") -> Session:
+        """The session (SessionNotFound if none), with `actor_id` in it if the cluster has it."""
+        require_id(session_id, "session_id")
+        link = self.sessions.link
+        if link is not None:
+            session = self.sessions.local(session_id)
+            if session is None or (actor_id and actor_id not in session.actors):
+                await link.fetch(session_id)
+        return self.sessions.get(session_id)
+
+    async def enter(self, session_id: str, token: str, actor_id: str = "") -> Session:
+        """The session, for a caller that must show its token (`SessionRegistry.enter`)."""
+        await self.find(session_id, actor_id)
+        return self.sessions.enter(session_id, token)
+
     async def join(self, session_id: str, token: str, actor_name: str, requests: Iterable[stream_pb2.AvatarBinding]) -> Actor:
-        session = self.sessions.enter(require_id(session_id, "session_id"), token)
-        return session.join(actor_name, await self.bindings(requests))
+        session = await self.enter(session_id, token)
+        actor = session.join(actor_name, await self.bindings(requests))
+        if session.link is not None:
+            await session.link.saved(session, actor)
+        return actor
 
     async def rebind(
         self, session_id: str, token: str, actor_id: str, requests: Iterable[stream_pb2.AvatarBinding]
     ) -> Actor:
-        actor = self.sessions.enter(require_id(session_id, "session_id"), token).actor(actor_id)
+        session = await self.enter(session_id, token, actor_id)
+        actor = session.actor(actor_id)
         actor.bindings = await self.bindings(requests)  # the pipeline reads it per frame
+        if session.link is not None:
+            await session.link.saved(session, actor)
         return actor
 
-    def leave(self, session_id: str, token: str, actor_id: str) -> None:
-        self.sessions.enter(require_id(session_id, "session_id"), token).leave(actor_id)
+    async def leave(self, session_id: str, token: str, actor_id: str) -> None:
+        (await self.enter(session_id, token, actor_id)).leave(actor_id)
+        self.actor_gone(actor_id)
+
+    def actor_gone(self, actor_id: str, end: StreamEnd | None = None) -> None:
+        """The actor left (here or on another server): its stream here, if any, ends."""
         stream = self._actor_streams.get(actor_id)
         if stream is not None:
-            self.end_actor(stream, actor_left())
+            self.end_actor(stream, end or actor_left())
 
     # Actor streams: an actor's live input (an animate call or a WebRTC peer) and its pipeline
 
@@ -135,7 +168,7 @@ class LiveStreams:
     async def animate_target(self, target: AnimateTarget) -> tuple[Session, str]:
         """The session and actor an input animates (a private session made for it if need be)."""
         if target.session_id:
-            session = self.sessions.enter(target.session_id, target.session_token)
+            session = await self.enter(target.session_id, target.session_token, target.actor_id)
             return session, session.actor(require_id(target.actor_id, "actor_id")).id
         if not target.avatar_ids:
             raise BadRequest("an actor stream needs a session_id and actor_id, or avatar_ids")
@@ -176,9 +209,11 @@ class LiveStreams:
         avatar_ids: frozenset[str] = frozenset(),
         actor_id: str = "",
         batched: bool = False,
+        own_stream: bool = False,
     ) -> RigSubscription:
-        """A subscription to the session's rig frames (release it with `retire`)."""
-        return session.subscribe(avatar_ids, SUBSCRIBER_BUFFER, actor_id=actor_id, batched=batched)
+        """A subscription to the session's rig frames (release it with `retire`); `own_stream`
+        for the stream that feeds `actor_id` (`Session.subscribe`)."""
+        return session.subscribe(avatar_ids, SUBSCRIBER_BUFFER, actor_id=actor_id, batched=batched, own_stream=own_stream)
 
     def retire(self, session: Session, subscription: RigSubscription) -> None:
         """Idempotent: unsubscribe, keeping the subscription's drop count in the stats."""
@@ -189,8 +224,10 @@ class LiveStreams:
     def snapshot(self) -> stream_pb2.PipelineStats:
         """Per-stage timings and counters now; call on the event loop, which owns them."""
         sessions = self.sessions.sessions(include_private=True)
+        link = self.sessions.link
         return stream_pb2.PipelineStats(
-            stages=[stats.to_proto(name) for name, stats in self.stats.stages.items()],
+            stages=[stats.to_proto(name) for name, stats in self.stats.stages.items()]
+            + ([link.stage()] if link is not None else []),
             frames_in=self.stats.frames_in,
             frames_out=self.stats.frames_out,
             subscriber_drops=self.stats.retired_subscriber_drops

@@ -37,12 +37,12 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def CreateSession(self, request: stream_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
-        session = self._sessions.create(request.name, caller=self._callers.of_grpc(context))
+        session = await self._live.create_session(request.name, caller=self._callers.of_grpc(context))
         return session.to_proto(with_token=True)
 
     @grpc_errors
     async def GetSession(self, request: stream_pb2.GetSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.Session:
-        return self._session_message(self._sessions.get(require_id(request.session_id, "session_id")))
+        return self._session_message(await self._live.find(request.session_id))
 
     @grpc_errors
     async def ListSessions(self, request: stream_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext) -> stream_pb2.ListSessionsResponse:
@@ -61,7 +61,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def CloseSession(self, request: stream_pb2.CloseSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.CloseSessionResponse:
-        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        session = await self._live.enter(request.session_id, request.session_token)
         self._sessions.close(session.id)
         return stream_pb2.CloseSessionResponse()
 
@@ -77,7 +77,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def LeaveSession(self, request: stream_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext) -> stream_pb2.LeaveSessionResponse:
-        self._live.leave(request.session_id, request.session_token, request.actor_id)
+        await self._live.leave(request.session_id, request.session_token, request.actor_id)
         return stream_pb2.LeaveSessionResponse()
 
     # Streams
@@ -97,7 +97,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
         session, actor_id = await self._live.animate_target(target)
         actor_stream = self._live.start_actor(session, session.actor(actor_id))
         pipeline = actor_stream.pipeline
-        stream = self._live.subscribe(session, actor_id=actor_id, batched=start.batch_frames)
+        stream = self._live.subscribe(session, actor_id=actor_id, batched=start.batch_frames, own_stream=True)
         actor_stream.ended.add_done_callback(lambda ended: stream.close(ended.result()))
         reader = asyncio.create_task(self._feed(incoming, pipeline, stream), name=f"feed-{actor_id[:8]}")
 
@@ -149,7 +149,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
     async def Subscribe(
         self, request: stream_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rig_pb2.RigStreamMessage]:
-        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        session = await self._live.enter(request.session_id, request.session_token)
         context.add_done_callback(self._streams.take(self._callers.of_grpc(context)))
         stream = self._live.subscribe(session, frozenset(request.avatar_ids), batched=request.batch_frames)
 
@@ -169,7 +169,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
     @grpc_errors
     async def AddOutput(self, request: stream_pb2.AddOutputRequest, context: grpc.aio.ServicerContext) -> stream_pb2.EngineOutput:
         wanted = request.output
-        session = self._sessions.enter(require_id(wanted.session_id, "session_id"), request.session_token)
+        session = await self._live.enter(wanted.session_id, request.session_token)
         avatar = await asyncio.to_thread(self._live.store.get_avatar, require_id(wanted.avatar_id, "avatar_id"))
         if wanted.actor_id:
             session.actor(wanted.actor_id)  # NOT_FOUND unless the actor joined
@@ -178,7 +178,7 @@ class StreamService(stream_pb2_grpc.StreamServiceServicer):
 
     @grpc_errors
     async def RemoveOutput(self, request: stream_pb2.RemoveOutputRequest, context: grpc.aio.ServicerContext) -> stream_pb2.RemoveOutputResponse:
-        session = self._sessions.enter(require_id(request.session_id, "session_id"), request.session_token)
+        session = await self._live.enter(request.session_id, request.session_token)
         self._outputs.remove(session.id, require_id(request.output_id, "output_id"))
         return stream_pb2.RemoveOutputResponse()
 

@@ -182,7 +182,7 @@ class WebRtcService:
             held.callback(self._leave if joined else self._close_if_private, session, actor_id)
             actor_stream = self._live.start_actor(session, session.actor(actor_id))
             held.push_async_callback(self._end_actor, actor_stream)
-            rigs = self._live.subscribe(session, actor_id=actor_id)
+            rigs = self._live.subscribe(session, actor_id=actor_id, own_stream=True)
             held.callback(self._live.retire, session, rigs)
             actor_stream.ended.add_done_callback(lambda ended: rigs.close(ended.result()))
             answer = await _answer(pc, self._ice_hosts)
@@ -201,7 +201,7 @@ class WebRtcService:
         description = parse_offer(offer)
         if not any(m.kind == "application" for m in description.media):
             raise BadOffer(f"the offer has no data channel (m=application) to carry rig frames; open one labelled {LABEL!r}")
-        session = self._sessions.enter(session_id, token)
+        session = await self._live.enter(session_id, token)
         avatar_ids = frozenset([await self._avatar_id(a) for a in avatars])
         async with contextlib.AsyncExitStack() as held:
             held.callback(self._tally.take(caller))
@@ -240,7 +240,7 @@ class WebRtcService:
             wanted = AnimateTarget(target.session_id, target.token, target.actor_id, tuple(avatar_ids))
             session, actor_id = await self._live.animate_target(wanted)
             return session, actor_id, False
-        session = self._sessions.enter(target.session_id, target.token)
+        session = await self._live.enter(target.session_id, target.token)
         actor = await self._live.join(target.session_id, target.token, target.actor_name, [stream_pb2.AvatarBinding(avatar_id=a) for a in avatar_ids])
         return session, actor.id, True
 
