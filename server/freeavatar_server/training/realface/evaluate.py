@@ -29,7 +29,7 @@ from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 SET_DIR = Path(__file__).resolve().parent
 LABELS = ("smile", "mouth_open", "eyes_closed", "brows_raised", "frown")
-MOVED = 0.15  # share of a control's range above rest that counts as moving
+MOVED = 0.2  # share of a control's range above rest that counts as moving (chosen on the tune split)
 REGION = 2.2  # the square cut around a labelled face, in face widths
 SAME_FACE = 0.5  # the face read overlaps the labelled one this much: the same face
 MEDIAPIPE = "mediapipe"  # MediaPipe's own blendshapes, read as the ARKit avatar would be
