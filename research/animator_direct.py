@@ -109,9 +109,16 @@ def alias_read(name: str, blendshapes: np.ndarray) -> np.ndarray:
     return BlendshapeDrive.of(avatar.spec).apply(avatar.neutral(len(blendshapes)), blendshapes)
 
 
+@torch.no_grad()
+def read_units(encoder: torch.nn.Module, small: np.ndarray) -> np.ndarray:
+    """The encoder's action-unit read-out (standardised units) of the cached 96 px faces."""
+    x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255
+    return np.concatenate([encoder(x[s : s + 256], with_units=True)[1].numpy() for s in range(0, len(x), 256)])
+
+
 def features(data: dict[str, np.ndarray], kind: str) -> torch.Tensor:
     parts = {"both": ("embeddings", "blendshapes"), "blendshapes": ("blendshapes",), "embedding": ("embeddings",),
-             "per_avatar": ("embeddings",)}[kind]
+             "per_avatar": ("embeddings",), "units": ("units",), "embedding_units": ("embeddings", "units")}[kind]
     return torch.from_numpy(np.concatenate([data[p] for p in parts], axis=1).astype(np.float32))
 
 
@@ -122,7 +129,8 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
     x = features(train_data, kind)
     # "both" is servable: the runtime appends the blendshapes to the embedding
     config = {"both": AnimatorConfig(blendshape_dim=52), "embedding": AnimatorConfig(),
-              "per_avatar": AnimatorConfig()}.get(kind, AnimatorConfig(embed_dim=52))
+              "per_avatar": AnimatorConfig(), "units": AnimatorConfig(embed_dim=x.shape[1]),
+              "embedding_units": AnimatorConfig(embed_dim=x.shape[1])}.get(kind, AnimatorConfig(embed_dim=52))
     model = SharedAnimator(config)
     decoders = torch.nn.ModuleDict()  # the per_avatar baseline: one decoder each, same signals
     plan = {}
@@ -222,6 +230,9 @@ def main() -> None:
     encoder = load_frozen_encoder(args.encoder)
     train_data = build(args.work / "train.npz", args.train, TRAIN_IDENTITY_OFFSET, 300, 3, encoder)
     held = build(args.work / "heldout.npz", args.heldout, HELDOUT_IDENTITY_OFFSET, 60, HELDOUT_SEED, encoder)
+    if encoder.au_head is not None:  # the kinds "units" and "embedding_units" read it (research only)
+        for data in (train_data, held):
+            data["units"] = read_units(encoder, data["small"])
     report: dict[str, object] = {}
     if weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder):  # reads this embedding
         shipped = load_animator(SHIPPED / "animator.pt")
