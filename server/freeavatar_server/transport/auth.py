@@ -10,6 +10,8 @@ from typing import Any
 
 import grpc
 
+from freeavatar_server.transport.grpc.handlers import same_shape
+
 # Load balancers and orchestrators probe health without credentials.
 _OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
@@ -81,14 +83,4 @@ def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHan
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    make = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
-    return make(
-        refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return same_shape(handler, refuse, request_deserializer=handler.request_deserializer)

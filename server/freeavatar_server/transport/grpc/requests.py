@@ -20,14 +20,8 @@ from typing import Any
 import grpc
 
 from freeavatar_server.live.errors import Invalid
+from freeavatar_server.transport.grpc.handlers import behavior_of, same_shape
 from freeavatar_server.transport.limits import LIMITS, RequestLimits, decode_request, log_rejected
-
-_MAKE = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
 
 
 class RequestBounds(grpc.aio.ServerInterceptor):
@@ -48,13 +42,7 @@ class RequestBounds(grpc.aio.ServerInterceptor):
 def _bounded(handler: grpc.RpcMethodHandler, method: str, limits: RequestLimits) -> grpc.RpcMethodHandler:
     """`handler` with the same shape, taking raw bytes and checking them first."""
     parse = handler.request_deserializer or (lambda raw: raw)
-    streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
-    behavior = {
-        (False, False): handler.unary_unary,
-        (False, True): handler.unary_stream,
-        (True, False): handler.stream_unary,
-        (True, True): handler.stream_stream,
-    }[(streaming_in, streaming_out)]
+    behavior = behavior_of(handler)
 
     def checked(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -63,7 +51,7 @@ def _bounded(handler: grpc.RpcMethodHandler, method: str, limits: RequestLimits)
             log_rejected(method, context.peer(), str(problem))
             raise
 
-    if streaming_in:
+    if handler.request_streaming:
         async def requests(raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             # Raises the Invalid into the handler, which maps it to INVALID_ARGUMENT like any
             # domain error (`status.grpc_errors`): a stream ends at its first bad message.
@@ -93,6 +81,4 @@ def _bounded(handler: grpc.RpcMethodHandler, method: str, limits: RequestLimits)
             return await behavior(await first(request, context), context)
 
         wrapped = wrapped_call
-    return _MAKE[(streaming_in, streaming_out)](
-        wrapped, request_deserializer=None, response_serializer=handler.response_serializer
-    )
+    return same_shape(handler, wrapped, request_deserializer=None)
