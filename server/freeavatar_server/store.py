@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -392,7 +392,7 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise AvatarNotFound(avatar_id)
-        return _avatar_record(row)
+        return avatar_record(row)
 
     def list_avatars(self, after_seq: int, limit: int) -> list[AvatarRecord]:
         with self._locked():
@@ -401,7 +401,7 @@ class SqliteStore:
                 "ORDER BY rowid LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [_avatar_record(row) for row in rows]
+        return [avatar_record(row) for row in rows]
 
     def delete_avatar(self, avatar_id: str) -> None:
         with self._locked():
@@ -419,10 +419,10 @@ class SqliteStore:
                 "SELECT COUNT(*) FROM keyframes WHERE avatar_id = ?", (avatar_id,)
             ).fetchone()
             rows = self._db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE avatar_id = ? AND active = 1",
+                f"SELECT {VERSION_COLUMNS} FROM model_versions WHERE avatar_id = ? AND active = 1",
                 (avatar_id,),
             ).fetchall()
-        active = {record.kind: record for record in map(_version_record, rows)}
+        active = {record.kind: record for record in map(version_record, rows)}
         return AvatarSummary(
             render_samples=samples,
             renderer=active.get(avatar_pb2.MODEL_KIND_RENDERER),
@@ -507,7 +507,7 @@ class SqliteStore:
             ).fetchone()
         if row is None:
             raise JobNotFound(job_id)
-        return _job_record(row)
+        return job_record(row)
 
     def list_jobs(self, after_seq: int, limit: int, avatar_id: str = "") -> list[JobRecord]:
         query = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE rowid > ?"
@@ -517,7 +517,7 @@ class SqliteStore:
             args.append(avatar_id)
         with self._locked():
             rows = self._db.execute(f"{query} ORDER BY rowid LIMIT ?", (*args, limit)).fetchall()
-        return [_job_record(row) for row in rows]
+        return [job_record(row) for row in rows]
 
     def update_job(self, job_id: str, **fields: object) -> JobRecord:
         """Set job columns (state, progress, metrics, error, started_us, ended_us)."""
@@ -559,7 +559,7 @@ class SqliteStore:
                     (avatar_id, kind),
                 )
                 db.execute(
-                    f"INSERT INTO model_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                    f"INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
                     (avatar_id, kind, version, job_id, now_us(), json.dumps(metrics), path),
                 )
                 db.execute(
@@ -574,22 +574,22 @@ class SqliteStore:
     def model_version(self, avatar_id: str, kind: int, version: int) -> ModelVersionRecord:
         with self._locked():
             row = self._db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions "
+                f"SELECT {VERSION_COLUMNS} FROM model_versions "
                 "WHERE avatar_id = ? AND kind = ? AND version = ?",
                 (avatar_id, kind, version),
             ).fetchone()
         if row is None:
             raise ModelVersionNotFound(avatar_id, kind, version)
-        return _version_record(row)
+        return version_record(row)
 
     def model_versions(self, avatar_id: str, kind: int) -> list[ModelVersionRecord]:
         with self._locked():
             rows = self._db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions "
+                f"SELECT {VERSION_COLUMNS} FROM model_versions "
                 "WHERE avatar_id = ? AND kind = ? ORDER BY version",
                 (avatar_id, kind),
             ).fetchall()
-        return [_version_record(row) for row in rows]
+        return [version_record(row) for row in rows]
 
     def activate_model(self, avatar_id: str, kind: int, version: int) -> ModelVersionRecord:
         self.model_version(avatar_id, kind, version)  # raises when missing
@@ -605,7 +605,7 @@ _JOB_COLUMNS = (
     "id, kind, state, avatar_ids, options, progress, metrics, error, "
     "created_us, started_us, ended_us, result_version, rowid"
 )
-_VERSION_COLUMNS = "avatar_id, kind, version, job_id, created_us, metrics, path, active"
+VERSION_COLUMNS = "avatar_id, kind, version, job_id, created_us, metrics, path, active"
 
 
 def _on_read_only_file_system(path: Path) -> bool:
@@ -623,16 +623,18 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def _job_record(row: tuple) -> JobRecord:
+def job_record(row: tuple, load_json: Callable[[Any], Any] = json.loads) -> JobRecord:
+    """A jobs row as a JobRecord. `load_json` decodes its JSON columns: SQLite hands them over
+    as text, PostgreSQL already decoded."""
     (job_id, kind, state, avatar_ids, options, progress, metrics, error, *times, result, seq) = row
     return JobRecord(
         id=job_id,
         kind=kind,
         state=state,
-        avatar_ids=tuple(json.loads(avatar_ids)),
-        options=job_pb2.TrainingOptions.FromString(options),
+        avatar_ids=tuple(load_json(avatar_ids)),
+        options=job_pb2.TrainingOptions.FromString(bytes(options)),
         progress=progress,
-        metrics=json.loads(metrics),
+        metrics=dict(load_json(metrics)),
         error=error,
         created_us=times[0],
         started_us=times[1],
@@ -642,14 +644,14 @@ def _job_record(row: tuple) -> JobRecord:
     )
 
 
-def _version_record(row: tuple) -> ModelVersionRecord:
+def version_record(row: tuple, load_json: Callable[[Any], Any] = json.loads) -> ModelVersionRecord:
     avatar_id, kind, version, job_id, created_us, metrics, path, active = row
     return ModelVersionRecord(
-        avatar_id, kind, version, job_id, created_us, json.loads(metrics), path, bool(active)
+        avatar_id, kind, version, job_id, created_us, dict(load_json(metrics)), path, bool(active)
     )
 
 
-def _avatar_record(row: tuple[str, bytes, int, int]) -> AvatarRecord:
+def avatar_record(row: tuple[str, bytes, int, int]) -> AvatarRecord:
     avatar_id, blob, created_us, seq = row
-    spec = RigSpec.from_proto(rig_pb2.RigSpec.FromString(blob))
+    spec = RigSpec.from_proto(rig_pb2.RigSpec.FromString(bytes(blob)))
     return AvatarRecord(avatar_id, spec, created_us, seq)

@@ -27,9 +27,10 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
-from freeavatar._proto import avatar_pb2, job_pb2, rig_pb2
+from freeavatar._proto import avatar_pb2, job_pb2
 from freeavatar.rig import RigSpec
 from freeavatar_server.store import (
+    VERSION_COLUMNS,
     AvatarNameTaken,
     AvatarNotFound,
     AvatarRecord,
@@ -41,7 +42,10 @@ from freeavatar_server.store import (
     StoreError,
     StoreFull,
     StoreUnusable,
+    avatar_record,
+    job_record,
     now_us,
+    version_record,
 )
 
 CONNECT_TIMEOUT_S = 3
@@ -237,7 +241,7 @@ class PostgresStore:
             row = db.execute("SELECT id, spec, created_us, seq FROM avatars WHERE id = %s", (avatar_id,)).fetchone()
         if row is None:
             raise AvatarNotFound(avatar_id)
-        return _avatar_record(row)
+        return avatar_record(row)
 
     def list_avatars(self, after_seq: int, limit: int) -> list[AvatarRecord]:
         with self._locked() as db:
@@ -245,7 +249,7 @@ class PostgresStore:
                 "SELECT id, spec, created_us, seq FROM avatars WHERE seq > %s ORDER BY seq LIMIT %s",
                 (after_seq, limit),
             ).fetchall()
-        return [_avatar_record(row) for row in rows]
+        return [avatar_record(row) for row in rows]
 
     def delete_avatar(self, avatar_id: str) -> None:
         with self._locked() as db:
@@ -260,7 +264,7 @@ class PostgresStore:
             ).fetchone()
             (keyframes,) = db.execute("SELECT COUNT(*) FROM keyframes WHERE avatar_id = %s", (avatar_id,)).fetchone()
             rows = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE avatar_id = %s AND active", (avatar_id,)
+                f"SELECT {VERSION_COLUMNS} FROM model_versions WHERE avatar_id = %s AND active", (avatar_id,)
             ).fetchall()
         active = {record.kind: record for record in map(_version_record, rows)}
         return AvatarSummary(
@@ -416,7 +420,7 @@ class PostgresStore:
                 version = latest + 1
                 db.execute("UPDATE model_versions SET active = FALSE WHERE avatar_id = %s AND kind = %s", (avatar_id, kind))
                 db.execute(
-                    f"INSERT INTO model_versions ({_VERSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, TRUE)",
+                    f"INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, TRUE)",
                     (avatar_id, kind, version, job_id, now_us(), Jsonb(metrics), path),
                 )
                 db.execute(
@@ -431,7 +435,7 @@ class PostgresStore:
     def model_version(self, avatar_id: str, kind: int, version: int) -> ModelVersionRecord:
         with self._locked() as db:
             row = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE avatar_id = %s AND kind = %s AND version = %s",
+                f"SELECT {VERSION_COLUMNS} FROM model_versions WHERE avatar_id = %s AND kind = %s AND version = %s",
                 (avatar_id, kind, version),
             ).fetchone()
         if row is None:
@@ -441,7 +445,7 @@ class PostgresStore:
     def model_versions(self, avatar_id: str, kind: int) -> list[ModelVersionRecord]:
         with self._locked() as db:
             rows = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE avatar_id = %s AND kind = %s ORDER BY version",
+                f"SELECT {VERSION_COLUMNS} FROM model_versions WHERE avatar_id = %s AND kind = %s ORDER BY version",
                 (avatar_id, kind),
             ).fetchall()
         return [_version_record(row) for row in rows]
@@ -495,7 +499,6 @@ _JOB_COLUMNS = (
     "id, kind, state, avatar_ids, options, progress, metrics, error, "
     "created_us, started_us, ended_us, result_version, seq"
 )
-_VERSION_COLUMNS = "avatar_id, kind, version, job_id, created_us, metrics, path, active"
 
 
 def _first_line(error: BaseException) -> str:
@@ -503,30 +506,14 @@ def _first_line(error: BaseException) -> str:
 
 
 def _job_record(row: tuple) -> JobRecord:
-    (job_id, kind, state, avatar_ids, options, progress, metrics, error, *times, result, seq) = row
-    return JobRecord(
-        id=job_id,
-        kind=kind,
-        state=state,
-        avatar_ids=tuple(avatar_ids),
-        options=job_pb2.TrainingOptions.FromString(bytes(options)),
-        progress=progress,
-        metrics=dict(metrics),
-        error=error,
-        created_us=times[0],
-        started_us=times[1],
-        ended_us=times[2],
-        result_version=result,
-        seq=seq,
-    )
+    return job_record(row, load_json=_decoded)
 
 
 def _version_record(row: tuple) -> ModelVersionRecord:
-    avatar_id, kind, version, job_id, created_us, metrics, path, active = row
-    return ModelVersionRecord(avatar_id, kind, version, job_id, created_us, dict(metrics), path, bool(active))
+    return version_record(row, load_json=_decoded)
 
 
-def _avatar_record(row: tuple) -> AvatarRecord:
-    avatar_id, blob, created_us, seq = row
-    spec = RigSpec.from_proto(rig_pb2.RigSpec.FromString(bytes(blob)))
-    return AvatarRecord(avatar_id, spec, created_us, seq)
+def _decoded(value: object) -> object:
+    """psycopg decodes JSONB and arrays itself."""
+    return value
+
