@@ -51,7 +51,6 @@ from freeavatar_server.training.animator.encoding import (
 )
 from freeavatar_server.training.animator.evaluate import (
     HELDOUT_SEED,
-    control_correlations,
     per_avatar_file,
     retarget_error,
     save_decoder,
@@ -66,6 +65,7 @@ from freeavatar_server.training.animator.model import (
     save_animator,
     unit_default,
 )
+from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.encoder.evaluate import mediapipe_features
 
 SHIPPED = Path("server/freeavatar_server/models/animator")
@@ -190,7 +190,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
 def scores(name: str, predicted: np.ndarray, aus: np.ndarray) -> dict[str, object]:
     avatar = BUILTIN_AVATARS[name]
     truth = avatar.expected_rig(aus)
-    r = control_correlations(predicted, truth)
+    r = column_correlations(predicted, truth)
     rig = AvatarRig.from_spec(avatar.spec)
     neutral = retarget_error(avatar.neutral(len(truth)), truth, rig)
     return {

@@ -37,6 +37,7 @@ from freeavatar_server.training.animator.model import (
     load_animator,
     saved_config,
 )
+from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.encoder.evaluate import geometry_features
 
 HELDOUT_SEED = 12
@@ -75,18 +76,8 @@ def retarget_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:
     across actors: does the rig follow the expression at all, whatever its scale? Controls the
     ground truth never moves (the mapping leaves them at rest) are left out; a control that
     should move but whose prediction never does counts as 0."""
-    r = control_correlations(predicted, truth)
+    r = column_correlations(predicted, truth)
     return float(np.nanmean(r)) if not np.isnan(r).all() else 0.0
-
-
-def control_correlations(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per control, as in retarget_correlation; NaN where the ground truth never moves. A
-    strongly negative one means a control driven backwards (or a mapping the avatar draws
-    backwards: the robot's mouth once was)."""
-    p, t = predicted - predicted.mean(0), truth - truth.mean(0)
-    denominator = np.sqrt((p**2).sum(0) * (t**2).sum(0))
-    r = np.divide((p * t).sum(0), denominator, out=np.zeros(p.shape[1]), where=denominator > 1e-12)
-    return np.where((t**2).sum(0) > 1e-12, r, np.nan)
 
 
 @torch.no_grad()
@@ -146,7 +137,7 @@ def evaluate_models(
         }
         if name in shared.rigs:
             candidates["shared"] = shared(heldout.embeddings, name).numpy()
-            r = control_correlations(candidates["shared"], truth)
+            r = column_correlations(candidates["shared"], truth)
             row["shared_correlation_by_control"] = {
                 c.name: round(float(v), 3) for c, v in zip(avatar.spec.controls, r, strict=True) if not np.isnan(v)}
         decoder_path = baselines_dir / per_avatar_file("per_avatar", name)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freeavatar_server.synth.actors import N_AU, mirror_permutation
+from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.encoder import data as D
 from freeavatar_server.training.encoder.model import (
     EmotionClassifier,
@@ -507,14 +508,6 @@ class UnitScale:
         return (expr - self.mean) / self.std
 
 
-def unit_correlation(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Mean per-unit Pearson r (units that never vary in `truth` left out)."""
-    p, t = predicted - predicted.mean(0), truth - truth.mean(0)
-    denom = np.sqrt((p**2).sum(0) * (t**2).sum(0))
-    ok = denom > 1e-9
-    return float(((p * t).sum(0)[ok] / denom[ok]).mean())
-
-
 def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageSpec:
     """Triplet tuning from the MAE backbone (or `init`): rows of an FEC CSV, or every clear
     triplet among fresh synthetic faces labelled by the simulated annotator, and with
@@ -561,7 +554,7 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageS
         out = {"val_acc_all": round(r["all"], 4), "val_acc_unamb": round(r["unambiguous"], 4)}
         if dense:
             read = embed_images(lambda x: m(x, with_units=True)[1], val.pool.images)
-            out["val_unit_r"] = round(unit_correlation(read, val.pool.expressions), 4)
+            out["val_unit_r"] = round(float(np.nanmean(column_correlations(read, val.pool.expressions))), 4)
         return out
 
     stream = None if fec is not None else stream_spec(cfg, d, "triplet", cfg.triplet_batch, cfg.triplet_steps)
