@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,13 +19,14 @@ from freeavatar_server.live.analysis import (
     Analyser,
     AnalysisFailed,
     AnalysisOptions,
-    AnalysisPool,
     AnalysisRequest,
     AnimatorRef,
     BadFrame,
     EncodedFrame,
     MeshPace,
+    WorkerLost,
 )
+from freeavatar_server.live.workers import AnalysisPool
 
 JPEG = stream_pb2.IMAGE_FORMAT_JPEG
 
@@ -63,6 +65,53 @@ def test_analyser_names_what_is_wrong_with_a_frame(untrained_models) -> None:
         analyser.analyse(request("actor", EncodedFrame(stream_pb2.IMAGE_FORMAT_RGB24, b"\0" * 10, 640, 480)))
     empty_room = np.full((240, 320, 3), 90, np.uint8)  # already decoded, as WebRTC hands it over
     assert analyser.analyse(request("actor", empty_room)).face is None
+
+
+def test_a_batch_reads_each_actor_as_one_frame_would_and_keeps_a_bad_frame_to_itself(untrained_models, clip) -> None:
+    encoder, animator = untrained_models
+    refs = {"a1": AnimatorRef(str(animator), "robot"), "a2": AnimatorRef(str(animator), "cartoon")}
+    frames = [request(f"actor{i}", EncodedFrame(JPEG, clip[i * 5]), refs) for i in range(3)]
+    bad = request("broken", EncodedFrame(JPEG, b"garbage"), refs)
+    batched = Analyser(AnalysisOptions(encoder)).analyse_batch([frames[0], bad, frames[1], frames[2]])
+    alone = Analyser(AnalysisOptions(encoder))
+    singles = [alone.analyse(frame) for frame in frames]
+    assert isinstance(batched[1], BadFrame)
+    for got, want in zip([batched[0], *batched[2:]], singles, strict=True):
+        assert got.face == want.face
+        np.testing.assert_allclose(got.head_pose, want.head_pose, atol=1e-4)
+        for avatar in ("a1", "a2"):
+            np.testing.assert_allclose(got.raw[avatar], want.raw[avatar], atol=1e-4)
+        assert {"decode", "mesh", "pose", "encode", "animate"} <= set(got.timings_ms)
+
+
+async def test_frames_that_wait_together_go_to_the_worker_as_one_tick(untrained_models, clip) -> None:
+    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
+    try:
+        await pool.start()
+        (worker,) = pool.workers
+        frames = [request(f"s{i}", EncodedFrame(JPEG, clip[i])) for i in range(5)]
+        frames.append(request("s5", EncodedFrame(JPEG, b"garbage")))
+        results = await asyncio.gather(*(worker.analyse(f) for f in frames), return_exceptions=True)
+        assert worker.ticks == 1  # six actors' frames, one call across the process boundary
+        assert all(r.face is not None for r in results[:5])
+        assert isinstance(results[5], BadFrame)  # the bad frame fails alone
+        again = await worker.analyse(request("s0", EncodedFrame(JPEG, clip[6])))
+        assert again.face is not None and worker.ticks == 2
+    finally:
+        pool.close()
+
+
+async def test_closing_the_pool_fails_what_waits_instead_of_leaving_it_hanging(untrained_models, clip) -> None:
+    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
+    await pool.start()
+    (worker,) = pool.workers
+    waiting = [asyncio.ensure_future(worker.analyse(request(f"s{i}", EncodedFrame(JPEG, clip[i])))) for i in range(3)]
+    await asyncio.sleep(0)
+    pool.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 10)
+    assert all(isinstance(r, WorkerLost) for r in results)
+    with pytest.raises(WorkerLost, match="shutting down"):
+        await worker.analyse(request("late", EncodedFrame(JPEG, clip[0])))
 
 
 async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untrained_models, clip) -> None:
@@ -112,7 +161,8 @@ def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Pa
     script = textwrap.dedent(f"""
         import asyncio, time
         from pathlib import Path
-        from freeavatar_server.live.analysis import AnalysisOptions, AnalysisPool
+        from freeavatar_server.live.analysis import AnalysisOptions
+        from freeavatar_server.live.workers import AnalysisPool
 
         async def main():
             pool = AnalysisPool(1, AnalysisOptions(Path({str(untrained_models[0])!r})))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
-from freeavatar_server.tools.bench import LoadResult, find_capacity
+from freeavatar._proto import stream_pb2
+from freeavatar_server.tools.bench import LoadResult, find_capacity, stage_means
+from freeavatar_server.tools.bench_picture import draw_ladder
 
 
 @pytest.mark.parametrize(("limit", "max_actors", "tried"), [
@@ -27,3 +30,22 @@ async def test_capacity_search_finds_the_largest_load_held(limit: int, max_actor
     assert set(runs) == set(tried)
     assert [r.actors for r in ladder] == sorted(runs)
     assert max((r.actors for r in ladder if r.held), default=0) == limit
+
+
+def test_each_rung_says_where_an_analysed_frame_went_and_draws_it(tmp_path) -> None:
+    def stats(frames: int, decode_ms: float, mesh_runs: int, mesh_ms: float) -> stream_pb2.PipelineStats:
+        return stream_pb2.PipelineStats(stages=[
+            stream_pb2.StageStats(name="decode", processed=frames, total_ms=decode_ms),
+            stream_pb2.StageStats(name="mesh", processed=mesh_runs, total_ms=mesh_ms),
+        ])  # fmt: skip
+
+    means = stage_means(stats(100, 50.0, 50, 400.0), stats(300, 170.0, 100, 800.0))
+    assert means == {"decode": 0.6, "mesh": 2.0}  # the mesh's 400 ms over 200 frames, amortised
+    ladder = [
+        {"actors": n, "delivered": 1.0, "latency_ms": {"p99": 20.0 * n}, "stage_ms": {"decode": 0.6, "mesh": 2.0 * n}}
+        for n in (1, 2, 4)
+    ]
+    picture = draw_ladder({"ladder": ladder}, tmp_path / "ladder.png")
+    with Image.open(picture) as image:
+        assert image.size == (900, 520)
+        assert len(image.getcolors(1 << 16)) > 8  # bars, legend and labels, not a blank canvas

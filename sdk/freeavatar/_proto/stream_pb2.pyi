@@ -313,18 +313,20 @@ class RemoveOutputResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StageStats(_message.Message):
-    __slots__ = ("name", "p50_ms", "p99_ms", "processed", "dropped")
+    __slots__ = ("name", "p50_ms", "p99_ms", "processed", "dropped", "total_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
     P99_MS_FIELD_NUMBER: _ClassVar[int]
     PROCESSED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     p50_ms: float
     p99_ms: float
     processed: int
     dropped: int
-    def __init__(self, name: _Optional[str] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., processed: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    total_ms: float
+    def __init__(self, name: _Optional[str] = ..., p50_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., processed: _Optional[int] = ..., dropped: _Optional[int] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

@@ -321,6 +321,9 @@ def bench_stream(
     face_rate_floor: Annotated[
         float | None, typer.Option(help="The server's --face-rate-floor (default: the server's own).")
     ] = None,
+    picture: Annotated[
+        Path | None, typer.Option(help="Also draw where each rung's milliseconds go (stacked bars) as this PNG.")
+    ] = None,
 ) -> None:
     """Measure latency and capacity against a server process on loopback.
 
@@ -331,6 +334,10 @@ def bench_stream(
     if face_rate_floor is not None:
         serve_args += ("--face-rate-floor", str(face_rate_floor))
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors, serve_args=serve_args))
+    if picture is not None:
+        from freeavatar_server.tools.bench_picture import draw_ladder  # lazy: Pillow, only when asked
+
+        draw_ladder(result, picture)
     printer.show(result, JSON.from_data(result), indent=None)
 
 

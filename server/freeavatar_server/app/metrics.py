@@ -35,12 +35,16 @@ class PipelineCollector(Collector):
         dropped = CounterMetricFamily(
             "freeavatar_stage_dropped", "Stale frames dropped before a stage (latest frame wins)", labels=["stage"]
         )
+        spent = CounterMetricFamily(
+            "freeavatar_stage_seconds", "Time spent in a stage (its mean: seconds / processed)", labels=["stage"]
+        )
         for stage in stats.stages:
             latency.add_metric([stage.name, "0.5"], stage.p50_ms)
             latency.add_metric([stage.name, "0.99"], stage.p99_ms)
             processed.add_metric([stage.name], stage.processed)
             dropped.add_metric([stage.name], stage.dropped)
-        yield from (latency, processed, dropped)
+            spent.add_metric([stage.name], stage.total_ms / 1000)
+        yield from (latency, processed, dropped, spent)
 
 
 async def _call(snapshot: Callable[[], stream_pb2.PipelineStats]) -> stream_pb2.PipelineStats:

@@ -1,31 +1,24 @@
-"""The heavy half of the live pipeline, in worker processes: decode a frame, find and track
-the face (MediaPipe's mesh and blendshapes: `inference.face.front`), read its head pose, encode
-the expression, run every bound avatar's animator.
+"""The heavy half of the live pipeline, as it runs in an analysis worker process
+(`live.workers`): decode a frame, find and track the face (MediaPipe's mesh and blendshapes:
+`inference.face.front`), read its head pose, encode the expression, run every bound avatar's
+animator.
 
-Python runs one thread at a time. With this work on a thread pool, the server used about 1.3
-of two cores at 8 actors: the rest went to threads queueing for the GIL between ONNX Runtime
-calls. Each `AnalysisWorker` is one process with its own models. An actor's stream is pinned
-to one worker, because its face tracker (state carried from frame to frame) lives there. What
-crosses the process boundary is the frame as the client sent it (a JPEG of ~15 kB; WebRTC
-frames, which the server decodes itself, go as raw RGB) and, back, a face box, a head pose and
-a few control vectors.
+    analyser = Analyser(AnalysisOptions(encoder_path))
+    results = analyser.analyse_batch(requests)     # one frame per actor: a tick's worth
+    analysis = analyser.analyse(request)           # one frame (evaluation, tests)
+
+A batch finds each actor's face on its own (its tracker carries state from frame to frame),
+then runs pose, the encoder and each animator once for all the faces found.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import multiprocessing
 import os
-import signal
-import threading
 import time
 import zlib
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -36,7 +29,7 @@ from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.crop import crop_face
-from freeavatar_server.inference.face.front import FaceFront, FrontTrack
+from freeavatar_server.inference.face.front import FaceFront, FaceObservation, FrontTrack
 from freeavatar_server.inference.face.pose import HeadPoseEstimator
 from freeavatar_server.live.errors import Failed, Invalid, Unavailable
 
@@ -162,6 +155,23 @@ class Analysis:
     blendshapes: np.ndarray | None = None  # (52,) ARKit order, from the real-face model
 
 
+@dataclass
+class FrameFace:
+    """One frame inside the worker, between finding its face and reading it."""
+
+    image: np.ndarray
+    face: FaceObservation | None
+    timings: dict[str, float]
+    head_pose: np.ndarray | None = None
+    raw: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def analysis(self) -> Analysis:
+        face = self.face
+        found = FaceFound(face.box, face.confidence) if face is not None else None
+        blendshapes = face.blendshapes if face is not None else None
+        return Analysis(found, self.head_pose, self.raw, self.timings, os.getpid(), blendshapes)
+
+
 def decode_frame(frame: EncodedFrame | stream_pb2.ActorFrame) -> np.ndarray:
     """An actor frame -> (H, W, 3) uint8 RGB, or BadFrame naming the problem."""
     if frame.format == stream_pb2.IMAGE_FORMAT_RGB24:
@@ -198,57 +208,94 @@ class Analyser:
         self.pose.estimate(np.zeros((1, self.pose.size, self.pose.size, 3), np.uint8))
 
     def analyse(self, request: AnalysisRequest) -> Analysis:
-        """BadFrame for a frame that cannot be read; AnalysisFailed for anything else."""
-        try:
-            return self._analyse(request)
-        except BadFrame:
-            raise
-        except Exception as error:
-            raise AnalysisFailed(f"{type(error).__name__}: {error}") from None
+        """One frame's analysis. BadFrame for a frame that cannot be read; AnalysisFailed for
+        anything else."""
+        result = self.analyse_batch([request])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _analyse(self, request: AnalysisRequest) -> Analysis:
+    def analyse_batch(self, requests: list[AnalysisRequest]) -> list[Analysis | BadFrame | AnalysisFailed]:
+        """A tick's frames, one per actor: each frame's analysis, or the error of that frame
+        alone. Every actor's face is found on its own; pose, the encoder and each animator then
+        run once for all the faces found (ONNX Runtime is cheaper per face in a batch, and
+        Python's per-call overhead is paid once)."""
         started = time.perf_counter()
         try:
-            return self._analyse_frame(request, started)
+            found = [self._find_face(request) for request in requests]
+            faces = [(i, f) for i, f in enumerate(found) if isinstance(f, FrameFace) and f.face is not None]
+            if faces:
+                try:
+                    self._read_faces([requests[i] for i, _ in faces], [f for _, f in faces])
+                except Exception as error:
+                    failed = AnalysisFailed(f"{type(error).__name__}: {error}")
+                    for i, _ in faces:
+                        found[i] = failed
+            return [f if isinstance(f, Exception) else f.analysis() for f in found]
         finally:
             self.pace.record(started, time.perf_counter())
 
-    def _analyse_frame(self, request: AnalysisRequest, started: float) -> Analysis:
-        timings: dict[str, float] = {}
-        pixels = request.pixels
-        image = pixels if isinstance(pixels, np.ndarray) else decode_frame(pixels)
-        timings["decode"], started = ms_since(started), time.perf_counter()
-        tracker = self.trackers.get(request.stream)
-        if tracker is None:
-            rate = self.options.face_rate_hz
-            interval = 1.0 / rate if rate > 0 else 0.0
-            phase = zlib.crc32(request.stream.encode()) / 2**32  # spreads actors' mesh frames
-            tracker = self.trackers[request.stream] = self.front.track(interval, phase)
-        tracker.slowdown = self.pace.slowdown
-        reused = tracker.reused
-        face = tracker.update(image, request.capture_time_us / 1e6 or None)
-        timings["detect" if tracker.reused > reused else "mesh"], started = ms_since(started), time.perf_counter()
-        raw: dict[str, np.ndarray] = {}
-        head_pose = None
-        if face is not None:
-            crop = crop_face(image, face.box, self.encoder.size)
-            # the pose model takes the encoder's crop (both 96 px); cut its own if they differ
-            pose_crop = crop if self.pose.size == self.encoder.size else crop_face(image, face.box, self.pose.size)
-            pose_started = time.perf_counter()
-            head_pose = self.pose.estimate(pose_crop[None])[0]
-            timings["pose"] = ms_since(pose_started)
-            embedding = self.encoder.embed_batch(crop[None])
-            timings["encode"] = ms_since(started) - timings["pose"]  # the crop and the encoder
+    def _find_face(self, request: AnalysisRequest) -> FrameFace | BadFrame | AnalysisFailed:
+        """Decode one frame and find its face (the front end's track of that actor)."""
+        try:
             started = time.perf_counter()
+            pixels = request.pixels
+            image = pixels if isinstance(pixels, np.ndarray) else decode_frame(pixels)
+            timings = {"decode": ms_since(started)}
+            started = time.perf_counter()
+            tracker = self._tracker(request.stream)
+            tracker.slowdown = self.pace.slowdown
+            reused = tracker.reused
+            face = tracker.update(image, request.capture_time_us / 1e6 or None)
+            timings["detect" if tracker.reused > reused else "mesh"] = ms_since(started)
+            return FrameFace(image, face, timings)
+        except BadFrame as error:
+            return error
+        except Exception as error:
+            return AnalysisFailed(f"{type(error).__name__}: {error}")
+
+    def _read_faces(self, requests: list[AnalysisRequest], frames: list[FrameFace]) -> None:
+        """Head pose, embedding and every bound animator's controls for each found face, each
+        model run once for them all; each frame is charged its share of a batch's time."""
+        started = time.perf_counter()
+        crops = np.stack([crop_face(f.image, f.face.box, self.encoder.size) for f in frames])
+        # the pose model takes the encoder's crop (both 96 px); cut its own if they differ
+        pose_crops = crops if self.pose.size == self.encoder.size else np.stack(
+            [crop_face(f.image, f.face.box, self.pose.size) for f in frames]
+        )
+        crop_ms = ms_since(started)
+        started = time.perf_counter()
+        poses = self.pose.estimate(pose_crops)
+        pose_ms, started = ms_since(started), time.perf_counter()
+        embeddings = self.encoder.embed_batch(crops)
+        encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
+        blendshapes = np.stack([f.face.blendshapes for f in frames])
+        rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
+        for row, request in enumerate(requests):
             for avatar_id, ref in request.animators.items():
-                raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key, face.blendshapes[None])[0]
-            timings["animate"] = ms_since(started)
-        found = FaceFound(face.box, face.confidence) if face is not None else None
-        blendshapes = face.blendshapes if face is not None else None
-        return Analysis(found, head_pose, raw, timings, os.getpid(), blendshapes)
+                rows_by_ref.setdefault(ref, []).append((row, avatar_id))
+        for ref, targets in rows_by_ref.items():
+            rows = [row for row, _ in targets]
+            controls = self._animator(ref.path).predict(embeddings[rows], ref.key, blendshapes[rows])
+            for (row, avatar_id), values in zip(targets, controls, strict=True):
+                frames[row].raw[avatar_id] = values
+        animate_ms = ms_since(started)
+        share = 1.0 / len(frames)
+        for frame, pose in zip(frames, poses, strict=True):
+            frame.head_pose = pose
+            frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
 
     def forget(self, stream: str) -> None:
         self.trackers.pop(stream, None)
+
+    def _tracker(self, stream: str) -> FrontTrack:
+        tracker = self.trackers.get(stream)
+        if tracker is None:
+            rate = self.options.face_rate_hz
+            interval = 1.0 / rate if rate > 0 else 0.0
+            phase = zlib.crc32(stream.encode()) / 2**32  # spreads actors' mesh frames
+            tracker = self.trackers[stream] = self.front.track(interval, phase)
+        return tracker
 
     def _animator(self, path: str) -> AnimatorRuntime:
         runtime = self._animators.get(path)
@@ -258,152 +305,6 @@ class Analyser:
                 self._animators.popitem(last=False)
         self._animators.move_to_end(path)
         return runtime
-
-
-# A worker process's own Analyser, made by the pool's initializer: the one piece of
-# process-wide state, because ProcessPoolExecutor calls plain functions.
-_analyser: Analyser | None = None
-_start_error: str | None = None  # why the models did not load, reported with every call
-
-
-def _start_worker(options: AnalysisOptions) -> None:
-    global _analyser, _start_error
-    # The server's own signal handling shuts the pool down; a Ctrl-C or a SIGTERM to the
-    # process group must not kill a worker mid-frame (or raise inside one).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # A server killed without clean-up never tells its pool to stop (the worker holds both
-    # ends of its call queue, so no EOF either): go when the parent goes.
-    threading.Thread(target=_exit_with_parent, daemon=True, name="parent-watch").start()
-    try:
-        _analyser = Analyser(options)
-    except Exception as error:  # an initializer that raises breaks the pool without a word
-        _start_error = f"the analysis worker could not load its models: {type(error).__name__}: {error}"
-
-
-def _exit_with_parent() -> None:
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        parent.join()
-        os._exit(0)
-
-
-def _loaded() -> Analyser:
-    if _analyser is None:
-        raise AnalysisFailed(_start_error or "the analysis worker has no models")
-    return _analyser
-
-
-def _ready() -> int:
-    _loaded()
-    return os.getpid()
-
-
-def _analyse(request: AnalysisRequest) -> Analysis:
-    return _loaded().analyse(request)
-
-
-def _forget(stream: str) -> None:
-    if _analyser is not None:
-        _analyser.forget(stream)
-
-
-class AnalysisWorker:
-    """One worker process (a one-process pool, so calls run in submission order), started on
-    first use and replaced when it dies."""
-
-    def __init__(self, options: AnalysisOptions) -> None:
-        self._options = options
-        self._pool: ProcessPoolExecutor | None = None
-        self._closed = False
-        self.streams: set[str] = set()
-        self.pid: int | None = None  # the worker process, as last heard from
-        self.restarts = 0
-
-    async def start(self) -> None:
-        """Start the process and wait until its models are loaded; AnalysisFailed if they do
-        not load. Once it has answered, nothing: every animate call starts the pool, and a
-        round trip would queue behind the frames of the streams already there (a worker that
-        died since is replaced by its next call)."""
-        if self.pid is None:
-            self.pid = await self._call(_ready)
-
-    async def analyse(self, request: AnalysisRequest) -> Analysis:
-        """The analysis of one frame. BadFrame: the frame cannot be read; WorkerLost: workers
-        died on it; AnalysisFailed: the analysis did not run."""
-        analysis = await self._call(_analyse, request)
-        self.pid = analysis.worker_pid
-        return analysis
-
-    def release(self, stream: str) -> None:
-        """The stream ended: drop its face tracker (after any frame of it still in the worker)."""
-        self.streams.discard(stream)
-        if self._pool is not None:
-            with contextlib.suppress(BrokenProcessPool, RuntimeError):  # dead or shut down
-                self._pool.submit(_forget, stream)
-
-    def close(self) -> None:
-        self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-    async def _call(self, fn, *args):
-        # A pool learns of its process's death a moment after it happens, so a call may go to
-        # a worker that died idle: such a call is retried once on a fresh worker. A second
-        # death on the same call is the call's fault (a frame that crashes the decoder, say).
-        for _ in range(2):
-            pool = self._executor()
-            try:
-                # Shielded: a cancelled stream must not cancel a call queued in the pool (on
-                # Python 3.11 a cancelled pending call can wedge a broken pool, gh-107219).
-                return await asyncio.shield(asyncio.wrap_future(pool.submit(fn, *args)))
-            except BrokenProcessPool:
-                self._forget_dead(pool)
-        raise WorkerLost("two analysis workers died in turn on this frame")
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._closed:
-            raise WorkerLost("the server is shutting down")
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
-                initializer=_start_worker,
-                initargs=(self._options,),
-            )
-        return self._pool
-
-    def _forget_dead(self, pool: ProcessPoolExecutor) -> None:
-        """Let a dead pool go, once: two streams may both see one death, and the second must
-        not shut down the replacement the first has already started."""
-        if pool is self._pool:
-            log.error("an analysis worker (pid %s) died; a new one takes its streams", self.pid)
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._pool, self.pid = None, None
-            self.restarts += 1
-
-
-class AnalysisPool:
-    """The server's analysis workers; each stream goes to the one with the fewest streams."""
-
-    def __init__(self, workers: int, options: AnalysisOptions) -> None:
-        if workers < 1:
-            raise ValueError(f"need at least one analysis worker, got {workers}")
-        self.workers = [AnalysisWorker(options) for _ in range(workers)]
-
-    async def start(self) -> None:
-        """Start every worker (idempotent); returns once all have their models loaded."""
-        await asyncio.gather(*(w.start() for w in self.workers))
-
-    def assign(self, stream: str) -> AnalysisWorker:
-        worker = min(self.workers, key=lambda w: len(w.streams))
-        worker.streams.add(stream)
-        return worker
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.close()
 
 
 def ms_since(started: float) -> float:

@@ -25,7 +25,6 @@ from freeavatar_server.live.analysis import (
     MAX_FRAME_PIXELS,
     Analysis,
     AnalysisFailed,
-    AnalysisPool,
     AnalysisRequest,
     BadFrame,
     EncodedFrame,
@@ -36,6 +35,7 @@ from freeavatar_server.live.analysis import (
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.sessions import Actor, Binding, Session
 from freeavatar_server.live.smoothing import NeutralCalibration, OneEuroFilter, ease_towards
+from freeavatar_server.live.workers import AnalysisPool
 from freeavatar_server.store import now_us
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,17 @@ class StageStats:
     timings_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     processed: int = 0
     dropped: int = 0
+    total_ms: float = 0.0
 
     def add(self, ms: float) -> None:
         self.timings_ms.append(ms)
         self.processed += 1
+        self.total_ms += ms
 
     def to_proto(self, name: str) -> stream_pb2.StageStats:
         p50, p99 = np.percentile(self.timings_ms, [50, 99]) if self.timings_ms else (0.0, 0.0)
         return stream_pb2.StageStats(
-            name=name, p50_ms=p50, p99_ms=p99, processed=self.processed, dropped=self.dropped
+            name=name, p50_ms=p50, p99_ms=p99, processed=self.processed, dropped=self.dropped, total_ms=self.total_ms
         )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from freeavatar._proto import stream_pb2
-from freeavatar_server.live.analysis import AnalysisOptions, AnalysisPool
+from freeavatar_server.live.analysis import AnalysisOptions
 from freeavatar_server.live.errors import BadRequest, NotReady, require_id
 from freeavatar_server.live.models import LiveModels
 from freeavatar_server.live.pipeline import ActorPipeline, PipelineStats
@@ -30,6 +30,7 @@ from freeavatar_server.live.subscriptions import (
     server_shutdown,
     session_closed,
 )
+from freeavatar_server.live.workers import AnalysisPool
 from freeavatar_server.store import Store
 
 SUBSCRIBER_BUFFER = 8  # frames per subscriber before the oldest go

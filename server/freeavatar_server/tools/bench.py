@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,9 @@ class LoadResult:
     delivered: float  # share of (frames sent x avatars) that came back as rig frames
     latency_ms: dict[str, float]
     mesh_rate_hz: float = 0.0  # face mesh runs per second per actor (the server slows it under load)
+    # where an analysed frame's time went: each stage's mean ms per analysed frame (the mesh's
+    # share of frames included); "handoff" is the wait for and trip to the worker
+    stage_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def held(self) -> bool:
@@ -110,15 +113,26 @@ async def drive_actor(client: AsyncClient, jpegs: list[bytes], avatar_ids: list[
 
 async def run_load(address: str, jpegs: list[bytes], actors: int, avatar_ids: list[str], fps: float, seconds: float) -> LoadResult:
     async with AsyncClient(address) as client:
-        before = stage_runs(await client.get_stats())
+        before = await client.get_stats()
         runs = await asyncio.gather(
             *(drive_actor(client, jpegs[a::actors] or jpegs, avatar_ids, fps, seconds) for a in range(actors))
         )
-        meshes = stage_runs(await client.get_stats(), before)["mesh"]
+        after = await client.get_stats()
     latencies = np.concatenate([r.latencies_ms for r in runs])
     sent = sum(r.sent for r in runs) * len(avatar_ids)
+    meshes = stage_runs(after, stage_runs(before))["mesh"]
     return LoadResult(actors, len(avatar_ids), fps, sum(r.received for r in runs) / sent, percentiles(latencies),
-                      round(meshes / (seconds * actors), 1))
+                      round(meshes / (seconds * actors), 1), stage_means(before, after))
+
+
+def stage_means(before: stream_pb2.PipelineStats, after: stream_pb2.PipelineStats) -> dict[str, float]:
+    """Each stage's mean ms per frame analysed between two snapshots (every analysed frame is
+    decoded, so the decode stage counts them)."""
+    spent = {s.name: s.total_ms for s in after.stages}
+    for s in before.stages:
+        spent[s.name] -= s.total_ms
+    frames = stage_runs(after, stage_runs(before)).get("decode", 0)
+    return {name: round(ms / frames, 3) for name, ms in spent.items()} if frames else {}
 
 
 def stage_runs(stats: stream_pb2.PipelineStats, since: dict[str, int] | None = None) -> dict[str, int]:
@@ -218,7 +232,7 @@ async def bench_stream(
         "capacity": {"actors": best.actors if best else 0, "avatars": best.avatars if best else 0, "fps": fps},
         "ladder": [
             {"actors": r.actors, "avatars": r.avatars, "delivered": round(r.delivered, 4), "latency_ms": r.latency_ms,
-             "mesh_rate_hz": r.mesh_rate_hz}
+             "mesh_rate_hz": r.mesh_rate_hz, "stage_ms": r.stage_ms}
             for r in ladder
         ],
         "stages_ms": {s.name: {"p50": round(s.p50_ms, 2), "p99": round(s.p99_ms, 2), "runs": runs[s.name],
