@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from freeavatar._proto import stream_pb2
-from freeavatar_server.tools.bench import LoadResult, find_capacity, stage_means
+from freeavatar_server.tools.bench import LoadResult, actor_clip, find_capacity, stage_means
 from freeavatar_server.tools.bench_picture import draw_ladder
 
 
@@ -49,3 +49,14 @@ def test_each_rung_says_where_an_analysed_frame_went_and_draws_it(tmp_path) -> N
     with Image.open(picture) as image:
         assert image.size == (900, 520)
         assert len(image.getcolors(1 << 16)) > 8  # bars, legend and labels, not a blank canvas
+
+
+def test_each_actor_sends_the_whole_clip_from_its_own_point_without_jumps() -> None:
+    clip = [bytes([i]) for i in range(6)]
+    sent = [actor_clip(clip, a, 3) for a in range(3)]
+    for frames in sent:
+        order = [f[0] for f in frames]
+        assert sorted(set(order)) == list(range(6))  # every frame of the clip
+        steps = [abs(b - a) for a, b in zip(order, order[1:] + order[:1], strict=True)]
+        assert max(steps) <= 1  # there and back: never more than one frame's motion
+    assert len({frames[0] for frames in sent}) == 3  # each from its own point

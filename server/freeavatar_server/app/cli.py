@@ -335,7 +335,7 @@ def bench_stream(
         serve_args += ("--face-rate-floor", str(face_rate_floor))
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors, serve_args=serve_args))
     if picture is not None:
-        from freeavatar_server.tools.bench_picture import draw_ladder  # lazy: Pillow, only when asked
+        from freeavatar_server.tools.bench_picture import draw_ladder  # lazy: Pillow
 
         draw_ladder(result, picture)
     printer.show(result, JSON.from_data(result), indent=None)
