@@ -84,6 +84,27 @@ def test_a_batch_reads_each_actor_as_one_frame_would_and_keeps_a_bad_frame_to_it
         assert {"decode", "mesh", "pose", "encode", "animate"} <= set(got.timings_ms)
 
 
+def test_a_due_mesh_runs_after_its_frame_is_answered_for_the_frames_after_it(untrained_models, clip) -> None:
+    analyser = Analyser(AnalysisOptions(untrained_models[0], face_rate_hz=15))  # every other frame at 30 fps
+
+    def frame(i: int) -> AnalysisRequest:
+        return AnalysisRequest("actor", EncodedFrame(JPEG, clip[i]), 1_000_000 + i * 33_333, {})
+
+    first = analyser.analyse_batch([frame(0)])[0]
+    assert "mesh" in first.timings_ms  # a new track: the mesh runs on its own frame
+    answers = []
+    for i in range(1, 7):
+        answers.append(analyser.analyse_batch([frame(i)])[0])
+        analyser.refresh_meshes()  # what the worker runs after each tick's answers
+    assert not any("mesh" in a.timings_ms for a in answers)  # no frame waited for a mesh
+    meshed_after = [i for i, a in enumerate(answers) if "mesh" in a.after_ms]
+    assert meshed_after == [2, 4]  # the runs on frames 2 and 4, told with frames 3 and 5
+    # a frame the mesh came due on is read with the last mesh; the next with the mesh of it
+    due = meshed_after[0] - 1
+    assert answers[due].face == answers[due - 1].face
+    assert answers[due + 1].face != answers[due].face
+
+
 async def test_frames_that_wait_together_go_to_the_worker_as_one_tick(untrained_models, clip) -> None:
     pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
     try:

@@ -153,6 +153,9 @@ class Analysis:
     timings_ms: dict[str, float]
     worker_pid: int = 0
     blendshapes: np.ndarray | None = None  # (52,) ARKit order, from the real-face model
+    # stage -> ms of this stream's work done since its last frame outside any frame's round
+    # trip (meshes run after their frames were answered)
+    after_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,6 +165,7 @@ class FrameFace:
     image: np.ndarray
     face: FaceObservation | None
     timings: dict[str, float]
+    mesh_ms: float = 0.0  # the stream's meshes run since its last frame, after their answers
     head_pose: np.ndarray | None = None
     raw: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -169,7 +173,8 @@ class FrameFace:
         face = self.face
         found = FaceFound(face.box, face.confidence) if face is not None else None
         blendshapes = face.blendshapes if face is not None else None
-        return Analysis(found, self.head_pose, self.raw, self.timings, os.getpid(), blendshapes)
+        after = {"mesh": self.mesh_ms} if self.mesh_ms else {}
+        return Analysis(found, self.head_pose, self.raw, self.timings, os.getpid(), blendshapes, after)
 
 
 def decode_frame(frame: EncodedFrame | stream_pb2.ActorFrame) -> np.ndarray:
@@ -199,6 +204,10 @@ class Analyser:
         self.front = FaceFront(threads=options.threads)
         self.pose = HeadPoseEstimator(threads=options.threads)
         self.trackers: dict[str, FrontTrack] = {}  # by stream key
+        # frames whose mesh is due, run after their answers went back (refresh_meshes), and
+        # what that took, told with each stream's next frame
+        self._mesh_due: dict[str, tuple[np.ndarray, float | None]] = {}
+        self._mesh_ms: dict[str, float] = {}
         floor, rate = options.face_rate_floor_hz, options.face_rate_hz
         self.pace = MeshPace(most=rate / floor if 0 < floor < rate else 1.0)
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
@@ -208,21 +217,25 @@ class Analyser:
         self.pose.estimate(np.zeros((1, self.pose.size, self.pose.size, 3), np.uint8))
 
     def analyse(self, request: AnalysisRequest) -> Analysis:
-        """One frame's analysis. BadFrame for a frame that cannot be read; AnalysisFailed for
-        anything else."""
-        result = self.analyse_batch([request])[0]
+        """One frame's analysis, its mesh (when due) run on it first. BadFrame for a frame that
+        cannot be read; AnalysisFailed for anything else."""
+        result = self.analyse_batch([request], mesh_after=False)[0]
         if isinstance(result, Exception):
             raise result
         return result
 
-    def analyse_batch(self, requests: list[AnalysisRequest]) -> list[Analysis | BadFrame | AnalysisFailed]:
+    def analyse_batch(
+        self, requests: list[AnalysisRequest], mesh_after: bool = True
+    ) -> list[Analysis | BadFrame | AnalysisFailed]:
         """A tick's frames, one per actor: each frame's analysis, or the error of that frame
         alone. Every actor's face is found on its own; pose, the encoder and each animator then
         run once for all the faces found (ONNX Runtime is cheaper per face in a batch, and
-        Python's per-call overhead is paid once)."""
+        Python's per-call overhead is paid once). With `mesh_after`, a frame whose mesh is due
+        is read with the stream's last mesh, and its own runs in `refresh_meshes`, after the
+        answer; without, before."""
         started = time.perf_counter()
         try:
-            found = [self._find_face(request) for request in requests]
+            found = [self._find_face(request, mesh_after) for request in requests]
             faces = [(i, f) for i, f in enumerate(found) if isinstance(f, FrameFace) and f.face is not None]
             if faces:
                 try:
@@ -235,7 +248,7 @@ class Analyser:
         finally:
             self.pace.record(started, time.perf_counter())
 
-    def _find_face(self, request: AnalysisRequest) -> FrameFace | BadFrame | AnalysisFailed:
+    def _find_face(self, request: AnalysisRequest, mesh_after: bool) -> FrameFace | BadFrame | AnalysisFailed:
         """Decode one frame and find its face (the front end's track of that actor)."""
         try:
             started = time.perf_counter()
@@ -245,10 +258,15 @@ class Analyser:
             started = time.perf_counter()
             tracker = self._tracker(request.stream)
             tracker.slowdown = self.pace.slowdown
-            reused = tracker.reused
-            face = tracker.update(image, request.capture_time_us / 1e6 or None)
-            timings["detect" if tracker.reused > reused else "mesh"] = ms_since(started)
-            return FrameFace(image, face, timings)
+            time_s = request.capture_time_us / 1e6 or None
+            known = tracker.tracking
+            face, due = tracker.read(image, time_s)
+            if due and not mesh_after:
+                face, known = tracker.refresh(image, time_s), False
+            timings["detect" if known else "mesh"] = ms_since(started)  # "mesh": it ran here
+            if due and mesh_after:
+                self._mesh_due[request.stream] = (image, time_s)
+            return FrameFace(image, face, timings, self._mesh_ms.pop(request.stream, 0.0))
         except BadFrame as error:
             return error
         except Exception as error:
@@ -285,8 +303,29 @@ class Analyser:
             frame.head_pose = pose
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
 
+    def refresh_meshes(self) -> None:
+        """Run the meshes that came due in the last batch, each on its own frame: the readings
+        of those streams' next frames. A mesh that fails drops its stream's track: the next
+        frame runs the mesh itself and meets the error as its own."""
+        started = time.perf_counter()
+        try:
+            while self._mesh_due:
+                stream, (image, time_s) = self._mesh_due.popitem()
+                tracker = self.trackers.get(stream)
+                if tracker is not None:  # not forgotten meanwhile
+                    mesh_started = time.perf_counter()
+                    try:
+                        tracker.refresh(image, time_s)
+                    except Exception:
+                        del self.trackers[stream]
+                    self._mesh_ms[stream] = self._mesh_ms.get(stream, 0.0) + ms_since(mesh_started)
+        finally:
+            self.pace.record(started, time.perf_counter())
+
     def forget(self, stream: str) -> None:
         self.trackers.pop(stream, None)
+        self._mesh_due.pop(stream, None)
+        self._mesh_ms.pop(stream, None)
 
     def _tracker(self, stream: str) -> FrontTrack:
         tracker = self.trackers.get(stream)

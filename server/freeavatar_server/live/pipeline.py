@@ -44,8 +44,9 @@ __all__ = ["MAX_FRAME_PIXELS", "ActorPipeline", "BadFrame", "FrameSkipped", "Pip
 
 # "handoff": a frame's round trip to its analysis worker less the worker's own stages (the
 # process hops, and the wait behind other actors' frames in that worker's queue).
-# "mesh": the face front end on a frame its mesh ran for; "detect": on a frame that reused the
-# last reading (so mesh runs / decodes is the share of frames the mesh ran on)
+# "mesh": a run of the face mesh (most run after their frame was answered, for the frames
+# after it; a new or lost track's runs on its frame); "detect": the front end on a frame read
+# with the last mesh (so mesh runs / decodes is the share of frames the mesh ran on)
 STAGES = ("decode", "mesh", "detect", "pose", "encode", "animate", "handoff", "publish")
 
 
@@ -271,7 +272,7 @@ class ActorPipeline:
             published.append((binding, rig_frame))
         self.session.publish(published)
         self._stats.frames_out += len(published)
-        for stage, ms in analysis.timings_ms.items():
+        for stage, ms in [*analysis.timings_ms.items(), *analysis.after_ms.items()]:
             self._stats.stages[stage].add(ms)
         self._stats.stages["publish"].add(ms_since(started))
 

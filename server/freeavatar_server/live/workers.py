@@ -84,6 +84,11 @@ def _analyse_batch(requests: list[AnalysisRequest]) -> list[Analysis | BadFrame 
     return _loaded().analyse_batch(requests)
 
 
+def _refresh_meshes() -> None:
+    if _analyser is not None:
+        _analyser.refresh_meshes()
+
+
 def _forget(stream: str) -> None:
     if _analyser is not None:
         _analyser.forget(stream)
@@ -138,6 +143,7 @@ class AnalysisWorker:
                     results = await self._call(_analyse_batch, [request for request, _ in batch])
                 except (WorkerLost, AnalysisFailed) as error:
                     results = [error] * len(batch)
+                self._after_tick()
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():  # its stream ended meanwhile
                         continue
@@ -154,6 +160,13 @@ class AnalysisWorker:
             if not future.done():
                 future.set_exception(WorkerLost("the server is shutting down"))
         self._waiting = []
+
+    def _after_tick(self) -> None:
+        """The meshes that came due in the tick run now, after its answers (one process runs
+        its calls in order, so before the next tick): no frame waits for its own mesh."""
+        if self._pool is not None:
+            with contextlib.suppress(BrokenProcessPool, RuntimeError):  # the next tick will find out
+                self._pool.submit(_refresh_meshes)
 
     def release(self, stream: str) -> None:
         """The stream ended: drop its face tracker (after any frame of it still in the worker)."""

@@ -139,6 +139,11 @@ class FrontTrack:
         self.slowdown = 1.0
 
     @property
+    def tracking(self) -> bool:
+        """It has a reading to go on (the face was found and not lost since)."""
+        return self._last is not None
+
+    @property
     def interval_s(self) -> float:
         """How long the mesh waits between runs now."""
         return self._min_interval_s * self.slowdown
@@ -149,17 +154,34 @@ class FrontTrack:
 
     def update(self, frame: np.ndarray, time_s: float | None = None) -> FaceObservation | None:
         """(H, W, 3) uint8 RGB -> the face, or None when there is none. `time_s`, the frame's
-        capture time, lets a frame soon after the last reading reuse it (`min_interval_s`).
-        The worker's own clock must agree: a sender whose timestamps stand still (or run slow)
-        still gets a fresh reading at least every two intervals."""
-        if (
+        capture time, lets a frame soon after the last reading reuse it (`min_interval_s`)."""
+        face, due = self.read(frame, time_s)
+        return self.refresh(frame, time_s) if due else face
+
+    def read(self, frame: np.ndarray, time_s: float | None = None) -> tuple[FaceObservation | None, bool]:
+        """The face for this frame as fast as it can be had, and whether the mesh is due.
+
+        With a reading to go on, that reading, and `due` says the mesh should run on this
+        frame (`refresh`) for the frames after it: the live path answers first and runs the
+        mesh after, so the mesh is never on a frame's way. Without one (a new or lost track)
+        the mesh runs now, as the frame has no face otherwise."""
+        if self._last is None:
+            return self.refresh(frame, time_s), False
+        return self._last, not self._reusable(time_s)
+
+    def _reusable(self, time_s: float | None) -> bool:
+        # The worker's own clock must agree: a sender whose timestamps stand still (or run
+        # slow) still gets a fresh reading at least every two intervals.
+        reuse = (
             time_s is not None
-            and self._last is not None
             and self._last_time_s <= time_s < self._due_s
             and time.monotonic() - self._ran_at < 2 * self.interval_s
-        ):
-            self.reused += 1
-            return self._last
+        )
+        self.reused += reuse
+        return reuse
+
+    def refresh(self, frame: np.ndarray, time_s: float | None = None) -> FaceObservation | None:
+        """Run the mesh on this frame: the reading from now on."""
         self._ran_at = time.monotonic()
         reading = self._track.update(frame)
         if reading is None:
