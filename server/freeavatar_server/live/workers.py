@@ -7,25 +7,29 @@ stream is pinned to one worker, because its face tracker lives there.
 
 A worker runs in ticks. Each actor has at most one frame in the worker at a time (the
 pipeline waits for it, and a newer frame replaces a waiting one: latest frame wins). The
-frames that arrive while a tick runs go together as the next tick: one call across the
-process boundary for all of them, and inside, each model once for every actor's face. What
-crosses the boundary is the frame as the client sent it (a JPEG of ~15 kB; WebRTC frames,
-which the server decodes itself, go as raw RGB) and, back, a face box, a head pose, the
-blendshapes and a few control vectors per frame.
+frames that arrive while a tick runs go together as the next tick, and inside, each model
+runs once for every actor's face. After answering a tick, the worker runs the face meshes
+that came due in it, before it reads the next.
+
+The hand-off: the frames' pixels go through a block of shared memory the server owns
+(`live.frame_arena`); the pipe between the server and the worker carries only a tick's small
+descriptors and, back, its answers (a face box, a head pose, the blendshapes and a few control
+vectors a frame). The server reads the pipe from its event loop (`add_reader`) and learns of a
+worker's death from its process sentinel: no thread hops on the way (a ProcessPoolExecutor
+round trip took about 1.3 ms at one actor; its queues cross three threads).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import os
 import signal
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any
 
 from freeavatar_server.live.analysis import (
     Analyser,
@@ -36,71 +40,139 @@ from freeavatar_server.live.analysis import (
     BadFrame,
     WorkerLost,
 )
+from freeavatar_server.live.frame_arena import ArenaPixels, ArenaReader, FrameArena
 
 log = logging.getLogger(__name__)
 
-# A worker process's own Analyser, made by the pool's initializer: the one piece of
-# process-wide state, because ProcessPoolExecutor calls plain functions.
-_analyser: Analyser | None = None
-_start_error: str | None = None  # why the models did not load, reported with every call
+Result = Analysis | BadFrame | AnalysisFailed
+
+# What the server sends a worker ("tick", [AnalysisRequest]) or ("forget", stream key); what
+# comes back: ("ready", pid), ("failed", why its models did not load), ("answers", [Result]).
 
 
-def _start_worker(options: AnalysisOptions) -> None:
-    global _analyser, _start_error
-    # The server's own signal handling shuts the pool down; a Ctrl-C or a SIGTERM to the
-    # process group must not kill a worker mid-frame (or raise inside one).
+def _worker_main(connection: Connection, options: AnalysisOptions, arena_name: str) -> None:
+    """A worker process: load the models, then answer ticks until the server goes (its end of
+    the pipe closes, which a killed server's does too)."""
+    # The server's own signal handling stops the workers; a Ctrl-C or a SIGTERM to the process
+    # group must not kill a worker mid-frame (or raise inside one).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # A server killed without clean-up never tells its pool to stop (the worker holds both
-    # ends of its call queue, so no EOF either): go when the parent goes.
-    threading.Thread(target=_exit_with_parent, daemon=True, name="parent-watch").start()
     try:
-        _analyser = Analyser(options)
-    except Exception as error:  # an initializer that raises breaks the pool without a word
-        _start_error = (
-            f"the analysis worker could not load its models: {type(error).__name__}: {error}"
+        analyser = Analyser(options)
+        arena = ArenaReader.attach(arena_name)
+    except Exception as error:
+        connection.send(("failed", f"the analysis worker could not load its models: {type(error).__name__}: {error}"))
+        return
+    connection.send(("ready", os.getpid()))
+    try:
+        while True:
+            kind, payload = connection.recv()
+            if kind == "tick":
+                requests = [_unpacked(request, arena) for request in payload]
+                connection.send(("answers", analyser.analyse_batch(requests)))
+                analyser.refresh_meshes()  # after the answers: no frame waits for its own mesh
+            elif kind == "forget":
+                analyser.forget(payload)
+    except (EOFError, BrokenPipeError):  # the server has gone
+        return
+
+
+def _unpacked(request: AnalysisRequest, arena: ArenaReader) -> AnalysisRequest:
+    pixels = request.pixels
+    return replace(request, pixels=arena.pixels(pixels)) if isinstance(pixels, ArenaPixels) else request
+
+
+class WorkerDied(Exception):
+    """The worker process exited with a call in flight."""
+
+
+class WorkerProcess:
+    """One running worker process and the server's end of its pipe, read from the event loop.
+    Replies come in the order of the calls that ask for them."""
+
+    def __init__(self, options: AnalysisOptions, arena_name: str) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded server
+        self._connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main, args=(child, options, arena_name), name="analysis-worker", daemon=True
         )
+        self.process.start()
+        child.close()
+        self._replies: list[asyncio.Future[Any]] = []
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._connection.fileno(), self._on_reply)
+        self._loop.add_reader(self.process.sentinel, self._on_exit)
+        self.alive = True
 
+    def ask(self, kind: str, payload: object) -> asyncio.Future[Any]:
+        """Send a call that gets a reply."""
+        reply = self.expect()
+        self.tell(kind, payload)
+        return reply
 
-def _exit_with_parent() -> None:
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        parent.join()
-        os._exit(0)
+    def expect(self) -> asyncio.Future[Any]:
+        """The next reply (the first, "ready", answers the start itself); fails with
+        WorkerDied if the process exits first."""
+        reply = self._loop.create_future()
+        if self.alive:
+            self._replies.append(reply)
+        else:
+            reply.set_exception(WorkerDied())
+        return reply
 
+    def tell(self, kind: str, payload: object) -> None:
+        """Send a call that gets no reply."""
+        if self.alive:
+            try:
+                self._connection.send((kind, payload))
+            except OSError:  # it has just died: the sentinel will say so
+                pass
 
-def _loaded() -> Analyser:
-    if _analyser is None:
-        raise AnalysisFailed(_start_error or "the analysis worker has no models")
-    return _analyser
+    def _on_reply(self) -> None:
+        try:
+            kind, payload = self._connection.recv()
+        except (EOFError, OSError):
+            self._on_exit()
+            return
+        reply = self._replies.pop(0)
+        if reply.done():  # its caller has gone
+            return
+        if kind == "failed":
+            reply.set_exception(AnalysisFailed(payload))
+        else:
+            reply.set_result(payload)
 
+    def _on_exit(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        self._loop.remove_reader(self._connection.fileno())
+        self._loop.remove_reader(self.process.sentinel)
+        for reply in self._replies:
+            if not reply.done():
+                reply.set_exception(WorkerDied())
+        self._replies = []
 
-def _ready() -> int:
-    _loaded()
-    return os.getpid()
-
-
-def _analyse_batch(requests: list[AnalysisRequest]) -> list[Analysis | BadFrame | AnalysisFailed]:
-    return _loaded().analyse_batch(requests)
-
-
-def _refresh_meshes() -> None:
-    if _analyser is not None:
-        _analyser.refresh_meshes()
-
-
-def _forget(stream: str) -> None:
-    if _analyser is not None:
-        _analyser.forget(stream)
+    def stop(self) -> None:
+        """Close the pipe (the worker goes once it sees so, after any tick it is running) and
+        make sure it has gone."""
+        self._on_exit()
+        self._connection.close()
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(2)
 
 
 class AnalysisWorker:
-    """One worker process (a one-process pool, so calls run in submission order), started on
-    first use and replaced when it dies. It owns the task that sends its ticks."""
+    """One worker process, started on first use and replaced when it dies. It owns the task
+    that sends its ticks, and the shared memory its frames go through."""
 
     def __init__(self, options: AnalysisOptions) -> None:
         self._options = options
-        self._pool: ProcessPoolExecutor | None = None
+        self._arena = FrameArena.create()
+        self._process: WorkerProcess | None = None
+        self._start_error: AnalysisFailed | None = None  # models that do not load stay so
         self._closed = False
         self.streams: set[str] = set()
         self.pid: int | None = None  # the worker process, as last heard from
@@ -111,11 +183,8 @@ class AnalysisWorker:
 
     async def start(self) -> None:
         """Start the process and wait until its models are loaded; AnalysisFailed if they do
-        not load. Once it has answered, nothing: every animate call starts the pool, and a
-        round trip would queue behind the frames of the streams already there (a worker that
-        died since is replaced by its next call)."""
-        if self.pid is None:
-            self.pid = await self._call(_ready)
+        not load. Idempotent while it lives."""
+        await self._running()
 
     async def analyse(self, request: AnalysisRequest) -> Analysis:
         """The analysis of one frame, in the worker's next tick. BadFrame: the frame cannot be
@@ -130,6 +199,22 @@ class AnalysisWorker:
         self.pid = analysis.worker_pid
         return analysis
 
+    def release(self, stream: str) -> None:
+        """The stream ended: drop its face tracker (after any frame of it still in the worker)."""
+        self.streams.discard(stream)
+        if self._process is not None:
+            self._process.tell("forget", stream)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._ticks is not None:
+            self._ticks.cancel()  # a tick task cancelled before it ran never fails its frames:
+        self._fail_waiting()  # those still waiting are failed here
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+        self._arena.close()
+
     async def _run_ticks(self) -> None:
         """Send what waits as one tick, and again, until nothing waits."""
         batch: list[tuple[AnalysisRequest, asyncio.Future[Analysis]]] = []
@@ -140,10 +225,9 @@ class AnalysisWorker:
                     continue
                 self.ticks += 1
                 try:
-                    results = await self._call(_analyse_batch, [request for request, _ in batch])
+                    results = await self._tick([request for request, _ in batch])
                 except (WorkerLost, AnalysisFailed) as error:
                     results = [error] * len(batch)
-                self._after_tick()
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():  # its stream ended meanwhile
                         continue
@@ -155,69 +239,51 @@ class AnalysisWorker:
         finally:  # cancelled (the server is closing): no frame waits for ever
             self._fail_waiting(batch)
 
+    async def _tick(self, requests: list[AnalysisRequest]) -> list[Result]:
+        # A worker found dead by its call is replaced and the call sent again, once: the
+        # process may have died idle. A second death on the same call is the call's fault (a
+        # frame that crashes the decoder, say).
+        for _ in range(2):
+            process = await self._running()
+            try:
+                return await process.ask("tick", self._arena.pack(requests))
+            except WorkerDied:
+                self._forget_dead(process)
+        raise WorkerLost("two analysis workers died in turn on this frame")
+
+    async def _running(self) -> WorkerProcess:
+        if self._closed:
+            raise WorkerLost("the server is shutting down")
+        if self._start_error is not None:
+            raise self._start_error
+        if self._process is None or not self._process.alive:
+            if self._process is not None:
+                self._forget_dead(self._process)
+            process = self._process = WorkerProcess(self._options, self._arena.name)
+            try:
+                self.pid = await process.expect()
+            except AnalysisFailed as error:
+                self._start_error = error
+                raise
+            except WorkerDied:
+                self._forget_dead(process)
+                raise WorkerLost("an analysis worker died while it started") from None
+        return self._process
+
+    def _forget_dead(self, process: WorkerProcess) -> None:
+        """Let a dead process go, once: two calls may both see one death, and the second must
+        not stop the replacement the first has already started."""
+        if process is self._process:
+            log.error("an analysis worker (pid %s) died; a new one takes its streams", self.pid)
+            process.stop()
+            self._process, self.pid = None, None
+            self.restarts += 1
+
     def _fail_waiting(self, batch: Sequence[tuple[AnalysisRequest, asyncio.Future[Analysis]]] = ()) -> None:
         for _, future in [*batch, *self._waiting]:
             if not future.done():
                 future.set_exception(WorkerLost("the server is shutting down"))
         self._waiting = []
-
-    def _after_tick(self) -> None:
-        """The meshes that came due in the tick run now, after its answers (one process runs
-        its calls in order, so before the next tick): no frame waits for its own mesh."""
-        if self._pool is not None:
-            with contextlib.suppress(BrokenProcessPool, RuntimeError):  # the next tick will find out
-                self._pool.submit(_refresh_meshes)
-
-    def release(self, stream: str) -> None:
-        """The stream ended: drop its face tracker (after any frame of it still in the worker)."""
-        self.streams.discard(stream)
-        if self._pool is not None:
-            with contextlib.suppress(BrokenProcessPool, RuntimeError):  # dead or shut down
-                self._pool.submit(_forget, stream)
-
-    def close(self) -> None:
-        self._closed = True
-        if self._ticks is not None:
-            self._ticks.cancel()  # a tick task cancelled before it ran never fails its frames:
-        self._fail_waiting()  # those still waiting are failed here
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-    async def _call(self, fn, *args):
-        # A pool learns of its process's death a moment after it happens, so a call may go to
-        # a worker that died idle: such a call is retried once on a fresh worker. A second
-        # death on the same call is the call's fault (a frame that crashes the decoder, say).
-        for _ in range(2):
-            pool = self._executor()
-            try:
-                # Shielded: a cancelled stream must not cancel a call queued in the pool (on
-                # Python 3.11 a cancelled pending call can wedge a broken pool, gh-107219).
-                return await asyncio.shield(asyncio.wrap_future(pool.submit(fn, *args)))
-            except BrokenProcessPool:
-                self._forget_dead(pool)
-        raise WorkerLost("two analysis workers died in turn on this frame")
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._closed:
-            raise WorkerLost("the server is shutting down")
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
-                initializer=_start_worker,
-                initargs=(self._options,),
-            )
-        return self._pool
-
-    def _forget_dead(self, pool: ProcessPoolExecutor) -> None:
-        """Let a dead pool go, once: two streams may both see one death, and the second must
-        not shut down the replacement the first has already started."""
-        if pool is self._pool:
-            log.error("an analysis worker (pid %s) died; a new one takes its streams", self.pid)
-            pool.shutdown(wait=False, cancel_futures=True)
-            self._pool, self.pid = None, None
-            self.restarts += 1
 
 
 class AnalysisPool:
