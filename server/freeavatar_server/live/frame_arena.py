@@ -15,7 +15,7 @@ not fit (a tick of many large RGB frames) goes through the pipe as before.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -85,11 +85,11 @@ class ArenaReader:
 
     @classmethod
     def attach(cls, name: str) -> ArenaReader:
-        memory = shared_memory.SharedMemory(name=name)
         # Python 3.11 registers an attached block with the resource tracker as if this process
-        # had made it, and would unlink it when the worker exits: the server owns it (gh-82300)
-        resource_tracker.unregister(memory._name, "shared_memory")  # type: ignore[attr-defined]
-        return cls(memory)
+        # had made it (gh-82300). A worker shares its server's tracker (spawn hands it down),
+        # so that is the same entry again: the block is unlinked once, by the server, or by
+        # the tracker if the server is killed.
+        return cls(shared_memory.SharedMemory(name=name))
 
     def pixels(self, where: ArenaPixels) -> EncodedFrame | np.ndarray:
         """A frame as the worker reads it, copied out: the server writes the next tick's frames
