@@ -49,7 +49,7 @@ def draw_ladder(result: dict, out: Path) -> Path:
                 base += ms
         label = f"{rung['delivered']:.0%}, p99 {rung['latency_ms']['p99']:.0f}"
         draw.text((x0 - 4, y(base) - 14), label, fill="black", font=font)
-        draw.text(((x0 + x1) / 2 - 16, TOP + plot_h + 8), f"{rung['actors']} actors", fill="black", font=font)
+        draw.text(((x0 + x1) / 2 - 16, TOP + plot_h + 8), f"{rung['actors']} actor{'s' if rung['actors'] != 1 else ''}", fill="black", font=font)
     for i, (stage, colour) in enumerate(reversed(STAGE_COLOURS.items())):
         ly = TOP + 16 * i
         draw.rectangle((WIDTH - RIGHT + 16, ly, WIDTH - RIGHT + 28, ly + 10), fill=colour)
