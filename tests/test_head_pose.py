@@ -108,9 +108,10 @@ async def test_streamed_head_pose_follows_a_turning_head(live) -> None:
     pose = np.array([f.head_pose for f in frames])
     present = np.array([f.face_present for f in frames])
     face = index < len(jpegs)
-    # the mesh runs at most 15 times a second (serve --face-rate): the frame after the actor
-    # leaves may still show the last reading, never more than that one
-    assert present[face].mean() > 0.9 and not present[~face][1:].any()
+    # the mesh runs at most 15 times a second (serve --face-rate), each run after its frame
+    # was answered: the frames after the actor leaves show the last reading until a mesh has
+    # run on one of them, at most two frames
+    assert present[face].mean() > 0.9 and not present[~face][2:].any()
 
     seen, expected = pose[face & present], truth[index[face & present]]
     error = np.abs(seen - expected).mean(0)
