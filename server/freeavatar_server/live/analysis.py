@@ -259,13 +259,13 @@ class Analyser:
             tracker = self._tracker(request.stream)
             tracker.slowdown = self.pace.slowdown
             time_s = request.capture_time_us / 1e6 or None
-            known = tracker.tracking
+            meshed = not tracker.tracking  # a new or lost track meshes this frame in read()
             face, due = tracker.read(image, time_s)
             if due and not mesh_after:
-                face, known = tracker.refresh(image, time_s), False
-            timings["detect" if known else "mesh"] = ms_since(started)  # "mesh": it ran here
-            if due and mesh_after:
+                face, meshed = tracker.refresh(image, time_s), True
+            elif due:
                 self._mesh_due[request.stream] = (image, time_s)
+            timings["mesh" if meshed else "detect"] = ms_since(started)
             return FrameFace(image, face, timings, self._mesh_ms.pop(request.stream, 0.0))
         except BadFrame as error:
             return error
