@@ -237,11 +237,11 @@ class Analyser:
             pose_started = time.perf_counter()
             head_pose = self.pose.estimate(pose_crop[None])[0]
             timings["pose"] = ms_since(pose_started)
-            embedding = self.encoder.embed_batch(crop[None])
+            embedding, units = self.encoder.read_batch(crop[None])  # units: None without a read-out
             timings["encode"] = ms_since(started) - timings["pose"]  # the crop and the encoder
             started = time.perf_counter()
             for avatar_id, ref in request.animators.items():
-                raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key, face.blendshapes[None])[0]
+                raw[avatar_id] = self._animator(ref.path).predict(embedding, ref.key, face.blendshapes[None], units=units)[0]
             timings["animate"] = ms_since(started)
         found = FaceFound(face.box, face.confidence) if face is not None else None
         blendshapes = face.blendshapes if face is not None else None
