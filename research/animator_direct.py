@@ -1,8 +1,8 @@
 """The animator trained on direct supervision, and what each reading and signal buys it.
 
     .venv/bin/python research/animator_direct.py --keyframes 20 50 --kinds embedding both --alias-weight 0
-    .venv/bin/python research/animator_direct.py --keyframes 20 --kinds embedding --alias-weight 0 \
-        --ship server/freeavatar_server/models/animator        # retrain the shipped animator
+    .venv/bin/python research/animator_direct.py --keyframes 20 --kinds embedding_units --unit-dropout 0.3 \
+        --alias-weight 0 --ship server/freeavatar_server/models/animator   # retrain the shipped animator
 
 Actors are rendered at 192 px, large enough for MediaPipe's mesh (read as the tracker reads a
 still face); the expression encoder sees the same face downsized to its 96 px. Both sets are
@@ -16,7 +16,7 @@ the actor's own blendshapes as targets of the controls with an ARKit alias. Held
 
 Kinds (the animator's input): `embedding`, `both` (embedding + the 52 blendshapes, with input
 dropout), `blendshapes`, `units` (the encoder's 25-unit action-unit read-out), `embedding_units`
-(embedding + read-out; `--unit-dropout` drops either half now and then, as `both` does), and
+(embedding + read-out; `--unit-dropout` zeroes either half now and then, as `both` does), and
 `per_avatar` (one decoder per avatar on the embedding: the baseline; `per_avatar_units` and
 `per_avatar_embedding_units` read what those kinds read; --baselines writes them for
 `freeavatar eval animator --baselines`). Every kind but `blendshapes` is servable: its
@@ -115,9 +115,15 @@ def alias_read(name: str, blendshapes: np.ndarray) -> np.ndarray:
     return BlendshapeDrive.of(avatar.spec).apply(avatar.neutral(len(blendshapes)), blendshapes)
 
 
+def reading_of(kind: str) -> str:
+    """The kind whose input an animator of this kind reads (a per_avatar_* baseline reads what
+    its suffix's kind does; plain per_avatar, the embedding)."""
+    return kind.removeprefix("per_avatar").removeprefix("_") or "embedding"
+
+
 def kind_config(kind: str, unit_dim: int) -> AnimatorConfig:
-    """What an animator of this kind reads (a per_avatar_* baseline reads what its suffix's kind does)."""
-    reading = kind.removeprefix("per_avatar").removeprefix("_") or "embedding"
+    """What an animator of this kind reads."""
+    reading = reading_of(kind)
     if "units" in reading and not unit_dim:
         raise SystemExit(f"the kind {kind} reads the encoder's action-unit read-out, and this encoder has none")
     return {"embedding": AnimatorConfig(),
@@ -173,7 +179,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
     e = config.embed_dim
     # input dropout: with the blendshapes, each half alone must also serve (a frame may come
     # without them); with the units (never missing at run time), only as a regulariser
-    halves_dropout = dropout if kind == "both" else unit_dropout if kind == "embedding_units" else 0.0
+    halves_dropout = {"both": dropout, "embedding_units": unit_dropout}.get(reading_of(kind), 0.0)
     for _ in range(steps):
         loss = torch.zeros(())
         for name, (controls, alias_unit, idx, key_unit, default) in plan.items():
@@ -224,7 +230,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--dropout", type=float, default=0.3, help="input dropout of the kind `both`")
     p.add_argument("--unit-dropout", type=float, default=0.0,
-                   help="input dropout of the kind `embedding_units` (either half zeroed; a regulariser)")
+                   help="input dropout of the kinds that read embedding and units (either half zeroed; a regulariser)")
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.02], help="weight of the pull to rest (several: a sweep)")
     p.add_argument("--val", type=int, default=0,
                    help="hold back the last N training actors and score them too, for choosing settings without the held-out set")
@@ -268,7 +274,7 @@ def main() -> None:
     for kind, k, sparsity, draw in settings:
         started = time.time()
         row = (f"{kind}_k{k}" + (f"_s{sparsity:g}" if len(args.sparsity) > 1 else "")
-               + (f"_ud{args.unit_dropout:g}" if kind == "embedding_units" and args.unit_dropout else "")
+               + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout else "")
                + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
         model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, sparsity, args.alias_weight, draw,
                       args.unit_dropout)
