@@ -78,8 +78,7 @@ def read_images(
         else:
             embedding = encoder(x)
         embeddings.append(embedding)
+    embedded = torch.cat(embeddings) if embeddings else torch.zeros(0, encoder.cfg.embed_dim)
     if not with_units:
-        found = None
-    else:
-        found = torch.cat(read) if read else torch.zeros(0, encoder.cfg.au_units)
-    return (torch.cat(embeddings) if embeddings else torch.zeros(0, encoder.cfg.embed_dim)), found
+        return embedded, None
+    return embedded, torch.cat(read) if read else torch.zeros(0, encoder.cfg.au_units)

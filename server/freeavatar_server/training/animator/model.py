@@ -87,7 +87,7 @@ class AnimatorConfig:
 
 def animator_inputs(
     config: AnimatorConfig,
-    embeddings: torch.Tensor,
+    embeddings: torch.Tensor | None,
     units: torch.Tensor | None = None,
     blendshapes: torch.Tensor | None = None,
 ) -> torch.Tensor:
