@@ -20,7 +20,7 @@ from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.shipped import ANIMATOR_DIR as MODELS_DIR
 from freeavatar_server.training.animator.evaluate import SHARED_FILE
 from freeavatar_server.training.animator.export import export_runtime
-from freeavatar_server.training.animator.model import load_animator
+from freeavatar_server.training.animator.model import animator_inputs, load_animator
 
 
 def per_call_us(fn, repeats: int) -> dict[str, float]:
@@ -46,15 +46,18 @@ def main() -> None:
         export_runtime(Path(tmp))
         runtime = AnimatorRuntime.load(Path(tmp))
         model = load_animator(Path(tmp) / SHARED_FILE)
-        x = np.random.default_rng(0).normal(size=(1, 16)).astype(np.float32)
-        xt = torch.from_numpy(x)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(1, 16)).astype(np.float32)
+        # the action units too, for an animator that reads them (the runtime joins the parts)
+        units = rng.normal(size=(1, runtime.unit_dim)).astype(np.float32) if runtime.unit_dim else None
+        xt = animator_inputs(model.config, torch.from_numpy(x), None if units is None else torch.from_numpy(units))
         report = {}
         for avatar_id in runtime.avatar_ids:
             with torch.no_grad():
                 torch_cost = per_call_us(lambda a=avatar_id: model(xt, a), args.repeats)
             report[avatar_id] = {
                 "controls": len(runtime.control_names(avatar_id)),
-                "onnx": per_call_us(lambda a=avatar_id: runtime.predict(x, a), args.repeats),
+                "onnx": per_call_us(lambda a=avatar_id: runtime.predict(x, a, units=units), args.repeats),
                 "torch_no_grad": torch_cost,
             }
     print(json.dumps(report, indent=2))

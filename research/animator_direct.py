@@ -1,8 +1,8 @@
 """The animator trained on direct supervision, and what each reading and signal buys it.
 
     .venv/bin/python research/animator_direct.py --keyframes 20 50 --kinds embedding both --alias-weight 0
-    .venv/bin/python research/animator_direct.py --keyframes 20 --kinds embedding --alias-weight 0 \
-        --ship server/freeavatar_server/models/animator        # retrain the shipped animator
+    .venv/bin/python research/animator_direct.py --keyframes 20 --kinds embedding_units --unit-dropout 0.3 \
+        --alias-weight 0 --ship server/freeavatar_server/models/animator   # retrain the shipped animator
 
 Actors are rendered at 192 px, large enough for MediaPipe's mesh (read as the tracker reads a
 still face); the expression encoder sees the same face downsized to its 96 px. Both sets are
@@ -15,9 +15,13 @@ the actor's own blendshapes as targets of the controls with an ARKit alias. Held
 `freeavatar eval animator` does (per-control r, error as a multiple of the neutral pose's).
 
 Kinds (the animator's input): `embedding`, `both` (embedding + the 52 blendshapes, with input
-dropout), `blendshapes`, and `per_avatar` (one decoder per avatar on the embedding: the
-baseline; --baselines writes them for `freeavatar eval animator --baselines`). Compared on the
-same held-out inputs: the animator installed now, and MediaPipe read straight onto the aliased
+dropout), `blendshapes`, `units` (the encoder's 25-unit action-unit read-out), `embedding_units`
+(embedding + read-out; `--unit-dropout` zeroes either half now and then, as `both` does), and
+`per_avatar` (one decoder per avatar on the embedding: the baseline; `per_avatar_units` and
+`per_avatar_embedding_units` read what those kinds read; --baselines writes them for
+`freeavatar eval animator --baselines`). Every kind but `blendshapes` is servable: its
+AnimatorConfig names what it reads, and the runtime joins the same parts. Compared on the same
+held-out inputs: the animator installed now, and MediaPipe read straight onto the aliased
 controls (the live path's default reader with every other control at rest).
 """
 
@@ -47,6 +51,7 @@ from freeavatar_server.training.animator.encoding import (
     ENCODER_FILE,
     embed_images,
     load_frozen_encoder,
+    read_images,
     save_encoder_copy,
 )
 from freeavatar_server.training.animator.evaluate import (
@@ -61,6 +66,7 @@ from freeavatar_server.training.animator.model import (
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
+    animator_inputs,
     load_animator,
     save_animator,
     unit_default,
@@ -109,34 +115,46 @@ def alias_read(name: str, blendshapes: np.ndarray) -> np.ndarray:
     return BlendshapeDrive.of(avatar.spec).apply(avatar.neutral(len(blendshapes)), blendshapes)
 
 
-@torch.no_grad()
-def read_units(encoder: torch.nn.Module, small: np.ndarray) -> np.ndarray:
-    """The encoder's action-unit read-out (standardised units) of the cached 96 px faces."""
-    x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255
-    return np.concatenate([encoder(x[s : s + 256], with_units=True)[1].numpy() for s in range(0, len(x), 256)])
+def reading_of(kind: str) -> str:
+    """The kind whose input an animator of this kind reads (a per_avatar_* baseline reads what
+    its suffix's kind does; plain per_avatar, the embedding)."""
+    return kind.removeprefix("per_avatar").removeprefix("_") or "embedding"
 
 
-def features(data: dict[str, np.ndarray], kind: str) -> torch.Tensor:
-    parts = {"both": ("embeddings", "blendshapes"), "blendshapes": ("blendshapes",), "embedding": ("embeddings",),
-             "per_avatar": ("embeddings",), "units": ("units",), "embedding_units": ("embeddings", "units")}[kind]
-    return torch.from_numpy(np.concatenate([data[p] for p in parts], axis=1).astype(np.float32))
+def kind_config(kind: str, unit_dim: int) -> AnimatorConfig:
+    """What an animator of this kind reads."""
+    reading = reading_of(kind)
+    if "units" in reading and not unit_dim:
+        raise SystemExit(f"the kind {kind} reads the encoder's action-unit read-out, and this encoder has none")
+    return {"embedding": AnimatorConfig(),
+            "both": AnimatorConfig(blendshape_dim=52),
+            "blendshapes": AnimatorConfig(embed_dim=0, blendshape_dim=52),
+            "units": AnimatorConfig(embed_dim=0, unit_dim=unit_dim),
+            "embedding_units": AnimatorConfig(unit_dim=unit_dim)}[reading]
+
+
+def features(data: dict[str, np.ndarray], config: AnimatorConfig) -> torch.Tensor:
+    """The input rows an animator of `config` reads, in the runtime's order."""
+    def part(name: str) -> torch.Tensor | None:
+        return torch.from_numpy(data[name].astype(np.float32)) if name in data else None
+
+    return animator_inputs(config, part("embeddings"), part("units"), part("blendshapes"))
 
 
 def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed: int,
-          dropout: float, sparsity: float, alias_weight: float = 1.0, keyframe_draw: int = 0) -> torch.nn.Module:
-    """The shared animator (or, for kind "per_avatar", a ModuleDict of one decoder per avatar)."""
+          dropout: float, sparsity: float, alias_weight: float = 1.0, keyframe_draw: int = 0,
+          unit_dropout: float = 0.0) -> torch.nn.Module:
+    """The shared animator (or, for a per_avatar kind, a ModuleDict of one decoder per avatar)."""
     torch.manual_seed(seed)
-    x = features(train_data, kind)
-    # "both" is servable: the runtime appends the blendshapes to the embedding
-    config = {"both": AnimatorConfig(blendshape_dim=52), "embedding": AnimatorConfig(),
-              "per_avatar": AnimatorConfig(), "units": AnimatorConfig(embed_dim=x.shape[1]),
-              "embedding_units": AnimatorConfig(embed_dim=x.shape[1])}.get(kind, AnimatorConfig(embed_dim=52))
+    per_avatar = kind.startswith("per_avatar")
+    config = kind_config(kind, train_data["units"].shape[1] if "units" in train_data else 0)
+    x = features(train_data, config)
     model = SharedAnimator(config)
     decoders = torch.nn.ModuleDict()  # the per_avatar baseline: one decoder each, same signals
     plan = {}
     for i, name in enumerate(BUILTIN_AVATARS):
         rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
-        if kind == "per_avatar":
+        if per_avatar:
             decoders[name] = PerAvatarDecoder(config, rig)
         else:
             model.add_avatar(name, rig, seed=i)
@@ -150,25 +168,28 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
             idx, rigs = artist_keyframes(name, train_data["aus"], k, rng)  # (module docstring)
             key_unit = torch.from_numpy((rigs - lo) / span)
         plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit, unit_default(rig))
-    trained = decoders if kind == "per_avatar" else model
+    trained = decoders if per_avatar else model
     opt = torch.optim.AdamW(trained.parameters(), lr=2e-3, weight_decay=1e-4)
 
     def unbounded(inputs: torch.Tensor, name: str) -> torch.Tensor:
-        return decoders[name].unbounded(inputs) if kind == "per_avatar" else model.unbounded(inputs, name)
+        return decoders[name].unbounded(inputs) if per_avatar else model.unbounded(inputs, name)
 
     g = torch.Generator().manual_seed(seed)
     n = len(x)
-    e = train_data["embeddings"].shape[1] if kind == "both" else 0
+    e = config.embed_dim
+    # input dropout: with the blendshapes, each half alone must also serve (a frame may come
+    # without them); with the units (never missing at run time), only as a regulariser
+    halves_dropout = {"both": dropout, "embedding_units": unit_dropout}.get(reading_of(kind), 0.0)
     for _ in range(steps):
         loss = torch.zeros(())
         for name, (controls, alias_unit, idx, key_unit, default) in plan.items():
             batch = torch.randint(0, n, (64,), generator=g)
             inputs = x[batch]
-            if kind == "both" and dropout > 0:  # input dropout: each half alone must also serve
+            if halves_dropout > 0:
                 drop = torch.rand(len(batch), generator=g)
                 inputs = inputs.clone()
-                inputs[drop < dropout / 2, :e] = 0
-                inputs[(drop >= dropout / 2) & (drop < dropout), e:] = 0
+                inputs[drop < halves_dropout / 2, :e] = 0
+                inputs[(drop >= halves_dropout / 2) & (drop < halves_dropout), e:] = 0
             z = unbounded(inputs, name)
             unit = z.clamp(0, 1)
             free = torch.ones(z.shape[1], dtype=torch.bool)
@@ -207,7 +228,9 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=600)
     p.add_argument("--keyframes", type=int, nargs="+", default=[20])
     p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--dropout", type=float, default=0.3, help="input dropout of the kind `both`")
+    p.add_argument("--unit-dropout", type=float, default=0.0,
+                   help="input dropout of the kinds that read embedding and units (either half zeroed; a regulariser)")
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.02], help="weight of the pull to rest (several: a sweep)")
     p.add_argument("--val", type=int, default=0,
                    help="hold back the last N training actors and score them too, for choosing settings without the held-out set")
@@ -230,37 +253,43 @@ def main() -> None:
     encoder = load_frozen_encoder(args.encoder)
     train_data = build(args.work / "train.npz", args.train, TRAIN_IDENTITY_OFFSET, 300, 3, encoder)
     held = build(args.work / "heldout.npz", args.heldout, HELDOUT_IDENTITY_OFFSET, 60, HELDOUT_SEED, encoder)
-    if encoder.au_head is not None:  # the kinds "units" and "embedding_units" read it (research only)
+    if encoder.au_head is not None:  # the kinds that read the units (the live path serves them)
         for data in (train_data, held):
-            data["units"] = read_units(encoder, data["small"])
+            data["units"] = read_images(encoder, data["small"])[1].numpy()  # as the runtime's graph does
+    unit_dim = train_data["units"].shape[1] if "units" in train_data else 0
     report: dict[str, object] = {}
     if weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder):  # reads this embedding
         shipped = load_animator(SHIPPED / "animator.pt")
         with torch.no_grad():
-            report["shipped"] = {n: scores(n, shipped(torch.from_numpy(held["embeddings"]), n).numpy(), held["aus"]) for n in BUILTIN_AVATARS}
+            x = features(held, shipped.config)
+            report["shipped"] = {n: scores(n, shipped(x, n).numpy(), held["aus"]) for n in BUILTIN_AVATARS}
     report["mediapipe_aliases"] = {n: scores(n, alias_read(n, held["blendshapes"]), held["aus"]) for n in BUILTIN_AVATARS}
     fit_data, val = train_data, None
     if args.val:
-        fit_data = {key: v[: -args.val] for key, v in train_data.items()}
-        val = {key: v[-args.val :] for key, v in train_data.items()}
+        # per-actor arrays split; the cache's scalar entries (the encoder's digest) stay whole
+        fit_data = {key: v[: -args.val] if v.ndim else v for key, v in train_data.items()}
+        val = {key: v[-args.val :] if v.ndim else v for key, v in train_data.items()}
     settings = [(kind, k, sparsity, draw) for kind in args.kinds for k in args.keyframes
                 for sparsity in args.sparsity for draw in args.keyframe_draws]
     for kind, k, sparsity, draw in settings:
         started = time.time()
         row = (f"{kind}_k{k}" + (f"_s{sparsity:g}" if len(args.sparsity) > 1 else "")
+               + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout else "")
                + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
-        model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, sparsity, args.alias_weight, draw)
+        model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, sparsity, args.alias_weight, draw,
+                      args.unit_dropout)
+        per_avatar = kind.startswith("per_avatar")
         with torch.no_grad():
             for name, data in (("", held), ("val_", val)):
                 if data is None:
                     continue
-                x = features(data, kind)
+                x = features(data, kind_config(kind, unit_dim))
                 report[name + row] = {
-                    n: scores(n, (model[n](x) if kind == "per_avatar" else model(x, n)).numpy(), data["aus"])
+                    n: scores(n, (model[n](x) if per_avatar else model(x, n)).numpy(), data["aus"])
                     for n in BUILTIN_AVATARS}
             report[row]["parameters"] = sum(p.numel() for p in model.parameters())
         print(f"{row}: {time.time() - started:.0f} s", flush=True)
-        if kind == "per_avatar" and args.baselines is not None:  # read by `freeavatar eval animator --baselines`
+        if per_avatar and args.baselines is not None:  # read by `freeavatar eval animator --baselines`
             args.baselines.mkdir(parents=True, exist_ok=True)
             for n in BUILTIN_AVATARS:
                 save_decoder(model[n], args.baselines / per_avatar_file("per_avatar", n), {"setting": row})

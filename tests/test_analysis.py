@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from freeavatar._proto import stream_pb2
+from freeavatar_server.inference.animator import AnimatorRuntime
+from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.live.analysis import (
     Analyser,
     AnalysisFailed,
@@ -25,8 +27,10 @@ from freeavatar_server.live.analysis import (
     EncodedFrame,
     MeshPace,
     WorkerLost,
+    decode_frame,
 )
 from freeavatar_server.live.workers import AnalysisPool
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 JPEG = stream_pb2.IMAGE_FORMAT_JPEG
 
@@ -55,6 +59,55 @@ def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models,
     assert list(analyser.trackers) == ["actor"]  # the stream's face tracker lives here now
     analyser.forget("actor")
     assert not analyser.trackers
+
+
+@pytest.fixture(scope="module")
+def unit_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An encoder graph with its action-unit read-out, and a robot animator that reads the
+    units beside the embedding (its stem scaled up, so that its rig follows what it reads)."""
+    import torch
+
+    from freeavatar_server.training.animator.export import export_runtime
+    from freeavatar_server.training.animator.model import (
+        AnimatorConfig,
+        AvatarRig,
+        SharedAnimator,
+        save_animator,
+    )
+    from freeavatar_server.training.encoder.export import export_onnx
+    from freeavatar_server.training.encoder.model import ExpressionEncoder, ModelConfig
+
+    root = tmp_path_factory.mktemp("unit_models")
+    torch.manual_seed(0)
+    encoder = export_onnx(ExpressionEncoder(ModelConfig(au_units=25)).eval(), root / "encoder.onnx")
+    animator = SharedAnimator(AnimatorConfig(unit_dim=25))
+    animator.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
+    with torch.no_grad():
+        animator.stem.weight.normal_(std=0.5)
+        animator.readout[-1].weight.mul_(20)
+    (root / "animator").mkdir()
+    save_animator(animator, root / "animator" / "animator.pt")
+    export_runtime(root / "animator")
+    return encoder, root / "animator"
+
+
+def test_analyser_gives_the_encoders_action_units_to_an_animator_that_reads_them(unit_models, untrained_models, clip) -> None:
+    encoder, animator = unit_models
+    analyser = Analyser(AnalysisOptions(encoder))
+    frame = EncodedFrame(JPEG, clip[0])
+    refs = {"a1": AnimatorRef(str(animator), "robot")}
+    result = analyser.analyse(request("actor", frame, refs))
+    # the same crop through the same graphs, by hand
+    crop = crop_face(decode_frame(frame), result.face.box, analyser.encoder.size)
+    embedding, units = analyser.encoder.read_batch(crop[None])
+    runtime = AnimatorRuntime.load(animator)
+    np.testing.assert_allclose(result.raw["a1"], runtime.predict(embedding, "robot", units=units)[0], atol=1e-6)
+    without = runtime.predict(embedding, "robot", units=np.zeros_like(units))[0]
+    assert not np.allclose(result.raw["a1"], without, atol=1e-4)  # the units moved the rig
+    # an encoder exported without a read-out cannot drive it: the frame fails, saying why
+    plain = Analyser(AnalysisOptions(untrained_models[0]))
+    with pytest.raises(AnalysisFailed, match="action units"):
+        plain.analyse(request("actor", frame, refs))
 
 
 def test_analyser_names_what_is_wrong_with_a_frame(untrained_models) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from freeavatar_server.training.animator.model import (
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
+    animator_inputs,
     count_parameters,
     load_animator,
     save_animator,
@@ -190,3 +192,81 @@ def test_an_animator_that_reads_blendshapes_serves_them_beside_the_embedding(tmp
     np.testing.assert_allclose(runtime.predict(x.numpy(), "robot"), alone, atol=1e-5)
     with pytest.raises(ValueError, match="blendshapes must be"):
         runtime.predict(x.numpy(), "robot", np.zeros((5, 51), np.float32))
+
+
+def units_of(n: int, seed: int = 0) -> torch.Tensor:
+    """Standardised action units, as the encoder's read-out gives them."""
+    return torch.randn(n, 25, generator=torch.Generator().manual_seed(seed))
+
+
+def moving(config: AnimatorConfig) -> SharedAnimator:
+    """A robot-only animator whose stem weighs every input (a fresh one barely moves)."""
+    torch.manual_seed(0)
+    model = SharedAnimator(config)
+    model.add_avatar("robot", rig_of("robot"))
+    with torch.no_grad():
+        model.stem.weight.normal_(std=0.5)
+        model.readout[-1].weight.mul_(20)
+    return model.eval()
+
+
+def test_an_animator_that_reads_units_needs_them_and_says_so(tmp_path: Path) -> None:
+    model = moving(AnimatorConfig(unit_dim=25))
+    save_animator(model, tmp_path / "animator.pt")
+    export_runtime(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["unit_dim"] == 25 and manifest["inputs"] == [["embedding", 16], ["units", 25]]
+    runtime = AnimatorRuntime.load(tmp_path)
+    assert runtime.unit_dim == 25 and runtime.blendshape_dim == 0
+    x, u = embeddings(5, seed=6), units_of(5, seed=7)
+    with torch.no_grad():
+        expected = model(torch.cat([x, u], dim=1), "robot").numpy()  # the documented order: embedding, units
+        other = model(animator_inputs(model.config, x, units_of(5, seed=8)), "robot").numpy()
+    np.testing.assert_allclose(runtime.predict(x.numpy(), "robot", units=u.numpy()), expected, atol=1e-5)
+    assert not np.allclose(expected, other, atol=1e-3)  # the units do reach the rig
+    # blendshapes are not read by it, and do not change it
+    np.testing.assert_allclose(runtime.predict(x.numpy(), "robot", np.ones((5, 52), np.float32), units=u.numpy()),
+                               expected, atol=1e-5)
+    with pytest.raises(ValueError, match="reads the expression encoder's 25 action units"):
+        runtime.predict(x.numpy(), "robot")
+    with pytest.raises(ValueError, match=r"units must be \(5, 25\)"):
+        runtime.predict(x.numpy(), "robot", units=u[:, :24].numpy())
+    with pytest.raises(ValueError, match="reads 25 units and none were given"):
+        animator_inputs(model.config, x)
+    assert load_animator(tmp_path / "animator.pt").config == model.config  # the checkpoint records it
+
+
+def test_every_input_part_joins_in_the_documented_order(tmp_path: Path) -> None:
+    """embedding, blendshapes, units; and an animator may read the units alone."""
+    x, b, u = embeddings(4, seed=1), torch.rand(4, 52, generator=torch.Generator().manual_seed(2)), units_of(4, seed=3)
+    for config, row in ((AnimatorConfig(blendshape_dim=52, unit_dim=25), torch.cat([x, b, u], dim=1)),
+                        (AnimatorConfig(embed_dim=0, unit_dim=25), u)):
+        model = moving(config)
+        assert config.in_dim == row.shape[1]
+        directory = tmp_path / str(config.in_dim)
+        directory.mkdir()
+        save_animator(model, directory / "animator.pt")
+        export_runtime(directory)
+        runtime = AnimatorRuntime.load(directory)
+        with torch.no_grad():
+            expected = model(row, "robot").numpy()
+            assert torch.equal(animator_inputs(config, x, u, b), row)
+        np.testing.assert_allclose(runtime.predict(x.numpy(), "robot", b.numpy(), units=u.numpy()), expected, atol=1e-5)
+
+
+def test_animators_from_before_the_units_ignore_them(tmp_path: Path) -> None:
+    model = all_avatars()
+    save_animator(model, tmp_path / "animator.pt")
+    checkpoint = torch.load(tmp_path / "animator.pt", weights_only=True)
+    del checkpoint["config"]["unit_dim"]  # as the files written before the field existed
+    torch.save(checkpoint, tmp_path / "animator.pt")
+    assert load_animator(tmp_path / "animator.pt").config.unit_dim == 0
+    export_runtime(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for field in ("unit_dim", "inputs"):  # as the manifests written before them
+        del manifest[field]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    runtime = AnimatorRuntime.load(tmp_path)
+    assert runtime.unit_dim == 0
+    x = embeddings(3).numpy()
+    np.testing.assert_array_equal(runtime.predict(x, "cat", units=units_of(3).numpy()), runtime.predict(x, "cat"))

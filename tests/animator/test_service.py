@@ -14,7 +14,18 @@ from freeavatar_server.app.server import FreeAvatarServer
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.synth.actors import render_faces, sample_expressions
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from freeavatar_server.training.animator.model import load_animator
+from freeavatar_server.training.animator.encoding import ENCODER_FILE
+from freeavatar_server.training.animator.job import check_readable
+from freeavatar_server.training.animator.model import (
+    AnimatorConfig,
+    AvatarRig,
+    SharedAnimator,
+    animator_inputs,
+    load_animator,
+    save_animator,
+)
+from freeavatar_server.training.encoder.model import ExpressionEncoder
+from tests.animator.conftest import TINY_ENCODER
 from tests.test_jobs import TINY, png, robot_samples, robot_with_samples
 
 ROBOT = BUILTIN_AVATARS["robot"]
@@ -134,3 +145,65 @@ async def test_a_job_on_a_base_adds_avatars_without_changing_the_others(
         assert torch.equal(after(x, first.id), before(x, first.id))  # untouched by the new job
     assert (await client.get_avatar(second.id)).animator.version == 1
     assert (await client.get_avatar(first.id)).animator.job_id == base_job.id
+
+
+def encoder_with_units(path: Path) -> Path:
+    """A tiny encoder checkpoint with a 25-unit action-unit read-out, as the shipped one has."""
+    torch.manual_seed(0)
+    config = replace(TINY_ENCODER, au_units=25)
+    torch.save({"stage": "triplet", "model_config": config.to_dict(), "model": ExpressionEncoder(config).state_dict()}, path)
+    return path
+
+
+def test_a_job_can_only_tune_an_animator_whose_inputs_it_computes() -> None:
+    with_units, plain = ExpressionEncoder(replace(TINY_ENCODER, au_units=25)), ExpressionEncoder(TINY_ENCODER)
+    check_readable(AnimatorConfig(unit_dim=25), with_units)
+    check_readable(AnimatorConfig(), plain)
+    with pytest.raises(ValueError, match="reads 25 action units; the encoder's read-out gives 0"):
+        check_readable(AnimatorConfig(unit_dim=25), plain)
+    with pytest.raises(ValueError, match="blendshapes, which animator jobs do not compute"):
+        check_readable(AnimatorConfig(blendshape_dim=52), with_units)
+
+
+async def test_a_job_on_a_base_that_reads_units_reads_them_too(
+    client: AsyncClient, server: FreeAvatarServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job follows the base animator's inputs: it computes the encoder's action units for its
+    actors and keyframes, and the animator it publishes reads them as the base does. Not marked
+    slow (about 15 s): the shipped base reads the units, so this is what a studio's job runs."""
+    base_dir = tmp_path / "base"
+    base_dir.mkdir()
+    torch.manual_seed(0)
+    base = SharedAnimator(AnimatorConfig(unit_dim=25))
+    base.add_avatar("cat", AvatarRig.from_spec(BUILTIN_AVATARS["cat"].spec))
+    save_animator(base, base_dir / "animator.pt")
+    encoder_with_units(base_dir / ENCODER_FILE)  # the encoder the base reads, beside it
+    monkeypatch.setenv("FREEAVATAR_ANIMATOR_BASE", str(base_dir / "animator.pt"))
+    monkeypatch.delenv("FREEAVATAR_ANIMATOR_ENCODER", raising=False)
+
+    avatar = await robot_with_samples(client)
+    assert (await client.wait_job((await client.train_renderer(avatar.id, **TINY)).id)).state == JobState.SUCCEEDED
+    await client.upload_keyframes(avatar.id, keyframes(3))
+    job = await client.wait_job((await client.finetune_animator([avatar.id], **TINY_ANIMATOR)).id)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert (await client.get_avatar(avatar.id)).animator.metrics["keyframes"] == 3
+
+    model_dir = server.config.data_dir / "models" / avatar.id / "animator" / job.id
+    tuned = load_animator(model_dir / "animator.pt")
+    assert tuned.config == base.config
+    runtime = AnimatorRuntime.load(model_dir)
+    assert runtime.unit_dim == 25
+    x = torch.nn.functional.normalize(torch.randn(4, 16), dim=-1)
+    u = torch.randn(4, 25)
+    rig = runtime.predict(x.numpy(), avatar.id, units=u.numpy())
+    assert rig.shape == (4, ROBOT.n_controls)
+    with torch.no_grad():  # the base's avatar is untouched, through the same inputs
+        assert torch.equal(tuned(animator_inputs(tuned.config, x, u), "cat"), base.eval()(torch.cat([x, u], 1), "cat"))
+
+    # an encoder without the read-out cannot feed it: the job fails, naming the reason
+    monkeypatch.setenv("FREEAVATAR_ANIMATOR_ENCODER", str(tmp_path / "plain.pt"))
+    torch.save({"stage": "triplet", "model_config": TINY_ENCODER.to_dict(),
+                "model": ExpressionEncoder(TINY_ENCODER).state_dict()}, tmp_path / "plain.pt")
+    failed = await client.wait_job((await client.finetune_animator([avatar.id], **TINY_ANIMATOR)).id)
+    assert failed.state == JobState.FAILED
+    assert "action units" in failed.error

@@ -82,7 +82,7 @@ def test_a_shipped_checkpoint_resumes_as_a_warm_restart(tmp_path):
 def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     """--init starts triplet tuning from an earlier encoder's weights with a fresh action-unit
     read-out beside the triplet head (--au-weight); the read-out trains, and the exported graph
-    is still the embedding alone."""
+    serves it as a second output beside the embedding."""
     import onnxruntime as ort
     import torch
 
@@ -110,12 +110,14 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     encoder = load_encoder(second / "triplet.pt")
     onnx_path = export_onnx(encoder, tmp_path / "e.onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    assert [o.shape[1] for o in session.get_outputs()] == [16]
+    assert [(o.name, o.shape[1]) for o in session.get_outputs()] == [("embedding", 16), ("units", N_AU)]
     image = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         embedding, units = encoder(image, with_units=True)
     assert units.shape == (2, N_AU)
-    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: image.numpy()})[0], embedding.numpy(), atol=1e-5)
+    served_embedding, served_units = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    np.testing.assert_allclose(served_embedding, embedding.numpy(), atol=1e-5)
+    np.testing.assert_allclose(served_units, units.numpy(), atol=1e-4)
 
     res = runner.invoke(encoder_app, [*args[:-4], "--init", str(tmp_path / "missing.pt")])
     assert res.exit_code != 0 and "--init" in res.output and "no checkpoint" in res.output

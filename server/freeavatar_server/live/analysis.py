@@ -285,7 +285,7 @@ class Analyser:
         started = time.perf_counter()
         poses = self.pose.estimate(pose_crops)
         pose_ms, started = ms_since(started), time.perf_counter()
-        embeddings = self.encoder.embed_batch(crops)
+        embeddings, units = self.encoder.read_batch(crops)  # units: None without a read-out
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
         blendshapes = np.stack([f.face.blendshapes for f in frames])
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
@@ -294,7 +294,10 @@ class Analyser:
                 rows_by_ref.setdefault(ref, []).append((row, avatar_id))
         for ref, targets in rows_by_ref.items():
             rows = [row for row, _ in targets]
-            controls = self._animator(ref.path).predict(embeddings[rows], ref.key, blendshapes[rows])
+            animator = self._animator(ref.path)
+            controls = animator.predict(
+                embeddings[rows], ref.key, blendshapes[rows], units=None if units is None else units[rows]
+            )
             for (row, avatar_id), values in zip(targets, controls, strict=True):
                 frames[row].raw[avatar_id] = values
         animate_ms = ms_since(started)

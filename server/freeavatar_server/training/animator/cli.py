@@ -63,9 +63,9 @@ def eval_animator(
         typer.secho(
             f"note: baselines {', '.join(missing)} skipped: no {', '.join(f'{k}_*.pt' for k in missing)} in "
             f"{baselines_dir}. The per-avatar decoders trained as the shipped animator is (docs/models.md): "
-            "python research/animator_direct.py --keyframes 20 --kinds per_avatar --alias-weight 0 "
-            "--baselines runs/animator_direct/baselines, then: freeavatar eval animator --baselines "
-            "runs/animator_direct/baselines (the geometry baseline belongs to the previous recipe: "
+            "python research/animator_direct.py --keyframes 20 --kinds per_avatar_embedding_units --unit-dropout 0.3 "
+            "--alias-weight 0 --baselines runs/animator_direct/baselines_units, then: freeavatar eval animator "
+            "--baselines runs/animator_direct/baselines_units (the geometry baseline belongs to the previous recipe: "
             "research/animator_train.py --part geometry)",
             err=True,
         )

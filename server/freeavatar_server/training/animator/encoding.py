@@ -39,7 +39,9 @@ def load_frozen_encoder(path: Path) -> ExpressionEncoder:
 
 
 def save_encoder_copy(source: Path, destination: Path) -> None:
-    """Weights-only copy of an encoder checkpoint (no optimiser state), loadable by load_encoder."""
+    """Weights-only copy of an encoder checkpoint (no optimiser state), loadable by load_encoder.
+    It names its source by file name only, so that a copy made in another checkout is the same
+    bytes."""
     ck = load_checkpoint(source)
     state = ck["model"]
     if ck["stage"] == "mae":
@@ -49,17 +51,36 @@ def save_encoder_copy(source: Path, destination: Path) -> None:
     full = ExpressionEncoder(ModelConfig.from_dict(ck["model_config"])).state_dict()
     state = {**full, **{k: v for k, v in state.items() if k in full}}
     torch.save({"stage": "triplet", "step": ck.get("step"), "done": ck.get("done"),
-                "model_config": ck["model_config"], "model": state, "source": str(source)}, destination)
+                "model_config": ck["model_config"], "model": state, "source": Path(source).name}, destination)
 
 
 @torch.no_grad()
 def embed_images(encoder: nn.Module, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """(N, S, S, 3) uint8 at the encoder's size -> (N, 16) embeddings."""
+    return read_images(encoder, images, batch, units=False)[0]
+
+
+@torch.no_grad()
+def read_images(
+    encoder: nn.Module, images: np.ndarray, batch: int = 256, *, units: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, S, S, 3) uint8 -> (N, 16) embeddings and the (N, au_units) action-unit read-out
+    (None for an encoder without one, or when `units` is False), from one pass of the encoder,
+    as the live path's ONNX graph gives both."""
     size = encoder.cfg.img_size
-    out = []
+    with_units = units and encoder.au_head is not None
+    embeddings, read = [], []
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch])).permute(0, 3, 1, 2).float() / 255
         if x.shape[-1] != size:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        out.append(encoder(x))
-    return torch.cat(out) if out else torch.zeros(0, encoder.cfg.embed_dim)
+        if with_units:
+            embedding, unit = encoder(x, with_units=True)
+            read.append(unit)
+        else:
+            embedding = encoder(x)
+        embeddings.append(embedding)
+    embedded = torch.cat(embeddings) if embeddings else torch.zeros(0, encoder.cfg.embed_dim)
+    if not with_units:
+        return embedded, None
+    return embedded, torch.cat(read) if read else torch.zeros(0, encoder.cfg.au_units)

@@ -28,11 +28,12 @@ import torch
 from freeavatar_server.images import encode_png, resize
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS, BuiltinAvatar
 from freeavatar_server.training.animator.data import HELDOUT_IDENTITY_OFFSET, actor_images
-from freeavatar_server.training.animator.encoding import embed_images
+from freeavatar_server.training.animator.encoding import embed_images, read_images
 from freeavatar_server.training.animator.model import (
     AvatarRig,
     PerAvatarDecoder,
     SharedAnimator,
+    animator_inputs,
     count_parameters,
     load_animator,
     saved_config,
@@ -54,6 +55,11 @@ class HeldOut:
     action_units: np.ndarray  # (N, N_AU): ground truth, evaluation only
     embeddings: torch.Tensor  # (N, 16)
     geometry: torch.Tensor  # (N, G) hand-made measurements
+    units: torch.Tensor | None = None  # (N, 25) the encoder's action-unit read-out, if it has one
+
+    def inputs(self, model: SharedAnimator | PerAvatarDecoder) -> torch.Tensor:
+        """What `model` reads of these actors (its config's input parts)."""
+        return animator_inputs(model.config, self.embeddings, self.units)
 
 
 def geometry_inputs(images: np.ndarray) -> torch.Tensor:
@@ -64,7 +70,8 @@ def geometry_inputs(images: np.ndarray) -> torch.Tensor:
 def build_heldout(encoder: torch.nn.Module, n: int = 600, seed: int = HELDOUT_SEED) -> HeldOut:
     size = encoder.cfg.img_size  # actors are seen at the encoder's resolution, as in the pipeline
     actors = actor_images(n, identity_offset=HELDOUT_IDENTITY_OFFSET, n_identities=60, seed=seed, size=size)
-    return HeldOut(actors.images, actors.action_units, embed_images(encoder, actors.images), geometry_inputs(actors.images))
+    embeddings, units = read_images(encoder, actors.images)
+    return HeldOut(actors.images, actors.action_units, embeddings, geometry_inputs(actors.images), units)
 
 
 def retarget_error(predicted: np.ndarray, truth: np.ndarray, rig: AvatarRig) -> float:
@@ -136,7 +143,7 @@ def evaluate_models(
             "ground_truth": truth,
         }
         if name in shared.rigs:
-            candidates["shared"] = shared(heldout.embeddings, name).numpy()
+            candidates["shared"] = shared(heldout.inputs(shared), name).numpy()
             r = column_correlations(candidates["shared"], truth)
             row["shared_correlation_by_control"] = {
                 c.name: round(float(v), 3) for c, v in zip(avatar.spec.controls, r, strict=True) if not np.isnan(v)}
@@ -144,7 +151,7 @@ def evaluate_models(
         if decoder_path.exists():
             decoder = load_decoder(decoder_path)
             per_avatar_params += count_parameters(decoder)
-            candidates["per_avatar"] = decoder(heldout.embeddings).numpy()
+            candidates["per_avatar"] = decoder(heldout.inputs(decoder)).numpy()
         geometry_path = baselines_dir / per_avatar_file("geometry", name)
         if geometry_path.exists():
             decoder = load_decoder(geometry_path)
@@ -183,7 +190,7 @@ def side_by_side(models_dir: Path, heldout: HeldOut, path: Path, columns: int = 
     with torch.no_grad():
         for name, avatar in BUILTIN_AVATARS.items():
             if name in shared.rigs:
-                rig = shared(heldout.embeddings[picks], name).numpy()
+                rig = shared(heldout.inputs(shared)[picks], name).numpy()
                 rows.append(np.concatenate(list(avatar.render(rig, size)), axis=1))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_png(np.concatenate(rows)))

@@ -43,7 +43,10 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
         onnx.checker.check_model(onnx.load_from_string(graph.getvalue()))
         write_atomically(path, graph.getvalue())
         avatars[avatar_id] = {"file": path.name, "controls": list(model.rigs[avatar_id].names)}
-    manifest = {"embed_dim": model.config.embed_dim, "blendshape_dim": model.config.blendshape_dim, "avatars": avatars}
+    config = model.config
+    manifest = {"embed_dim": config.embed_dim, "blendshape_dim": config.blendshape_dim, "unit_dim": config.unit_dim,
+                "inputs": [list(part) for part in config.input_parts],  # the input row's parts, in order
+                "avatars": avatars}
     write_atomically(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
     return manifest
 

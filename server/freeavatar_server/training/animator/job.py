@@ -9,7 +9,10 @@ from its tuned code and queries.
 
 What it reads. Each avatar's ACTIVE neural renderer (trained by a renderer job), its uploaded
 keyframes (`options.keyframe_limit` caps them; 0 = none), and an unlabeled actor corpus: here the
-synthetic world's actor crops (no labels are read), cached under the data dir.
+synthetic world's actor crops (no labels are read), cached under the data dir. The animator's
+input is what the base animator reads (its config): the embedding, and the encoder's action-unit
+read-out when the base reads the units (the shipped one may: docs/models.md); the consistency
+target is always the embedding.
 
 What it writes. One directory with `animator.pt` (shared weights + every avatar in the base and
 the job) and its per-avatar ONNX graphs (runtime.py), published as an ANIMATOR version for each
@@ -38,15 +41,16 @@ from freeavatar_server.training.animator.data import (
 )
 from freeavatar_server.training.animator.encoding import (
     ENCODER_FILE,
-    embed_images,
     encoder_checkpoint,
     load_frozen_encoder,
+    read_images,
 )
 from freeavatar_server.training.animator.export import export_runtime
 from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
     SharedAnimator,
+    animator_inputs,
     load_animator,
     save_animator,
 )
@@ -103,7 +107,9 @@ def actor_corpus(context: JobContext, n: int, size: int) -> tuple[np.ndarray, np
     return images, clips
 
 
-def keyframes_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module, limit: int | None) -> RigPairs | None:
+def keyframes_for(
+    context: JobContext, avatar_id: str, encoder: torch.nn.Module, config: AnimatorConfig, limit: int | None
+) -> RigPairs | None:
     rigs, encoded = context.store.keyframes(avatar_id)
     if limit is not None:
         rigs, encoded = rigs[:limit], encoded[:limit]
@@ -111,7 +117,19 @@ def keyframes_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module,
         return None
     size = encoder.cfg.img_size
     images = np.stack([resize(decode_image(data), size) for data in encoded])
-    return RigPairs(embed_images(encoder, images), torch.from_numpy(rigs))
+    return RigPairs(animator_inputs(config, *read_images(encoder, images)), torch.from_numpy(rigs))
+
+
+def check_readable(config: AnimatorConfig, encoder: torch.nn.Module) -> None:
+    """ValueError unless this job can give an animator of `config` every input it reads."""
+    if config.embed_dim and config.embed_dim != encoder.cfg.embed_dim:
+        raise ValueError(f"the base animator reads {config.embed_dim}-d embeddings; the encoder gives {encoder.cfg.embed_dim}")
+    if config.unit_dim and config.unit_dim != encoder.cfg.au_units:
+        raise ValueError(f"the base animator reads {config.unit_dim} action units; the encoder's read-out gives "
+                         f"{encoder.cfg.au_units} (0: it has none)")
+    if config.blendshape_dim:  # the job's actor corpus never goes through the real-face front end
+        raise ValueError("the base animator reads the front end's blendshapes, which animator jobs do not compute: "
+                         f"set ${BASE_ENV} to an animator that reads the encoder alone")
 
 
 def finetune_animator_job(context: JobContext) -> list[JobResult]:
@@ -137,8 +155,7 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
     size = encoder.cfg.img_size
 
     model = load_animator(base) if base is not None else SharedAnimator(AnimatorConfig())
-    if model.config.embed_dim != encoder.cfg.embed_dim:
-        raise ValueError(f"the base animator reads {model.config.embed_dim}-d embeddings; the encoder gives {encoder.cfg.embed_dim}")
+    check_readable(model.config, encoder)
     targets = []
     for index, avatar_id in enumerate(avatar_ids):
         avatar, renderer = renderers[avatar_id]
@@ -147,7 +164,7 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
             model = _without(model, avatar_id)
         model.add_avatar(avatar_id, rig, seed=config.seed + index)
         _warm_start(context, model, avatar_id, rig)
-        targets.append(AvatarTarget(avatar_id, rig, renderer, keyframes_for(context, avatar_id, encoder, limit)))
+        targets.append(AvatarTarget(avatar_id, rig, renderer, keyframes_for(context, avatar_id, encoder, model.config, limit)))
     parameters = [p for aid in avatar_ids for p in model.avatar_parameters(aid)]
     if base is None:  # nothing to protect: the shared network learns with these avatars
         parameters = list(model.shared_parameters()) + parameters
@@ -155,11 +172,12 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
     n = int(np.clip(config.steps * config.batch_size, MIN_ACTORS, MAX_ACTORS))
     context.report(0.0, message=f"rendering/embedding {n} unlabeled actor images")
     images, clips = actor_corpus(context, n, size)
-    embeddings = embed_images(encoder, images)
+    embeddings, units = read_images(encoder, images)
+    inputs = animator_inputs(model.config, embeddings, units)  # what it reads; the target is the embedding
     c, t = clips.shape[:2]
-    clip_embeddings = embed_images(encoder, clips.reshape(c * t, *clips.shape[2:])).view(c, t, -1)
+    clip_inputs = animator_inputs(model.config, *read_images(encoder, clips.reshape(c * t, *clips.shape[2:]))).view(c, t, -1)
     n_val = max(8, n // 10)
-    actors = ActorData(embeddings[n_val:], embeddings[n_val:], embeddings[:n_val], embeddings[:n_val], clip_embeddings)
+    actors = ActorData(inputs[n_val:], embeddings[n_val:], inputs[:n_val], embeddings[:n_val], clip_inputs)
     context.report(0.0, message=f"tuning {len(avatar_ids)} avatar(s); shared network {'frozen' if base else 'trained'}")
 
     def on_progress(fraction: float, metrics: dict[str, float]) -> None:

@@ -49,10 +49,17 @@ OUTPUTS = ("clamp", "sigmoid")
 
 @dataclass(frozen=True)
 class AnimatorConfig:
-    embed_dim: int = 16  # the expression encoder's embedding
+    """The network's shape. One input row is, in this order (`input_parts`): the encoder's
+    embedding, the front end's blendshapes if it reads them, the encoder's action units if it
+    reads them."""
+
+    embed_dim: int = 16  # the expression encoder's embedding; 0: not read (the units alone)
     # ARKit's 52 when the animator also reads the front end's blendshapes (appended to the
     # embedding); 0: the embedding alone (animators trained before the real-face front end)
     blendshape_dim: int = 0
+    # The encoder's action-unit read-out (its 25 standardised units), appended last, when the
+    # animator reads it; 0: it does not (every animator before the read-out was served)
+    unit_dim: int = 0
     code_dim: int = 16  # avatar identity code (the paper's avatar-ID embedding is 16-d too)
     width: int = 128  # trunk width
     blocks: int = 2  # FiLM-modulated residual blocks
@@ -62,13 +69,41 @@ class AnimatorConfig:
     output: str = "clamp"  # "clamp" or "sigmoid": how outputs are held in range (module docstring)
 
     @property
+    def input_parts(self) -> tuple[tuple[str, int], ...]:
+        """(name, width) of each part of one input row, in the order they are joined; parts
+        the animator does not read are left out."""
+        parts = (("embedding", self.embed_dim), ("blendshapes", self.blendshape_dim), ("units", self.unit_dim))
+        return tuple((name, width) for name, width in parts if width)
+
+    @property
     def in_dim(self) -> int:
-        """The width of one input row: the embedding, then the blendshapes if it reads them."""
-        return self.embed_dim + self.blendshape_dim
+        """The width of one input row."""
+        return sum(width for _, width in self.input_parts)
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
             raise ValueError(f"unknown animator output {self.output!r}: expected one of {OUTPUTS}")
+
+
+def animator_inputs(
+    config: AnimatorConfig,
+    embeddings: torch.Tensor | None,
+    units: torch.Tensor | None = None,
+    blendshapes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The input rows an animator of `config` reads (`AnimatorConfig.input_parts`), from what
+    the encoder and the front end gave; ValueError naming a part it reads and was not given.
+    (The ONNX runtime, `inference.animator`, joins the same parts in the same order.)"""
+    given = {"embedding": embeddings, "blendshapes": blendshapes, "units": units}
+    parts = []
+    for name, width in config.input_parts:
+        part = given[name]
+        if part is None:
+            raise ValueError(f"this animator reads {width} {name} and none were given")
+        if part.shape[-1] != width:
+            raise ValueError(f"this animator reads {width} {name}, got {part.shape[-1]}")
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 @dataclass(frozen=True)

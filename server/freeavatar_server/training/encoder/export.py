@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from freeavatar_server.inference.encoder import INPUT_NAME, OUTPUT_NAME
+from freeavatar_server.inference.encoder import INPUT_NAME, OUTPUT_NAME, UNITS_NAME
 from freeavatar_server.inference.shipped import (
     ENCODER_CHECKPOINT,
     ENCODER_INT8_ONNX,
@@ -16,7 +16,9 @@ from freeavatar_server.inference.shipped import (
 
 
 def export_onnx(encoder, path: Path, *, opset: int = 17) -> Path:
-    """Write `encoder` (an ExpressionEncoder) to ONNX with a dynamic batch axis and check it."""
+    """Write `encoder` (an ExpressionEncoder) to ONNX with a dynamic batch axis and check it.
+    Outputs: `embedding` (B, 16) and, when the encoder has an action-unit read-out, `units`
+    (B, au_units) beside it (consumers that fetch the embedding by name are unaffected)."""
     import onnx
     import torch
 
@@ -25,15 +27,16 @@ def export_onnx(encoder, path: Path, *, opset: int = 17) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.rand(1, 3, size, size)
+    outputs = [OUTPUT_NAME] if encoder.au_head is None else [OUTPUT_NAME, UNITS_NAME]
     # The TorchScript exporter (dynamo=False) needs no extra packages (onnxscript) and gives a
     # plain, small graph for this all-static architecture.
     torch.onnx.export(
-        encoder,
+        encoder if encoder.au_head is None else _WithUnits(encoder),
         (dummy,),
         str(path),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        output_names=outputs,
+        dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
         opset_version=opset,
         dynamo=False,
     )
@@ -43,6 +46,22 @@ def export_onnx(encoder, path: Path, *, opset: int = 17) -> Path:
     meta.key, meta.value = "model_config", json.dumps(encoder.cfg.to_dict())
     onnx.save(model, str(path))
     return path
+
+
+def _WithUnits(encoder):  # noqa: N802 (builds a module class; torch stays a lazy import)
+    """The encoder with its action-unit read-out as a second output: its own forward takes
+    `with_units` as an argument, which the exporter cannot pass."""
+    import torch
+
+    class WithUnits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.encoder(images, with_units=True)
+
+    return WithUnits().eval()
 
 
 def quantize_onnx(src: Path, dst: Path) -> Path:

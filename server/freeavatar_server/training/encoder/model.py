@@ -41,7 +41,8 @@ class ModelConfig:
     # small local detail (mouth corners, lids) much faster on CPU-sized budgets.
     stem: str = "conv"
     # A linear read-out of the action units from the pooled features, trained beside the
-    # triplet head (dense supervision: every face tells every unit), never exported. 0: none.
+    # triplet head (dense supervision: every face tells every unit); the ONNX export serves it
+    # as a second output, `units`, for animators that read it. 0: none.
     au_units: int = 0
 
     @property
