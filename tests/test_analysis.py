@@ -204,6 +204,23 @@ async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untra
         pool.close()
 
 
+async def test_a_worker_killed_mid_tick_is_replaced_and_the_tick_sent_again(untrained_models, clip) -> None:
+    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
+    try:
+        await pool.start()
+        (worker,) = pool.workers
+        dead = worker.pid
+        frames = [asyncio.ensure_future(worker.analyse(request(f"s{i}", EncodedFrame(JPEG, clip[i])))) for i in range(3)]
+        while worker.ticks == 0:  # until the tick is on its way
+            await asyncio.sleep(0)
+        os.kill(dead, signal.SIGKILL)
+        results = await asyncio.wait_for(asyncio.gather(*frames), 60)  # nothing lost, nothing hangs
+        assert all(r.face is not None for r in results)
+        assert worker.restarts == 1 and worker.pid not in (None, dead) and worker.ticks == 1
+    finally:
+        pool.close()
+
+
 async def test_a_worker_that_died_idle_is_replaced_by_the_next_call(untrained_models, clip) -> None:
     pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
     try:
