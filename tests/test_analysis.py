@@ -181,7 +181,7 @@ async def test_closing_the_pool_fails_what_waits_instead_of_leaving_it_hanging(u
     (worker,) = pool.workers
     waiting = [asyncio.ensure_future(worker.analyse(request(f"s{i}", EncodedFrame(JPEG, clip[i])))) for i in range(3)]
     await asyncio.sleep(0)
-    pool.close()
+    await asyncio.wait_for(pool.stop(), 10)  # cancels its tick task and waits for it
     results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 10)
     assert all(isinstance(r, WorkerLost) for r in results)
     with pytest.raises(WorkerLost, match="shutting down"):

@@ -203,7 +203,7 @@ class FreeAvatarServer:
             await self._outputs.stop()
             self._outputs = None
         if self._live is not None:  # ends every stream with a clear reason
-            self._live.close()
+            await self._live.stop()
             self._live = None
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)

@@ -78,9 +78,11 @@ class LiveStreams:
         self._analysis = AnalysisPool(workers, options)  # processes, started on first use
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
 
-    def close(self) -> None:
+    async def stop(self) -> None:
+        """End every stream with a clear reason, then stop the analysis workers and the tasks
+        that feed them."""
         self.sessions.close_all(server_shutdown())
-        self._analysis.close()
+        await self._analysis.stop()
 
     def avatar_deleted(self, avatar_id: str) -> None:
         """Unbind a deleted avatar everywhere; other avatars carry on."""

@@ -206,6 +206,8 @@ class AnalysisWorker:
             self._process.tell("forget", stream)
 
     def close(self) -> None:
+        """Stop at once: the tick task is cancelled (`stop` also waits for it), every frame
+        waiting fails with WorkerLost, the process goes and the shared memory with it."""
         self._closed = True
         if self._ticks is not None:
             self._ticks.cancel()  # a tick task cancelled before it ran never fails its frames:
@@ -214,6 +216,11 @@ class AnalysisWorker:
             self._process.stop()
             self._process = None
         self._arena.close()
+
+    async def stop(self) -> None:
+        self.close()
+        if self._ticks is not None:
+            await asyncio.gather(self._ticks, return_exceptions=True)
 
     async def _run_ticks(self) -> None:
         """Send what waits as one tick, and again, until nothing waits."""
@@ -306,3 +313,7 @@ class AnalysisPool:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
+
+    async def stop(self) -> None:
+        """Close every worker and wait for their tick tasks to end."""
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
