@@ -207,7 +207,10 @@ class AnalysisWorker:
 
     def close(self) -> None:
         """Stop at once: the tick task is cancelled (`stop` also waits for it), every frame
-        waiting fails with WorkerLost, the process goes and the shared memory with it."""
+        waiting fails with WorkerLost, the process goes and the shared memory with it.
+        Idempotent (the shared memory is unlinked once)."""
+        if self._closed:
+            return
         self._closed = True
         if self._ticks is not None:
             self._ticks.cancel()  # a tick task cancelled before it ran never fails its frames:
