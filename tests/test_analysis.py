@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from freeavatar_server.live.analysis import (
     WorkerLost,
     decode_frame,
 )
-from freeavatar_server.live.workers import AnalysisPool
+from freeavatar_server.live.workers import AnalysisPool, AnalysisWorker
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
 
 JPEG = stream_pb2.IMAGE_FORMAT_JPEG
@@ -46,6 +47,17 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "State:\tZ" not in status
+
+
+@pytest.fixture
+async def one_worker(untrained_models) -> AsyncIterator[AnalysisWorker]:
+    """A pool of one started worker, stopped after the test."""
+    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
+    try:
+        await pool.start()
+        yield pool.workers[0]
+    finally:
+        await pool.stop()
 
 
 def test_analyser_finds_the_face_and_runs_every_bound_animator(untrained_models, clip) -> None:
@@ -158,21 +170,16 @@ def test_a_due_mesh_runs_after_its_frame_is_answered_for_the_frames_after_it(unt
     assert answers[due + 1].face != answers[due].face
 
 
-async def test_frames_that_wait_together_go_to_the_worker_as_one_tick(untrained_models, clip) -> None:
-    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
-    try:
-        await pool.start()
-        (worker,) = pool.workers
-        frames = [request(f"s{i}", EncodedFrame(JPEG, clip[i])) for i in range(5)]
-        frames.append(request("s5", EncodedFrame(JPEG, b"garbage")))
-        results = await asyncio.gather(*(worker.analyse(f) for f in frames), return_exceptions=True)
-        assert worker.ticks == 1  # six actors' frames, one call across the process boundary
-        assert all(r.face is not None for r in results[:5])
-        assert isinstance(results[5], BadFrame)  # the bad frame fails alone
-        again = await worker.analyse(request("s0", EncodedFrame(JPEG, clip[6])))
-        assert again.face is not None and worker.ticks == 2
-    finally:
-        pool.close()
+async def test_frames_that_wait_together_go_to_the_worker_as_one_tick(one_worker, clip) -> None:
+    worker = one_worker
+    frames = [request(f"s{i}", EncodedFrame(JPEG, clip[i])) for i in range(5)]
+    frames.append(request("s5", EncodedFrame(JPEG, b"garbage")))
+    results = await asyncio.gather(*(worker.analyse(f) for f in frames), return_exceptions=True)
+    assert worker.ticks == 1  # six actors' frames, one call across the process boundary
+    assert all(r.face is not None for r in results[:5])
+    assert isinstance(results[5], BadFrame)  # the bad frame fails alone
+    again = await worker.analyse(request("s0", EncodedFrame(JPEG, clip[6])))
+    assert again.face is not None and worker.ticks == 2
 
 
 async def test_closing_the_pool_fails_what_waits_instead_of_leaving_it_hanging(untrained_models, clip) -> None:
@@ -205,37 +212,27 @@ async def test_pool_spreads_actors_and_a_bad_frame_comes_back_as_its_error(untra
         pool.close()
 
 
-async def test_a_worker_killed_mid_tick_is_replaced_and_the_tick_sent_again(untrained_models, clip) -> None:
-    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
-    try:
-        await pool.start()
-        (worker,) = pool.workers
-        dead = worker.pid
-        frames = [asyncio.ensure_future(worker.analyse(request(f"s{i}", EncodedFrame(JPEG, clip[i])))) for i in range(3)]
-        while worker.ticks == 0:  # until the tick is on its way
-            await asyncio.sleep(0)
-        os.kill(dead, signal.SIGKILL)
-        results = await asyncio.wait_for(asyncio.gather(*frames), 60)  # nothing lost, nothing hangs
-        assert all(r.face is not None for r in results)
-        assert worker.restarts == 1 and worker.pid not in (None, dead) and worker.ticks == 1
-    finally:
-        pool.close()
+async def test_a_worker_killed_mid_tick_is_replaced_and_the_tick_sent_again(one_worker, clip) -> None:
+    worker = one_worker
+    dead = worker.pid
+    frames = [asyncio.ensure_future(worker.analyse(request(f"s{i}", EncodedFrame(JPEG, clip[i])))) for i in range(3)]
+    while worker.ticks == 0:  # until the tick is on its way
+        await asyncio.sleep(0)
+    os.kill(dead, signal.SIGKILL)
+    results = await asyncio.wait_for(asyncio.gather(*frames), 60)  # nothing lost, nothing hangs
+    assert all(r.face is not None for r in results)
+    assert worker.restarts == 1 and worker.pid not in (None, dead) and worker.ticks == 1
 
 
-async def test_a_worker_that_died_idle_is_replaced_by_the_next_call(untrained_models, clip) -> None:
-    pool = AnalysisPool(1, AnalysisOptions(untrained_models[0]))
-    try:
-        await pool.start()
-        (worker,) = pool.workers
-        dead = worker.pid
-        os.kill(dead, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while alive(dead) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        found = await worker.analyse(request("a", EncodedFrame(JPEG, clip[0])))  # loses nothing
-        assert found.face is not None and worker.pid not in (None, dead) and worker.restarts == 1
-    finally:
-        pool.close()
+async def test_a_worker_that_died_idle_is_replaced_by_the_next_call(one_worker, clip) -> None:
+    worker = one_worker
+    dead = worker.pid
+    os.kill(dead, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(dead) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    found = await worker.analyse(request("a", EncodedFrame(JPEG, clip[0])))  # loses nothing
+    assert found.face is not None and worker.pid not in (None, dead) and worker.restarts == 1
 
 
 async def test_models_that_do_not_load_are_a_clear_error(tmp_path: Path) -> None:
