@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -71,6 +72,7 @@ from freeavatar_server.training.animator.model import (
     save_animator,
     unit_default,
 )
+from freeavatar_server.training.animator.ridge import fit_keyframes
 from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.encoder.evaluate import mediapipe_features
 
@@ -121,16 +123,17 @@ def reading_of(kind: str) -> str:
     return kind.removeprefix("per_avatar").removeprefix("_") or "embedding"
 
 
-def kind_config(kind: str, unit_dim: int) -> AnimatorConfig:
-    """What an animator of this kind reads."""
+def kind_config(kind: str, unit_dim: int, readout: str = "attention") -> AnimatorConfig:
+    """What an animator of this kind reads, and how (the shared animator's readout)."""
     reading = reading_of(kind)
     if "units" in reading and not unit_dim:
         raise SystemExit(f"the kind {kind} reads the encoder's action-unit read-out, and this encoder has none")
-    return {"embedding": AnimatorConfig(),
-            "both": AnimatorConfig(blendshape_dim=52),
-            "blendshapes": AnimatorConfig(embed_dim=0, blendshape_dim=52),
-            "units": AnimatorConfig(embed_dim=0, unit_dim=unit_dim),
-            "embedding_units": AnimatorConfig(unit_dim=unit_dim)}[reading]
+    config = {"embedding": AnimatorConfig(),
+              "both": AnimatorConfig(blendshape_dim=52),
+              "blendshapes": AnimatorConfig(embed_dim=0, blendshape_dim=52),
+              "units": AnimatorConfig(embed_dim=0, unit_dim=unit_dim),
+              "embedding_units": AnimatorConfig(unit_dim=unit_dim)}[reading]
+    return config if kind.startswith("per_avatar") else replace(config, readout=readout)
 
 
 def features(data: dict[str, np.ndarray], config: AnimatorConfig) -> torch.Tensor:
@@ -141,10 +144,31 @@ def features(data: dict[str, np.ndarray], config: AnimatorConfig) -> torch.Tenso
     return animator_inputs(config, part("embeddings"), part("units"), part("blendshapes"))
 
 
+def keyframes(name: str, index: int, aus: np.ndarray, k: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The artist's k keyframes of the avatar at `index` in BUILTIN_AVATARS: (rows, rigs)."""
+    return artist_keyframes(name, aus, k, np.random.default_rng(100 + index + 1000 * draw))  # (module docstring)
+
+
+def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: float, keyframe_draw: int = 0) -> SharedAnimator:
+    """The shared animator with a linear readout: its input scale from every training actor
+    (unlabeled), each avatar's readout the ridge regression of its keyframes (closed form) and
+    its dead zones from the keyframes' share at rest over every training actor."""
+    config = kind_config(kind, train_data["units"].shape[1] if "units" in train_data else 0, "linear")
+    x = features(train_data, config)
+    model = SharedAnimator(config)
+    model.standardise_inputs(x)
+    for i, name in enumerate(BUILTIN_AVATARS):
+        model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
+        idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw)
+        fit_keyframes(model, name, x[idx], torch.from_numpy(rigs), strength, unlabeled=x)
+    return model.eval()
+
+
 def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed: int,
           dropout: float, sparsity: float, alias_weight: float = 1.0, keyframe_draw: int = 0,
           unit_dropout: float = 0.0) -> torch.nn.Module:
-    """The shared animator (or, for a per_avatar kind, a ModuleDict of one decoder per avatar)."""
+    """The shared animator with the attention readout, trained by gradient (or, for a
+    per_avatar kind, a ModuleDict of one decoder per avatar)."""
     torch.manual_seed(seed)
     per_avatar = kind.startswith("per_avatar")
     config = kind_config(kind, train_data["units"].shape[1] if "units" in train_data else 0)
@@ -164,8 +188,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
         key_unit = None
         idx = np.zeros(0, np.int64)
         if k:
-            rng = np.random.default_rng(100 + i + 1000 * keyframe_draw)
-            idx, rigs = artist_keyframes(name, train_data["aus"], k, rng)  # (module docstring)
+            idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw)
             key_unit = torch.from_numpy((rigs - lo) / span)
         plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit, unit_default(rig))
     trained = decoders if per_avatar else model
@@ -235,6 +258,10 @@ def main() -> None:
     p.add_argument("--val", type=int, default=0,
                    help="hold back the last N training actors and score them too, for choosing settings without the held-out set")
     p.add_argument("--kinds", nargs="+", default=["both", "blendshapes", "embedding"])
+    p.add_argument("--readout", choices=("attention", "linear"), default="attention",
+                   help="the shared animator's readout: attention (trained by gradient) or linear (ridge on the keyframes)")
+    p.add_argument("--ridge", type=float, nargs="+", default=[10.0],
+                   help="a linear readout's penalty on its squared weights (several: a sweep)")
     p.add_argument("--alias-weight", type=float, default=1.0, help="0: no blendshape targets for aliased controls")
     p.add_argument("--tag", default="")
     p.add_argument("--baselines", type=Path, default=None, help="write the per_avatar decoders here")
@@ -269,21 +296,31 @@ def main() -> None:
         # per-actor arrays split; the cache's scalar entries (the encoder's digest) stay whole
         fit_data = {key: v[: -args.val] if v.ndim else v for key, v in train_data.items()}
         val = {key: v[-args.val :] if v.ndim else v for key, v in train_data.items()}
-    settings = [(kind, k, sparsity, draw) for kind in args.kinds for k in args.keyframes
-                for sparsity in args.sparsity for draw in args.keyframe_draws]
-    for kind, k, sparsity, draw in settings:
+    def linear(kind: str) -> bool:
+        return args.readout == "linear" and not kind.startswith("per_avatar")
+
+    # the sweep's last axis: the pull to rest of a gradient-trained animator, a linear readout's ridge
+    settings = [(kind, k, weight, draw) for kind in args.kinds for k in args.keyframes
+                for weight in (args.ridge if linear(kind) else args.sparsity) for draw in args.keyframe_draws]
+    for kind, k, weight, draw in settings:
         started = time.time()
-        row = (f"{kind}_k{k}" + (f"_s{sparsity:g}" if len(args.sparsity) > 1 else "")
-               + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout else "")
+        swept = len(args.ridge if linear(kind) else args.sparsity) > 1
+        row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "")
+               + (f"_{'r' if linear(kind) else 's'}{weight:g}" if swept else "")
+               + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout
+                  and not linear(kind) else "")
                + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
-        model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, sparsity, args.alias_weight, draw,
-                      args.unit_dropout)
+        if linear(kind):
+            model = fit_linear(fit_data, kind, k, weight, draw)
+        else:
+            model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, weight, args.alias_weight, draw,
+                          args.unit_dropout)
         per_avatar = kind.startswith("per_avatar")
         with torch.no_grad():
             for name, data in (("", held), ("val_", val)):
                 if data is None:
                     continue
-                x = features(data, kind_config(kind, unit_dim))
+                x = features(data, kind_config(kind, unit_dim, args.readout))
                 report[name + row] = {
                     n: scores(n, (model[n](x) if per_avatar else model(x, n)).numpy(), data["aus"])
                     for n in BUILTIN_AVATARS}

@@ -270,3 +270,53 @@ def test_animators_from_before_the_units_ignore_them(tmp_path: Path) -> None:
     assert runtime.unit_dim == 0
     x = embeddings(3).numpy()
     np.testing.assert_array_equal(runtime.predict(x, "cat", units=units_of(3).numpy()), runtime.predict(x, "cat"))
+
+
+def linear_avatars(in_dim_units: int = 25) -> SharedAnimator:
+    """A linear-readout animator over embedding + units with every part of it non-trivial:
+    input scale, weights, biases and dead zones."""
+    g = torch.Generator().manual_seed(4)
+    model = SharedAnimator(AnimatorConfig(unit_dim=in_dim_units, readout="linear"))
+    model.standardise_inputs(torch.randn(64, model.config.in_dim, generator=g) * 0.3 + 0.1)
+    for i, name in enumerate(BUILTIN_AVATARS):
+        model.add_avatar(name, rig_of(name), seed=i)
+        with torch.no_grad():
+            weights, bias = model.avatar_parameters(name)
+            weights.normal_(std=0.3, generator=g)
+            bias.normal_(std=0.2, generator=g)
+            model.get_buffer(f"dead_zone_a_{name}").uniform_(0, 0.3, generator=g)
+    return model.eval()
+
+
+def test_a_linear_readout_starts_at_rest_and_owns_only_its_weights() -> None:
+    model = SharedAnimator(AnimatorConfig(unit_dim=25, readout="linear"))
+    model.add_avatar("robot", rig_of("robot"))
+    rows = torch.randn(5, model.config.in_dim)
+    rest = torch.tensor(BUILTIN_AVATARS["robot"].spec.defaults, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.allclose(model(rows, "robot"), rest.expand(5, -1), atol=1e-6)
+    assert model.shared_parameters() == []  # the input scale is a buffer, set from unlabeled actors
+    assert sum(p.numel() for p in model.avatar_parameters("robot")) == 8 * model.config.in_dim + 8
+    with pytest.raises(ValueError, match="sigmoid"):
+        AnimatorConfig(readout="linear", output="sigmoid")
+    with pytest.raises(ValueError, match="unknown animator readout"):
+        AnimatorConfig(readout="mlp")
+
+
+def test_a_linear_readout_round_trips_and_its_runtime_matches_torch(tmp_path: Path) -> None:
+    model = linear_avatars()
+    save_animator(model, tmp_path / "animator.pt")
+    loaded = load_animator(tmp_path / "animator.pt")
+    export_runtime(tmp_path)
+    runtime = AnimatorRuntime.load(tmp_path)
+    x, units = embeddings(9, seed=5), torch.randn(9, 25, generator=torch.Generator().manual_seed(6))
+    rows = animator_inputs(model.config, x, units)
+    for name, avatar in BUILTIN_AVATARS.items():
+        with torch.no_grad():
+            expected = model(rows, name).numpy()
+            assert np.array_equal(loaded(rows, name).numpy(), expected)
+            zoned = model.normalized(rows, name) - model.get_buffer(f"default_a_{name}")
+        assert (zoned == 0).any() and (zoned != 0).any()  # the dead zones hold some controls, not all
+        got = runtime.predict(x.numpy(), name, units=units.numpy())
+        assert got.shape == (9, avatar.n_controls)
+        np.testing.assert_allclose(got, expected, atol=1e-5)

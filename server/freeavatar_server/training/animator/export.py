@@ -19,7 +19,7 @@ from freeavatar_server.inference.animator import (
     OUTPUT_NAME,
     onnx_name,
 )
-from freeavatar_server.training.animator.model import _key, load_animator
+from freeavatar_server.training.animator.model import _key, dead_zone, load_animator
 
 
 def export_runtime(model_dir: Path) -> dict[str, object]:
@@ -28,7 +28,7 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
     avatars: dict[str, dict[str, object]] = {}
     for index, avatar_id in enumerate(model.avatar_ids):
         path = model_dir / onnx_name(index)
-        wrapper = _Bound(model, avatar_id).eval()
+        wrapper = (_BoundLinear if model.config.readout == "linear" else _Bound)(model, avatar_id).eval()
         graph = io.BytesIO()  # exported in memory, then written whole or not at all (files.py)
         torch.onnx.export(
             wrapper,
@@ -50,6 +50,26 @@ def export_runtime(model_dir: Path) -> dict[str, object]:
     write_atomically(model_dir / MANIFEST_FILE, json.dumps(manifest, indent=2).encode())
     return manifest
 
+
+class _BoundLinear(torch.nn.Module):
+    """A linear readout for one avatar with its input scale folded into the weights: a single
+    matmul, its dead zone, then the clamp into each control's range."""
+
+    def __init__(self, model, avatar_id: str) -> None:  # model: SharedAnimator
+        super().__init__()
+        key = _key(avatar_id)
+        with torch.no_grad():
+            weight = model.weights[key] / model.input_scale  # (controls, in_dim)
+            self.weight = weight.T.clone()
+            self.bias = (model.biases[key] - model.input_mean @ weight.T).clone()
+            self.width = getattr(model, f"dead_zone_{key}").clone()
+            self.default = getattr(model, f"default_{key}").clone()
+            self.lo = getattr(model, f"lo_{key}").clone()
+            self.span = getattr(model, f"span_{key}").clone()
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        offset = dead_zone(rows @ self.weight + self.bias, self.width)
+        return self.lo + (self.default + offset).clamp(0, 1) * self.span
 
 
 def _Bound(model, avatar_id: str) -> torch.nn.Module:  # noqa: N802 (builds a module class)

@@ -2,8 +2,11 @@
 
 What it trains. The shared network comes from the base animator (the shipped one, trained on
 the built-in avatars; `$FREEAVATAR_ANIMATOR_BASE` overrides it, "none" starts from scratch).
-With a base, the job tunes only the named avatars' own parameters (code + control queries),
-shared weights frozen, so no avatar tuned earlier can change. Without one, it trains the shared
+With a base, the job tunes only the named avatars' own parameters (code + control queries, or a
+linear readout's weights), shared weights frozen, so no avatar tuned earlier can change. A base
+with a linear readout (the shipped one) fits each avatar that has keyframes to them in closed
+form, as the shipped animator was (ridge.py), its dead zones from the job's unlabeled actors;
+only avatars without keyframes are tuned by the consistency objective. Without one, it trains the shared
 network together with the named avatars. An avatar that already has an active animator starts
 from its tuned code and queries.
 
@@ -54,6 +57,7 @@ from freeavatar_server.training.animator.model import (
     load_animator,
     save_animator,
 )
+from freeavatar_server.training.animator.ridge import fit_keyframes
 from freeavatar_server.training.animator.train import (
     ActorData,
     AnimatorTrainConfig,
@@ -165,9 +169,6 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
         model.add_avatar(avatar_id, rig, seed=config.seed + index)
         _warm_start(context, model, avatar_id, rig)
         targets.append(AvatarTarget(avatar_id, rig, renderer, keyframes_for(context, avatar_id, encoder, model.config, limit)))
-    parameters = [p for aid in avatar_ids for p in model.avatar_parameters(aid)]
-    if base is None:  # nothing to protect: the shared network learns with these avatars
-        parameters = list(model.shared_parameters()) + parameters
 
     n = int(np.clip(config.steps * config.batch_size, MIN_ACTORS, MAX_ACTORS))
     context.report(0.0, message=f"rendering/embedding {n} unlabeled actor images")
@@ -178,6 +179,10 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
     clip_inputs = animator_inputs(model.config, *read_images(encoder, clips.reshape(c * t, *clips.shape[2:]))).view(c, t, -1)
     n_val = max(8, n // 10)
     actors = ActorData(inputs[n_val:], embeddings[n_val:], inputs[:n_val], embeddings[:n_val], clip_inputs)
+    tuned = [aid for aid in avatar_ids if aid not in fit_linear_keyframes(model, targets, actors.inputs, config.ridge)]
+    parameters = [p for aid in tuned for p in model.avatar_parameters(aid)]
+    if base is None:  # nothing to protect: the shared network learns with these avatars
+        parameters = list(model.shared_parameters()) + parameters
     context.report(0.0, message=f"tuning {len(avatar_ids)} avatar(s); shared network {'frozen' if base else 'trained'}")
 
     def on_progress(fraction: float, metrics: dict[str, float]) -> None:
@@ -204,6 +209,20 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
         results.append(JobResult(target.avatar_id, avatar_pb2.MODEL_KIND_ANIMATOR, model_dir, metrics))
     context.report(1.0, {"val_consistency": fit.metrics["val_consistency"]}, message="animator tuned")
     return results
+
+
+def fit_linear_keyframes(model: SharedAnimator, targets: list[AvatarTarget], unlabeled: torch.Tensor,
+                         strength: float) -> set[str]:
+    """A linear readout's avatars that have keyframes, fitted to them in closed form (ridge.py);
+    the ids of those fitted (none for an attention readout, which is tuned by gradient)."""
+    if model.config.readout != "linear":
+        return set()
+    fitted = set()
+    for target in targets:
+        if target.keyframes is not None and len(target.keyframes.inputs):
+            fit_keyframes(model, target.avatar_id, target.keyframes.inputs, target.keyframes.rigs, strength, unlabeled)
+            fitted.add(target.avatar_id)
+    return fitted
 
 
 def _warm_start(context: JobContext, model: SharedAnimator, avatar_id: str, rig: AvatarRig) -> None:

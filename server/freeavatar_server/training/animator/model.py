@@ -14,7 +14,16 @@ One network serves every avatar. What is shared, and what each avatar owns:
 
 So rigs of any size need no decoder of their own, and a new avatar adds only its code,
 modulation and control queries: tuning those with the shared weights frozen cannot change the
-outputs of avatars already tuned. The code alone steers the trunk only along the 16 directions
+outputs of avatars already tuned.
+
+That is the "attention" read-out (`AnimatorConfig.readout`). The "linear" one is what a handful
+of keyframes can fit: each control reads the input row, standardised by the network's shared
+mean and scale (from unlabeled actors), through weights and a bias of its own, and then a dead
+zone of its own: offsets smaller than it read as rest, larger ones move by what exceeds it. (The
+keyframes show how often each control rests; a linear read-out of a noisy reading never quite
+does.) From 20 keyframes per avatar it follows held-out actors far better than the attention
+read-out, which fits the keyframes and little else (docs/models.md, "Animator"). An avatar then
+owns its weights, bias and dead zone only; there is no trunk. The code alone steers the trunk only along the 16 directions
 the shared FiLM layers learnt; the modulation lets an added avatar bend every trunk feature
 (an added cat: held-out error 0.0871 with it, 0.0889 without; CHANGELOG.md).
 
@@ -45,6 +54,7 @@ from freeavatar.rig import RigSpec
 from freeavatar_server.files import write_atomically
 
 OUTPUTS = ("clamp", "sigmoid")
+READOUTS = ("attention", "linear")
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ class AnimatorConfig:
     token_dim: int = 32
     heads: int = 4
     output: str = "clamp"  # "clamp" or "sigmoid": how outputs are held in range (module docstring)
+    # "attention": the trunk and control queries; "linear": each control a linear read-out of the
+    # standardised input row (module docstring)
+    readout: str = "attention"
 
     @property
     def input_parts(self) -> tuple[tuple[str, int], ...]:
@@ -83,6 +96,10 @@ class AnimatorConfig:
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
             raise ValueError(f"unknown animator output {self.output!r}: expected one of {OUTPUTS}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"unknown animator readout {self.readout!r}: expected one of {READOUTS}")
+        if self.readout == "linear" and self.output != "clamp":
+            raise ValueError("a linear readout's outputs are clamped; it has no sigmoid form")
 
 
 def animator_inputs(
@@ -159,6 +176,11 @@ def unit_default(rig: AvatarRig) -> torch.Tensor:
     return (torch.tensor(rig.default, dtype=torch.float32) - lo) / (torch.tensor(rig.maximum, dtype=torch.float32) - lo)
 
 
+def dead_zone(offset: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Offsets within `width` of zero read as zero; the others move by what exceeds it."""
+    return torch.sign(offset) * F.relu(offset.abs() - width)
+
+
 class FiLMBlock(nn.Module):
     """Pre-norm residual MLP block whose hidden features are scaled and shifted by the code."""
 
@@ -181,6 +203,17 @@ class SharedAnimator(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        # Per-avatar parameters, keyed by avatar id.
+        self.codes = nn.ParameterDict()
+        self.modulations = nn.ParameterDict()  # (blocks, 2 * width): added to each block's FiLM
+        self.queries = nn.ParameterDict()
+        self.weights = nn.ParameterDict()  # linear readout: (n_controls, in_dim) per avatar
+        self.biases = nn.ParameterDict()  # linear readout: (n_controls,) per avatar
+        self.rigs: dict[str, AvatarRig] = {}
+        if c.readout == "linear":
+            self.register_buffer("input_mean", torch.zeros(c.in_dim))
+            self.register_buffer("input_scale", torch.ones(c.in_dim))
+            return
         self.stem = nn.Linear(c.in_dim, c.width)
         self.blocks = nn.ModuleList(FiLMBlock(c.width, c.code_dim) for _ in range(c.blocks))
         self.to_tokens = nn.Linear(c.width, c.tokens * c.token_dim)
@@ -190,11 +223,6 @@ class SharedAnimator(nn.Module):
         self.readout = nn.Sequential(
             nn.Linear(2 * c.token_dim, c.width), nn.GELU(), nn.Linear(c.width, 1)
         )
-        # Per-avatar parameters, keyed by avatar id.
-        self.codes = nn.ParameterDict()
-        self.modulations = nn.ParameterDict()  # (blocks, 2 * width): added to each block's FiLM
-        self.queries = nn.ParameterDict()
-        self.rigs: dict[str, AvatarRig] = {}
 
     # -- avatars ------------------------------------------------------------------------------
 
@@ -203,14 +231,20 @@ class SharedAnimator(nn.Module):
         return list(self.rigs)
 
     def add_avatar(self, avatar_id: str, rig: AvatarRig, seed: int = 0) -> None:
-        """A new avatar: a fresh code, no modulation of its own yet, one query per control."""
+        """A new avatar: a fresh code, no modulation of its own yet, one query per control (a
+        linear readout: zero weights and bias, so it starts at its resting pose)."""
         if avatar_id in self.rigs:
             raise ValueError(f"avatar {avatar_id!r} is already in the animator")
         g = torch.Generator().manual_seed(seed)
         key = _key(avatar_id)
-        self.codes[key] = nn.Parameter(torch.randn(self.config.code_dim, generator=g) * 0.1)
-        self.modulations[key] = nn.Parameter(torch.zeros(self.config.blocks, 2 * self.config.width))
-        self.queries[key] = nn.Parameter(torch.randn(rig.n_controls, self.config.token_dim, generator=g) * 0.5)
+        if self.config.readout == "linear":
+            self.weights[key] = nn.Parameter(torch.zeros(rig.n_controls, self.config.in_dim))
+            self.biases[key] = nn.Parameter(torch.zeros(rig.n_controls))
+            self.register_buffer(f"dead_zone_{key}", torch.zeros(rig.n_controls))  # set from keyframes
+        else:
+            self.codes[key] = nn.Parameter(torch.randn(self.config.code_dim, generator=g) * 0.1)
+            self.modulations[key] = nn.Parameter(torch.zeros(self.config.blocks, 2 * self.config.width))
+            self.queries[key] = nn.Parameter(torch.randn(rig.n_controls, self.config.token_dim, generator=g) * 0.5)
         self.rigs[avatar_id] = rig
         self.register_buffer(f"lo_{key}", torch.tensor(rig.minimum, dtype=torch.float32))
         self.register_buffer(f"span_{key}", torch.tensor(rig.maximum, dtype=torch.float32) - torch.tensor(rig.minimum))
@@ -218,11 +252,27 @@ class SharedAnimator(nn.Module):
 
     def avatar_parameters(self, avatar_id: str) -> list[nn.Parameter]:
         key = _key(avatar_id)
+        if self.config.readout == "linear":
+            return [self.weights[key], self.biases[key]]
         return [self.codes[key], self.modulations[key], self.queries[key]]
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        own = {id(p) for d in (self.codes, self.modulations, self.queries) for p in d.parameters()}
+        own = {id(p) for d in (self.codes, self.modulations, self.queries, self.weights, self.biases)
+               for p in d.parameters()}
         return [p for p in self.parameters() if id(p) not in own]
+
+    def standardise_inputs(self, rows: torch.Tensor) -> None:
+        """A linear readout's shared input scale: each input's mean and spread over `rows`
+        (unlabeled actors' readings), so that one penalty on the weights treats every input alike."""
+        if self.config.readout != "linear":
+            raise ValueError("only a linear readout standardises its inputs")
+        with torch.no_grad():
+            self.input_mean.copy_(rows.mean(0))
+            self.input_scale.copy_(rows.std(0).clamp(min=1e-6))
+
+    def standardised(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, in_dim) input rows in the linear readout's standard units."""
+        return (rows - self.input_mean) / self.input_scale
 
     def modulation(self, avatar_id: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each trunk block's (scale, shift) for this avatar: its code through the block's FiLM
@@ -251,7 +301,12 @@ class SharedAnimator(nn.Module):
         return self.queries[key] + self.query_from_code(self.codes[key])
 
     def readout_values(self, embeddings: torch.Tensor, avatar_id: str) -> torch.Tensor:
-        """(B, in_dim) -> (B, n_controls): the readout MLP's output per control."""
+        """(B, in_dim) -> (B, n_controls): each control's offset from its default (the
+        sigmoid's input for sigmoid outputs)."""
+        if self.config.readout == "linear":
+            key = _key(avatar_id)
+            raw = self.standardised(embeddings) @ self.weights[key].T + self.biases[key]
+            return dead_zone(raw, getattr(self, f"dead_zone_{key}"))
         return self.control_readout(self.trunk(embeddings, avatar_id), avatar_id)
 
     def control_readout(self, x: torch.Tensor, avatar_id: str) -> torch.Tensor:

@@ -76,6 +76,9 @@ class AnimatorTrainConfig:
     jitter: bool = False
     # The avatar's render samples as supervision (render_sample_pairs): weight of their L1 term.
     samples_weight: float = 0.0
+    # A linear readout's avatars with keyframes are fitted to them in closed form (ridge.py)
+    # with this penalty, and not tuned by gradient after.
+    ridge: float = 30.0
 
 
 @dataclass
@@ -190,13 +193,13 @@ def fit_animator(
     saved_flags = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():  # no wasted gradients into weights this run does not tune
         p.requires_grad_(id(p) in trainable)
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=1e-4) if parameters else None
     started = time.monotonic()
     best: tuple[float, dict[str, torch.Tensor]] = (math.inf, {})
     metrics: dict[str, float] = {}
     next_eval, next_report, step = 1, 1, 0
     try:
-        while True:
+        while optimizer is not None:  # nothing to tune (every avatar fitted already): validate only
             fraction = max(step / config.steps, (time.monotonic() - started) / config.time_budget_s)
             if fraction >= 1 or should_stop():
                 break

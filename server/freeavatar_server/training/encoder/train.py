@@ -485,7 +485,9 @@ def _augment_batch(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> t
 def _init_from_encoder(path: Path, model: ExpressionEncoder) -> None:
     """Every weight of an earlier encoder of the same architecture; an action-unit head it
     lacks starts fresh."""
-    state = {k: v for k, v in load_encoder(path).state_dict().items() if not k.startswith("au_head.")}
+    state = load_encoder(path).state_dict()
+    if model.au_head is None:  # a run without the read-out takes the backbone and embedding alone
+        state = {k: v for k, v in state.items() if not k.startswith("au_head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("au_head.") for k in missing):
         raise ValueError(f"{path} is another architecture than this run's model (its config differs)")

@@ -1,0 +1,48 @@
+"""A linear readout fitted to an artist's keyframes in closed form: ridge regression.
+
+With a handful of keyframes per avatar the least-squares answer with a penalty on the weights
+is both the best fit we found and an exact one (no steps, no seed): docs/models.md, "Animator".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from freeavatar_server.training.animator.model import SharedAnimator, _key, unit_default
+
+
+def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rigs: torch.Tensor, strength: float,
+                  unlabeled: torch.Tensor | None = None, rest: float = 0.05) -> None:
+    """Set this avatar's weights and bias to the ridge regression of its keyframes' rigs
+    (K, n_controls, in the rig's own units) on their input rows (K, in_dim), standardised by the
+    network's input scale. `strength` is the penalty on the squared weights against the summed
+    squared error; the bias is not penalised. Every control is fitted in units of its range,
+    as offsets from its default.
+
+    With `unlabeled` rows (actors no artist posed), each control's dead zone is set so that it
+    holds the control at rest on as large a share of them as of the keyframes rest (a keyframe
+    rests when within `rest` of its range from the default: the artist's hand is not exact). A
+    control resting at an end of its range also rests where its offset points past that end."""
+    if model.config.readout != "linear":
+        raise ValueError("only a linear readout is fitted to keyframes in closed form")
+    if len(rows) != len(rigs) or not len(rows):
+        raise ValueError(f"need one rig per keyframe row, got {len(rows)} rows and {len(rigs)} rigs")
+    rig = model.rigs[avatar_id]
+    lo = torch.tensor(rig.minimum, dtype=torch.float64)
+    span = torch.tensor(rig.span, dtype=torch.float64)
+    target = (rigs.double() - lo) / span - unit_default(rig).double()
+    x = torch.cat([model.standardised(rows).double(), torch.ones(len(rows), 1, dtype=torch.float64)], dim=1)
+    penalty = strength * torch.eye(x.shape[1], dtype=torch.float64)
+    penalty[-1, -1] = 0
+    solution = torch.linalg.solve(x.T @ x + penalty, x.T @ target)  # (in_dim + 1, n_controls)
+    key = _key(avatar_id)
+    width = getattr(model, f"dead_zone_{key}")
+    with torch.no_grad():
+        model.weights[key].copy_(solution[:-1].T)
+        model.biases[key].copy_(solution[-1])
+        width.zero_()
+        if unlabeled is not None:
+            offsets = (model.standardised(unlabeled) @ model.weights[key].T + model.biases[key]).abs()
+            resting = (target.abs() < rest).double().mean(0)  # (n_controls,) share of keyframes at rest
+            share = torch.quantile(offsets.double(), resting, dim=0).diagonal()  # each control's own share
+            width.copy_(torch.where(resting > 0, share, 0.0))

@@ -1,0 +1,70 @@
+"""A linear readout fitted to keyframes in closed form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
+from freeavatar_server.training.animator.ridge import fit_keyframes
+
+
+def robot_animator(rows: torch.Tensor) -> SharedAnimator:
+    model = SharedAnimator(AnimatorConfig(embed_dim=6, readout="linear"))
+    model.standardise_inputs(rows)
+    model.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
+    return model
+
+
+def linear_world(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input rows and the robot's rigs, a linear map of them inside each control's range."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(n, 6, generator=g) * 0.5 + 0.2
+    mix = torch.randn(6, 8, generator=torch.Generator().manual_seed(99)) * 0.05
+    spec = BUILTIN_AVATARS["robot"].spec
+    lo = torch.tensor([c.min for c in spec.controls])
+    span = torch.tensor([c.max - c.min for c in spec.controls])
+    return rows, lo + (0.5 + rows @ mix) * span
+
+
+def test_keyframes_of_a_linear_world_are_fitted_exactly() -> None:
+    rows, rigs = linear_world(20, seed=0)
+    model = robot_animator(rows)
+    fit_keyframes(model, "robot", rows, rigs, strength=1e-6)
+    new_rows, new_rigs = linear_world(50, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(new_rows, "robot"), new_rigs, atol=1e-4, rtol=0)
+        assert model.get_buffer("dead_zone_a_robot").eq(0).all()  # no unlabeled rows: no dead zone
+    fit_keyframes(model, "robot", rows, rigs, strength=100.0)  # a strong penalty: towards the keyframes' mean
+    with torch.no_grad():
+        spread = model(new_rows, "robot").std(0)
+    assert (spread < new_rigs.std(0) * 0.5).all()
+
+
+def test_each_control_rests_on_unlabeled_actors_as_often_as_in_the_keyframes() -> None:
+    rows, rigs = linear_world(40, seed=2)
+    spec = BUILTIN_AVATARS["robot"].spec
+    rest = torch.tensor(spec.defaults)
+    rigs = torch.where((torch.arange(40) < 30)[:, None], rest, rigs)  # the artist left 30 of 40 at rest
+    model = robot_animator(rows)
+    unlabeled, _ = linear_world(2000, seed=3)
+    fit_keyframes(model, "robot", rows, rigs, strength=1.0, unlabeled=unlabeled)
+    lo = torch.tensor([c.min for c in spec.controls])
+    span = torch.tensor([c.max - c.min for c in spec.controls])
+    default = (rest - lo) / span
+    keyframes_resting = (((rigs - lo) / span - default).abs() < 0.05).float().mean(0)
+    with torch.no_grad():
+        resting = (model.unbounded(unlabeled, "robot") == default).float().mean(0)  # inside the dead zone
+    assert (keyframes_resting >= 0.75).all()
+    torch.testing.assert_close(resting, keyframes_resting, atol=0.01, rtol=0)
+
+
+def test_a_fit_names_what_is_wrong() -> None:
+    rows, rigs = linear_world(5, seed=0)
+    with pytest.raises(ValueError, match="one rig per keyframe row"):
+        fit_keyframes(robot_animator(rows), "robot", rows, rigs[:3], strength=1.0)
+    attention = SharedAnimator(AnimatorConfig(embed_dim=6))
+    attention.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
+    with pytest.raises(ValueError, match="only a linear readout"):
+        fit_keyframes(attention, "robot", rows, rigs, strength=1.0)
