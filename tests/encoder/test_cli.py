@@ -121,3 +121,11 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
 
     res = runner.invoke(encoder_app, [*args[:-4], "--init", str(tmp_path / "missing.pt")])
     assert res.exit_code != 0 and "--init" in res.output and "no checkpoint" in res.output
+
+    # a fine-tune of that encoder starts from its read-out too, not a fresh one
+    from freeavatar_server.training.encoder.model import ExpressionEncoder
+    from freeavatar_server.training.encoder.train import _init_from_encoder
+
+    again = ExpressionEncoder(encoder.cfg)
+    _init_from_encoder(second / "triplet.pt", again)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), encoder.state_dict().values(), strict=True))
