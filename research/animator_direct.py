@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from animator_train import artist_keyframes  # research/: the simulated artist
+from animator_train import artist_keyframes, artist_poses  # research/: the simulated artist
 
 from freeavatar_server.inference.animator import ANIMATOR_FILE
 from freeavatar_server.inference.shipped import ENCODER_CHECKPOINT
@@ -62,6 +62,7 @@ from freeavatar_server.training.animator.evaluate import (
     save_decoder,
 )
 from freeavatar_server.training.animator.export import export_runtime
+from freeavatar_server.training.animator.keyframes import fit_keyframes, suggest_keyframes
 from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
@@ -72,7 +73,6 @@ from freeavatar_server.training.animator.model import (
     save_animator,
     unit_default,
 )
-from freeavatar_server.training.animator.ridge import fit_keyframes
 from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.encoder.evaluate import mediapipe_features
 
@@ -144,12 +144,24 @@ def features(data: dict[str, np.ndarray], config: AnimatorConfig) -> torch.Tenso
     return animator_inputs(config, part("embeddings"), part("units"), part("blendshapes"))
 
 
-def keyframes(name: str, index: int, aus: np.ndarray, k: int, draw: int) -> tuple[np.ndarray, np.ndarray]:
-    """The artist's k keyframes of the avatar at `index` in BUILTIN_AVATARS: (rows, rigs)."""
-    return artist_keyframes(name, aus, k, np.random.default_rng(100 + index + 1000 * draw))  # (module docstring)
+SUGGESTION_POOL = 1000  # frames a suggestion picks from (a draw is another pool)
 
 
-def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: float, keyframe_draw: int = 0) -> SharedAnimator:
+def keyframes(name: str, index: int, aus: np.ndarray, k: int, draw: int,
+              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The artist's k keyframes of the avatar at `index` in BUILTIN_AVATARS: (actor indices,
+    rigs). Random actors, or with `rows` (every actor's animator input) the ones
+    `suggest_keyframes` picks from a pool of them, the same actors for every avatar."""
+    rng = np.random.default_rng(100 + index + 1000 * draw)
+    if rows is None:
+        return artist_keyframes(name, aus, k, rng)  # (module docstring)
+    pool = np.random.default_rng(200 + draw).choice(len(rows), min(SUGGESTION_POOL, len(rows)), replace=False)
+    idx = pool[suggest_keyframes(rows[pool], k)]
+    return idx, artist_poses(name, aus[idx], rng)
+
+
+def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: float, keyframe_draw: int = 0,
+               suggested: bool = False) -> SharedAnimator:
     """The shared animator with a linear readout: its input scale from every training actor
     (unlabeled), each avatar's readout the ridge regression of its keyframes (closed form) and
     its dead zones from the keyframes' share at rest over every training actor."""
@@ -159,7 +171,7 @@ def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: f
     model.standardise_inputs(x)
     for i, name in enumerate(BUILTIN_AVATARS):
         model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
-        idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw)
+        idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw, x.numpy() if suggested else None)
         fit_keyframes(model, name, x[idx], torch.from_numpy(rigs), strength, unlabeled=x)
     return model.eval()
 
@@ -260,6 +272,8 @@ def main() -> None:
     p.add_argument("--kinds", nargs="+", default=["both", "blendshapes", "embedding"])
     p.add_argument("--readout", choices=("attention", "linear"), default="attention",
                    help="the shared animator's readout: attention (trained by gradient) or linear (ridge on the keyframes)")
+    p.add_argument("--suggested", action="store_true",
+                   help="a linear readout's keyframes: the actors suggest_keyframes picks (else random ones)")
     p.add_argument("--ridge", type=float, nargs="+", default=[10.0],
                    help="a linear readout's penalty on its squared weights (several: a sweep)")
     p.add_argument("--alias-weight", type=float, default=1.0, help="0: no blendshape targets for aliased controls")
@@ -305,13 +319,13 @@ def main() -> None:
     for kind, k, weight, draw in settings:
         started = time.time()
         swept = len(args.ridge if linear(kind) else args.sparsity) > 1
-        row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "")
+        row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "") + ("_suggested" if linear(kind) and args.suggested else "")
                + (f"_{'r' if linear(kind) else 's'}{weight:g}" if swept else "")
                + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout
                   and not linear(kind) else "")
                + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
         if linear(kind):
-            model = fit_linear(fit_data, kind, k, weight, draw)
+            model = fit_linear(fit_data, kind, k, weight, draw, args.suggested)
         else:
             model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, weight, args.alias_weight, draw,
                           args.unit_dropout)

@@ -146,10 +146,16 @@ def artist_keyframes(name: str, aus: np.ndarray, k: int, rng: np.random.Generato
     """The simulated artist: k of the TRAINING actors (rows of `aus`, their action units) posed
     by the ground-truth mapping plus 5% of each control's range of noise. (indices, rigs)."""
     idx = rng.choice(len(aus), k, replace=False)
+    return idx, artist_poses(name, aus[idx], rng)
+
+
+def artist_poses(name: str, aus: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The simulated artist's rigs for these actors (rows of their action units): the
+    ground-truth mapping plus 5% of each control's range of noise."""
     avatar = BUILTIN_AVATARS[name]
-    rigs = avatar.expected_rig(aus[idx])
+    rigs = avatar.expected_rig(aus)
     span = np.array([c.max - c.min for c in avatar.spec.controls], np.float32)
-    return idx, avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
+    return avatar.clip(rigs + rng.normal(0, 0.05, rigs.shape).astype(np.float32) * span)
 
 
 def added_parameters(model: SharedAnimator, args: argparse.Namespace) -> list[torch.nn.Parameter]:

@@ -5,7 +5,7 @@ the built-in avatars; `$FREEAVATAR_ANIMATOR_BASE` overrides it, "none" starts fr
 With a base, the job tunes only the named avatars' own parameters (code + control queries, or a
 linear readout's weights), shared weights frozen, so no avatar tuned earlier can change. A base
 with a linear readout (the shipped one) fits each avatar that has keyframes to them in closed
-form, as the shipped animator was (ridge.py), its dead zones from the job's unlabeled actors;
+form, as the shipped animator was (keyframes.py), its dead zones from the job's unlabeled actors;
 only avatars without keyframes are tuned by the consistency objective. Without one, it trains the shared
 network together with the named avatars. An avatar that already has an active animator starts
 from its tuned code and queries.
@@ -49,6 +49,7 @@ from freeavatar_server.training.animator.encoding import (
     read_images,
 )
 from freeavatar_server.training.animator.export import export_runtime
+from freeavatar_server.training.animator.keyframes import fit_keyframes
 from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
@@ -57,7 +58,6 @@ from freeavatar_server.training.animator.model import (
     load_animator,
     save_animator,
 )
-from freeavatar_server.training.animator.ridge import fit_keyframes
 from freeavatar_server.training.animator.train import (
     ActorData,
     AnimatorTrainConfig,
@@ -213,7 +213,7 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
 
 def fit_linear_keyframes(model: SharedAnimator, targets: list[AvatarTarget], unlabeled: torch.Tensor,
                          strength: float) -> set[str]:
-    """A linear readout's avatars that have keyframes, fitted to them in closed form (ridge.py);
+    """A linear readout's avatars that have keyframes, fitted to them in closed form (keyframes.py);
     the ids of those fitted (none for an attention readout, which is tuned by gradient)."""
     if model.config.readout != "linear":
         return set()

@@ -76,7 +76,7 @@ class AnimatorTrainConfig:
     jitter: bool = False
     # The avatar's render samples as supervision (render_sample_pairs): weight of their L1 term.
     samples_weight: float = 0.0
-    # A linear readout's avatars with keyframes are fitted to them in closed form (ridge.py)
+    # A linear readout's avatars with keyframes are fitted to them in closed form (keyframes.py)
     # with this penalty, and not tuned by gradient after.
     ridge: float = 30.0
 

@@ -1,11 +1,15 @@
-"""A linear readout fitted to an artist's keyframes in closed form: ridge regression.
+"""What a handful of artist keyframes give a linear readout: which frames to pose, and the fit.
 
-With a handful of keyframes per avatar the least-squares answer with a penalty on the weights
-is both the best fit we found and an exact one (no steps, no seed): docs/models.md, "Animator".
+`suggest_keyframes` picks the frames of an actor's video an artist should pose: the ones that
+teach the fit most (greedy D-optimal design), spread over the expressions the actor shows rather
+than the common ones a random draw favours. `fit_keyframes` fits an avatar's readout to the posed
+frames in closed form: ridge regression (with a penalty on the weights, the best fit we found and
+an exact one: no steps, no seed), then each control's dead zone. docs/models.md, "Animator".
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from freeavatar_server.training.animator.model import SharedAnimator, _key, unit_default
@@ -46,3 +50,23 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
             resting = (target.abs() < rest).double().mean(0)  # (n_controls,) share of keyframes at rest
             share = torch.quantile(offsets.double(), resting, dim=0).diagonal()  # each control's own share
             width.copy_(torch.where(resting > 0, share, 0.0))
+
+
+def suggest_keyframes(rows: np.ndarray, count: int, strength: float = 30.0) -> np.ndarray:
+    """Indices of the `count` rows (animator input rows of an actor's frames, (N, in_dim)) an
+    artist should pose, in the order picked. Greedy D-optimal design for the ridge fit on rows
+    standardised over these frames: each pick is the frame whose reading the fit, given the picks
+    before it and the penalty `strength`, is least sure of (the largest x' (strength I + X'X)^-1 x)."""
+    if not 0 < count <= len(rows):
+        raise ValueError(f"cannot suggest {count} keyframes from {len(rows)} frames")
+    x = (rows - rows.mean(0)) / np.maximum(rows.std(0), 1e-6)
+    inverse = np.eye(x.shape[1]) / strength  # (strength I + X'X)^-1 of no picks yet
+    picked: list[int] = []
+    for _ in range(count):
+        uncertainty = np.einsum("ij,jk,ik->i", x, inverse, x)
+        uncertainty[picked] = -np.inf
+        best = int(uncertainty.argmax())
+        picked.append(best)
+        shifted = inverse @ x[best]  # Sherman-Morrison: the inverse with this frame added
+        inverse -= np.outer(shifted, shifted) / (1 + x[best] @ shifted)
+    return np.array(picked)

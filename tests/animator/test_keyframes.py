@@ -1,13 +1,14 @@
-"""A linear readout fitted to keyframes in closed form."""
+"""Keyframes for a linear readout: which frames to pose, and the fit in closed form."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+from freeavatar_server.training.animator.keyframes import fit_keyframes, suggest_keyframes
 from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
-from freeavatar_server.training.animator.ridge import fit_keyframes
 
 
 def robot_animator(rows: torch.Tensor) -> SharedAnimator:
@@ -68,3 +69,18 @@ def test_a_fit_names_what_is_wrong() -> None:
     attention.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
     with pytest.raises(ValueError, match="only a linear readout"):
         fit_keyframes(attention, "robot", rows, rigs, strength=1.0)
+
+
+def test_suggested_keyframes_spread_over_the_expressions_the_actor_shows() -> None:
+    """An actor at rest in most frames: a random draw of 10 would be mostly rest; the suggestion
+    picks the rare, varied frames that teach the readout, each once."""
+    rng = np.random.default_rng(0)
+    rest = rng.normal(0, 0.05, (450, 6))
+    varied = rng.normal(0, 1.0, (50, 6))
+    rows = np.concatenate([rest, varied])
+    picked = suggest_keyframes(rows, 10)
+    assert len(set(picked.tolist())) == 10
+    assert (picked >= 450).sum() >= 8
+    assert np.array_equal(picked, suggest_keyframes(rows, 10))  # deterministic: no seed
+    with pytest.raises(ValueError, match="cannot suggest 501 keyframes from 500 frames"):
+        suggest_keyframes(rows, 501)
