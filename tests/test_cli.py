@@ -162,7 +162,7 @@ def visible_tree(tree: typer.Typer) -> dict[tuple[str, ...], object]:
 
 EXPECTED_TREE = {
     "serve": None, "demo": None, "stream": None,
-    "avatars": {"list", "register", "show", "delete", "render-samples"},
+    "avatars": {"list", "register", "show", "delete", "render-samples", "suggest-keyframes"},
     "sessions": {"create", "list", "close"},
     "outputs": {"add", "list", "remove"},
     "jobs": {"list", "show", "watch", "cancel"},

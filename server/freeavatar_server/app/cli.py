@@ -158,6 +158,33 @@ def serve(
         fail(str(error), code=2)
 
 
+@avatar_commands.command("suggest-keyframes")
+def suggest_keyframes(
+    video: Annotated[Path, typer.Argument(help="The actor's video (a minute of their range of expressions).")],
+    count: Annotated[int, typer.Option(help="How many frames to pose.")] = 20,
+    out: Annotated[Path, typer.Option(help="Where the frames (PNG) and keyframes.json go.")] = Path("keyframes"),
+) -> None:
+    """Pick the frames of an actor's video an artist should pose on an avatar.
+
+    The frames that teach the animator most, spread over the expressions the actor shows. Pose each on the avatar and upload the pairs (`AsyncClient.upload_keyframes`); an animator job fits the avatar to them."""
+    from rich.progress import Progress
+
+    from freeavatar_server.tools.keyframes import suggest_from_video  # lazy: the models
+
+    if not video.is_file():
+        fail(f"{video} is not a file", code=2)
+    if count < 1:
+        fail("--count must be at least 1", code=2)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"reading the faces in {video.name}", total=1.0)
+        try:
+            picked = suggest_from_video(video, count, out, progress=lambda done: progress.update(task, completed=done))
+        except (VideoError, ValueError) as error:
+            fail(str(error), code=2)
+    console.print(f"wrote {len(picked)} frames to pose and {out / 'keyframes.json'}: frames "
+                  + ", ".join(str(p.frame) for p in picked))
+
+
 @avatar_commands.command("render-samples")
 @with_server
 def render_samples(

@@ -1,0 +1,79 @@
+"""`freeavatar keyframes suggest`: which frames of an actor's video an artist should pose.
+
+Each frame's face is read as the live path reads it (the front end's mesh track, the encoder's
+crop), into the row the base animator reads; `suggest_keyframes` then picks the frames that
+teach a linear readout most. Posed on an avatar and uploaded (`AsyncClient.upload_keyframes`),
+they are what an animator job fits the avatar to. The shipped animator was fitted to 20 frames
+picked this way from its training actors: docs/models.md, "Animator".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from freeavatar_server.images import encode_png
+from freeavatar_server.inference.animator import runtime_manifest
+from freeavatar_server.inference.encoder import OnnxEncoder
+from freeavatar_server.inference.face.crop import crop_face
+from freeavatar_server.inference.face.front import FaceFront
+from freeavatar_server.inference.shipped import ANIMATOR_DIR, ENCODER_INT8_ONNX
+from freeavatar_server.media import read_video
+from freeavatar_server.training.animator.keyframes import suggest_keyframes
+
+Progress = Callable[[float], None]  # fraction of the frames read
+MANIFEST = "keyframes.json"
+
+
+@dataclass(frozen=True)
+class SuggestedFrame:
+    file: str  # the frame as a PNG, beside the manifest
+    frame: int  # its index in the video
+    time_s: float
+
+
+def actor_rows(frames: list[np.ndarray], parts: list[str], encoder: OnnxEncoder, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the frames with a face, their animator input rows: `parts` joined in order)."""
+    front = FaceFront().track()
+    found, crops = [], []
+    for index, frame in enumerate(frames):
+        face = front.update(frame)
+        if face is not None:
+            found.append(index)
+            crops.append(crop_face(frame, face.box, encoder.size))
+        progress((index + 1) / len(frames))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    embeddings, units = encoder.read_batch(np.stack(crops))
+    given = {"embedding": embeddings, "units": units}
+    missing = [part for part in parts if given.get(part) is None]
+    if missing:
+        raise ValueError(f"the animator reads {', '.join(missing)}, which this encoder does not give")
+    return np.array(found), np.concatenate([given[part] for part in parts], axis=1)
+
+
+def suggest_from_video(video: Path, count: int, out_dir: Path, animator_dir: Path = ANIMATOR_DIR,
+                       progress: Progress = lambda _: None) -> list[SuggestedFrame]:
+    """Pick `count` frames of `video` to pose and write them to `out_dir` as PNGs, with
+    keyframes.json listing them (in the order picked: the first teach most). ValueError when the
+    video has too few frames with a face."""
+    frames, fps = read_video(video)
+    parts = [name for name, _ in runtime_manifest(animator_dir)["inputs"]]
+    found, rows = actor_rows(frames, parts, OnnxEncoder(ENCODER_INT8_ONNX), progress)
+    if len(found) < count:
+        raise ValueError(f"{video}: a face in {len(found)} of {len(frames)} frames, fewer than the {count} keyframes asked for")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suggested = []
+    for rank, pick in enumerate(suggest_keyframes(rows, count)):
+        index = int(found[pick])
+        file = f"keyframe_{rank:02d}_frame_{index:05d}.png"
+        (out_dir / file).write_bytes(encode_png(frames[index]))
+        suggested.append(SuggestedFrame(file, index, round(index / fps, 3)))
+    (out_dir / MANIFEST).write_text(json.dumps(
+        {"video": str(video), "frames_with_a_face": len(found), "frames": len(frames),
+         "keyframes": [asdict(s) for s in suggested]}, indent=2))
+    return suggested
