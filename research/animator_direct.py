@@ -161,7 +161,7 @@ def keyframes(name: str, index: int, aus: np.ndarray, k: int, draw: int,
 
 
 def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: float, keyframe_draw: int = 0,
-               suggested: bool = False) -> SharedAnimator:
+               suggested: bool = False, dead_zones: bool = True) -> SharedAnimator:
     """The shared animator with a linear readout: its input scale from every training actor
     (unlabeled), each avatar's readout the ridge regression of its keyframes (closed form) and
     its dead zones from the keyframes' share at rest over every training actor."""
@@ -172,13 +172,13 @@ def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: f
     for i, name in enumerate(BUILTIN_AVATARS):
         model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
         idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw, x.numpy() if suggested else None)
-        fit_keyframes(model, name, x[idx], torch.from_numpy(rigs), strength, unlabeled=x)
+        fit_keyframes(model, name, x[idx], torch.from_numpy(rigs), strength, unlabeled=x if dead_zones else None)
     return model.eval()
 
 
 def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed: int,
           dropout: float, sparsity: float, alias_weight: float = 1.0, keyframe_draw: int = 0,
-          unit_dropout: float = 0.0) -> torch.nn.Module:
+          unit_dropout: float = 0.0, suggested: bool = False) -> torch.nn.Module:
     """The shared animator with the attention readout, trained by gradient (or, for a
     per_avatar kind, a ModuleDict of one decoder per avatar)."""
     torch.manual_seed(seed)
@@ -200,7 +200,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
         key_unit = None
         idx = np.zeros(0, np.int64)
         if k:
-            idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw)
+            idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw, x.numpy() if suggested else None)
             key_unit = torch.from_numpy((rigs - lo) / span)
         plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit, unit_default(rig))
     trained = decoders if per_avatar else model
@@ -273,7 +273,8 @@ def main() -> None:
     p.add_argument("--readout", choices=("attention", "linear"), default="attention",
                    help="the shared animator's readout: attention (trained by gradient) or linear (ridge on the keyframes)")
     p.add_argument("--suggested", action="store_true",
-                   help="a linear readout's keyframes: the actors suggest_keyframes picks (else random ones)")
+                   help="the keyframes are the actors suggest_keyframes picks (else random ones)")
+    p.add_argument("--no-dead-zones", action="store_true", help="ablation: a linear readout without its dead zones")
     p.add_argument("--ridge", type=float, nargs="+", default=[10.0],
                    help="a linear readout's penalty on its squared weights (several: a sweep)")
     p.add_argument("--alias-weight", type=float, default=1.0, help="0: no blendshape targets for aliased controls")
@@ -319,16 +320,17 @@ def main() -> None:
     for kind, k, weight, draw in settings:
         started = time.time()
         swept = len(args.ridge if linear(kind) else args.sparsity) > 1
-        row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "") + ("_suggested" if linear(kind) and args.suggested else "")
+        row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "") + ("_suggested" if args.suggested else "")
+               + ("_no_dead_zones" if linear(kind) and args.no_dead_zones else "")
                + (f"_{'r' if linear(kind) else 's'}{weight:g}" if swept else "")
                + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout
                   and not linear(kind) else "")
                + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
         if linear(kind):
-            model = fit_linear(fit_data, kind, k, weight, draw, args.suggested)
+            model = fit_linear(fit_data, kind, k, weight, draw, args.suggested, not args.no_dead_zones)
         else:
             model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, weight, args.alias_weight, draw,
-                          args.unit_dropout)
+                          args.unit_dropout, args.suggested)
         per_avatar = kind.startswith("per_avatar")
         with torch.no_grad():
             for name, data in (("", held), ("val_", val)):

@@ -159,8 +159,9 @@ class AsyncClient:
         self, avatar_id: str, keyframes: Iterable[KeyframeLike] | AsyncIterable[KeyframeLike]
     ) -> UploadSummary:
         """Stream artist keyframes (rig values, actor image PNG/JPEG bytes) for `avatar_id`;
-        animator jobs add them as a supervised term. Bad ones are reported in the summary by
-        their index; the good ones are kept (UploadInterrupted as upload_render_samples)."""
+        animator jobs fit the avatar to them (`freeavatar avatars suggest-keyframes` picks the
+        frames worth posing). Bad ones are reported in the summary by their index; the good ones
+        are kept (UploadInterrupted as upload_render_samples)."""
 
         def request(rig: Sequence[float], image: bytes) -> avatar_pb2.UploadKeyframesRequest:
             keyframe = avatar_pb2.Keyframe(rig=rig, actor_image=image)

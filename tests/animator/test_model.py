@@ -19,6 +19,7 @@ from freeavatar_server.training.animator.model import (
     SharedAnimator,
     animator_inputs,
     count_parameters,
+    dead_zone,
     load_animator,
     save_animator,
 )
@@ -320,3 +321,10 @@ def test_a_linear_readout_round_trips_and_its_runtime_matches_torch(tmp_path: Pa
         got = runtime.predict(x.numpy(), name, units=units.numpy())
         assert got.shape == (9, avatar.n_controls)
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_dead_zone_holds_small_offsets_at_rest_and_keeps_the_whole_range() -> None:
+    width = torch.tensor([0.0, 0.2, 0.5])
+    assert torch.equal(dead_zone(torch.tensor([0.1, 0.15, -0.4]), width), torch.tensor([0.1, 0.0, 0.0]))
+    torch.testing.assert_close(dead_zone(torch.tensor([1.0, -1.0, 1.0]), width), torch.tensor([1.0, -1.0, 1.0]))
+    torch.testing.assert_close(dead_zone(torch.tensor([0.5, 0.6, 0.75]), width), torch.tensor([0.5, 0.5, 0.5]))

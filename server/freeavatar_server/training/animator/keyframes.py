@@ -12,7 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freeavatar_server.training.animator.model import SharedAnimator, _key, unit_default
+from freeavatar_server.training.animator.model import (
+    MAX_DEAD_ZONE,
+    SharedAnimator,
+    _key,
+    unit_default,
+)
 
 
 def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rigs: torch.Tensor, strength: float,
@@ -25,8 +30,9 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
 
     With `unlabeled` rows (actors no artist posed), each control's dead zone is set so that it
     holds the control at rest on as large a share of them as of the keyframes rest (a keyframe
-    rests when within `rest` of its range from the default: the artist's hand is not exact). A
-    control resting at an end of its range also rests where its offset points past that end."""
+    rests when within `rest` of its range from the default: the artist's hand is not exact), and
+    at most MAX_DEAD_ZONE. A control resting at an end of its range also rests where its offset
+    points past that end."""
     if model.config.readout != "linear":
         raise ValueError("only a linear readout is fitted to keyframes in closed form")
     if len(rows) != len(rigs) or not len(rows):
@@ -49,7 +55,7 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
             offsets = (model.standardised(unlabeled) @ model.weights[key].T + model.biases[key]).abs()
             resting = (target.abs() < rest).double().mean(0)  # (n_controls,) share of keyframes at rest
             share = torch.quantile(offsets.double(), resting, dim=0).diagonal()  # each control's own share
-            width.copy_(torch.where(resting > 0, share, 0.0))
+            width.copy_(torch.where(resting > 0, share, 0.0).clamp(max=MAX_DEAD_ZONE))
 
 
 def suggest_keyframes(rows: np.ndarray, count: int, strength: float = 30.0) -> np.ndarray:

@@ -14,18 +14,19 @@ One network serves every avatar. What is shared, and what each avatar owns:
 
 So rigs of any size need no decoder of their own, and a new avatar adds only its code,
 modulation and control queries: tuning those with the shared weights frozen cannot change the
-outputs of avatars already tuned.
+outputs of avatars already tuned. The code alone steers the trunk only along the 16 directions
+the shared FiLM layers learnt; the modulation lets an added avatar bend every trunk feature
+(an added cat: held-out error 0.0871 with it, 0.0889 without; CHANGELOG.md).
 
 That is the "attention" read-out (`AnimatorConfig.readout`). The "linear" one is what a handful
 of keyframes can fit: each control reads the input row, standardised by the network's shared
 mean and scale (from unlabeled actors), through weights and a bias of its own, and then a dead
-zone of its own: offsets smaller than it read as rest, larger ones move by what exceeds it. (The
-keyframes show how often each control rests; a linear read-out of a noisy reading never quite
-does.) From 20 keyframes per avatar it follows held-out actors far better than the attention
-read-out, which fits the keyframes and little else (docs/models.md, "Animator"). An avatar then
-owns its weights, bias and dead zone only; there is no trunk. The code alone steers the trunk only along the 16 directions
-the shared FiLM layers learnt; the modulation lets an added avatar bend every trunk feature
-(an added cat: held-out error 0.0871 with it, 0.0889 without; CHANGELOG.md).
+zone of its own: offsets within it read as rest, and the rest of the range is stretched to
+start at its edge, so a control still reaches the end of its range. (The keyframes show how
+often each control rests; a linear read-out of a noisy reading never quite does.) From 20
+keyframes per avatar it follows held-out actors far better than the attention read-out, which
+fits the keyframes and little else (docs/models.md, "Animator"). An avatar then owns its
+weights, bias and dead zone only; there is no trunk.
 
 Outputs stay in each control's [min, max]. The network predicts each control's offset from its
 default in units of its range, and `output` bounds it:
@@ -176,9 +177,14 @@ def unit_default(rig: AvatarRig) -> torch.Tensor:
     return (torch.tensor(rig.default, dtype=torch.float32) - lo) / (torch.tensor(rig.maximum, dtype=torch.float32) - lo)
 
 
+MAX_DEAD_ZONE = 0.5  # of a control's range: whatever its keyframes, a control keeps half to move in
+
+
 def dead_zone(offset: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """Offsets within `width` of zero read as zero; the others move by what exceeds it."""
-    return torch.sign(offset) * F.relu(offset.abs() - width)
+    """Offsets within `width` (< 1) of zero read as zero; beyond it, what exceeds the width is
+    stretched by 1 / (1 - width), so that an offset of a whole range is still one (a gamepad's
+    scaled dead zone)."""
+    return torch.sign(offset) * F.relu(offset.abs() - width) / (1 - width)
 
 
 class FiLMBlock(nn.Module):
