@@ -29,7 +29,7 @@ encoder_app = typer.Typer(
 def train_encoder(
     out: Annotated[Path, typer.Option(help="Run directory: checkpoints, config.json, histories.")] = Path("runs/encoder"),
     stages: Annotated[str, typer.Option(help="Comma-separated stages: mae, triplet, classifier (baseline).")] = "mae,triplet,classifier",
-    resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out, with its config.json unless --config names another.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
     images: Annotated[Path | None, typer.Option(help="Folder of face images/videos for MAE pretraining (default: synthetic world).")] = None,
     fec_csv: Annotated[Path | None, typer.Option(help="FEC-format triplet CSV with local paths for triplet tuning (default: synthetic triplets).")] = None,
@@ -49,6 +49,8 @@ def train_encoder(
     Runs as one process or under torchrun (DDP; gloo on CPU, NCCL on GPU)."""
     from freeavatar_server.training.encoder.train import TrainConfig, train  # lazy: torch
 
+    if config is None and resume and (out / "config.json").exists():
+        config = out / "config.json"  # a resumed run goes on as it was configured
     cfg = TrainConfig.from_dict(json.loads(config.read_text())) if config else TrainConfig()
     overrides = {
         "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
