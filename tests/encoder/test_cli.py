@@ -131,7 +131,9 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), encoder.state_dict().values(), strict=True))
 
     # --resume goes on as the run was configured (its config.json), longer schedule and all
-    res = runner.invoke(encoder_app, ["train", "--out", str(second), "--stages", "triplet", "--resume", "--triplet-steps", "8"])
+    res = runner.invoke(encoder_app, ["train", "--out", str(second), "--stages", "triplet", "--resume", "--triplet-steps", "8",
+                                      "--triplet-lr", "0.0005"])
     assert res.exit_code == 0, res.output
     resumed = torch.load(second / "triplet.pt", weights_only=False)
     assert resumed["step"] == 8 and resumed["config"]["au_weight"] == 1 and "unit_loss" in resumed["history"][-1]
+    assert resumed["config"]["triplet_lr"] == 0.0005

@@ -35,6 +35,7 @@ def train_encoder(
     fec_csv: Annotated[Path | None, typer.Option(help="FEC-format triplet CSV with local paths for triplet tuning (default: synthetic triplets).")] = None,
     mae_steps: Annotated[int | None, typer.Option(help="MAE pretraining steps.")] = None,
     triplet_steps: Annotated[int | None, typer.Option(help="Triplet tuning steps (also the classifier baseline's budget).")] = None,
+    triplet_lr: Annotated[float | None, typer.Option(help="Triplet tuning's peak learning rate (a fine-tune takes less).")] = None,
     classifier_steps: Annotated[int | None, typer.Option(help="Classifier baseline steps (default: triplet steps).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per process.")] = None,
     stylised: Annotated[float | None, typer.Option(help="Share of synthetic people drawn as stylised characters (0-1).")] = None,
@@ -55,7 +56,7 @@ def train_encoder(
     overrides = {
         "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
-        "triplet_steps": triplet_steps, "classifier_steps": classifier_steps,
+        "triplet_steps": triplet_steps, "triplet_lr": triplet_lr, "classifier_steps": classifier_steps,
         "threads": threads, "stylised": stylised, "mascots": mascots, "au_weight": au_weight,
         "init": str(init) if init else None,
     }  # fmt: skip
