@@ -275,6 +275,8 @@ def main() -> None:
     p.add_argument("--suggested", action="store_true",
                    help="the keyframes are the actors suggest_keyframes picks (else random ones)")
     p.add_argument("--no-dead-zones", action="store_true", help="ablation: a linear readout without its dead zones")
+    p.add_argument("--true-units", action="store_true",
+                   help="a ceiling: the kinds that read units read the true action units instead of the encoder's")
     p.add_argument("--ridge", type=float, nargs="+", default=[10.0],
                    help="a linear readout's penalty on its squared weights (several: a sweep)")
     p.add_argument("--alias-weight", type=float, default=1.0, help="0: no blendshape targets for aliased controls")
@@ -298,9 +300,14 @@ def main() -> None:
     if encoder.au_head is not None:  # the kinds that read the units (the live path serves them)
         for data in (train_data, held):
             data["units"] = read_images(encoder, data["small"])[1].numpy()  # as the runtime's graph does
+    if args.true_units:  # a ceiling: the world's own action units, standardised, as the reading
+        mean, std = train_data["aus"].mean(0), train_data["aus"].std(0) + 1e-6
+        for data in (train_data, held):
+            data["units"] = ((data["aus"] - mean) / std).astype(np.float32)
     unit_dim = train_data["units"].shape[1] if "units" in train_data else 0
     report: dict[str, object] = {}
-    if weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder):  # reads this embedding
+    shipped_reads_these = weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder)
+    if shipped_reads_these and not args.true_units:  # reads this encoder's embedding and units
         shipped = load_animator(SHIPPED / "animator.pt")
         with torch.no_grad():
             x = features(held, shipped.config)

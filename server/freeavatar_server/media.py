@@ -4,6 +4,7 @@ and Pillow."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +58,30 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 class VideoError(ValueError):
     """A video file that cannot be read; the message names the file and why."""
+
+
+def iter_video(path: Path) -> Iterator[np.ndarray]:
+    """A video file's frames one at a time as (H, W, 3) uint8 RGB, for clips too long to hold
+    whole; VideoError naming the file when it cannot be read."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                yield frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, IndexError, OSError) as error:
+        raise VideoError(f"cannot read video {path}: {error}") from None
+
+
+def video_rate(path: Path) -> float:
+    """A video file's frame rate (30 when it does not say)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return float(container.streams.video[0].average_rate or 30)
+    except (av.error.FFmpegError, IndexError, OSError) as error:
+        raise VideoError(f"cannot read video {path}: {error}") from None
 
 
 def read_video(path: Path, max_seconds: float | None = None) -> tuple[list[np.ndarray], float]:

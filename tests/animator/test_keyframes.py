@@ -43,28 +43,37 @@ def test_keyframes_of_a_linear_world_are_fitted_exactly() -> None:
     assert (spread < new_rigs.std(0) * 0.5).all()
 
 
-def test_each_control_rests_on_unlabeled_actors_as_often_as_in_the_keyframes() -> None:
+def test_each_control_rests_on_new_actors_as_often_as_in_the_keyframes() -> None:
+    """Dead zones set on one set of unlabeled actors hold each control at rest on new actors as
+    often as the artist left it at rest; the robot's controls rest mid-range (offsets either
+    side of the default) or at an end."""
     rows, rigs = linear_world(40, seed=2)
     spec = BUILTIN_AVATARS["robot"].spec
     rest = torch.tensor(spec.defaults)
     rigs = torch.where((torch.arange(40) < 30)[:, None], rest, rigs)  # the artist left 30 of 40 at rest
     model = robot_animator(rows)
-    unlabeled, _ = linear_world(2000, seed=3)
-    fit_keyframes(model, "robot", rows, rigs, strength=1.0, unlabeled=unlabeled)
+    fit_keyframes(model, "robot", rows, rigs, strength=1.0, unlabeled=linear_world(2000, seed=3)[0])
     lo = torch.tensor([c.min for c in spec.controls])
     span = torch.tensor([c.max - c.min for c in spec.controls])
     default = (rest - lo) / span
     keyframes_resting = (((rigs - lo) / span - default).abs() < 0.05).float().mean(0)
+    new_actors, _ = linear_world(2000, seed=4)
     with torch.no_grad():
-        resting = (model.unbounded(unlabeled, "robot") == default).float().mean(0)  # inside the dead zone
+        raw = model.standardised(new_actors) @ model.weights["a_robot"].T + model.biases["a_robot"]
+        resting = (model.unbounded(new_actors, "robot") == default).float().mean(0)  # inside the dead zone
+    assert ((raw < 0).float().mean(0) > 0.1).any()  # some controls' offsets fall below their default
     assert (keyframes_resting >= 0.75).all()
-    torch.testing.assert_close(resting, keyframes_resting, atol=0.01, rtol=0)
+    torch.testing.assert_close(resting, keyframes_resting, atol=0.04, rtol=0)
 
 
 def test_a_fit_names_what_is_wrong() -> None:
     rows, rigs = linear_world(5, seed=0)
     with pytest.raises(ValueError, match="one rig per keyframe row"):
         fit_keyframes(robot_animator(rows), "robot", rows, rigs[:3], strength=1.0)
+    with pytest.raises(ValueError, match="penalty must be above 0"):
+        fit_keyframes(robot_animator(rows), "robot", rows, rigs, strength=0.0)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        robot_animator(rows[:1])
     attention = SharedAnimator(AnimatorConfig(embed_dim=6))
     attention.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
     with pytest.raises(ValueError, match="only a linear readout"):

@@ -176,9 +176,9 @@ def suggest_keyframes(
     if count < 1:
         fail("--count must be at least 1", code=2)
     with Progress(console=console) as progress:
-        task = progress.add_task(f"reading the faces in {video.name}", total=1.0)
+        task = progress.add_task(f"reading the faces in {video.name}", total=None)  # frames, as they come
         try:
-            picked = suggest_from_video(video, count, out, progress=lambda done: progress.update(task, completed=done))
+            picked = suggest_from_video(video, count, out, progress=lambda frames: progress.update(task, completed=frames))
         except (VideoError, ValueError) as error:
             fail(str(error), code=2)
     console.print(f"wrote {len(picked)} frames to pose and {out / 'keyframes.json'}: frames "

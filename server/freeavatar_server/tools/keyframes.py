@@ -1,4 +1,4 @@
-"""`freeavatar keyframes suggest`: which frames of an actor's video an artist should pose.
+"""`freeavatar avatars suggest-keyframes`: which frames of an actor's video an artist should pose.
 
 Each frame's face is read as the live path reads it (the front end's mesh track, the encoder's
 crop), into the row the base animator reads; `suggest_keyframes` then picks the frames that
@@ -22,10 +22,10 @@ from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.shipped import ANIMATOR_DIR, ENCODER_INT8_ONNX
-from freeavatar_server.media import read_video
+from freeavatar_server.media import iter_video, video_rate
 from freeavatar_server.training.animator.keyframes import suggest_keyframes
 
-Progress = Callable[[float], None]  # fraction of the frames read
+Progress = Callable[[int], None]  # frames read so far
 MANIFEST = "keyframes.json"
 
 
@@ -36,44 +36,49 @@ class SuggestedFrame:
     time_s: float
 
 
-def actor_rows(frames: list[np.ndarray], parts: list[str], encoder: OnnxEncoder, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of the frames with a face, their animator input rows: `parts` joined in order)."""
+def actor_rows(video: Path, parts: list[str], encoder: OnnxEncoder, progress: Progress) -> tuple[np.ndarray, np.ndarray, int]:
+    """(indices of the frames with a face, their animator input rows: `parts` joined in order,
+    the video's frame count). The frames stream through: only the encoder's crops are kept."""
     front = FaceFront().track()
     found, crops = [], []
-    for index, frame in enumerate(frames):
+    total = 0
+    for index, frame in enumerate(iter_video(video)):
         face = front.update(frame)
         if face is not None:
             found.append(index)
             crops.append(crop_face(frame, face.box, encoder.size))
-        progress((index + 1) / len(frames))
+        total = index + 1
+        progress(total)
     if not found:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), total
     embeddings, units = encoder.read_batch(np.stack(crops))
     given = {"embedding": embeddings, "units": units}
     missing = [part for part in parts if given.get(part) is None]
     if missing:
         raise ValueError(f"the animator reads {', '.join(missing)}, which this encoder does not give")
-    return np.array(found), np.concatenate([given[part] for part in parts], axis=1)
+    return np.array(found), np.concatenate([given[part] for part in parts], axis=1), total
 
 
 def suggest_from_video(video: Path, count: int, out_dir: Path, animator_dir: Path = ANIMATOR_DIR,
                        progress: Progress = lambda _: None) -> list[SuggestedFrame]:
     """Pick `count` frames of `video` to pose and write them to `out_dir` as PNGs, with
     keyframes.json listing them (in the order picked: the first teach most). ValueError when the
-    video has too few frames with a face."""
-    frames, fps = read_video(video)
+    video has too few frames with a face. The video is read twice (its faces, then the picked
+    frames), never held whole."""
     parts = [name for name, _ in runtime_manifest(animator_dir)["inputs"]]
-    found, rows = actor_rows(frames, parts, OnnxEncoder(ENCODER_INT8_ONNX), progress)
+    found, rows, total = actor_rows(video, parts, OnnxEncoder(ENCODER_INT8_ONNX), progress)
     if len(found) < count:
-        raise ValueError(f"{video}: a face in {len(found)} of {len(frames)} frames, fewer than the {count} keyframes asked for")
+        raise ValueError(f"{video}: a face in {len(found)} of {total} frames, fewer than the {count} keyframes asked for")
+    picks = [int(found[pick]) for pick in suggest_keyframes(rows, count)]
+    rank = {frame: i for i, frame in enumerate(picks)}
+    files = {frame: f"keyframe_{rank[frame]:02d}_frame_{frame:05d}.png" for frame in picks}
     out_dir.mkdir(parents=True, exist_ok=True)
-    suggested = []
-    for rank, pick in enumerate(suggest_keyframes(rows, count)):
-        index = int(found[pick])
-        file = f"keyframe_{rank:02d}_frame_{index:05d}.png"
-        (out_dir / file).write_bytes(encode_png(frames[index]))
-        suggested.append(SuggestedFrame(file, index, round(index / fps, 3)))
+    for index, frame in enumerate(iter_video(video)):
+        if index in files:
+            (out_dir / files[index]).write_bytes(encode_png(frame))
+    fps = video_rate(video)
+    suggested = [SuggestedFrame(files[frame], frame, round(frame / fps, 3)) for frame in picks]
     (out_dir / MANIFEST).write_text(json.dumps(
-        {"video": str(video), "frames_with_a_face": len(found), "frames": len(frames),
+        {"video": str(video), "frames_with_a_face": len(found), "frames": total,
          "keyframes": [asdict(s) for s in suggested]}, indent=2))
     return suggested

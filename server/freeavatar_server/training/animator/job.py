@@ -54,6 +54,7 @@ from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
     SharedAnimator,
+    _key,
     animator_inputs,
     load_animator,
     save_animator,
@@ -237,9 +238,17 @@ def _warm_start(context: JobContext, model: SharedAnimator, avatar_id: str, rig:
     if previous.rigs.get(avatar_id) != rig or previous.config != model.config:
         context.report(0.0, message=f"{avatar_id}: its active tuning is for another rig or network; starting afresh")
         return
+    if model.config.readout == "linear" and not (
+        torch.equal(model.input_mean, previous.input_mean) and torch.equal(model.input_scale, previous.input_scale)
+    ):
+        context.report(0.0, message=f"{avatar_id}: its active tuning read another input scale; starting afresh")
+        return
     with torch.no_grad():
         for mine, theirs in zip(model.avatar_parameters(avatar_id), previous.avatar_parameters(avatar_id), strict=True):
             mine.copy_(theirs)
+        if model.config.readout == "linear":  # its dead zones are buffers, not parameters
+            zone = f"dead_zone_{_key(avatar_id)}"
+            model.get_buffer(zone).copy_(previous.get_buffer(zone))
 
 
 def _without(model: SharedAnimator, avatar_id: str) -> SharedAnimator:

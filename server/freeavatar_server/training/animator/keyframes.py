@@ -31,12 +31,15 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
     With `unlabeled` rows (actors no artist posed), each control's dead zone is set so that it
     holds the control at rest on as large a share of them as of the keyframes rest (a keyframe
     rests when within `rest` of its range from the default: the artist's hand is not exact), and
-    at most MAX_DEAD_ZONE. A control resting at an end of its range also rests where its offset
-    points past that end."""
+    at most MAX_DEAD_ZONE. The share counts offsets on both sides of the default; a control whose
+    default is an end of its range also rests, through the clamp, where its offset points past
+    that end, so it may rest somewhat more often than its keyframes did."""
     if model.config.readout != "linear":
         raise ValueError("only a linear readout is fitted to keyframes in closed form")
     if len(rows) != len(rigs) or not len(rows):
         raise ValueError(f"need one rig per keyframe row, got {len(rows)} rows and {len(rigs)} rigs")
+    if strength <= 0:
+        raise ValueError(f"the ridge penalty must be above 0 (a handful of keyframes needs it), got {strength}")
     rig = model.rigs[avatar_id]
     lo = torch.tensor(rig.minimum, dtype=torch.float64)
     span = torch.tensor(rig.span, dtype=torch.float64)

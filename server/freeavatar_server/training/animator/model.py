@@ -226,6 +226,8 @@ class SharedAnimator(nn.Module):
         self.token_pos = nn.Parameter(torch.randn(c.tokens, c.token_dim) * 0.02)
         self.query_from_code = nn.Linear(c.code_dim, c.token_dim)
         self.attend = nn.MultiheadAttention(c.token_dim, c.heads, batch_first=True)
+        # the attention readout's MLP (config.readout names the kind; the attribute keeps the
+        # name older checkpoints' state dicts use)
         self.readout = nn.Sequential(
             nn.Linear(2 * c.token_dim, c.width), nn.GELU(), nn.Linear(c.width, 1)
         )
@@ -272,6 +274,8 @@ class SharedAnimator(nn.Module):
         (unlabeled actors' readings), so that one penalty on the weights treats every input alike."""
         if self.config.readout != "linear":
             raise ValueError("only a linear readout standardises its inputs")
+        if len(rows) < 2:
+            raise ValueError(f"an input scale needs at least 2 rows, got {len(rows)}")
         with torch.no_grad():
             self.input_mean.copy_(rows.mean(0))
             self.input_scale.copy_(rows.std(0).clamp(min=1e-6))

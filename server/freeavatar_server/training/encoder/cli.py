@@ -30,7 +30,7 @@ def train_encoder(
     out: Annotated[Path, typer.Option(help="Run directory: checkpoints, config.json, histories.")] = Path("runs/encoder"),
     stages: Annotated[str, typer.Option(help="Comma-separated stages: mae, triplet, classifier (baseline).")] = "mae,triplet,classifier",
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoints in --out, with its config.json unless --config names another.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and batch sampling.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and batch sampling (default 0, or the config's).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of face images/videos for MAE pretraining (default: synthetic world).")] = None,
     fec_csv: Annotated[Path | None, typer.Option(help="FEC-format triplet CSV with local paths for triplet tuning (default: synthetic triplets).")] = None,
     mae_steps: Annotated[int | None, typer.Option(help="MAE pretraining steps.")] = None,
