@@ -328,3 +328,11 @@ def test_a_dead_zone_holds_small_offsets_at_rest_and_keeps_the_whole_range() -> 
     assert torch.equal(dead_zone(torch.tensor([0.1, 0.15, -0.4]), width), torch.tensor([0.1, 0.0, 0.0]))
     torch.testing.assert_close(dead_zone(torch.tensor([1.0, -1.0, 1.0]), width), torch.tensor([1.0, -1.0, 1.0]))
     torch.testing.assert_close(dead_zone(torch.tensor([0.5, 0.6, 0.75]), width), torch.tensor([0.5, 0.5, 0.5]))
+
+
+def test_no_dead_zone_passes_the_gradient_at_rest() -> None:
+    """A linear readout starts at zero offset; with no dead zone (a job's avatar without
+    keyframes) gradient descent must be able to move it."""
+    offset = torch.zeros(3, requires_grad=True)
+    dead_zone(offset, torch.zeros(3)).sum().backward()
+    assert torch.equal(offset.grad, torch.ones(3))

@@ -183,8 +183,10 @@ MAX_DEAD_ZONE = 0.5  # of a control's range: whatever its keyframes, a control k
 def dead_zone(offset: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     """Offsets within `width` (< 1) of zero read as zero; beyond it, what exceeds the width is
     stretched by 1 / (1 - width), so that an offset of a whole range is still one (a gamepad's
-    scaled dead zone)."""
-    return torch.sign(offset) * F.relu(offset.abs() - width) / (1 - width)
+    scaled dead zone). No zone (width 0) is the identity, gradient included: a readout that
+    starts at zero must be able to leave it by gradient (sign and relu would pass none there)."""
+    moved = offset - torch.sign(offset) * width
+    return torch.where(offset.abs() >= width, moved, torch.zeros_like(offset)) / (1 - width)
 
 
 class FiLMBlock(nn.Module):
