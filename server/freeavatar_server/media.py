@@ -87,19 +87,12 @@ def video_rate(path: Path) -> float:
 def read_video(path: Path, max_seconds: float | None = None) -> tuple[list[np.ndarray], float]:
     """A video file's frames as (H, W, 3) uint8 RGB, and its frame rate (the first
     `max_seconds` only, when given)."""
-    import av
-
+    rate = video_rate(path)
     frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or 30)
-            for frame in container.decode(stream):
-                if max_seconds is not None and len(frames) >= max_seconds * rate:
-                    break
-                frames.append(frame.to_ndarray(format="rgb24"))
-    except (av.error.FFmpegError, IndexError, OSError) as error:
-        raise VideoError(f"cannot read video {path}: {error}") from None
+    for frame in iter_video(path):
+        if max_seconds is not None and len(frames) >= max_seconds * rate:
+            break
+        frames.append(frame)
     if not frames:
         raise VideoError(f"video {path} has no frames")
     return frames, rate
