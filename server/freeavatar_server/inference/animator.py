@@ -104,6 +104,14 @@ class AnimatorRuntime:
         n_controls) float32 in the controls' ranges."""
         if avatar_id not in self.sessions:
             raise KeyError(f"the animator has no avatar {avatar_id!r} (it has {self.avatar_ids})")
+        row = self.input_rows(embeddings, blendshapes, units=units)
+        return self.sessions[avatar_id].run([OUTPUT_NAME], {INPUT_NAME: row})[0]
+
+    def input_rows(
+        self, embeddings: np.ndarray, blendshapes: np.ndarray | None = None, *, units: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The (B, in_dim) float32 rows this animator reads, joined from what `predict` takes;
+        ValueError for a part of the wrong shape or a required one missing."""
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or (self.embed_dim and x.shape[1] != self.embed_dim):
             raise ValueError(f"embeddings must be (B, {self.embed_dim or 16}), got {x.shape}")
@@ -123,5 +131,4 @@ class AnimatorRuntime:
             if u.shape != (len(x), self.unit_dim):
                 raise ValueError(f"units must be ({len(x)}, {self.unit_dim}), got {u.shape}")
             parts.append(u)
-        row = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        return self.sessions[avatar_id].run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(row)})[0]
+        return np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))

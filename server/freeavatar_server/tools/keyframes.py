@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from freeavatar_server.images import encode_png
-from freeavatar_server.inference.animator import runtime_manifest
+from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront
@@ -36,9 +36,9 @@ class SuggestedFrame:
     time_s: float
 
 
-def actor_rows(video: Path, parts: list[str], encoder: OnnxEncoder, progress: Progress) -> tuple[np.ndarray, np.ndarray, int]:
-    """(indices of the frames with a face, their animator input rows: `parts` joined in order,
-    the video's frame count). The frames stream through: only the encoder's crops are kept."""
+def actor_rows(video: Path, animator: AnimatorRuntime, encoder: OnnxEncoder, progress: Progress) -> tuple[np.ndarray, np.ndarray, int]:
+    """(indices of the frames with a face, the rows `animator` reads of them, the video's frame
+    count). The frames stream through: only the encoder's crops are kept."""
     front = FaceFront().track()
     found, crops = [], []
     total = 0
@@ -52,11 +52,7 @@ def actor_rows(video: Path, parts: list[str], encoder: OnnxEncoder, progress: Pr
     if not found:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32), total
     embeddings, units = encoder.read_batch(np.stack(crops))
-    given = {"embedding": embeddings, "units": units}
-    missing = [part for part in parts if given.get(part) is None]
-    if missing:
-        raise ValueError(f"the animator reads {', '.join(missing)}, which this encoder does not give")
-    return np.array(found), np.concatenate([given[part] for part in parts], axis=1), total
+    return np.array(found), animator.input_rows(embeddings, units=units), total
 
 
 def suggest_from_video(video: Path, count: int, out_dir: Path, animator_dir: Path = ANIMATOR_DIR,
@@ -65,8 +61,7 @@ def suggest_from_video(video: Path, count: int, out_dir: Path, animator_dir: Pat
     keyframes.json listing them (in the order picked: the first teach most). ValueError when the
     video has too few frames with a face. The video is read twice (its faces, then the picked
     frames), never held whole."""
-    parts = [name for name, _ in runtime_manifest(animator_dir)["inputs"]]
-    found, rows, total = actor_rows(video, parts, OnnxEncoder(ENCODER_INT8_ONNX), progress)
+    found, rows, total = actor_rows(video, AnimatorRuntime.load(animator_dir), OnnxEncoder(ENCODER_INT8_ONNX), progress)
     if len(found) < count:
         raise ValueError(f"{video}: a face in {len(found)} of {total} frames, fewer than the {count} keyframes asked for")
     picks = [int(found[pick]) for pick in suggest_keyframes(rows, count)]

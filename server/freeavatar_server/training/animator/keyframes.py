@@ -55,7 +55,7 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
         model.biases[key].copy_(solution[-1])
         width.zero_()
         if unlabeled is not None:
-            offsets = (model.standardised(unlabeled) @ model.weights[key].T + model.biases[key]).abs()
+            offsets = model.readout_values(unlabeled, avatar_id).abs()  # no dead zone yet: the raw offsets
             resting = (target.abs() < rest).double().mean(0)  # (n_controls,) share of keyframes at rest
             share = torch.quantile(offsets.double(), resting, dim=0).diagonal()  # each control's own share
             width.copy_(torch.where(resting > 0, share, 0.0).clamp(max=MAX_DEAD_ZONE))
