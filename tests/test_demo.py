@@ -41,3 +41,23 @@ def test_an_unreadable_video_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"not a video")
     with pytest.raises(VideoError, match="bad.mp4"):
         read_video(bad)
+
+
+def test_the_picture_shows_the_moments_the_actor_makes() -> None:
+    from freeavatar_server.synth.actors import AU_INDEX
+    from freeavatar_server.tools.demo import STRIP_FRAMES, actor_trajectory, strip_moments
+
+    config = DemoConfig()  # the demo's own actor: rests, talks, smiles, blinks, frowns
+    trajectory = actor_trajectory(config)
+    moments = strip_moments(trajectory, trajectory.n_frames, config.fps)
+    assert len(moments) == STRIP_FRAMES and min(moments) >= config.fps / 2
+    by_name = {what: index for index, what in moments.items()}
+    assert {"at rest", "smile", "mouth open", "blink", "frown"} <= set(by_name)
+    expression = trajectory.expressions
+    assert expression[by_name["blink"], AU_INDEX["blink_L"]] > 0.9
+    assert expression[by_name["mouth open"], AU_INDEX["jaw_drop"]] > 0.3
+    assert expression[by_name["smile"], AU_INDEX["lip_corner_pull_L"]] > 0.5
+    assert expression[by_name["at rest"]].sum() < 0.05
+    assert min(np.diff(sorted(moments))) >= config.fps / 3  # six different moments
+    # a video file's actor is not known: evenly spaced moments
+    assert list(strip_moments(None, 300, 30.0)) == [15, 72, 129, 185, 242, 299]

@@ -10,7 +10,7 @@ def test_one_euro_removes_jitter_but_follows_fast_motion() -> None:
     still = 0.5 + 0.02 * rng.standard_normal((120, 1))
     smooth = OneEuroFilter()
     out = np.array([smooth(v, t) for v, t in zip(still, times, strict=True)])
-    assert out[30:].std() < 0.4 * still[30:].std()
+    assert out[30:].std() < 0.5 * still[30:].std()  # more than halved (0.46 since blinks got through)
 
     jump = np.where(times < 2, 0.0, 1.0)[:, None]
     follow = OneEuroFilter()
@@ -33,3 +33,13 @@ def test_ease_towards_neutral() -> None:
     value = ease_towards(np.array([1.0]), np.array([0.0]), dt_s=0.3)
     assert value[0] == pytest.approx(np.exp(-1))
     assert ease_towards(np.array([1.0]), np.array([0.0]), dt_s=3.0)[0] < 1e-4
+
+
+def test_one_euro_lets_a_blink_through() -> None:
+    """A blink is over in five frames at 30 fps; the smoothed lid must still close most of the way."""
+    lid = np.array([0.0] * 10 + [0.6, 1.0, 0.7, 0.1] + [0.0] * 10)[:, None]
+    times = np.arange(len(lid)) / 30
+    smooth = OneEuroFilter()
+    out = np.array([smooth(v, t) for v, t in zip(lid, times, strict=True)])
+    assert out.max() > 0.7
+    assert out[-1, 0] < 0.1  # and opens again

@@ -277,7 +277,7 @@ def demo(
 ) -> None:
     """Stream an actor (synthetic, or your own --video) through an in-process server to the built-in avatars.
 
-    Writes a side-by-side video (actor | each avatar) and the latency it measured."""
+    Writes a side-by-side video (actor | its face close up, for the synthetic actor | each avatar), six moments of it as a picture, and the latency it measured."""
     from rich.progress import Progress
 
     from freeavatar_server.tools.demo import DemoConfig, run_demo  # lazy: the server

@@ -14,3 +14,4 @@ HEAD_POSE_ONNX = MODELS_DIR / "head_pose.onnx"
 ANIMATOR_DIR = MODELS_DIR / "animator"  # the built-in avatars' shared animator
 MEDIAPIPE_DIR = MODELS_DIR / "mediapipe"  # MediaPipe's Face Landmarker, converted to ONNX
 MESH_FACE_BOX = MODELS_DIR / "mesh_face_box.npz"  # mesh landmarks -> the encoder crop's face box
+BLENDSHAPE_CARRY = MODELS_DIR / "blendshape_carry.npz"  # the encoder's units -> blendshapes between meshes

@@ -8,7 +8,9 @@ animator.
     analysis = analyser.analyse(request)           # one frame (evaluation, tests)
 
 A batch finds each actor's face on its own (its tracker carries state from frame to frame),
-then runs pose, the encoder and each animator once for all the faces found.
+then runs pose, the encoder and each animator once for all the faces found. A frame read with
+an earlier frame's mesh gets that mesh's blendshapes carried forward by the encoder's change
+since (`inference.face.carry`), so that a blink between two meshes still shows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import time
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -28,6 +30,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
+from freeavatar_server.inference.face.carry import BlendshapeCarry
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront, FaceObservation, FrontTrack
 from freeavatar_server.inference.face.pose import HeadPoseEstimator
@@ -166,6 +169,7 @@ class FrameFace:
     face: FaceObservation | None
     timings: dict[str, float]
     mesh_ms: float = 0.0  # the stream's meshes run since its last frame, after their answers
+    meshed: bool = False  # its face reading is its own mesh's (not the last one's)
     head_pose: np.ndarray | None = None
     raw: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -208,6 +212,11 @@ class Analyser:
         # what that took, told with each stream's next frame
         self._mesh_due: dict[str, tuple[np.ndarray, float | None]] = {}
         self._mesh_ms: dict[str, float] = {}
+        # Blendshapes between meshes (inference.face.carry): per stream, the last mesh's
+        # blendshapes and its frame's units; and the units of frames whose mesh is due
+        self.carry = BlendshapeCarry.for_encoder(options.encoder_path)
+        self._carried_from: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._units_due: dict[str, np.ndarray] = {}
         floor, rate = options.face_rate_floor_hz, options.face_rate_hz
         self.pace = MeshPace(most=rate / floor if 0 < floor < rate else 1.0)
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
@@ -266,7 +275,7 @@ class Analyser:
             elif due:
                 self._mesh_due[request.stream] = (image, time_s)
             timings["mesh" if meshed else "detect"] = ms_since(started)
-            return FrameFace(image, face, timings, self._mesh_ms.pop(request.stream, 0.0))
+            return FrameFace(image, face, timings, self._mesh_ms.pop(request.stream, 0.0), meshed)
         except BadFrame as error:
             return error
         except Exception as error:
@@ -286,6 +295,9 @@ class Analyser:
         poses = self.pose.estimate(pose_crops)
         pose_ms, started = ms_since(started), time.perf_counter()
         embeddings, units = self.encoder.read_batch(crops)  # units: None without a read-out
+        if units is not None and self.carry is not None:
+            for request, frame, frame_units in zip(requests, frames, units, strict=True):
+                self._carry_blendshapes(self.carry, request.stream, frame, frame_units)
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
         blendshapes = np.stack([f.face.blendshapes for f in frames])
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
@@ -306,6 +318,19 @@ class Analyser:
             frame.head_pose = pose
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
 
+    def _carry_blendshapes(self, carry: BlendshapeCarry, stream: str, frame: FrameFace, units: np.ndarray) -> None:
+        """A frame read with its own mesh starts a carry; one read with an earlier mesh gets that
+        mesh's blendshapes carried by the units' change since (inference.face.carry)."""
+        if frame.face is None:
+            return
+        if frame.meshed:
+            self._carried_from[stream] = (frame.face.blendshapes, units)
+        elif stream in self._carried_from:
+            blendshapes, units_at_mesh = self._carried_from[stream]
+            frame.face = replace(frame.face, blendshapes=carry.carry(blendshapes, units, units_at_mesh))
+        if stream in self._mesh_due:
+            self._units_due[stream] = units
+
     def refresh_meshes(self) -> None:
         """Run the meshes that came due in the last batch, each on its own frame: the readings
         of those streams' next frames. A mesh that fails drops its stream's track: the next
@@ -317,10 +342,16 @@ class Analyser:
                 tracker = self.trackers.get(stream)
                 if tracker is not None:  # not forgotten meanwhile
                     mesh_started = time.perf_counter()
+                    reading = None
                     try:
-                        tracker.refresh(image, time_s)
+                        reading = tracker.refresh(image, time_s)
                     except Exception:
                         del self.trackers[stream]
+                    units = self._units_due.pop(stream, None)
+                    if reading is not None and units is not None:
+                        self._carried_from[stream] = (reading.blendshapes, units)
+                    else:  # nothing to carry this mesh's reading from
+                        self._carried_from.pop(stream, None)
                     self._mesh_ms[stream] = self._mesh_ms.get(stream, 0.0) + ms_since(mesh_started)
         finally:
             self.pace.record(started, time.perf_counter())
@@ -329,6 +360,8 @@ class Analyser:
         self.trackers.pop(stream, None)
         self._mesh_due.pop(stream, None)
         self._mesh_ms.pop(stream, None)
+        self._carried_from.pop(stream, None)
+        self._units_due.pop(stream, None)
 
     def _tracker(self, stream: str) -> FrontTrack:
         tracker = self.trackers.get(stream)

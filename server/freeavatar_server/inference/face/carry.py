@@ -1,0 +1,59 @@
+"""Blendshapes between face meshes: the last mesh's reading carried forward by the change in the
+expression encoder's action units since that mesh's frame.
+
+The mesh runs at most `serve --face-rate` times a second per actor and after its frame was
+answered, so a frame reads blendshapes one or two frames old: a blink (four to six frames) comes
+and goes between two readings. The encoder reads every frame. A linear map, fitted on synthetic
+clips (`training.face.blendshape_carry`), turns its change in units since the mesh's frame into a
+change in blendshapes:
+
+    carried = clip(mesh_blendshapes + (units_now - units_at_mesh) @ weights, 0, 1)
+
+Only changes cross over, so what the encoder reads wrong on a still face (a real person's, say)
+cancels out; the mesh, trained on real faces, still sets the level at every run. Blendshapes the
+carry does not predict better than holding (chosen on the training clips) have zero weights.
+
+The map belongs to one encoder's units: the file names the encoders (by their graphs' SHA-256)
+it was fitted through, and `for_encoder` gives None for any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from freeavatar_server.inference.shipped import BLENDSHAPE_CARRY
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BlendshapeCarry:
+    weights: np.ndarray  # (units, 52) float32: a change in units -> a change in blendshapes
+    encoders: tuple[str, ...] = ()  # SHA-256 of the encoder graphs whose units it reads
+
+    def carry(self, blendshapes: np.ndarray, units: np.ndarray, units_at_mesh: np.ndarray) -> np.ndarray:
+        """The mesh's (52,) blendshapes, moved by the units' change since its frame."""
+        return np.clip(blendshapes + (units - units_at_mesh) @ self.weights, 0.0, 1.0).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, weights=self.weights.astype(np.float32), encoders=np.array(self.encoders))
+
+    @classmethod
+    def load(cls, path: Path = BLENDSHAPE_CARRY) -> BlendshapeCarry:
+        with np.load(path) as data:
+            return cls(data["weights"], tuple(str(e) for e in data["encoders"]))
+
+    @classmethod
+    def for_encoder(cls, encoder_path: Path, path: Path = BLENDSHAPE_CARRY) -> BlendshapeCarry | None:
+        """The shipped carry if it was fitted through this encoder graph, else None (frames
+        between meshes then hold the last reading)."""
+        if not path.exists():
+            return None
+        carry = cls.load(path)
+        return carry if file_digest(encoder_path) in carry.encoders else None
