@@ -155,7 +155,9 @@ class Analysis:
     raw: dict[str, np.ndarray]  # avatar id -> animator output, before smoothing
     timings_ms: dict[str, float]
     worker_pid: int = 0
-    blendshapes: np.ndarray | None = None  # (52,) ARKit order, from the real-face model
+    # (52,) ARKit order, from the real-face model: its mesh of this frame, or the last mesh's
+    # carried forward by the encoder (inference.face.carry)
+    blendshapes: np.ndarray | None = None
     # stage -> ms of this stream's work done since its last frame outside any frame's round
     # trip (meshes run after their frames were answered)
     after_ms: dict[str, float] = field(default_factory=dict)

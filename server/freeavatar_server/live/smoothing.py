@@ -21,7 +21,7 @@ class OneEuroFilter:
     synthetic clips read as served (research/smoothing_sweep.py), beta 2 with the speed
     smoothed at 3 Hz lifts the ARKit avatar's eyeBlinkLeft correlation with the actor's from
     0.71 to 0.79 and each avatar's mean by 0.005-0.012, for about a third more frame-to-frame
-    change on a still face (at most 0.69% of a control's range); docs/realface.md, "Between
+    change on a still face (a mean of at most 0.69% of a control's range a frame); docs/realface.md, "Between
     meshes".
     """
 

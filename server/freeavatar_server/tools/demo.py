@@ -222,8 +222,6 @@ def strip_moments(trajectory: Trajectory | None, n_frames: int, fps: float) -> d
     of settling in. From a synthetic actor: the frame each of MOMENTS peaks at (when it peaks
     clearly) and the calmest frame, each at least a third of a second from the others; the rows
     left, and every row of a video file's picture, evenly spaced."""
-    from freeavatar_server.synth.actors import AU_INDEX  # lazy: torch
-
     settle = min(n_frames - 1, round(fps / 2))
     chosen: dict[int, str] = {}
     apart = max(1, round(fps / 3))
@@ -235,6 +233,8 @@ def strip_moments(trajectory: Trajectory | None, n_frames: int, fps: float) -> d
         free[max(0, index - apart) : index + apart + 1] = False
 
     if trajectory is not None:
+        from freeavatar_server.synth.actors import AU_INDEX  # lazy: torch
+
         expression = trajectory.expressions[:n_frames]
         calm = expression.sum(1)
         if free.any():

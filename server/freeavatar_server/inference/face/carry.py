@@ -10,7 +10,8 @@ change in blendshapes:
     carried = clip(mesh_blendshapes + (units_now - units_at_mesh) @ weights, 0, 1)
 
 Only changes cross over, so what the encoder reads wrong on a still face (a real person's, say)
-cancels out; the mesh, trained on real faces, still sets the level at every run. Blendshapes the
+cancels out (its frame-to-frame noise does pass); the mesh, trained on real faces, still sets
+the level at every run. Blendshapes the
 carry does not predict better than holding (chosen on the training clips) have zero weights.
 
 The map belongs to one encoder's units: the file names the encoders (by their graphs' SHA-256)

@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=10.0, help="ridge penalty")
     parser.add_argument("--ship", action="store_true", help=f"write {BLENDSHAPE_CARRY}")
     args = parser.parse_args()
+    if args.train < 3 or args.test < 1:
+        parser.error("--train needs 3 clips or more (a third of them choose what is carried), --test 1 or more")
     encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront()
     if not encoder.unit_dim:
         raise SystemExit(f"{ENCODER_INT8_ONNX} has no action-unit read-out to carry blendshapes with")
