@@ -25,21 +25,16 @@ from freeavatar_server.inference.shipped import ANIMATOR_DIR, ENCODER_INT8_ONNX
 from freeavatar_server.live.sessions import Binding
 from freeavatar_server.live.smoothing import OneEuroFilter
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from freeavatar_server.synth.video import make_trajectory
+from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.face.blendshape_carry import (
-    CLIP_SECONDS,
     FPS,
     MESH_EVERY,
+    clip_trajectories,
     read_clips,
 )
 
 SEED = 45_000_000  # clips apart from the carry's fit and test clips
 SETTINGS = ((0.5, 1.0), (2.0, 1.0), (2.0, 3.0), (5.0, 1.0), (5.0, 3.0))  # (beta, speed cutoff Hz)
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a - a.mean(0), b - b.mean(0)
-    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
 
 
 def main() -> None:
@@ -48,10 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront()
     carry, animator = BlendshapeCarry.load(), AnimatorRuntime.load(ANIMATOR_DIR)
-    clips = read_clips(encoder, front, args.clips, SEED, held_out=False)
-    identities = np.random.default_rng(SEED).integers(0, 1_000_000, args.clips)  # as read_clips drew them
-    truths = [make_trajectory(CLIP_SECONDS, FPS, seed=SEED + i, identity_id=int(identities[i])).expressions
-              for i in range(args.clips)]
+    trajectories = clip_trajectories(args.clips, SEED, held_out=False)
+    clips = read_clips(encoder, front, trajectories)
+    truths = [trajectory.expressions for trajectory in trajectories]
     for clip, truth in zip(clips, truths, strict=True):
         if len(clip.units) != len(truth):
             raise SystemExit("a clip lost its face on some frames: its frames no longer line up with the truth")
@@ -74,7 +68,7 @@ def main() -> None:
                 still.append((np.abs(np.diff(out, axis=0)) / span)[standing])
                 read.append(out)
                 want.append(true_rig)
-            r = correlation(np.concatenate(read), np.concatenate(want))
+            r = column_correlations(np.concatenate(read), np.concatenate(want))
             moves = np.concatenate(want).std(0) > 1e-3
             extra = ""
             if name == "human_arkit":

@@ -26,6 +26,7 @@ from freeavatar.stream import ActorFrame, RigFrame
 from freeavatar_server.app.config import ServerConfig
 from freeavatar_server.app.server import FreeAvatarServer
 from freeavatar_server.images import encode_png
+from freeavatar_server.inference.face.crop import cut_window
 from freeavatar_server.media import VideoWriter, encode_jpeg, read_video
 
 if TYPE_CHECKING:
@@ -255,9 +256,7 @@ def close_up(frame: np.ndarray, face_box: np.ndarray, size: int) -> np.ndarray:
     x0, y0, x1, y1 = face_box
     half = CLOSE_UP * (x1 - x0) / 2
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    rows = np.clip(np.arange(round(cy - half), round(cy + half)), 0, frame.shape[0] - 1)
-    cols = np.clip(np.arange(round(cx - half), round(cx + half)), 0, frame.shape[1] - 1)
-    return _resize_to(np.ascontiguousarray(frame[rows][:, cols]), size, size)
+    return cut_window(frame, np.array([cx - half, cy - half, cx + half, cy + half]), size)
 
 
 def _labelled(row: np.ndarray, text: str) -> np.ndarray:

@@ -11,8 +11,8 @@ change in blendshapes:
 
 Only changes cross over, so what the encoder reads wrong on a still face (a real person's, say)
 cancels out (its frame-to-frame noise does pass); the mesh, trained on real faces, still sets
-the level at every run. Blendshapes the
-carry does not predict better than holding (chosen on the training clips) have zero weights.
+the level at every run. Blendshapes the carry does not predict better than holding (chosen on
+the training clips) have zero weights.
 
 The map belongs to one encoder's units: the file names the encoders (by their graphs' SHA-256)
 it was fitted through, and `for_encoder` gives None for any other.

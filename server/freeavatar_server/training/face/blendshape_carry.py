@@ -27,7 +27,8 @@ from freeavatar_server.inference.face.carry import BlendshapeCarry, file_digest
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.shipped import BLENDSHAPE_CARRY, ENCODER_INT8_ONNX, ENCODER_ONNX
-from freeavatar_server.synth.video import make_trajectory, render_trajectory_frames
+from freeavatar_server.synth.video import Trajectory, make_trajectory, render_trajectory_frames
+from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.face.pose_train import HELD_OUT_IDENTITY
 
 TRAIN_SEED, TEST_SEED = 43_000_000, 44_000_000  # clip seeds, apart from every other set's
@@ -46,12 +47,16 @@ class ClipReading:
     blendshapes: np.ndarray  # (T, 52)
 
 
-def read_clips(encoder: OnnxEncoder, front: FaceFront, count: int, seed: int, held_out: bool) -> list[ClipReading]:
+def clip_trajectories(count: int, seed: int, held_out: bool) -> list[Trajectory]:
+    """The synthetic actors' clips (seeds seed, seed + 1, ...), each a person of its own."""
     low = HELD_OUT_IDENTITY if held_out else 0
     identities = np.random.default_rng(seed).integers(low, low + 1_000_000, count)
+    return [make_trajectory(CLIP_SECONDS, FPS, seed=seed + i, identity_id=int(identities[i])) for i in range(count)]
+
+
+def read_clips(encoder: OnnxEncoder, front: FaceFront, trajectories: list[Trajectory]) -> list[ClipReading]:
     clips = []
-    for index in track(range(count), description="reading clips"):
-        trajectory = make_trajectory(CLIP_SECONDS, FPS, seed=seed + index, identity_id=int(identities[index]))
+    for trajectory in track(trajectories, description="reading clips"):
         face_track = front.track()  # the mesh on every frame: the reading carry is scored against
         units, blendshapes = [], []
         for start in range(0, trajectory.n_frames, 16):
@@ -88,10 +93,10 @@ def live_readings(clip: ClipReading, carry: BlendshapeCarry | None) -> tuple[np.
 
 
 def correlations(clips: list[ClipReading], carry: BlendshapeCarry | None) -> np.ndarray:
-    """(52,) per-blendshape Pearson r of the live reading with the mesh's every-frame one."""
+    """(52,) per-blendshape Pearson r of the live reading with the mesh's every-frame one (NaN
+    for a blendshape the mesh never moves)."""
     read, truth = (np.concatenate(parts) for parts in zip(*(live_readings(c, carry) for c in clips), strict=True))
-    read, truth = read - read.mean(0), truth - truth.mean(0)
-    return (read * truth).sum(0) / np.sqrt((read**2).sum(0) * (truth**2).sum(0) + 1e-12)
+    return column_correlations(read, truth)
 
 
 def fit(clips: list[ClipReading], strength: float, encoders: tuple[str, ...] = ()) -> BlendshapeCarry:
@@ -130,8 +135,9 @@ def main() -> None:
     if not encoder.unit_dim:
         raise SystemExit(f"{ENCODER_INT8_ONNX} has no action-unit read-out to carry blendshapes with")
     encoders = (file_digest(ENCODER_ONNX), file_digest(ENCODER_INT8_ONNX))
-    carry = fit(read_clips(encoder, front, args.train, TRAIN_SEED, held_out=False), args.strength, encoders)
-    held_out = read_clips(encoder, front, args.test, TEST_SEED, held_out=True)
+    training = read_clips(encoder, front, clip_trajectories(args.train, TRAIN_SEED, held_out=False))
+    carry = fit(training, args.strength, encoders)
+    held_out = read_clips(encoder, front, clip_trajectories(args.test, TEST_SEED, held_out=True))
     print(json.dumps({"held_out": score(carry, held_out)}, indent=2))
     if args.ship:
         carry.save(BLENDSHAPE_CARRY)
