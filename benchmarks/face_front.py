@@ -56,7 +56,7 @@ def stills(front: FaceFront, pose: HeadPoseEstimator, n: int) -> dict[str, objec
                 boxes.append((face.box, box))
                 truth.append(true_pose)
                 cnn.append(pose.estimate(crop_face(image, face.box, pose.size)[None])[0])
-                mesh.append(face.mesh_pose)
+                mesh.append(front.landmarker.head_pose(face.landmarks))
     overlap = iou(np.array([b[0] for b in boxes]), np.array([b[1] for b in boxes]))
     return {
         "frames": n,

@@ -70,11 +70,11 @@ def serve(
         int, typer.Option(help="Analysis worker processes for the live pipelines (one per core).")
     ] = 2,
     face_rate: Annotated[
-        float, typer.Option(help="Face mesh runs per second per actor at most (frames between reuse the last); 0: every frame.")
+        float, typer.Option(help="Face mesh runs per second per actor at most (frames between follow the face by optical flow); 0: every frame.")
     ] = 15.0,
     face_rate_floor: Annotated[
         float, typer.Option(help="Under load the mesh slows down to this rate rather than frames being dropped; at --face-rate or 0: never.")
-    ] = 7.5,
+    ] = 3.75,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,

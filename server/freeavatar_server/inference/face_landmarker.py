@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -164,9 +165,16 @@ class FaceReading:
     # (52,) float32 in [0, 1], freeavatar.arkit.ARKIT_BLENDSHAPES order; tongueOut is the mesh's
     # tongue-out probability (MediaPipe's blendshape model has no tongueOut)
     blendshapes: np.ndarray
-    head_pose: np.ndarray  # (3,) float32 yaw, pitch, roll degrees (product convention)
+    canonical: CanonicalFace = field(repr=False)  # what head_pose fits the landmarks to
     roi: FaceRoi = field(repr=False)  # the region the mesh ran on
     detected: bool = False  # True when the detector ran for this frame
+
+    @cached_property
+    def head_pose(self) -> np.ndarray:
+        """(3,) yaw, pitch, roll degrees (product convention): the mesh's rigid fit to the
+        canonical face, made when first asked for (0.3 ms; the live path reads the head pose
+        with its own model)."""
+        return head_pose(self.landmarks, self.canonical)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +460,7 @@ class FaceLandmarker:
         box = np.concatenate([lm[:, :2].min(0), lm[:, :2].max(0)]).astype(np.float32)
         reading = FaceReading(
             box=box, confidence=mesh.presence, landmarks=lm,
-            blendshapes=self.blendshapes(lm, mesh.tongue_out), head_pose=self.head_pose(lm),
+            blendshapes=self.blendshapes(lm, mesh.tongue_out), canonical=self.canonical,
             roi=roi, detected=detected,
         )  # fmt: skip
         return reading, mesh
@@ -481,6 +489,12 @@ class FaceTrack:
     @property
     def tracking(self) -> bool:
         return self._roi is not None
+
+    def follow(self, landmarks: np.ndarray) -> None:
+        """The tracked face has moved to these landmarks (another tracker followed it since
+        the last mesh): the next mesh looks there."""
+        if self._roi is not None:
+            self._roi = roi_from_landmarks(landmarks)
 
     def _pick(self, detections: list[FaceDetection]) -> FaceDetection | None:
         # the largest face: the actor in front of the camera, not someone passing behind

@@ -83,8 +83,9 @@ class AnalysisOptions:
     encoder_path: Path
     threads: int = 1
     # The mesh is most of a frame's cost (5 of 8 ms): at most this many runs per second per
-    # actor; frames in between reuse the last reading (blendshapes, face box), and pose, the
-    # encoder and the animators still run on each frame's own pixels. 0: every frame.
+    # actor; on frames in between optical flow follows the face box and the encoder carries the
+    # last blendshapes, and pose, the encoder and the animators still run on each frame's own
+    # pixels. 0: every frame.
     face_rate_hz: float = 0.0
     # Under load the worker slows its actors' meshes down to this rate rather than drop whole
     # frames (MeshPace); at face_rate_hz (or 0) it never does.

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from freeavatar_server.inference.face.flow import FaceFlow, moved_landmarks
 from freeavatar_server.inference.face.localiser import FaceLocaliser
 from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi, FaceTrack
 from freeavatar_server.inference.shipped import MESH_FACE_BOX
@@ -74,7 +75,6 @@ class FaceObservation:
     confidence: float  # the mesh's face presence probability
     landmarks: np.ndarray  # (478, 3) float32 frame pixels
     blendshapes: np.ndarray  # (52,) float32 in [0, 1], freeavatar.arkit.ARKIT_BLENDSHAPES order
-    mesh_pose: np.ndarray  # (3,) yaw, pitch, roll degrees from the mesh's rigid fit
     detected: bool  # a detector ran for this frame (the track was lost or new)
 
 
@@ -129,7 +129,9 @@ class FrontTrack:
         self._face_box = face_box
         self._min_interval_s = min_interval_s
         self._phase = phase
-        self._last: FaceObservation | None = None
+        self._meshed: FaceObservation | None = None  # the last mesh's reading
+        self._last: FaceObservation | None = None  # that reading, followed to the last frame
+        self._flow = FaceFlow()
         self._last_time_s = -math.inf
         self._due_s = -math.inf  # the capture time from which the mesh runs again
         self._ran_at = -math.inf  # time.monotonic() of the last mesh run
@@ -161,13 +163,21 @@ class FrontTrack:
     def read(self, frame: np.ndarray, time_s: float | None = None) -> tuple[FaceObservation | None, bool]:
         """The face for this frame as fast as it can be had, and whether the mesh is due.
 
-        With a reading to go on, that reading, and `due` says the mesh should run on this
-        frame (`refresh`) for the frames after it: the live path answers first and runs the
-        mesh after, so the mesh is never on a frame's way. Without one (a new or lost track)
-        the mesh runs now, as the frame has no face otherwise."""
-        if self._last is None:
+        With a reading to go on, that reading with its landmarks and box moved to where the
+        face is in this frame (`inference.face.flow`; the blendshapes are the mesh's), and `due`
+        says the mesh should run on this frame (`refresh`) for the frames after it: the live
+        path answers first and runs the mesh after, so the mesh is never on a frame's way. The
+        mesh is due early when the flow loses the face. Without a reading (a new or lost
+        track) the mesh runs now, as the frame has no face otherwise."""
+        if self._meshed is None:
             return self.refresh(frame, time_s), False
-        return self._last, not self._reusable(time_s)
+        moved = self._flow.follow(frame)
+        if moved is not None:
+            landmarks = moved_landmarks(self._meshed.landmarks, moved)
+            box = tuple(float(v) for v in self._face_box.box(landmarks))
+            self._last = replace(self._meshed, box=box, landmarks=landmarks, detected=False)
+            self._track.follow(landmarks)  # the next mesh looks where the face is now
+        return self._last, moved is None or not self._reusable(time_s)
 
     def _reusable(self, time_s: float | None) -> bool:
         # The worker's own clock must agree: a sender whose timestamps stand still (or run
@@ -185,13 +195,14 @@ class FrontTrack:
         self._ran_at = time.monotonic()
         reading = self._track.update(frame)
         if reading is None:
-            self._last = None
+            self._meshed = self._last = None
+            self._flow.stop()
             return None
         x0, y0, x1, y1 = (float(v) for v in self._face_box.box(reading.landmarks))
-        self._last = FaceObservation(
-            (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes,
-            reading.head_pose, reading.detected,
-        )  # fmt: skip
+        self._meshed = self._last = FaceObservation(
+            (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes, reading.detected
+        )
+        self._flow.start(frame, reading.landmarks)
         if time_s is None:
             self._last_time_s = self._due_s = -math.inf
         else:
