@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_PIXELS = 4096 * 2160
 CACHED_ANIMATORS = 32  # animator versions a worker keeps loaded (a few MB each)
+SATURATED = 0.95  # a worker this busy is behind by an unknown amount
 
 
 class BadFrame(Invalid):
@@ -96,30 +97,35 @@ class AnalysisOptions:
 class MeshPace:
     """How much a worker slows its actors' face meshes while it is too busy to keep up.
 
-    `busy` is the share of wall time the worker spent analysing, averaged over about the last
-    second. Every half second the slowdown moves towards what would bring it to `target`
-    (at most 25% a step, so that it settles rather than swings), between 1 (the configured
-    rate) and `most` (the floor rate). The mesh is most of a frame's cost and its reading
-    holds well between runs, so it is what gives way first: the frames themselves, their
-    pose, embedding and animation still run at the camera's rate."""
+    `busy` is the share of wall time the worker spent analysing over the last `every_s`. At the
+    end of each such period the slowdown moves towards what would bring it to `target` (at most
+    25% a step, so that it settles rather than swings), between 1 (the configured rate) and
+    `most` (the floor rate); a saturated worker (busy near 1) cannot see how far over it is, so
+    it doubles the slowdown (the configured rate to a quarter of it in a second). The mesh is
+    most of a frame's cost, and between runs optical flow follows the face and the encoder
+    carries its blendshapes, so it is what gives way first: the frames themselves, their pose,
+    embedding and animation still run at the camera's rate."""
 
     most: float = 1.0  # face_rate_hz / face_rate_floor_hz
     target: float = 0.7
+    every_s: float = 0.5
     slowdown: float = 1.0
     busy: float = 0.0
-    _window_s: float = 1.0
-    _last_end: float | None = None
-    _adjusted: float = 0.0
+    _period_start: float | None = None
+    _work_s: float = 0.0
 
     def record(self, started: float, ended: float) -> None:
-        """One frame's analysis ran from `started` to `ended` (time.perf_counter)."""
-        previous = started if self._last_end is None else min(self._last_end, started)
-        wall = max(ended - previous, 1e-6)  # the frame's work and the idle time before it
-        self.busy += min(wall / self._window_s, 1.0) * (min((ended - started) / wall, 1.0) - self.busy)
-        self._last_end = ended
-        if self.most > 1.0 and ended - self._adjusted >= 0.5:
-            self._adjusted = ended
-            step = min(max(self.busy / self.target, 0.8), 1.25)
+        """Work ran from `started` to `ended` (time.perf_counter)."""
+        if self._period_start is None:
+            self._period_start = started
+        self._work_s += ended - started
+        elapsed = ended - self._period_start
+        if elapsed < self.every_s:
+            return
+        self.busy = min(self._work_s / elapsed, 1.0)
+        self._period_start, self._work_s = ended, 0.0
+        if self.most > 1.0:
+            step = 2.0 if self.busy >= SATURATED else min(max(self.busy / self.target, 0.8), 1.25)
             self.slowdown = min(max(self.slowdown * step, 1.0), self.most)
 
 
