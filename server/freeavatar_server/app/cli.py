@@ -74,7 +74,7 @@ def serve(
     ] = 15.0,
     face_rate_floor: Annotated[
         float, typer.Option(help="Under load the mesh slows down to this rate rather than frames being dropped; at --face-rate or 0: never.")
-    ] = 3.75,
+    ] = 3.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,

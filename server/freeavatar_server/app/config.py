@@ -36,7 +36,7 @@ class ServerConfig:
     face_rate_hz: float = 15.0  # face mesh runs per second per actor at most; 0: every frame
     # what a worker too busy to keep up slows the mesh down to: between runs optical flow
     # follows the face and the encoder carries the blendshapes (research/mesh_rate_sweep.py)
-    face_rate_floor_hz: float = 3.75
+    face_rate_floor_hz: float = 3.0
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)

@@ -29,7 +29,7 @@ RIGID_LANDMARKS = (
     10, 151, 109, 338, 67, 297, 168, 6, 197, 195, 5, 4, 1, 98, 327,
     33, 133, 263, 362, 116, 345, 50, 280, 127, 356, 234, 454,
 )  # fmt: skip
-WINDOW = (11, 11)  # Lucas-Kanade window and pyramid levels above the frame's
+WINDOW = (9, 9)  # Lucas-Kanade window and pyramid levels above the frame's
 LEVELS = 2
 MARGIN = 0.2  # the region searched around the points, in shares of their extent
 MIN_POINTS = 8  # fewer tracked points: the face is lost to the flow
@@ -108,3 +108,12 @@ def moved_landmarks(landmarks: np.ndarray, similarity: np.ndarray) -> np.ndarray
     out[:, :2] = landmarks[:, :2] @ similarity[:, :2].T + similarity[:, 2]
     out[:, 2] *= float(np.hypot(*similarity[:, 0]))
     return out
+
+
+def moved_box(box: tuple[float, float, float, float], similarity: np.ndarray) -> tuple[float, float, float, float]:
+    """An upright box (x0, y0, x1, y1) taken by a (2, 3) similarity: its centre moved, its
+    sides scaled (the turn of a few frames between meshes barely changes an upright box)."""
+    x0, y0, x1, y1 = box
+    cx, cy = similarity[:, :2] @ np.array([(x0 + x1) / 2, (y0 + y1) / 2]) + similarity[:, 2]
+    half_w, half_h = np.hypot(*similarity[:, 0]) * np.array([x1 - x0, y1 - y0]) / 2
+    return float(cx - half_w), float(cy - half_h), float(cx + half_w), float(cy + half_h)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freeavatar_server.inference.face.flow import FaceFlow, moved_landmarks
+from freeavatar_server.inference.face.flow import FaceFlow, moved_box, moved_landmarks
 from freeavatar_server.inference.face.localiser import FaceLocaliser
 from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi, FaceTrack
 from freeavatar_server.inference.shipped import MESH_FACE_BOX
@@ -174,9 +174,8 @@ class FrontTrack:
         moved = self._flow.follow(frame)
         if moved is not None:
             landmarks = moved_landmarks(self._meshed.landmarks, moved)
-            box = tuple(float(v) for v in self._face_box.box(landmarks))
+            box = moved_box(self._meshed.box, moved)
             self._last = replace(self._meshed, box=box, landmarks=landmarks, detected=False)
-            self._track.follow(landmarks)  # the next mesh looks where the face is now
         return self._last, moved is None or not self._reusable(time_s)
 
     def _reusable(self, time_s: float | None) -> bool:
@@ -193,6 +192,8 @@ class FrontTrack:
     def refresh(self, frame: np.ndarray, time_s: float | None = None) -> FaceObservation | None:
         """Run the mesh on this frame: the reading from now on."""
         self._ran_at = time.monotonic()
+        if self._last is not None and self._last is not self._meshed:
+            self._track.follow(self._last.landmarks)  # look where the flow last saw the face
         reading = self._track.update(frame)
         if reading is None:
             self._meshed = self._last = None
