@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_PIXELS = 4096 * 2160
 CACHED_ANIMATORS = 32  # animator versions a worker keeps loaded (a few MB each)
-SATURATED = 0.95  # a worker this busy is behind by an unknown amount
 
 
 class BadFrame(Invalid):
@@ -97,35 +96,42 @@ class AnalysisOptions:
 class MeshPace:
     """How much a worker slows its actors' face meshes while it is too busy to keep up.
 
-    `busy` is the share of wall time the worker spent analysing over the last `every_s`. At the
-    end of each such period the slowdown moves towards what would bring it to `target` (at most
-    25% a step, so that it settles rather than swings), between 1 (the configured rate) and
-    `most` (the floor rate); a saturated worker (busy near 1) cannot see how far over it is, so
-    it doubles the slowdown (the configured rate to a quarter of it in a second). The mesh is
-    most of a frame's cost, and between runs optical flow follows the face and the encoder
-    carries its blendshapes, so it is what gives way first: the frames themselves, their pose,
-    embedding and animation still run at the camera's rate."""
+    `busy` is the share of wall time the worker spent working over the last `every_s`, and
+    `mesh_busy` the share of it that went to the meshes run after the answers. At the end of
+    each period the slowdown is set to what would have brought `busy` to `target` with the
+    rest of the work as it was (the meshes' share scales as 1 / slowdown), moving at most 4x up
+    or 0.8x down a period, between 1 (the configured rate) and `most` (the floor rate). A
+    worker that only waits on the server between ticks is not idle enough to tell how far
+    behind it is, so this aims at the meshes' share directly rather than stepping by the busy
+    share. The mesh is most of a frame's cost, and between runs optical flow follows the face
+    and the encoder carries its blendshapes, so it is what gives way first: the frames
+    themselves, their pose, embedding and animation still run at the camera's rate."""
 
     most: float = 1.0  # face_rate_hz / face_rate_floor_hz
     target: float = 0.7
     every_s: float = 0.5
     slowdown: float = 1.0
     busy: float = 0.0
+    mesh_busy: float = 0.0
     _period_start: float | None = None
     _work_s: float = 0.0
+    _mesh_s: float = 0.0
 
-    def record(self, started: float, ended: float) -> None:
-        """Work ran from `started` to `ended` (time.perf_counter)."""
+    def record(self, started: float, ended: float, meshes: bool = False) -> None:
+        """Work ran from `started` to `ended` (time.perf_counter); `meshes`: the due meshes."""
         if self._period_start is None:
             self._period_start = started
         self._work_s += ended - started
+        self._mesh_s += (ended - started) * meshes
         elapsed = ended - self._period_start
         if elapsed < self.every_s:
             return
-        self.busy = min(self._work_s / elapsed, 1.0)
-        self._period_start, self._work_s = ended, 0.0
+        self.busy, self.mesh_busy = min(self._work_s / elapsed, 1.0), min(self._mesh_s / elapsed, 1.0)
+        self._period_start, self._work_s, self._mesh_s = ended, 0.0, 0.0
         if self.most > 1.0:
-            step = 2.0 if self.busy >= SATURATED else min(max(self.busy / self.target, 0.8), 1.25)
+            room = self.target - (self.busy - self.mesh_busy)  # what the meshes may take
+            wanted = self.slowdown * self.mesh_busy / room if room > 0 else self.most
+            step = min(max(wanted / self.slowdown, 0.8), 4.0)
             self.slowdown = min(max(self.slowdown * step, 1.0), self.most)
 
 
@@ -363,7 +369,7 @@ class Analyser:
                         self._carried_from.pop(stream, None)
                     self._mesh_ms[stream] = self._mesh_ms.get(stream, 0.0) + ms_since(mesh_started)
         finally:
-            self.pace.record(started, time.perf_counter())
+            self.pace.record(started, time.perf_counter(), meshes=True)
 
     def forget(self, stream: str) -> None:
         self.trackers.pop(stream, None)
