@@ -113,7 +113,7 @@ async def test_stats_call_and_prometheus_endpoint(tmp_path: Path) -> None:
             await client.create_session("one")
             stats = await client.get_stats()
             assert stats.active_sessions == 1
-            assert {s.name for s in stats.stages} == {"decode", "mesh", "detect", "pose", "encode", "animate", "handoff", "publish"}
+            assert {s.name for s in stats.stages} == {"decode", "mesh", "follow", "pose", "encode", "animate", "handoff", "publish"}
         url = f"http://127.0.0.1:{server.metrics_port}/metrics"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
         assert "freeavatar_sessions 1.0" in body

@@ -289,7 +289,7 @@ class Analyser:
                 face, meshed = tracker.refresh(image, time_s), True
             elif due:
                 self._mesh_due[request.stream] = (image, time_s)
-            timings["mesh" if meshed else "detect"] = ms_since(started)
+            timings["mesh" if meshed else "follow"] = ms_since(started)
             return FrameFace(image, face, timings, self._mesh_ms.pop(request.stream, 0.0), meshed)
         except BadFrame as error:
             return error

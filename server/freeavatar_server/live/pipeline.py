@@ -45,9 +45,10 @@ __all__ = ["MAX_FRAME_PIXELS", "ActorPipeline", "BadFrame", "FrameSkipped", "Pip
 # "handoff": a frame's round trip to its analysis worker less the worker's own stages (the
 # process hops, and the wait behind other actors' frames in that worker's queue).
 # "mesh": a run of the face mesh (most run after their frame was answered, for the frames
-# after it; a new or lost track's runs on its frame); "detect": the front end on a frame read
-# with the last mesh (so mesh runs / decodes is the share of frames the mesh ran on)
-STAGES = ("decode", "mesh", "detect", "pose", "encode", "animate", "handoff", "publish")
+# after it; a new or lost track's runs on its frame); "follow": the front end on a frame read
+# with the last mesh, the face followed there by optical flow (so mesh runs / decodes is the
+# share of frames the mesh ran on)
+STAGES = ("decode", "mesh", "follow", "pose", "encode", "animate", "handoff", "publish")
 
 
 class Decodable(Protocol):

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 STAGE_COLOURS = {
     "decode": (31, 119, 180),
     "mesh": (214, 39, 40),
-    "detect": (255, 152, 150),
+    "follow": (255, 152, 150),
     "pose": (44, 160, 44),
     "encode": (255, 127, 14),
     "animate": (148, 103, 189),
