@@ -4,7 +4,7 @@ then the meshes that came due), at several mesh rates, against the actor's true 
 pose. Between meshes the face box is the last mesh's and the blendshapes are carried by the
 encoder (`inference.face.carry`); pose, the encoder and the animators read every frame.
 
-    .venv/bin/python research/mesh_rate_sweep.py [--clips 6] [--rates 0 15 7.5 5 3.75 3]
+    .venv/bin/python research/mesh_rate_sweep.py [--clips 6] [--rates 0 15 7.5 5 3 2]
 
 Per rate (0: the mesh on every frame): mesh runs a second, the worker's mean ms a frame (its
 stages and the meshes run after the answers), each built-in avatar's mean per-control
@@ -89,7 +89,7 @@ def score(trajectories: list[Trajectory], readings: list[list]) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=6)
-    parser.add_argument("--rates", type=float, nargs="+", default=[0, 15, 7.5, 5, 3.75, 3])
+    parser.add_argument("--rates", type=float, nargs="+", default=[0, 15, 7.5, 5, 3, 2])
     args = parser.parse_args()
     trajectories = clip_trajectories(args.clips, SEED, held_out=True)
     clips = [frames_of(trajectory) for trajectory in track(trajectories, description="rendering clips")]

@@ -510,16 +510,19 @@ class UnitScale:
         return (expr - self.mean) / self.std
 
 
-def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist) -> StageSpec:
+def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist, model: nn.Module | None = None) -> StageSpec:
     """Triplet tuning from the MAE backbone (or `init`): rows of an FEC CSV, or every clear
     triplet among fresh synthetic faces labelled by the simulated annotator, and with
-    `au_weight` the faces' action units through the read-out."""
+    `au_weight` the faces' action units through the read-out. `model`: another network to tune
+    the same way (research: it takes crops as the encoder does and answers `m(x)` and
+    `m(x, with_units=True)`), instead of the encoder `cfg.model` describes."""
     torch.manual_seed(cfg.seed + 1)
-    model = ExpressionEncoder(cfg.model)
-    if cfg.init:
-        _init_from_encoder(Path(cfg.init), model)
-    else:
-        _init_from_mae(cfg, model.backbone)
+    if model is None:
+        model = ExpressionEncoder(cfg.model)
+        if cfg.init:
+            _init_from_encoder(Path(cfg.init), model)
+        else:
+            _init_from_mae(cfg, model.backbone)
     dense = cfg.au_weight > 0
     if dense and (cfg.model.au_units != N_AU or cfg.fec_csv):
         raise ValueError(f"au_weight needs synthetic triplets and model.au_units = {N_AU}")
