@@ -168,8 +168,8 @@ def main() -> None:
                     hp = lm.head_pose(mesh.landmarks)
                     ms["pose_fit"].append((time.perf_counter() - t) * 1000)
                     lo, hi = mesh.landmarks[:, :2].min(0), mesh.landmarks[:, :2].max(0)
-                    reading = FaceReading(np.concatenate([lo, hi]), mesh.presence, mesh.landmarks, bs, hp,
-                                          roi_from_detection(best), True)  # fmt: skip
+                    reading = FaceReading(np.concatenate([lo, hi]), mesh.presence, mesh.landmarks, bs,
+                                          lm.canonical, roi_from_detection(best), True)  # fmt: skip
             centre = None if reading is None else (reading.box[:2] + reading.box[2:]) / 2
             hit = centre is not None and bool(box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3])
             found.append(hit)
@@ -179,7 +179,7 @@ def main() -> None:
             t = time.perf_counter()
             model_pose.append(pose_model.estimate(crop[None])[0])
             ms["pose_model"].append((time.perf_counter() - t) * 1000)
-            mesh_pose.append(reading.head_pose)
+            mesh_pose.append(hp)
             truth_pose.append(pose)
             bs_rows.append(reading.blendshapes)
             au_rows.append(aus)

@@ -164,6 +164,7 @@ def main() -> None:
         stylised=0.25, mascots=0.3, triplet_steps=args.steps, triplet_batch=args.batch, triplet_lr=args.lr, au_weight=args.au_weight,
         threads=args.threads,
     )  # fmt: skip
+    torch.manual_seed(args.seed)  # the new heads (and, with --scratch, the trunk)
     model = MeshTrunkEncoder(trunk_of(import_mesh()))
     if args.scratch:
         reset(model.trunk)

@@ -1,8 +1,9 @@
 """What running the face mesh less often costs: synthetic clips of held-out people read by the
 live path's own analysis (`live.analysis.Analyser`, as a worker runs it: each frame answered,
 then the meshes that came due), at several mesh rates, against the actor's true rig and head
-pose. Between meshes the face box is the last mesh's and the blendshapes are carried by the
-encoder (`inference.face.carry`); pose, the encoder and the animators read every frame.
+pose. Between meshes optical flow follows the face box (`inference.face.flow`) and the
+encoder carries the blendshapes (`inference.face.carry`); pose, the encoder and the animators
+read every frame. Run with an older checkout on PYTHONPATH, it measures that version.
 
     .venv/bin/python research/mesh_rate_sweep.py [--clips 6] [--rates 0 15 7.5 5 3 2]
 

@@ -51,6 +51,8 @@ def test_a_face_that_vanishes_is_let_go(astronaut) -> None:
     assert flow.follow(np.full_like(photo, 128)) is None  # a flat frame: nothing to track
     assert flow.follow(photo) is None  # lost stays lost until the next mesh starts it again
     flow.start(photo, landmarks)
+    assert flow.follow(np.ascontiguousarray(photo[:240, :320])) is None  # the frame size changed
+    flow.start(photo, landmarks)
     assert np.allclose(flow.follow(photo), np.eye(2, 3), atol=0.05)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -100,7 +101,7 @@ def test_mesh_face_box_round_trips(tmp_path) -> None:
     assert np.array_equal(MeshFaceBox.load(tmp_path / "box.npz").weights, weights)
 
 
-def test_the_mesh_rate_cap_reuses_the_last_reading_between_runs(front: FaceFront) -> None:
+def test_between_mesh_runs_frames_get_the_last_reading_followed(front: FaceFront) -> None:
     photo = skimage_data.astronaut()
     track = front.track(min_interval_s=0.05)
     faces = [track.update(photo, time_s=i / 30) for i in range(4)]  # 0, 33, 67, 100 ms
@@ -137,3 +138,27 @@ def test_between_meshes_the_box_follows_a_moving_face(front: FaceFront) -> None:
     assert track.reused >= trajectory.n_frames * 3 // 4
     # measured: followed 0.87 mean (0.84 at worst), held 0.63 (0.24)
     assert min(followed) > 0.75 and np.mean(followed) > np.mean(held) + 0.1, (np.mean(followed), np.mean(held))
+
+
+def test_a_face_the_flow_loses_makes_the_mesh_due_at_once(front: FaceFront) -> None:
+    photo = skimage_data.astronaut()
+    track = front.track(min_interval_s=10.0)  # the mesh would not be due for ten seconds
+    first = track.update(photo, time_s=0.0)
+    face, due = track.read(np.full_like(photo, 128), time_s=1 / 30)  # a flat frame: nothing to follow
+    assert due and track.reused == 0 and face is first
+
+
+def test_the_next_mesh_looks_where_the_flow_last_saw_the_face(front: FaceFront) -> None:
+    photo = skimage_data.astronaut()
+    track = front.track(min_interval_s=10.0)
+    track.update(photo, time_s=0.0)
+    shift = np.float32([[1, 0, 0], [0, 1, 0]])
+    for t in range(1, 7):  # the face slides 25 px a frame, 150 px in all: further than its width
+        shift[0, 2] = 25.0 * t
+        frame = cv2.warpAffine(photo, shift, photo.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+        face, due = track.read(frame, time_s=t / 30)
+        assert not due
+    assert abs(face.box[0] - (ASTRONAUT_FACE[0] + 150)) < 15  # followed
+    meshed = track.refresh(frame, time_s=6 / 30)
+    # the mesh ran where the flow left the face: found without the detector
+    assert meshed is not None and track.detector_runs == 1 and iou(meshed.box, face.box) > 0.8

@@ -96,38 +96,45 @@ class AnalysisOptions:
 class MeshPace:
     """How much a worker slows its actors' face meshes while it is too busy to keep up.
 
-    `busy` is the share of wall time the worker spent working over the last `every_s`, and
-    `mesh_busy` the share of it that went to the meshes run after the answers. At the end of
-    each period the slowdown is set to what would have brought `busy` to `target` with the
-    rest of the work as it was (the meshes' share scales as 1 / slowdown), moving at most 4x up
-    or 0.8x down a period, between 1 (the configured rate) and `most` (the floor rate). A
-    worker that only waits on the server between ticks is not idle enough to tell how far
-    behind it is, so this aims at the meshes' share directly rather than stepping by the busy
-    share. The mesh is most of a frame's cost, and between runs optical flow follows the face
-    and the encoder carries its blendshapes, so it is what gives way first: the frames
-    themselves, their pose, embedding and animation still run at the camera's rate."""
+    `busy` is the share of wall time the worker spent working and `mesh_busy` the share of it
+    spent on face meshes, each measured over a period of `every_s` and smoothed over the last
+    few (a period holds only a few meshes at a low rate). At the end of each period the
+    slowdown is set to what would bring `busy` to `target` with the rest of the work as it is
+    (the meshes' share scales as 1 / slowdown), moving at most 4x up or 0.8x down a period,
+    between 1 (the configured rate) and `most` (the floor rate). A worker that waits on the
+    server between ticks is never idle enough to look saturated, so this aims at the meshes'
+    share directly rather than stepping by the busy share. The mesh is most of a frame's cost,
+    and between runs optical flow follows the face and the encoder carries its blendshapes, so
+    it is what gives way first: the frames themselves, their pose, embedding and animation
+    still run at the camera's rate."""
 
     most: float = 1.0  # face_rate_hz / face_rate_floor_hz
     target: float = 0.7
     every_s: float = 0.5
+    smoothing: float = 0.5  # weight of the newest period in busy and mesh_busy
     slowdown: float = 1.0
     busy: float = 0.0
     mesh_busy: float = 0.0
     _period_start: float | None = None
     _work_s: float = 0.0
     _mesh_s: float = 0.0
+    _periods: int = 0
 
-    def record(self, started: float, ended: float, meshes: bool = False) -> None:
-        """Work ran from `started` to `ended` (time.perf_counter); `meshes`: the due meshes."""
+    def record(self, started: float, ended: float, mesh_s: float = 0.0) -> None:
+        """Work ran from `started` to `ended` (time.perf_counter), `mesh_s` seconds of it face
+        meshes."""
         if self._period_start is None:
             self._period_start = started
         self._work_s += ended - started
-        self._mesh_s += (ended - started) * meshes
+        self._mesh_s += mesh_s
         elapsed = ended - self._period_start
         if elapsed < self.every_s:
             return
-        self.busy, self.mesh_busy = min(self._work_s / elapsed, 1.0), min(self._mesh_s / elapsed, 1.0)
+        weight = self.smoothing if self._periods else 1.0
+        self.busy += weight * (min(self._work_s / elapsed, 1.0) - self.busy)
+        self.mesh_busy += weight * (min(self._mesh_s / elapsed, 1.0) - self.mesh_busy)
         self._period_start, self._work_s, self._mesh_s = ended, 0.0, 0.0
+        self._periods += 1
         if self.most > 1.0:
             room = self.target - (self.busy - self.mesh_busy)  # what the meshes may take
             wanted = self.slowdown * self.mesh_busy / room if room > 0 else self.most
@@ -258,6 +265,7 @@ class Analyser:
         is read with the stream's last mesh, and its own runs in `refresh_meshes`, after the
         answer; without, before."""
         started = time.perf_counter()
+        found: list[FrameFace | BadFrame | AnalysisFailed] = []
         try:
             found = [self._find_face(request, mesh_after) for request in requests]
             faces = [(i, f) for i, f in enumerate(found) if isinstance(f, FrameFace) and f.face is not None]
@@ -270,7 +278,8 @@ class Analyser:
                         found[i] = failed
             return [f if isinstance(f, Exception) else f.analysis() for f in found]
         finally:
-            self.pace.record(started, time.perf_counter())
+            meshes_ms = sum(f.timings.get("mesh", 0.0) for f in found if isinstance(f, FrameFace))
+            self.pace.record(started, time.perf_counter(), meshes_ms / 1000)
 
     def _find_face(self, request: AnalysisRequest, mesh_after: bool) -> FrameFace | BadFrame | AnalysisFailed:
         """Decode one frame and find its face (the front end's track of that actor)."""
@@ -369,7 +378,8 @@ class Analyser:
                         self._carried_from.pop(stream, None)
                     self._mesh_ms[stream] = self._mesh_ms.get(stream, 0.0) + ms_since(mesh_started)
         finally:
-            self.pace.record(started, time.perf_counter(), meshes=True)
+            ended = time.perf_counter()
+            self.pace.record(started, ended, ended - started)
 
     def forget(self, stream: str) -> None:
         self.trackers.pop(stream, None)

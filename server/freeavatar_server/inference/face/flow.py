@@ -6,9 +6,9 @@ count).
 
 The mesh runs at most 15 times a second per actor, fewer under load. Between runs the face box
 the encoder and pose model crop from used to stay where the last mesh left it: on synthetic
-clips of moving heads the head pose error rose from 1.0 degree (the mesh on every frame) to 1.2
-at 15 meshes a second and 2.3 at 7.5 (research/mesh_rate_sweep.py). Following the face costs a
-fraction of a millisecond a frame against 5-8 ms for a mesh run.
+clips of moving heads the head pose error rose from 1.0 degree (the mesh on every frame) to 1.25
+at 15 meshes a second and 2.3 at 7.5; followed, it is 0.9 at either (research/mesh_rate_sweep.py).
+Following the face costs 0.3-0.5 ms a frame against 8-10 ms for a mesh run.
 
     flow = FaceFlow()
     flow.start(frame, landmarks)         # a frame the mesh read

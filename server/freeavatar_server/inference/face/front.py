@@ -115,7 +115,8 @@ class FaceFront:
 
     def track(self, min_interval_s: float = 0.0, phase: float = 0.0) -> FrontTrack:
         """A stream's track; with `min_interval_s` the mesh runs at most that often (frames in
-        between, by their capture times, reuse the last reading). `phase` in [0, 1) shifts the
+        between, by their capture times, get the last mesh's reading, the face followed to them
+        by optical flow). `phase` in [0, 1) shifts the
         stream's mesh frames by that share of the interval, so that actors who started together
         do not all run their meshes on the same tick."""
         return FrontTrack(self.mesh_track(), self.face_box, min_interval_s, phase)
@@ -135,7 +136,7 @@ class FrontTrack:
         self._last_time_s = -math.inf
         self._due_s = -math.inf  # the capture time from which the mesh runs again
         self._ran_at = -math.inf  # time.monotonic() of the last mesh run
-        self.reused = 0  # frames answered with the last reading
+        self.reused = 0  # frames answered with the last mesh's reading (followed), not their own
         # how many times longer than min_interval_s the mesh waits now: its worker's pace
         # under load (live.analysis.MeshPace), 1 when it keeps up
         self.slowdown = 1.0
@@ -156,7 +157,8 @@ class FrontTrack:
 
     def update(self, frame: np.ndarray, time_s: float | None = None) -> FaceObservation | None:
         """(H, W, 3) uint8 RGB -> the face, or None when there is none. `time_s`, the frame's
-        capture time, lets a frame soon after the last reading reuse it (`min_interval_s`)."""
+        capture time, lets a frame soon after the last mesh take its reading, followed to it
+        (`min_interval_s`)."""
         face, due = self.read(frame, time_s)
         return self.refresh(frame, time_s) if due else face
 

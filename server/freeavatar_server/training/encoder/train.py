@@ -517,6 +517,8 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist, model: nn
     the same way (research: it takes crops as the encoder does and answers `m(x)` and
     `m(x, with_units=True)`), instead of the encoder `cfg.model` describes."""
     torch.manual_seed(cfg.seed + 1)
+    if model is not None and cfg.init:
+        raise ValueError("triplet_stage takes a model or an init checkpoint, not both")
     if model is None:
         model = ExpressionEncoder(cfg.model)
         if cfg.init:
