@@ -313,3 +313,48 @@ def test_the_mesh_pace_settles_with_whole_mesh_runs() -> None:
     for i in range(100):
         steady.record(i / 30, (i + 1) / 30)
     assert steady.slowdown == 1.0
+
+
+def test_each_stream_carries_its_own_blendshapes_until_it_is_forgotten(clip) -> None:
+    """Two actors in one worker, the shipped encoder and its blendshape carry: a frame read
+    between meshes carries its own stream's last mesh, a mesh that fails starts that stream
+    afresh, and a forgotten stream leaves no carry behind."""
+    from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
+
+    analyser = Analyser(AnalysisOptions(ENCODER_INT8_ONNX, face_rate_hz=15))
+    assert analyser.carry is not None  # fitted through the shipped encoder
+
+    def frame(stream: str, i: int) -> AnalysisRequest:
+        return AnalysisRequest(stream, EncodedFrame(JPEG, clip[i % len(clip)]), 1_000_000 + i * 33_333, {})
+
+    meshed: dict[str, np.ndarray] = {}
+    carried = {"A": 0, "B": 0}
+    for i in range(1, 9):
+        for stream, result in zip("AB", analyser.analyse_batch([frame("A", i), frame("B", i + 12)]), strict=True):
+            assert result.face is not None
+            if "mesh" in result.timings_ms:  # a new track meshed its own frame
+                meshed[stream] = result.blendshapes
+            elif not np.array_equal(result.blendshapes, meshed[stream]):
+                carried[stream] += 1  # moved off its last mesh by the encoder's change
+                other = meshed["B" if stream == "A" else "A"]
+                mine = np.abs(result.blendshapes - meshed[stream]).sum()
+                assert mine < np.abs(result.blendshapes - other).sum()  # its own mesh's, not the other's
+        due = set(analyser._mesh_due)
+        analyser.refresh_meshes()
+        for stream in due:
+            meshed[stream] = analyser._carried_from[stream][0]
+    assert carried["A"] >= 2 and carried["B"] >= 2, carried
+
+    def failing_mesh(*args, **kwargs):
+        raise RuntimeError("mesh failed")
+
+    analyser.analyse_batch([frame("A", 9)])
+    analyser.trackers["A"].refresh = failing_mesh
+    analyser._mesh_due.setdefault("A", (np.zeros((8, 8, 3), np.uint8), None))
+    analyser.refresh_meshes()  # fails: the track and its carry go
+    assert "A" not in analyser.trackers and "A" not in analyser._carried_from
+    again = analyser.analyse_batch([frame("A", 10)])[0]
+    assert again.face is not None and "mesh" in again.timings_ms  # a new track meshes its frame
+    analyser.forget("B")
+    left = (analyser.trackers, analyser._carried_from, analyser._units_due, analyser._mesh_due)
+    assert not any("B" in state for state in left)
