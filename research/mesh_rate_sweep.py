@@ -66,11 +66,11 @@ def score(trajectories: list[Trajectory], readings: list[list]) -> dict[str, flo
         binding = Binding.resolve(stream_pb2.AvatarBinding(avatar_id=name), avatar.spec)
         read, want = [], []
         for trajectory, analyses in zip(trajectories, readings, strict=True):
-            smooth = OneEuroFilter()
+            smooth, true_rig = OneEuroFilter(), avatar.expected_rig(trajectory.expressions)
             for t, analysis in enumerate(analyses):
                 if analysis is not None:
                     read.append(smooth(binding.read(analysis.raw[name], analysis.blendshapes), t / FPS))
-                    want.append(avatar.expected_rig(trajectory.expressions[t : t + 1])[0])
+                    want.append(true_rig[t])
         read, want = np.array(read), np.array(want)
         r = column_correlations(read, want)
         out[name] = float(np.nanmean(r[want.std(0) > 1e-3]))
