@@ -5,7 +5,7 @@
         --alias-weight 0 --ship server/freeavatar_server/models/animator   # retrain the shipped animator
 
 Actors are rendered at 192 px, large enough for MediaPipe's mesh (read as the tracker reads a
-still face); the expression encoder sees the same face downsized to its 96 px. Both sets are
+still face); the expression encoder sees the same face downsized to its crop (96 px). Both sets are
 cached in --work. Training uses what a studio has: unlabeled actor images (their embedding and
 blendshapes), K artist keyframes per avatar (simulated, as in research/animator_train.py: the
 ground-truth mapping plus 5% artist noise on K TRAINING images, the one place that mapping
@@ -91,17 +91,23 @@ def weights_digest(encoder: torch.nn.Module) -> str:
 
 def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
     """The actors (rendering and MediaPipe are the slow part, cached in `path`); their
-    embeddings are redone from the cached 96 px faces when another encoder made them."""
-    digest = weights_digest(encoder)
+    embeddings are redone from the cached encoder-sized faces when another encoder made them
+    (the actors rendered again, the same ones, when that encoder reads another crop size)."""
+    digest, size = weights_digest(encoder), encoder.cfg.img_size
     if path.exists():
         data = dict(np.load(path))
         if str(data.get("encoder", "")) != digest:
+            if data["small"].shape[1] != size:
+                actors = actor_images(n, identity_offset=offset, n_identities=identities, seed=seed, size=SIZE)
+                if not np.array_equal(actors.action_units, data["aus"]):
+                    raise SystemExit(f"{path}: the actors rendered again are not the cached ones; delete it to rebuild")
+                data["small"] = downsized(actors.images, size)
             data["embeddings"], data["encoder"] = embed_images(encoder, data["small"]).numpy(), np.array(digest)
             np.savez_compressed(path, **data)
         return data
     started = time.time()
     actors = actor_images(n, identity_offset=offset, n_identities=identities, seed=seed, size=SIZE)
-    small = np.stack([cv2.resize(im, (96, 96), interpolation=cv2.INTER_AREA) for im in actors.images])
+    small = downsized(actors.images, size)
     embeddings = embed_images(encoder, small).numpy()
     blendshapes = mediapipe_features("blendshapes")(actors.images)  # as the tracker reads a still face
     data = {"embeddings": embeddings, "blendshapes": blendshapes, "aus": actors.action_units, "small": small,
@@ -109,6 +115,11 @@ def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: 
     np.savez_compressed(path, **data)
     print(f"{path.name}: {n} actors in {time.time() - started:.0f} s", flush=True)
     return data
+
+
+def downsized(images: np.ndarray, size: int) -> np.ndarray:
+    """The encoder's view of the actors: each face downsized to its crop."""
+    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
 
 
 def alias_read(name: str, blendshapes: np.ndarray) -> np.ndarray:

@@ -137,3 +137,32 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     resumed = torch.load(second / "triplet.pt", weights_only=False)
     assert resumed["step"] == 8 and resumed["config"]["au_weight"] == 1 and "unit_loss" in resumed["history"][-1]
     assert resumed["config"]["triplet_lr"] == 0.0005
+
+
+def test_a_fine_tune_reads_larger_crops_from_the_same_weights(tmp_path):
+    """--img-size: a fine-tune at another crop size starts from every weight of the --init
+    encoder (none depends on the size) and reads crops of its own size from then on."""
+    import torch
+
+    from freeavatar_server.training.encoder.train import load_encoder
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_train_config(str(first)).to_dict()))
+    runner = CliRunner()
+    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(first), "--stages", "mae,triplet"])
+    assert res.exit_code == 0, res.output
+    args = ["train", "--config", str(cfg_file), "--out", str(second), "--stages", "triplet", "--init", str(first / "triplet.pt")]
+    res = runner.invoke(encoder_app, [*args, "--img-size", "36"])
+    assert res.exit_code != 0 and "--img-size" in res.output and "multiple of 8" in res.output
+    res = runner.invoke(encoder_app, [*args, "--img-size", "48", "--triplet-steps", "2", "--triplet-lr", "1e-9"])
+    assert res.exit_code == 0, res.output
+
+    small, large = load_encoder(first / "triplet.pt"), load_encoder(second / "triplet.pt")
+    assert (small.cfg.img_size, large.cfg.img_size) == (32, 48)
+    # a learning rate of 1e-9 leaves the weights where --init put them (BatchNorm's running
+    # statistics move with the batches it saw, so only the trained weights are compared)
+    trained = dict(small.named_parameters())
+    assert all(torch.allclose(trained[name], value, atol=1e-6) for name, value in large.named_parameters())
+    with torch.no_grad():
+        assert large(torch.rand(2, 3, 48, 48)).shape == (2, 16)

@@ -484,7 +484,8 @@ def _augment_batch(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> t
 
 def _init_from_encoder(path: Path, model: ExpressionEncoder) -> None:
     """Every weight of an earlier encoder of the same architecture; an action-unit head it
-    lacks starts fresh."""
+    lacks starts fresh. The crop size may differ: no weight depends on it (the conv stem
+    slides, and the token positions are fixed sin-cos, computed for this model's grid)."""
     state = load_encoder(path).state_dict()
     if model.au_head is None:  # a run without the read-out takes the backbone and embedding alone
         state = {k: v for k, v in state.items() if not k.startswith("au_head.")}
