@@ -44,66 +44,84 @@ def grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
-def similarity_step(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """How the points moved from one grey frame to the next: (the (2, 3) similarity, the
-    points it moved), or None when too few were tracked or the motion is not a face's."""
+def search_region(points: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The part of the frame the flow looks at around the points: (x0, y0, x1, y1), or None
+    when too little of it is inside the frame."""
     lo, hi = points.min(0), points.max(0)
     pad = (hi - lo) * MARGIN + WINDOW[0] * 2
-    h, w = previous.shape
+    h, w = shape[:2]
     x0, y0 = (max(int(v), 0) for v in lo - pad)
     x1, y1 = min(int(hi[0] + pad[0]) + 1, w), min(int(hi[1] + pad[1]) + 1, h)
     if x1 - x0 < WINDOW[0] or y1 - y0 < WINDOW[1]:
         return None
-    origin = np.array([x0, y0], np.float32)
-    start = np.ascontiguousarray(points - origin, np.float32)
-    moved, status, error = cv2.calcOpticalFlowPyrLK(
-        previous[y0:y1, x0:x1], current[y0:y1, x0:x1], start, None, winSize=WINDOW, maxLevel=LEVELS
-    )
+    return x0, y0, x1, y1
+
+
+def similarity_step(previous: np.ndarray, current: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """How the points moved from one grey picture to the next (the same region of two frames,
+    the points in its coordinates): (the (2, 3) similarity, the points it moved), or None when
+    too few were tracked or the motion is not a face's."""
+    moved, status, error = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=WINDOW, maxLevel=LEVELS)
     tracked = (status.ravel() == 1) & (error.ravel() < MAX_PATCH_ERROR)
     if tracked.sum() < MIN_POINTS:
         return None
-    step, inliers = cv2.estimateAffinePartial2D(start[tracked], moved[tracked], method=cv2.LMEDS)
+    step, inliers = cv2.estimateAffinePartial2D(points[tracked], moved[tracked], method=cv2.LMEDS)
     if step is None or inliers.sum() < MIN_POINTS:
         return None
     scale = float(np.hypot(*step[:, 0]))
     if not 1 / MAX_SCALE_STEP <= scale <= MAX_SCALE_STEP:
         return None
-    step[:, 2] += origin - step[:, :2] @ origin  # region coordinates -> frame coordinates
     return step, points @ step[:, :2].T + step[:, 2]
 
 
 @dataclass
 class FaceFlow:
-    """One stream's flow state: the last frame's grey pixels, where the rigid points were in
-    it, and the similarity from the mesh's frame to it."""
+    """One stream's flow state: where the rigid points were in the last frame, the grey pixels
+    of that frame around them (only there: a face is a small part of most frames), and the
+    similarity from the mesh's frame to it."""
 
-    _grey: np.ndarray | None = field(default=None, repr=False)
     _points: np.ndarray | None = field(default=None, repr=False)
+    _region: tuple[int, int, int, int] = (0, 0, 0, 0)
+    _grey: np.ndarray | None = field(default=None, repr=False)  # the last frame in _region
+    _shape: tuple[int, ...] = ()  # the frames' shape
     _total: np.ndarray = field(default_factory=lambda: np.eye(2, 3), repr=False)
 
     def start(self, frame: np.ndarray, landmarks: np.ndarray) -> None:
         """A frame the mesh has read: follow from its landmarks."""
-        self._grey = grey(frame)
-        self._points = np.asarray(landmarks, np.float32)[list(RIGID_LANDMARKS), :2]
         self._total = np.eye(2, 3)
+        self._shape = frame.shape
+        self._look_around(frame, np.asarray(landmarks, np.float32)[list(RIGID_LANDMARKS), :2])
 
     def stop(self) -> None:
         self._grey = self._points = None
+
+    def _look_around(self, frame: np.ndarray, points: np.ndarray) -> None:
+        region = search_region(points, frame.shape)
+        if region is None:
+            self.stop()
+            return
+        x0, y0, x1, y1 = self._region = region
+        self._grey, self._points = grey(frame[y0:y1, x0:x1]), points.astype(np.float32)
 
     def follow(self, frame: np.ndarray) -> np.ndarray | None:
         """The (2, 3) similarity that takes the mesh's frame to this one; None when the face
         cannot be followed (no mesh yet, or the flow lost it: the mesh should run)."""
         if self._grey is None or self._points is None:
             return None
-        current = grey(frame)
-        found = similarity_step(self._grey, current, self._points) if current.shape == self._grey.shape else None
+        x0, y0, x1, y1 = self._region
+        origin = np.array([x0, y0], np.float32)
+        found = None
+        if frame.shape == self._shape:
+            current = grey(frame[y0:y1, x0:x1])
+            found = similarity_step(self._grey, current, np.ascontiguousarray(self._points - origin))
         if found is None:
             self.stop()
             return None
-        step, self._points = found
-        self._grey = current
+        step, moved = found
+        step[:, 2] += origin - step[:, :2] @ origin  # region coordinates -> frame coordinates
         self._total = np.hstack([step[:, :2] @ self._total[:, :2], step[:, :2] @ self._total[:, 2:] + step[:, 2:]])
-        return self._total
+        self._look_around(frame, moved + origin)
+        return self._total if self._points is not None else None
 
 
 def moved_landmarks(landmarks: np.ndarray, similarity: np.ndarray) -> np.ndarray:
