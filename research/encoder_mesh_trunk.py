@@ -38,15 +38,9 @@ from freeavatar_server.inference.shipped import MEDIAPIPE_DIR
 from freeavatar_server.synth.actors import N_AU
 from freeavatar_server.training.encoder import train as T
 from freeavatar_server.training.encoder.evaluate import (
-    EVAL_IDENTITY_OFFSET,
-    EVAL_SEED,
-    EvalSet,
-    au_probe,
-    build_eval_set,
-    build_probe_set,
-    identity_invariance,
+    build_held_out_sets,
+    encoder_figures,
     torch_features,
-    triplet_scores,
 )
 from freeavatar_server.training.encoder.model import ModelConfig
 
@@ -107,22 +101,8 @@ def reset(module: nn.Module) -> None:
 
 def evaluate(model: nn.Module, size: int, n_triplets: int = 2000) -> dict:
     """`freeavatar eval encoder`'s held-out figures for a torch model (no baselines)."""
-    from freeavatar_server.synth.actors import MASCOT_OFFSET, STYLISED_OFFSET  # lazy: torch
-    from freeavatar_server.training.encoder import data as D
-
     model.eval()
-    features = torch_features(model)
-    ev = build_eval_set(size=size, n_triplets=n_triplets, n_quads=500, seed=EVAL_SEED)
-    probe = build_probe_set(size, n_train=n_triplets // 2, n_test=n_triplets // 4, seed=EVAL_SEED + 21)
-    report = {
-        "triplet_accuracy": triplet_scores(features, ev),
-        "identity_invariance": identity_invariance(features, ev),
-        "au_probe_correlation": au_probe(features, probe),
-    }
-    for name, offset, salt in (("stylised", STYLISED_OFFSET, 9), ("mascot", MASCOT_OFFSET, 11)):
-        triplets = D.synthetic_eval_triplets(n_triplets // 2, size=size, seed=EVAL_SEED + salt, identity_offset=offset + EVAL_IDENTITY_OFFSET)
-        report[f"{name}_triplet_accuracy"] = triplet_scores(features, EvalSet(triplets, ev.quads[:0], EVAL_SEED))
-    return report
+    return encoder_figures(torch_features(model), build_held_out_sets(size, n_triplets, n_quads=500))
 
 
 def onnx_ms_per_face(model: MeshTrunkEncoder, size: int, out: Path) -> float:

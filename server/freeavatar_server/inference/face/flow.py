@@ -8,7 +8,7 @@ The mesh runs at most 15 times a second per actor, fewer under load. Between run
 the encoder and pose model crop from used to stay where the last mesh left it: on synthetic
 clips of moving heads the head pose error rose from 1.0 degree (the mesh on every frame) to 1.25
 at 15 meshes a second and 2.3 at 7.5; followed, it is 0.9 at either (research/mesh_rate_sweep.py).
-Following the face costs 0.3-0.6 ms a frame against 8-10 ms for a mesh run.
+Following the face costs 0.2-0.5 ms a frame against 8-10 ms for a mesh run.
 
     flow = FaceFlow()
     flow.start(frame, landmarks)         # a frame the mesh read

@@ -249,6 +249,51 @@ def default_weights(run_dir: Path | None = None) -> Weights:
     return Weights(ENCODER_CHECKPOINT, None, None)
 
 
+@dataclass
+class HeldOutSets:
+    """Everything the encoder's figures are measured on, built once for every feature set."""
+
+    triplets: EvalSet  # people's triplets and identity quads
+    probe: ProbeSet
+    styled: dict[str, EvalSet]  # "stylised", "mascot": the same kind of triplets on those faces
+
+
+def build_held_out_sets(size: int, n_triplets: int = 2000, n_quads: int | None = None, seed: int = EVAL_SEED) -> HeldOutSets:
+    """Deterministic in its arguments; the probe and the styled triplets scale with n_triplets."""
+    from freeavatar_server.synth.actors import MASCOT_OFFSET, STYLISED_OFFSET  # lazy: torch
+
+    n_quads = n_quads if n_quads is not None else min(500, max(8, n_triplets // 4))
+    ev = build_eval_set(size=size, n_triplets=n_triplets, n_quads=n_quads, seed=seed)
+    probe = build_probe_set(size, n_train=max(40, n_triplets // 2), n_test=max(20, n_triplets // 4), seed=seed + 21)
+    styled = {
+        name: EvalSet(
+            D.synthetic_eval_triplets(max(8, n_triplets // 2), size=size, seed=seed + salt, identity_offset=offset + EVAL_IDENTITY_OFFSET),
+            ev.quads[:0], seed,
+        )
+        for name, offset, salt in (("stylised", STYLISED_OFFSET, 9), ("mascot", MASCOT_OFFSET, 11))
+    }  # fmt: skip
+    return HeldOutSets(ev, probe, styled)
+
+
+def encoder_figures(features: Features, sets: HeldOutSets) -> dict:
+    """An encoder's held-out figures (the keys of `freeavatar eval encoder --json`)."""
+    ts = sets.triplets.triplets
+    report = {
+        "au_probe_correlation": au_probe(features, sets.probe),
+        "triplet_accuracy": triplet_scores(features, sets.triplets),
+        "identity_invariance": identity_invariance(features, sets.triplets),
+    }
+    # expression beyond human looks
+    report |= {f"{name}_triplet_accuracy": triplet_scores(features, ev) for name, ev in sets.styled.items()}
+    if ts.true_odd is not None:
+        # the same accuracy against noiseless labels: how much of the error is annotator noise
+        from freeavatar_server.training.encoder.train import triplet_correct  # lazy: torch
+
+        f = features(ts.pool.images)
+        report["triplet_accuracy_vs_true_labels"] = round(float(triplet_correct(f[ts.index], ts.true_odd).mean()), 4)
+    return report
+
+
 def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = None, seed: int = EVAL_SEED, threads: int = 2) -> dict:
     """The full report: the encoder's numbers and every baseline's, on one held-out set."""
     import torch
@@ -265,8 +310,7 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         enc = load_encoder(weights.encoder)
         size = enc.cfg.img_size
         encoder = torch_features(enc)
-    n_quads = n_quads if n_quads is not None else min(500, max(8, n_triplets // 4))
-    ev = build_eval_set(size=size, n_triplets=n_triplets, n_quads=n_quads, seed=seed)
+    sets = build_held_out_sets(size, n_triplets, n_quads, seed)
     extractors: dict[str, Features] = {
         "raw_pixels": raw_pixel_features,
         "geometry": geometry_features,
@@ -283,16 +327,13 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
 
         print(f"note: baselines {', '.join(skipped)} skipped: no weights (mae.pt, classifier.pt in a run "
               f"directory). To score them: {REBUILD_BASELINES}", file=sys.stderr)
-    ts = ev.triplets
-    probe = build_probe_set(size, n_train=max(40, n_triplets // 2), n_test=max(20, n_triplets // 4), seed=seed + 21)
-    report = {
-        "au_probe_correlation": au_probe(encoder, probe),
-        "au_probe_correlation_baselines": {name: au_probe(fn, probe) for name, fn in extractors.items()},
-        "au_probe_faces": {"train": probe.train, "test": len(probe.images) - probe.train},
-        "triplet_accuracy": triplet_scores(encoder, ev),
-        "baselines": {name: triplet_scores(fn, ev) for name, fn in extractors.items()},
-        "identity_invariance": identity_invariance(encoder, ev),
-        "identity_invariance_baselines": {name: identity_invariance(fn, ev) for name, fn in extractors.items()},
+    ts = sets.triplets.triplets
+    report = encoder_figures(encoder, sets)
+    report |= {
+        "au_probe_correlation_baselines": {name: au_probe(fn, sets.probe) for name, fn in extractors.items()},
+        "au_probe_faces": {"train": sets.probe.train, "test": len(sets.probe.images) - sets.probe.train},
+        "baselines": {name: triplet_scores(fn, sets.triplets) for name, fn in extractors.items()},
+        "identity_invariance_baselines": {name: identity_invariance(fn, sets.triplets) for name, fn in extractors.items()},
         "n_triplets": int(len(ts)),
         "n_unambiguous": int((~ts.ambiguous).sum()),
         "label_noise_rate": round(float((ts.odd != ts.true_odd).mean()), 4) if ts.true_odd is not None else None,
@@ -302,17 +343,4 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
         "encoder": str(weights.encoder),
         "baselines_skipped": skipped,
     }
-    # the same kind of triplets on held-out stylised characters and mascots: expression beyond
-    # human looks
-    from freeavatar_server.synth.actors import MASCOT_OFFSET, STYLISED_OFFSET
-
-    for name, offset, salt in (("stylised", STYLISED_OFFSET, 9), ("mascot", MASCOT_OFFSET, 11)):
-        triplets = D.synthetic_eval_triplets(max(8, n_triplets // 2), size=size, seed=seed + salt, identity_offset=offset + EVAL_IDENTITY_OFFSET)
-        report[f"{name}_triplet_accuracy"] = triplet_scores(encoder, EvalSet(triplets, ev.quads[:0], seed))
-    if ts.true_odd is not None:
-        # the same accuracy against noiseless labels: how much of the error is annotator noise
-        from freeavatar_server.training.encoder.train import triplet_correct
-
-        f = encoder(ts.pool.images)
-        report["triplet_accuracy_vs_true_labels"] = round(float(triplet_correct(f[ts.index], ts.true_odd).mean()), 4)
     return report
