@@ -290,12 +290,16 @@ class RealFaceReport:
 
 
 def evaluate(split: str = "eval", moved_at: float = MOVED) -> tuple[RealFaceReport, list[FaceResult]]:
-    faces = [f for f in read_labels() if split == "all" or f.split == split]
-    results = read_faces(faces)
+    results = read_faces([f for f in read_labels() if split == "all" or f.split == split])
+    return report_of(split, results, moved_at), results
+
+
+def report_of(split: str, results: list[FaceResult], moved_at: float = MOVED) -> RealFaceReport:
+    """The report on the faces of `split` ("all": every face) among `results`."""
+    results = [r for r in results if split == "all" or r.face.split == split]
     readers = {key: t.to_json() for key, t in sorted(tally(results, moved_at).items())}
     found = sum(r.found for r in results) / max(len(results), 1)
-    report = RealFaceReport(split, len(results), round(found, 3), readers, frozen_controls(results), moved_at)
-    return report, results
+    return RealFaceReport(split, len(results), round(found, 3), readers, frozen_controls(results), moved_at)
 
 
 def contact_sheet(results: list[FaceResult], size: int = 96) -> np.ndarray:
