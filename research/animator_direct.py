@@ -96,12 +96,13 @@ def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: 
     digest, size = weights_digest(encoder), encoder.cfg.img_size
     if path.exists():
         data = dict(np.load(path))
-        if str(data.get("encoder", "")) != digest:
-            if data["small"].shape[1] != size:
-                actors = actor_images(n, identity_offset=offset, n_identities=identities, seed=seed, size=SIZE)
-                if not np.array_equal(actors.action_units, data["aus"]):
-                    raise SystemExit(f"{path}: the actors rendered again are not the cached ones; delete it to rebuild")
-                data["small"] = downsized(actors.images, size)
+        resized = data["small"].shape[1] != size  # (the digest does not see the crop size)
+        if resized:
+            actors = actor_images(n, identity_offset=offset, n_identities=identities, seed=seed, size=SIZE)
+            if not np.array_equal(actors.action_units, data["aus"]):
+                raise SystemExit(f"{path}: the actors rendered again are not the cached ones; delete it to rebuild")
+            data["small"] = downsized(actors.images, size)
+        if resized or str(data.get("encoder", "")) != digest:
             data["embeddings"], data["encoder"] = embed_images(encoder, data["small"]).numpy(), np.array(digest)
             np.savez_compressed(path, **data)
         return data

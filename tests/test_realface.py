@@ -60,7 +60,6 @@ def test_no_control_stays_frozen_across_the_set(real_set):
     """Every control of the animator-driven avatars moves on some real face (the real-face
     issue's criterion, on the whole set: a split of 20 faces may show no wide eyes)."""
     report = report_of("all", real_set)
-    assert report.faces == len(read_labels())
     for name in ("cartoon", "robot", "cat"):
         assert report.frozen_controls[name] == []
 

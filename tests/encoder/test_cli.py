@@ -157,6 +157,8 @@ def test_a_fine_tune_reads_larger_crops_from_the_same_weights(tmp_path):
     assert res.exit_code != 0 and "--img-size" in res.output and "multiple of 8" in res.output
     res = runner.invoke(encoder_app, [*args, "--img-size", "48", "--triplet-steps", "2", "--triplet-lr", "1e-9"])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(encoder_app, ["train", "--out", str(second), "--stages", "triplet", "--resume", "--img-size", "32"])
+    assert res.exit_code != 0 and "--img-size" in res.output and "keeps its crop size (48)" in res.output
 
     small, large = load_encoder(first / "triplet.pt"), load_encoder(second / "triplet.pt")
     assert (small.cfg.img_size, large.cfg.img_size) == (32, 48)

@@ -120,8 +120,8 @@ class FaceFlow:
         step, moved = found
         step[:, 2] += origin - step[:, :2] @ origin  # region coordinates -> frame coordinates
         self._total = np.hstack([step[:, :2] @ self._total[:, :2], step[:, :2] @ self._total[:, 2:] + step[:, 2:]])
-        self._look_around(frame, moved + origin)
-        return self._total if self._points is not None else None
+        self._look_around(frame, moved + origin)  # may stop: then the next frame is not followed
+        return self._total
 
 
 def moved_landmarks(landmarks: np.ndarray, similarity: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ def train_encoder(
     mascots: Annotated[float | None, typer.Option(help="Share of synthetic faces drawn as mascots: critters, robots, blobs (0-1).")] = None,
     au_weight: Annotated[float | None, typer.Option(help="Weight of the action-unit read-out's loss beside the triplet loss (0: triplets alone).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start triplet tuning from this encoder checkpoint instead of the MAE backbone.")] = None,
-    img_size: Annotated[int | None, typer.Option(help="Face crop side in pixels, a multiple of 16 (an --init encoder of another size keeps its weights).")] = None,
+    img_size: Annotated[int | None, typer.Option(help="Face crop side in pixels, a multiple of the patch (16): a new run's (an --init encoder of another size keeps its weights).")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -69,6 +69,8 @@ def train_encoder(
 
         d["model"] = {**d["model"], "au_units": N_AU}
     if img_size is not None:
+        if resume and img_size != d["model"]["img_size"]:
+            raise typer.BadParameter(f"a resumed run keeps its crop size ({d['model']['img_size']})", param_hint="--img-size")
         if img_size < 32 or img_size % d["model"]["patch"]:
             raise typer.BadParameter(f"must be a multiple of {d['model']['patch']} from 32, got {img_size}", param_hint="--img-size")
         d["model"] = {**d["model"], "img_size": img_size}
