@@ -19,7 +19,7 @@ same clips read with the mesh on every frame before its answer (each frame's own
 the served path answers a frame and meshes it after): the blendshapes served (carried
 between meshes, or held with `--hold`) against the mesh's own reading of each frame (mean per-blendshape r over those
 that move, a few named ones, the mean absolute difference), and each avatar's controls against
-its controls at rate 0 (both through the One Euro filter).
+its controls read from that reference (both through the One Euro filter).
 """
 
 from __future__ import annotations
@@ -77,35 +77,6 @@ def read_clip(analyser: Analyser, stream: str, frames: np.ndarray, fps: float = 
     return analyses, spent, meshes
 
 
-def score(trajectories: list[Trajectory], readings: list[list]) -> dict[str, float]:
-    """Per avatar mean r with its true rig (and the ARKit avatar's REPORTED controls), and the
-    head pose's mean absolute error, over the frames with a face."""
-    out: dict[str, float] = {}
-    for name, avatar in BUILTIN_AVATARS.items():
-        binding = Binding.resolve(stream_pb2.AvatarBinding(avatar_id=name), avatar.spec)
-        read, want = [], []
-        for trajectory, analyses in zip(trajectories, readings, strict=True):
-            smooth, true_rig = OneEuroFilter(), avatar.expected_rig(trajectory.expressions)
-            for t, analysis in enumerate(analyses):
-                if analysis is not None:
-                    read.append(smooth(binding.read(analysis.raw[name], analysis.blendshapes), t / FPS))
-                    want.append(true_rig[t])
-        read, want = np.array(read), np.array(want)
-        r = column_correlations(read, want)
-        out[name] = float(np.nanmean(r[want.std(0) > 1e-3]))
-        if name == "human_arkit":
-            for control in REPORTED:
-                out[control] = float(r[avatar.spec.control_names.index(control)])
-    errors = [
-        np.abs(analysis.head_pose - trajectory.poses[t])
-        for trajectory, analyses in zip(trajectories, readings, strict=True)
-        for t, analysis in enumerate(analyses)
-        if analysis is not None
-    ]
-    out["pose_error_deg"] = float(np.mean(errors))
-    return out
-
-
 def avatar_readings(analyses: list, fps: float) -> dict[str, np.ndarray]:
     """Each avatar's filtered controls over a clip, as served (NaN rows where no face)."""
     out = {}
@@ -118,6 +89,32 @@ def avatar_readings(analyses: list, fps: float) -> dict[str, np.ndarray]:
             else:
                 rows.append(smooth(binding.read(analysis.raw[name], analysis.blendshapes), t / fps))
         out[name] = np.array(rows)
+    return out
+
+
+def score(trajectories: list[Trajectory], readings: list[list]) -> dict[str, float]:
+    """Per avatar mean r with its true rig (and the ARKit avatar's REPORTED controls), and the
+    head pose's mean absolute error, over the frames with a face."""
+    out: dict[str, float] = {}
+    served = [avatar_readings(analyses, FPS) for analyses in readings]
+    found = [np.array([a is not None for a in analyses]) for analyses in readings]
+    for name, avatar in BUILTIN_AVATARS.items():
+        read = np.concatenate([rigs[name][mask] for rigs, mask in zip(served, found, strict=True)])
+        want = np.concatenate([
+            avatar.expected_rig(trajectory.expressions)[mask] for trajectory, mask in zip(trajectories, found, strict=True)
+        ])  # fmt: skip
+        r = column_correlations(read, want)
+        out[name] = float(np.nanmean(r[want.std(0) > 1e-3]))
+        if name == "human_arkit":
+            for control in REPORTED:
+                out[control] = float(r[avatar.spec.control_names.index(control)])
+    errors = [
+        np.abs(analysis.head_pose - trajectory.poses[t])
+        for trajectory, analyses in zip(trajectories, readings, strict=True)
+        for t, analysis in enumerate(analyses)
+        if analysis is not None
+    ]
+    out["pose_error_deg"] = float(np.mean(errors))
     return out
 
 
