@@ -152,11 +152,14 @@ def torch_features(model_fn) -> Features:
 
 
 def triplet_scores(features: Features, ev: EvalSet) -> dict[str, float]:
+    return scores_of(features(ev.triplets.pool.images), ev.triplets)
+
+
+def scores_of(pool_features: np.ndarray, ts: D.TripletSet) -> dict[str, float]:
+    """Triplet accuracy from the features of the triplets' pool."""
     from freeavatar_server.training.encoder.train import triplet_correct  # lazy: torch
 
-    ts = ev.triplets
-    f = features(ts.pool.images)
-    ok = triplet_correct(f[ts.index], ts.odd)
+    ok = triplet_correct(pool_features[ts.index], ts.odd)
     return {"unambiguous": round(float(ok[~ts.ambiguous].mean()), 4), "all": round(float(ok.mean()), 4)}
 
 
@@ -278,9 +281,10 @@ def build_held_out_sets(size: int, n_triplets: int = 2000, n_quads: int | None =
 def encoder_figures(features: Features, sets: HeldOutSets) -> dict:
     """An encoder's held-out figures (the keys of `freeavatar eval encoder --json`)."""
     ts = sets.triplets.triplets
+    pool = features(ts.pool.images)
     report = {
         "au_probe_correlation": au_probe(features, sets.probe),
-        "triplet_accuracy": triplet_scores(features, sets.triplets),
+        "triplet_accuracy": scores_of(pool, ts),
         "identity_invariance": identity_invariance(features, sets.triplets),
     }
     # expression beyond human looks
@@ -289,8 +293,7 @@ def encoder_figures(features: Features, sets: HeldOutSets) -> dict:
         # the same accuracy against noiseless labels: how much of the error is annotator noise
         from freeavatar_server.training.encoder.train import triplet_correct  # lazy: torch
 
-        f = features(ts.pool.images)
-        report["triplet_accuracy_vs_true_labels"] = round(float(triplet_correct(f[ts.index], ts.true_odd).mean()), 4)
+        report["triplet_accuracy_vs_true_labels"] = round(float(triplet_correct(pool[ts.index], ts.true_odd).mean()), 4)
     return report
 
 
