@@ -90,6 +90,9 @@ class AnalysisOptions:
     # Under load the worker slows its actors' meshes down to this rate rather than drop whole
     # frames (MeshPace); at face_rate_hz (or 0) it never does.
     face_rate_floor_hz: float = 0.0
+    # A real-face emotion classifier guards the smile blendshapes with each mesh
+    # (inference.face.emotion); off, the blendshapes are MediaPipe's own.
+    smile_guard: bool = True
 
 
 @dataclass
@@ -227,7 +230,7 @@ class Analyser:
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the other workers for the cores
         self.options = options
         self.encoder = OnnxEncoder(options.encoder_path, threads=options.threads)
-        self.front = FaceFront(threads=options.threads)
+        self.front = FaceFront(threads=options.threads, smile_guard=options.smile_guard)
         self.pose = HeadPoseEstimator(threads=options.threads)
         self.trackers: dict[str, FrontTrack] = {}  # by stream key
         # frames whose mesh is due, run after their answers went back (refresh_meshes), and

@@ -8,7 +8,9 @@ fitted on synthetic faces in a frame centred on the eyes and scaled by their dis
 map holds at any position and size): `training.face.mesh_box_fit`, held-out IoU with the true
 box 0.88. On real faces the mesh is what finds the face; the localiser only steps in when
 BlazeFace sees no face the mesh confirms (it finds the synthetic world's small faces, which the
-short-range BlazeFace misses), and the mesh confirms its proposals too.
+short-range BlazeFace misses), and the mesh confirms its proposals too. With each mesh a
+real-face emotion classifier reads the face, and the smile blendshapes are guarded by it
+(`inference.face.emotion`: MediaPipe reads a crying mouth as a smile).
 
     front = FaceFront()                      # shared by a worker's actors
     track = front.track()                    # one per actor stream
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freeavatar_server.inference.face.emotion import EmotionReader, guard_smile
 from freeavatar_server.inference.face.flow import FaceFlow, moved_box, moved_landmarks
 from freeavatar_server.inference.face.localiser import FaceLocaliser
 from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi, FaceTrack
@@ -76,6 +79,7 @@ class FaceObservation:
     landmarks: np.ndarray  # (478, 3) float32 frame pixels
     blendshapes: np.ndarray  # (52,) float32 in [0, 1], freeavatar.arkit.ARKIT_BLENDSHAPES order
     detected: bool  # a detector ran for this frame (the track was lost or new)
+    emotions: np.ndarray | None = None  # (7,) the emotion classifier's reading, when it guards
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,12 @@ class LocaliserProposal:
 class FaceFront:
     """The models, shared by every actor a worker serves (ONNX Runtime sessions are)."""
 
-    def __init__(self, threads: int = 1, face_box: MeshFaceBox | None = None) -> None:
+    def __init__(self, threads: int = 1, face_box: MeshFaceBox | None = None, smile_guard: bool = True) -> None:
         self.landmarker = FaceLandmarker(threads=threads)
         self.proposal = LocaliserProposal(FaceLocaliser(threads=threads))
         self.face_box = face_box or MeshFaceBox.load()
+        # without the guard the blendshapes are MediaPipe's own
+        self.emotions = EmotionReader(threads=threads) if smile_guard else None
 
     def warm_up(self) -> None:
         """Run every graph once: ONNX Runtime optimises each on its first run."""
@@ -108,6 +114,8 @@ class FaceFront:
         self.landmarker.detect(blank)
         mesh = self.landmarker.run_mesh(blank, FaceRoi(np.array([320.0, 240.0]), 200.0, 0.0))
         self.landmarker.blendshapes(mesh.landmarks)
+        if self.emotions is not None:
+            self.emotions.read(blank, mesh.landmarks)
 
     def mesh_track(self) -> FaceTrack:
         """A track of the mesh alone (no face box)."""
@@ -119,15 +127,19 @@ class FaceFront:
         by optical flow). `phase` in [0, 1) shifts the
         stream's mesh frames by that share of the interval, so that actors who started together
         do not all run their meshes on the same tick."""
-        return FrontTrack(self.mesh_track(), self.face_box, min_interval_s, phase)
+        return FrontTrack(self.mesh_track(), self.face_box, min_interval_s, phase, self.emotions)
 
 
 class FrontTrack:
     """One actor stream's face: not thread-safe, one per stream."""
 
-    def __init__(self, track: FaceTrack, face_box: MeshFaceBox, min_interval_s: float = 0.0, phase: float = 0.0) -> None:
+    def __init__(
+        self, track: FaceTrack, face_box: MeshFaceBox, min_interval_s: float = 0.0, phase: float = 0.0,
+        emotions: EmotionReader | None = None,
+    ) -> None:  # fmt: skip
         self._track = track
         self._face_box = face_box
+        self._emotions = emotions
         self._min_interval_s = min_interval_s
         self._phase = phase
         self._meshed: FaceObservation | None = None  # the last mesh's reading
@@ -202,8 +214,12 @@ class FrontTrack:
             self._flow.stop()
             return None
         x0, y0, x1, y1 = (float(v) for v in self._face_box.box(reading.landmarks))
+        blendshapes, emotions = reading.blendshapes, None
+        if self._emotions is not None:
+            emotions = self._emotions.read(frame, reading.landmarks)
+            blendshapes = guard_smile(blendshapes, emotions)
         self._meshed = self._last = FaceObservation(
-            (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes, reading.detected
+            (x0, y0, x1, y1), reading.confidence, reading.landmarks, blendshapes, reading.detected, emotions
         )
         self._flow.start(frame, reading.landmarks)
         if time_s is None:

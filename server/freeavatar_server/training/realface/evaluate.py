@@ -22,6 +22,7 @@ import numpy as np
 from freeavatar._proto import stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.images import decode_image
+from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.shipped import ANIMATOR_DIR, ENCODER_INT8_ONNX
 from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest, AnimatorRef
 from freeavatar_server.live.sessions import Binding
@@ -32,7 +33,7 @@ LABELS = ("smile", "mouth_open", "eyes_closed", "brows_raised", "frown")
 MOVED = 0.2  # share of a control's range above rest that counts as moving (chosen on the tune split)
 REGION = 2.2  # the square cut around a labelled face, in face widths
 SAME_FACE = 0.5  # the face read overlaps the labelled one this much: the same face
-MEDIAPIPE = "mediapipe"  # MediaPipe's own blendshapes, read as the ARKit avatar would be
+MEDIAPIPE = "mediapipe"  # MediaPipe's own blendshapes (no smile guard), read as the ARKit avatar would be
 
 # What a label moves on each built-in avatar: (control, direction). Chosen from what each
 # control draws (docs/synthetic.png), like a person describing the avatars would.
@@ -131,8 +132,9 @@ def bindings(reader: int) -> dict[str, Binding]:
 
 def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, encoder: Path = ENCODER_INT8_ONNX) -> list[FaceResult]:
     """Every face through the live path's analysis, under the default reader and the animator
-    alone, and MediaPipe's blendshapes by themselves."""
+    alone, and MediaPipe's blendshapes by themselves (no smile guard)."""
     analyser = Analyser(AnalysisOptions(encoder))
+    mediapipe = FaceFront(smile_guard=False)
     animators = {name: AnimatorRef(str(animator_dir), name) for name in BUILTIN_AVATARS}
     readers = {"": bindings(stream_pb2.EXPRESSION_READER_AUTO), "/animator": bindings(stream_pb2.EXPRESSION_READER_ANIMATOR)}
     photos: dict[str, np.ndarray] = {}
@@ -153,7 +155,11 @@ def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, enc
                     values = binding.read(analysis.raw.get(name), analysis.blendshapes)
                     if values is not None:
                         rigs[name + suffix] = values
-            rigs[MEDIAPIPE] = analysis.blendshapes
+            track = mediapipe.track()
+            for _ in range(2):
+                alone = track.update(image)
+            if alone is not None:
+                rigs[MEDIAPIPE] = alone.blendshapes
         results.append(FaceResult(face, found, rigs, image))
     return results
 

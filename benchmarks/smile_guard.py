@@ -1,0 +1,108 @@
+"""The smile guard (`inference.face.emotion`) on held-out synthetic actors and on the real set,
+and what it costs.
+
+    python benchmarks/smile_guard.py [--actors 300] [--json]
+
+- synthetic: actors of held-out identities, full nuisance, 192 px, each read by a fresh track
+  (found, then tracked) with and without the guard; the ARKit smile (the mean of
+  mouthSmileLeft and mouthSmileRight) against the actor's true lip-corner pull (AU12), and
+  its mean on actors who do not smile;
+- real: the real set's faces labelled with a smile or its absence, by split, with the share of
+  MediaPipe's smile the guard keeps (`freeavatar eval realface` judges what reaches the avatars);
+- speed: the face cut and the classifier per mesh run, one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from freeavatar_server.images import decode_image
+from freeavatar_server.inference.face.emotion import SMILE, EmotionReader, face_crop, smile_share
+from freeavatar_server.inference.face.front import FaceFront
+from freeavatar_server.synth.actors import AU_INDEX
+from freeavatar_server.training.animator.data import actor_images
+from freeavatar_server.training.realface.evaluate import SET_DIR, read_labels, region
+
+HELD_OUT = 4_000_000  # identities no training set uses
+AU12 = [AU_INDEX["lip_corner_pull_L"], AU_INDEX["lip_corner_pull_R"]]
+
+
+def read_still(front: FaceFront, image: np.ndarray):
+    track = front.track()
+    track.update(image)
+    return track.update(image)
+
+
+def synthetic(n: int) -> dict[str, object]:
+    actors = actor_images(n, identity_offset=HELD_OUT, n_identities=n, seed=11, size=192)
+    pull = actors.action_units[:, AU12].mean(1)
+    out: dict[str, object] = {"actors": n}
+    for name, guard in (("guarded", True), ("mediapipe", False)):
+        front = FaceFront(threads=1, smile_guard=guard)
+        faces = [read_still(front, image) for image in actors.images]
+        found = np.array([f is not None for f in faces])
+        smile = np.array([f.blendshapes[SMILE].mean() if f is not None else np.nan for f in faces])
+        out[name] = {
+            "found": round(float(found.mean()), 3),
+            "smile_r_with_au12": round(float(np.corrcoef(pull[found], smile[found])[0, 1]), 3),
+            "smile_when_au12_below_0.05": round(float(np.nanmean(smile[pull < 0.05])), 3),
+            "smile_when_au12_above_0.3": round(float(np.nanmean(smile[pull > 0.3])), 3),
+        }
+    return out
+
+
+def real() -> dict[str, object]:
+    front = FaceFront(threads=1)
+    photos: dict[str, np.ndarray] = {}
+    out: dict[str, dict[str, list[float]]] = {}
+    for face in read_labels():
+        if "smile" not in face.labels:
+            continue
+        if face.photo not in photos:
+            photos[face.photo] = decode_image((SET_DIR / "photos" / face.photo).read_bytes())
+        found = read_still(front, region(photos[face.photo], face.box)[0])
+        if found is None:
+            continue
+        kind = "smiling" if face.labels["smile"] else ("crying_or_grimacing" if face.labels.get("grimace") or "crying" in face.notes else "not_smiling")
+        out.setdefault(face.split, {}).setdefault(kind, []).append(round(smile_share(found.emotions), 2))
+    return {split: {kind: sorted(shares) for kind, shares in kinds.items()} for split, kinds in sorted(out.items())}
+
+
+def speed(repeats: int = 200) -> dict[str, float]:
+    from skimage import data
+
+    photo = data.astronaut()
+    face = read_still(FaceFront(threads=1, smile_guard=False), photo)
+    reader = EmotionReader(threads=1)
+    out = {}
+    for name, step in (("face_cut_ms", lambda: face_crop(photo, face.landmarks)), ("cut_and_classify_ms", lambda: reader.read(photo, face.landmarks))):
+        for _ in range(20):
+            step()
+        rounds = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                step()
+            rounds.append((time.perf_counter() - start) / repeats * 1000)
+        out[name] = round(float(np.median(rounds)), 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--actors", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    report = {"synthetic": synthetic(args.actors), "real_smile_share": real(), "speed": speed()}
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

