@@ -39,7 +39,7 @@ class SuggestedFrame:
 def actor_rows(video: Path, animator: AnimatorRuntime, encoder: OnnxEncoder, progress: Progress) -> tuple[np.ndarray, np.ndarray, int]:
     """(indices of the frames with a face, the rows `animator` reads of them, the video's frame
     count). The frames stream through: only the encoder's crops are kept."""
-    front = FaceFront().track()
+    front = FaceFront(emotions=False).track()  # the face box alone
     found, crops = [], []
     total = 0
     for index, frame in enumerate(iter_video(video)):

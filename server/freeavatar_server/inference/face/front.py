@@ -9,8 +9,8 @@ map holds at any position and size): `training.face.mesh_box_fit`, held-out IoU 
 box 0.88. On real faces the mesh is what finds the face; the localiser only steps in when
 BlazeFace sees no face the mesh confirms (it finds the synthetic world's small faces, which the
 short-range BlazeFace misses), and the mesh confirms its proposals too. With each mesh a
-real-face emotion classifier reads the face, and the smile blendshapes are guarded by it
-(`inference.face.emotion`: MediaPipe reads a crying mouth as a smile).
+real-face emotion classifier reads the face (`inference.face.emotion`); the live path guards the
+smile blendshapes with that reading (MediaPipe reads a crying mouth as a smile).
 
     front = FaceFront()                      # shared by a worker's actors
     track = front.track()                    # one per actor stream
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freeavatar_server.inference.face.emotion import EmotionReader, guard_smile
+from freeavatar_server.inference.face.emotion import EmotionReader
 from freeavatar_server.inference.face.flow import FaceFlow, moved_box, moved_landmarks
 from freeavatar_server.inference.face.localiser import FaceLocaliser
 from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi, FaceTrack
@@ -79,7 +79,7 @@ class FaceObservation:
     landmarks: np.ndarray  # (478, 3) float32 frame pixels
     blendshapes: np.ndarray  # (52,) float32 in [0, 1], freeavatar.arkit.ARKIT_BLENDSHAPES order
     detected: bool  # a detector ran for this frame (the track was lost or new)
-    emotions: np.ndarray | None = None  # (7,) the emotion classifier's reading, when it guards
+    emotions: np.ndarray | None = None  # (7,) the emotion classifier's reading of the mesh's frame
 
 
 @dataclass(frozen=True)
@@ -100,12 +100,12 @@ class LocaliserProposal:
 class FaceFront:
     """The models, shared by every actor a worker serves (ONNX Runtime sessions are)."""
 
-    def __init__(self, threads: int = 1, face_box: MeshFaceBox | None = None, smile_guard: bool = True) -> None:
+    def __init__(self, threads: int = 1, face_box: MeshFaceBox | None = None, emotions: bool = True) -> None:
         self.landmarker = FaceLandmarker(threads=threads)
         self.proposal = LocaliserProposal(FaceLocaliser(threads=threads))
         self.face_box = face_box or MeshFaceBox.load()
-        # without the guard the blendshapes are MediaPipe's own
-        self.emotions = EmotionReader(threads=threads) if smile_guard else None
+        # the emotion classifier reads each mesh's face (what the live path's smile guard needs)
+        self.emotions = EmotionReader(threads=threads) if emotions else None
 
     def warm_up(self) -> None:
         """Run every graph once: ONNX Runtime optimises each on its first run."""
@@ -214,12 +214,9 @@ class FrontTrack:
             self._flow.stop()
             return None
         x0, y0, x1, y1 = (float(v) for v in self._face_box.box(reading.landmarks))
-        blendshapes, emotions = reading.blendshapes, None
-        if self._emotions is not None:
-            emotions = self._emotions.read(frame, reading.landmarks)
-            blendshapes = guard_smile(blendshapes, emotions)
+        emotions = self._emotions.read(frame, reading.landmarks) if self._emotions is not None else None
         self._meshed = self._last = FaceObservation(
-            (x0, y0, x1, y1), reading.confidence, reading.landmarks, blendshapes, reading.detected, emotions
+            (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes, reading.detected, emotions
         )
         self._flow.start(frame, reading.landmarks)
         if time_s is None:

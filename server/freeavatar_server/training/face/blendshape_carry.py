@@ -131,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.train < 3 or args.test < 1:
         parser.error("--train needs 3 clips or more (a third of them choose what is carried), --test 1 or more")
-    encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront()
+    encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront(emotions=False)  # MediaPipe's own reading
     if not encoder.unit_dim:
         raise SystemExit(f"{ENCODER_INT8_ONNX} has no action-unit read-out to carry blendshapes with")
     encoders = (file_digest(ENCODER_ONNX), file_digest(ENCODER_INT8_ONNX))

@@ -134,7 +134,7 @@ def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, enc
     """Every face through the live path's analysis, under the default reader and the animator
     alone, and MediaPipe's blendshapes by themselves (no smile guard)."""
     analyser = Analyser(AnalysisOptions(encoder))
-    mediapipe = FaceFront(smile_guard=False)
+    mediapipe = FaceFront(emotions=False)
     animators = {name: AnimatorRef(str(animator_dir), name) for name in BUILTIN_AVATARS}
     readers = {"": bindings(stream_pb2.EXPRESSION_READER_AUTO), "/animator": bindings(stream_pb2.EXPRESSION_READER_ANIMATOR)}
     photos: dict[str, np.ndarray] = {}
@@ -158,7 +158,7 @@ def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, enc
             track = mediapipe.track()
             for _ in range(2):
                 alone = track.update(image)
-            if alone is not None:
+            if alone is not None and overlap(alone.box, face.box, origin) > SAME_FACE:
                 rigs[MEDIAPIPE] = alone.blendshapes
         results.append(FaceResult(face, found, rigs, image))
     return results
