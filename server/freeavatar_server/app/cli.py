@@ -75,6 +75,9 @@ def serve(
     face_rate_floor: Annotated[
         float, typer.Option(help="Under load the mesh slows down to this rate rather than frames being dropped; at --face-rate or 0: never.")
     ] = 3.0,
+    smile_guard: Annotated[
+        bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling).")
+    ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
@@ -141,6 +144,7 @@ def serve(
         pipeline_workers=pipeline_workers,
         face_rate_hz=face_rate,
         face_rate_floor_hz=face_rate_floor,
+        smile_guard=smile_guard,
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,
