@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from freeavatar_server.training.encoder.cli import encoder_app
@@ -168,3 +169,38 @@ def test_a_fine_tune_reads_larger_crops_from_the_same_weights(tmp_path):
     assert all(torch.allclose(trained[name], value, atol=1e-6) for name, value in large.named_parameters())
     with torch.no_grad():
         assert large(torch.rand(2, 3, 48, 48)).shape == (2, 16)
+
+
+def test_a_deeper_fine_tune_starts_from_the_shallower_encoders_function(tmp_path):
+    """--depth: the blocks a deeper model adds to its --init encoder start as the identity, so
+    before any step it reads faces exactly as that encoder did."""
+    import dataclasses
+
+    import torch
+
+    from freeavatar_server.training.encoder.model import ExpressionEncoder
+    from freeavatar_server.training.encoder.train import _init_from_encoder, load_encoder
+
+    first = tmp_path / "first"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_train_config(str(first)).to_dict()))
+    runner = CliRunner()
+    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(first), "--stages", "mae,triplet"])
+    assert res.exit_code == 0, res.output
+    args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "second"), "--stages", "triplet", "--init", str(first / "triplet.pt")]
+    res = runner.invoke(encoder_app, [*args, "--depth", "0"])
+    assert res.exit_code != 0 and "--depth" in res.output and "at least 1" in res.output
+
+    shallow = load_encoder(first / "triplet.pt").eval()
+    deep = ExpressionEncoder(dataclasses.replace(shallow.cfg, depth=shallow.cfg.depth + 2))
+    _init_from_encoder(first / "triplet.pt", deep)
+    deep.eval()
+    faces = torch.rand(3, 3, shallow.cfg.img_size, shallow.cfg.img_size)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(faces), shallow(faces))
+        # and the added blocks do learn: their residual branches' inputs are not zero
+        assert deep.backbone.blocks[-1].attn.qkv.weight.abs().sum() > 0
+
+    narrower = ExpressionEncoder(dataclasses.replace(shallow.cfg, dim=shallow.cfg.dim * 2))
+    with pytest.raises(ValueError, match="another architecture"):
+        _init_from_encoder(first / "triplet.pt", narrower)

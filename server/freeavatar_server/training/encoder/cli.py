@@ -43,6 +43,7 @@ def train_encoder(
     au_weight: Annotated[float | None, typer.Option(help="Weight of the action-unit read-out's loss beside the triplet loss (0: triplets alone).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start triplet tuning from this encoder checkpoint instead of the MAE backbone.")] = None,
     img_size: Annotated[int | None, typer.Option(help="Face crop side in pixels, a multiple of the patch (16): a new run's (an --init encoder of another size keeps its weights).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Transformer blocks: a new run's (an --init encoder with fewer keeps its weights, and the blocks added start as the identity).")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -74,6 +75,12 @@ def train_encoder(
         if img_size < 32 or img_size % d["model"]["patch"]:
             raise typer.BadParameter(f"must be a multiple of {d['model']['patch']} from 32, got {img_size}", param_hint="--img-size")
         d["model"] = {**d["model"], "img_size": img_size}
+    if depth is not None:
+        if resume and depth != d["model"]["depth"]:
+            raise typer.BadParameter(f"a resumed run keeps its depth ({d['model']['depth']})", param_hint="--depth")
+        if depth < 1:
+            raise typer.BadParameter(f"must be at least 1, got {depth}", param_hint="--depth")
+        d["model"] = {**d["model"], "depth": depth}
     cfg = TrainConfig.from_dict(d)
     if cfg.init and not Path(cfg.init).exists():
         raise typer.BadParameter(f"no checkpoint at {cfg.init}", param_hint="--init")

@@ -485,13 +485,29 @@ def _augment_batch(cfg: TrainConfig, x: torch.Tensor, gen: torch.Generator) -> t
 def _init_from_encoder(path: Path, model: ExpressionEncoder) -> None:
     """Every weight of an earlier encoder of the same architecture; an action-unit head it
     lacks starts fresh. The crop size may differ: no weight depends on it (the conv stem
-    slides, and the token positions are fixed sin-cos, computed for this model's grid)."""
-    state = load_encoder(path).state_dict()
+    slides, and the token positions are fixed sin-cos, computed for this model's grid). So may
+    the depth, when this model is deeper: the blocks it adds after the earlier ones start as the
+    identity (their residual branches' output layers zero), so training starts from the earlier
+    encoder's function and grows from there (Net2Net's idea)."""
+    earlier = load_encoder(path)
+    state = earlier.state_dict()
     if model.au_head is None:  # a run without the read-out takes the backbone and embedding alone
         state = {k: v for k, v in state.items() if not k.startswith("au_head.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("au_head.") for k in missing):
-        raise ValueError(f"{path} is another architecture than this run's model (its config differs)")
+    added = range(earlier.cfg.depth, model.cfg.depth)
+    new_blocks = tuple(f"backbone.blocks.{i}." for i in added)
+    other = f"{path} is another architecture than this run's model (its config differs)"
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a weight of another shape (a wider or narrower model)
+        raise ValueError(other) from error
+    if unexpected or any(not k.startswith(("au_head.", *new_blocks)) for k in missing):
+        raise ValueError(other)
+    with torch.no_grad():
+        for i in added:
+            block = model.backbone.blocks[i]
+            for layer in (block.attn.proj, block.mlp[-1]):
+                layer.weight.zero_()
+                layer.bias.zero_()
 
 
 @dataclass(frozen=True)
