@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=12)
     args = parser.parse_args()
-    encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront(emotions=False)  # it predates the smile guard
+    encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront(emotions=False)  # it predates the emotion guard
     carry, animator = BlendshapeCarry.load(), AnimatorRuntime.load(ANIMATOR_DIR)
     trajectories = clip_trajectories(args.clips, SEED, held_out=False)
     clips = read_clips(encoder, front, trajectories)

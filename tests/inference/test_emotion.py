@@ -1,4 +1,4 @@
-"""The smile guard (`inference.face.emotion`): the shipped real-face emotion classifier on the
+"""The emotion guard (`inference.face.emotion`): the shipped real-face emotion classifier on the
 real set's crying-then-laughing woman, the eye-level face crop, and the guard's arithmetic."""
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import pytest
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.images import decode_image
 from freeavatar_server.inference.face.emotion import (
+    BROW_DOWN,
     EMOTIONS,
     SMILE,
     face_crop,
-    guard_smile,
+    frown_share,
+    guard_blendshapes,
     smile_share,
 )
 from freeavatar_server.inference.face.front import FaceFront
@@ -34,7 +36,7 @@ def clip_stills(kind: str) -> list[np.ndarray]:
     return [region(decode_image((SET_DIR / "photos" / f.photo).read_bytes()), f.box)[0] for f in faces]
 
 
-def test_crying_loses_the_smile_mediapipe_reads_and_laughing_keeps_it(front: FaceFront) -> None:
+def test_crying_loses_the_smile_mediapipe_reads_and_laughing_keeps_it_but_not_a_frown(front: FaceFront) -> None:
     for kind, keeps in (("crying", False), ("smile", True), ("laughing", True)):
         stills = clip_stills(kind)
         assert stills, kind
@@ -44,22 +46,25 @@ def test_crying_loses_the_smile_mediapipe_reads_and_laughing_keeps_it(front: Fac
             assert face.blendshapes[SMILE].mean() > 0.5  # MediaPipe smiles on each of them
             share = smile_share(face.emotions)
             assert share > 0.95 if keeps else share < 0.5, (kind, np.round(face.emotions, 2))
+            # and the other way round: brows lowered on a laughing face are not a frown
+            share = frown_share(face.emotions)
+            assert share < 0.05 if keeps else share == 1.0, (kind, np.round(face.emotions, 2))
 
 
 def test_the_live_path_guards_the_smile_it_serves() -> None:
-    """The analyser scales the served smile by the mesh's emotion reading, and nothing else;
+    """The analyser scales the served smile (and lowered brows) by the mesh's emotion reading;
     without the guard it serves MediaPipe's own blendshapes and reads no emotions."""
     still = clip_stills("crying")[0]
     served = {}
     for guard in (True, False):
-        analyser = Analyser(AnalysisOptions(ENCODER_INT8_ONNX, smile_guard=guard))
+        analyser = Analyser(AnalysisOptions(ENCODER_INT8_ONNX, emotion_guard=guard))
         for _ in range(2):  # found, then tracked
             served[guard] = analyser.analyse(AnalysisRequest("actor", still, 1_000_000, {})).blendshapes
     track = FaceFront(threads=1).track()
     track.update(still)
     emotions = track.update(still).emotions  # the analyser's second mesh: tracked from the first
     assert smile_share(emotions) < 0.5
-    np.testing.assert_allclose(served[True], guard_smile(served[False], emotions), atol=1e-5)
+    np.testing.assert_allclose(served[True], guard_blendshapes(served[False], emotions), atol=1e-5)
     assert served[True][SMILE].max() < 0.5 < served[False][SMILE].min()
 
 
@@ -84,17 +89,23 @@ def test_the_face_is_cut_level_with_the_eyes(front: FaceFront) -> None:
     assert np.corrcoef(a.ravel().astype(float), plain.ravel().astype(float))[0, 1] > 0.9
 
 
-def test_the_guard_scales_only_the_smile_and_only_against_negative_emotions() -> None:
+def test_the_guard_scales_the_smile_against_negative_emotions_and_the_frown_against_happiness() -> None:
     blendshapes = np.linspace(0.0, 1.0, len(ARKIT_BLENDSHAPES), dtype=np.float32)
     reading = dict.fromkeys(EMOTIONS, 0.0)
 
     def emotions(**probabilities: float) -> np.ndarray:
         return np.array([{**reading, **probabilities}[e] for e in EMOTIONS], np.float32)
 
-    for unchanged in (emotions(neutral=1.0), emotions(happy=0.6, sad=0.4), emotions(surprise=0.8, fear=0.1, happy=0.1)):
-        np.testing.assert_array_equal(guard_smile(blendshapes, unchanged), blendshapes)
-    crying = guard_smile(blendshapes, emotions(sad=0.7, angry=0.2, happy=0.1))
+    for unchanged in (emotions(neutral=1.0), emotions(happy=0.5, sad=0.5), emotions(surprise=0.8, fear=0.1, happy=0.1)):
+        np.testing.assert_array_equal(guard_blendshapes(blendshapes, unchanged), blendshapes)
+    crying = guard_blendshapes(blendshapes, emotions(sad=0.7, angry=0.2, happy=0.1))
     np.testing.assert_allclose(crying[SMILE], blendshapes[SMILE] * 0.2, atol=1e-6)
+    np.testing.assert_array_equal(crying[BROW_DOWN], blendshapes[BROW_DOWN])  # a crying frown stays
     assert smile_share(emotions(sad=1.0)) == 0.0
-    crying[SMILE] = blendshapes[SMILE]
-    np.testing.assert_array_equal(crying, blendshapes)  # nothing else moved
+    laughing = guard_blendshapes(blendshapes, emotions(happy=0.9, neutral=0.05, sad=0.05))
+    np.testing.assert_allclose(laughing[BROW_DOWN], blendshapes[BROW_DOWN] * 0.15, atol=1e-6)
+    np.testing.assert_array_equal(laughing[SMILE], blendshapes[SMILE])
+    assert frown_share(emotions(happy=1.0)) == 0.0
+    for guarded in (crying, laughing):  # nothing else moved
+        guarded[SMILE], guarded[BROW_DOWN] = blendshapes[SMILE], blendshapes[BROW_DOWN]
+        np.testing.assert_array_equal(guarded, blendshapes)

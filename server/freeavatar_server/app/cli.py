@@ -75,8 +75,8 @@ def serve(
     face_rate_floor: Annotated[
         float, typer.Option(help="Under load the mesh slows down to this rate rather than frames being dropped; at --face-rate or 0: never.")
     ] = 3.0,
-    smile_guard: Annotated[
-        bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling).")
+    emotion_guard: Annotated[
+        bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling), and the lowered brows when it reads it as happier than negative (MediaPipe lowers a laughing face's brows).")
     ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
@@ -144,7 +144,7 @@ def serve(
         pipeline_workers=pipeline_workers,
         face_rate_hz=face_rate,
         face_rate_floor_hz=face_rate_floor,
-        smile_guard=smile_guard,
+        emotion_guard=emotion_guard,
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,

@@ -37,9 +37,10 @@ class ServerConfig:
     # what a worker too busy to keep up slows the mesh down to: between runs optical flow
     # follows the face and the encoder carries the blendshapes (research/mesh_rate_sweep.py)
     face_rate_floor_hz: float = 3.0
-    # a real-face emotion classifier guards the ARKit smile (inference.face.emotion): MediaPipe
-    # reads a crying mouth as a smile; off, the blendshapes are MediaPipe's own
-    smile_guard: bool = True
+    # a real-face emotion classifier guards the ARKit smile and lowered brows
+    # (inference.face.emotion): MediaPipe reads a crying mouth as a smile and lowers a laughing
+    # face's brows; off, the blendshapes are MediaPipe's own
+    emotion_guard: bool = True
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)

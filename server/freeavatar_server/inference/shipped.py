@@ -13,6 +13,6 @@ FACE_LOCALISER_ONNX = MODELS_DIR / "face_localiser.onnx"
 HEAD_POSE_ONNX = MODELS_DIR / "head_pose.onnx"
 ANIMATOR_DIR = MODELS_DIR / "animator"  # the built-in avatars' shared animator
 MEDIAPIPE_DIR = MODELS_DIR / "mediapipe"  # MediaPipe's Face Landmarker, converted to ONNX
-EMOTION_ONNX = MODELS_DIR / "fer" / "emotion.onnx"  # fer's real-face emotion classifier (the smile guard)
+EMOTION_ONNX = MODELS_DIR / "fer" / "emotion.onnx"  # fer's real-face emotion classifier (the emotion guard)
 MESH_FACE_BOX = MODELS_DIR / "mesh_face_box.npz"  # mesh landmarks -> the encoder crop's face box
 BLENDSHAPE_CARRY = MODELS_DIR / "blendshape_carry.npz"  # the encoder's units -> blendshapes between meshes

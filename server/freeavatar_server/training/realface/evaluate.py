@@ -33,7 +33,7 @@ LABELS = ("smile", "mouth_open", "eyes_closed", "brows_raised", "frown")
 MOVED = 0.2  # share of a control's range above rest that counts as moving (chosen on the tune split)
 REGION = 2.2  # the square cut around a labelled face, in face widths
 SAME_FACE = 0.5  # the face read overlaps the labelled one this much: the same face
-MEDIAPIPE = "mediapipe"  # MediaPipe's own blendshapes (no smile guard), read as the ARKit avatar would be
+MEDIAPIPE = "mediapipe"  # MediaPipe's own blendshapes (no emotion guard), read as the ARKit avatar would be
 
 # What a label moves on each built-in avatar: (control, direction). Chosen from what each
 # control draws (docs/synthetic.png), like a person describing the avatars would.
@@ -132,7 +132,7 @@ def bindings(reader: int) -> dict[str, Binding]:
 
 def read_faces(faces: list[LabelledFace], animator_dir: Path = ANIMATOR_DIR, encoder: Path = ENCODER_INT8_ONNX) -> list[FaceResult]:
     """Every face through the live path's analysis, under the default reader and the animator
-    alone, and MediaPipe's blendshapes by themselves (no smile guard)."""
+    alone, and MediaPipe's blendshapes by themselves (no emotion guard)."""
     analyser = Analyser(AnalysisOptions(encoder))
     mediapipe = FaceFront(emotions=False)
     animators = {name: AnimatorRef(str(animator_dir), name) for name in BUILTIN_AVATARS}
