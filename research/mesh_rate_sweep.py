@@ -5,14 +5,16 @@ pose. Between meshes optical flow follows the face box (`inference.face.flow`) a
 encoder carries the blendshapes (`inference.face.carry`); pose, the encoder and the animators
 read every frame. Run with an older checkout on PYTHONPATH, it measures that version.
 
-    .venv/bin/python research/mesh_rate_sweep.py [--clips 6] [--rates 0 15 7.5 5 3 2]
+    .venv/bin/python research/mesh_rate_sweep.py [--clips 6] [--rates 0 15 7.5 5 3 2] [--expression-slowdown 2]
     .venv/bin/python research/mesh_rate_sweep.py --video CLIP.mp4 [CLIP.mp4 ...]
 
 Per rate (0: the mesh on every frame): mesh runs a second, the worker's mean ms a frame (its
 stages and the meshes run after the answers), each built-in avatar's mean per-control
 correlation with its true rig (each avatar's default reader, the live path's One Euro filter;
 controls that move), the ARKit avatar's eyeBlinkLeft and jawOpen, and the head pose's mean
-absolute error (yaw, pitch, roll degrees, before smoothing).
+absolute error (yaw, pitch, roll degrees, before smoothing). With `--expression-slowdown S`, the
+expression is read on one frame in S (as a worker does under load once its meshes are at their
+floor: `live.analysis.LoadPace`), the frames between reusing the last reading.
 
 With `--video`, real clips instead, which have no true rig: each rate is scored against the
 same clips read with the mesh on every frame before its answer (each frame's own reading, where
@@ -31,7 +33,13 @@ from rich.progress import track
 
 from freeavatar._proto import stream_pb2
 from freeavatar_server.inference.shipped import ANIMATOR_DIR, ENCODER_INT8_ONNX
-from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest, AnimatorRef
+from freeavatar_server.live.analysis import (
+    Analyser,
+    AnalysisOptions,
+    AnalysisRequest,
+    AnimatorRef,
+    LoadPace,
+)
 from freeavatar_server.live.sessions import Binding
 from freeavatar_server.live.smoothing import OneEuroFilter
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
@@ -171,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[0, 15, 7.5, 5, 3, 2])
     parser.add_argument("--video", nargs="+", help="real clips, scored against their every-frame mesh reading")
     parser.add_argument("--hold", action="store_true", help="with --video: hold the last mesh's blendshapes (no carry)")
+    parser.add_argument("--expression-slowdown", type=float, default=1.0, help="read the expression on one frame in this many")
     args = parser.parse_args()
     if args.video:
         sweep_videos(args.video, args.rates, carry=not args.hold)
@@ -180,6 +189,9 @@ def main() -> None:
     seconds = sum(len(frames) for frames in clips) / FPS
     for rate in args.rates:
         analyser = Analyser(AnalysisOptions(ENCODER_INT8_ONNX, face_rate_hz=rate))
+        if args.expression_slowdown > 1:  # held there, as under a steady overload
+            slowdown = args.expression_slowdown
+            analyser.pace = LoadPace(expression_most=slowdown, expression_slowdown=slowdown, every_s=float("inf"))
         readings, spent, meshes = [], 0.0, 0
         for i, frames in enumerate(clips):
             analyses, ms, runs = read_clip(analyser, f"clip{i}", frames)

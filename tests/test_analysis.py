@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from freeavatar._proto import stream_pb2
+from freeavatar_server.app.config import ConfigError, ServerConfig
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.live.analysis import (
@@ -26,7 +27,7 @@ from freeavatar_server.live.analysis import (
     AnimatorRef,
     BadFrame,
     EncodedFrame,
-    MeshPace,
+    LoadPace,
     WorkerLost,
     decode_frame,
 )
@@ -276,7 +277,7 @@ def test_workers_exit_when_their_server_is_killed(untrained_models, tmp_path: Pa
 
 
 def test_a_busy_worker_slows_its_meshes_down_to_the_floor_and_back() -> None:
-    pace = MeshPace(most=5.0)  # 15 runs a second at most, 3 at the floor
+    pace = LoadPace(most=5.0)  # 15 runs a second at most, 3 at the floor
     t = 0.0
     for _ in range(36):  # 1.2 s of 30 fps frames that each take the whole frame time: overloaded
         pace.record(t, t + 1 / 30)
@@ -293,7 +294,7 @@ def test_the_mesh_pace_settles_with_whole_mesh_runs() -> None:
     every other frame per actor at the full rate (0.81 more): the meshes must slow down until
     the worker is at its 0.7 target (about 2x, as meshes fall on whole frames). The pace should
     settle there, not swing."""
-    pace = MeshPace(most=5.0)
+    pace = LoadPace(most=5.0)
     t, due = 0.0, [0.0] * 6
     slowdowns = []
     for frame in range(30 * 20):
@@ -309,10 +310,66 @@ def test_the_mesh_pace_settles_with_whole_mesh_runs() -> None:
     settled = np.array(slowdowns[-300:])  # the last 10 s
     assert 1.6 < settled.mean() < 2.4 and settled.max() - settled.min() < 0.5, (settled.min(), settled.max())
     assert abs(pace.busy - pace.target) < 0.05
-    steady = MeshPace(most=1.0)  # no floor below the rate: never slows down
+    steady = LoadPace(most=1.0)  # no floor below the rate: never slows down
     for i in range(100):
         steady.record(i / 30, (i + 1) / 30)
     assert steady.slowdown == 1.0
+
+
+def test_expressions_give_way_after_the_meshes_and_come_back_before_them() -> None:
+    pace = LoadPace(most=5.0, expression_most=2.0)
+    t, slowdowns = 0.0, []
+    for _ in range(90):  # 3 s of frames that each take the whole frame time, half of it reading expressions
+        pace.record(t, t + 1 / 30, 0.0, 0.5 / 30)
+        t += 1 / 30
+        slowdowns.append((pace.slowdown, pace.expression_slowdown))
+    assert slowdowns[-1] == (5.0, 2.0)  # overloaded: the mesh at its floor, every other expression read
+    for _ in range(300):  # then 5 ms of work per frame: it keeps up again
+        pace.record(t, t + 0.005, 0.0, 0.002)
+        t += 1 / 30
+        slowdowns.append((pace.slowdown, pace.expression_slowdown))
+    assert slowdowns[-1] == (1.0, 1.0)
+    # the expressions slowed only with the meshes at their floor, and the meshes sped up again
+    # only once every expression was read
+    assert all(mesh == 5.0 for mesh, expression in slowdowns if expression > 1.0)
+    for floor in (0.0, 1.5):  # a share of frames: none at all, or more than all, is a mistake
+        with pytest.raises(ConfigError, match="--expression-floor must be in"):
+            ServerConfig(data_dir=Path("x"), expression_floor=floor).validate()
+
+
+def test_a_frame_the_pace_leaves_unread_reuses_its_streams_last_expression(untrained_models, clip) -> None:
+    """At an expression slowdown of 2 every other frame reuses the last frame's reading: its
+    avatars' controls are the last frame's, its head pose its own; a frame with a mesh of its
+    own is always read."""
+    encoder, animator = untrained_models
+    refs = {"robot": AnimatorRef(str(animator), "robot")}
+    analyser = Analyser(AnalysisOptions(encoder, face_rate_hz=1))  # one mesh: the first frame's
+
+    def read(frames: range) -> list:
+        answers = []
+        for i in frames:
+            answers.append(analyser.analyse_batch([AnalysisRequest("actor", EncodedFrame(JPEG, clip[i]), 1_000_000 + i * 33_333, refs)])[0])
+            analyser.refresh_meshes()
+        return answers
+
+    analyser.pace = LoadPace(expression_most=2.0, expression_slowdown=2.0, every_s=1e9)  # held there
+    answers = read(range(6))
+    assert "mesh" in answers[0].timings_ms and not any("mesh" in a.timings_ms or a.after_ms for a in answers[1:])
+    reused = [i for i in range(1, 6) if np.array_equal(answers[i].raw["robot"], answers[i - 1].raw["robot"])]
+    assert reused == [1, 3, 5]
+    for i in reused:
+        assert not np.array_equal(answers[i].head_pose, answers[i - 1].head_pose)
+    # at full rate, every frame is read
+    analyser.forget("actor")
+    analyser.pace = LoadPace()
+    again = read(range(6))
+    assert not any(np.array_equal(again[i].raw["robot"], again[i - 1].raw["robot"]) for i in range(1, 6))
+    # a frame whose mesh comes due is read whatever the pace (the carry starts from its units)
+    analyser = Analyser(AnalysisOptions(encoder, face_rate_hz=15))  # every other frame's mesh
+    analyser.pace = LoadPace(expression_most=2.0, expression_slowdown=2.0, every_s=1e9)
+    answers = read(range(8))
+    due = [i - 1 for i in range(2, 8) if "mesh" in answers[i].after_ms]
+    assert due and all(not np.array_equal(answers[i].raw["robot"], answers[i - 1].raw["robot"]) for i in due)
 
 
 def test_each_stream_carries_its_own_blendshapes_until_it_is_forgotten(clip) -> None:

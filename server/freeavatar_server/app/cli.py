@@ -75,6 +75,9 @@ def serve(
     face_rate_floor: Annotated[
         float, typer.Option(help="Under load the mesh slows down to this rate rather than frames being dropped; at --face-rate or 0: never.")
     ] = 3.0,
+    expression_floor: Annotated[
+        float, typer.Option(help="Once the mesh is at its floor, the least share of each actor's frames whose expression is read before whole frames are dropped (the others reuse the last reading; head pose reads every frame); 1: every frame's.")
+    ] = 0.5,
     emotion_guard: Annotated[
         bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling), and the lowered brows when it reads it as happier than negative (MediaPipe lowers a laughing face's brows).")
     ] = True,
@@ -144,6 +147,7 @@ def serve(
         pipeline_workers=pipeline_workers,
         face_rate_hz=face_rate,
         face_rate_floor_hz=face_rate_floor,
+        expression_floor=expression_floor,
         emotion_guard=emotion_guard,
         metrics_port=metrics_port,
         http_port=http_port,
@@ -352,6 +356,9 @@ def bench_stream(
     face_rate_floor: Annotated[
         float | None, typer.Option(help="The server's --face-rate-floor (default: the server's own).")
     ] = None,
+    expression_floor: Annotated[
+        float | None, typer.Option(help="The server's --expression-floor (default: the server's own).")
+    ] = None,
     picture: Annotated[
         Path | None, typer.Option(help="Also draw where each rung's milliseconds go (stacked bars) as this PNG.")
     ] = None,
@@ -364,6 +371,8 @@ def bench_stream(
     serve_args = ("--face-rate", str(face_rate)) if face_rate is not None else ()
     if face_rate_floor is not None:
         serve_args += ("--face-rate-floor", str(face_rate_floor))
+    if expression_floor is not None:
+        serve_args += ("--expression-floor", str(expression_floor))
     result = asyncio.run(run(seconds=seconds, max_actors=max_actors, serve_args=serve_args))
     if picture is not None:
         from freeavatar_server.tools.bench_picture import draw_ladder  # lazy: Pillow

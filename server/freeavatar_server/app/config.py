@@ -37,6 +37,9 @@ class ServerConfig:
     # what a worker too busy to keep up slows the mesh down to: between runs optical flow
     # follows the face and the encoder carries the blendshapes (research/mesh_rate_sweep.py)
     face_rate_floor_hz: float = 3.0
+    # once the meshes are at that floor, the least share of each actor's frames whose
+    # expression is still read (the others reuse the last reading; head pose reads every frame)
+    expression_floor: float = 0.5
     # a real-face emotion classifier guards the ARKit smile and lowered brows
     # (inference.face.emotion): MediaPipe reads a crying mouth as a smile and lowers a laughing
     # face's brows; off, the blendshapes are MediaPipe's own
@@ -83,6 +86,8 @@ class ServerConfig:
             raise ConfigError("--face-rate must be 0 (every frame) or positive")
         if self.face_rate_floor_hz < 0:
             raise ConfigError("--face-rate-floor must be 0 (never slow down) or positive")
+        if not 0 < self.expression_floor <= 1:
+            raise ConfigError(f"--expression-floor must be in (0, 1] (1: read every frame's expression), got {self.expression_floor}")
         if self.peer_timeout_s <= 0:
             raise ConfigError("--peer-timeout must be positive")
         for flag, cap in (

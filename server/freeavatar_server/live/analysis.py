@@ -91,61 +91,89 @@ class AnalysisOptions:
     # pixels. 0: every frame.
     face_rate_hz: float = 0.0
     # Under load the worker slows its actors' meshes down to this rate rather than drop whole
-    # frames (MeshPace); at face_rate_hz (or 0) it never does.
+    # frames (LoadPace); at face_rate_hz (or 0) it never does.
     face_rate_floor_hz: float = 0.0
+    # Once the meshes are at their floor, the least share of each actor's frames whose
+    # expression is still read (the others reuse the last reading; head pose is read on every
+    # frame) before the worker drops whole frames (LoadPace); 1: every frame's, always.
+    expression_floor: float = 1.0
     # A real-face emotion classifier reads the face with each mesh and guards the smile and
     # lowered-brow blendshapes (inference.face.emotion); off, the blendshapes are MediaPipe's own.
     emotion_guard: bool = True
 
 
 @dataclass
-class MeshPace:
-    """How much a worker slows its actors' face meshes while it is too busy to keep up.
+class LoadPace:
+    """How much a worker slows its actors' face meshes, and then their expression readings,
+    while it is too busy to keep up.
 
-    `busy` is the share of wall time the worker spent working and `mesh_busy` the share of it
-    spent on face meshes, each measured over a period of `every_s` and smoothed over the last
-    few (a period holds only a few meshes at a low rate). At the end of each period the
+    `busy` is the share of wall time the worker spent working, `mesh_busy` the share of it spent
+    on face meshes and `expression_busy` on expression readings (crops, encoder, carry, guard,
+    animators), each measured over a period of `every_s` and smoothed over the last few (a
+    period holds only a few meshes at a low rate). At the end of each period the mesh's
     slowdown is set to what would bring `busy` to `target` with the rest of the work as it is
     (the meshes' share scales as 1 / slowdown), moving at most 4x up or 0.8x down a period,
     between 1 (the configured rate) and `most` (the floor rate). A worker that waits on the
     server between ticks is never idle enough to look saturated, so this aims at the meshes'
     share directly rather than stepping by the busy share. The mesh is most of a frame's cost,
     and between runs optical flow follows the face and the encoder carries its blendshapes, so
-    it is what gives way first: the frames themselves, their pose, embedding and animation
-    still run at the camera's rate."""
+    it is what gives way first.
+
+    Once the meshes are at their floor, the expression readings give way the same way: an
+    actor's frame then reuses its last frame's reading (embedding, units, animators' controls)
+    on all but one in `expression_slowdown` frames, up to `expression_most`; its head pose is
+    still read on every frame. They come back first when the load falls, and the meshes speed
+    up only once every frame's expression is read again, so the two never chase each other."""
 
     most: float = 1.0  # face_rate_hz / face_rate_floor_hz
+    expression_most: float = 1.0  # 1 / the least share of frames whose expression is read
     target: float = 0.7
     every_s: float = 0.5
-    smoothing: float = 0.5  # weight of the newest period in busy and mesh_busy
-    slowdown: float = 1.0
+    smoothing: float = 0.5  # weight of the newest period in the busy shares
+    slowdown: float = 1.0  # the meshes'
+    expression_slowdown: float = 1.0
     busy: float = 0.0
     mesh_busy: float = 0.0
+    expression_busy: float = 0.0
     _period_start: float | None = None
     _work_s: float = 0.0
     _mesh_s: float = 0.0
+    _expression_s: float = 0.0
     _periods: int = 0
 
-    def record(self, started: float, ended: float, mesh_s: float = 0.0) -> None:
+    def record(self, started: float, ended: float, mesh_s: float = 0.0, expression_s: float = 0.0) -> None:
         """Work ran from `started` to `ended` (time.perf_counter), `mesh_s` seconds of it face
-        meshes."""
+        meshes and `expression_s` expression readings."""
         if self._period_start is None:
             self._period_start = started
         self._work_s += ended - started
         self._mesh_s += mesh_s
+        self._expression_s += expression_s
         elapsed = ended - self._period_start
         if elapsed < self.every_s:
             return
         weight = self.smoothing if self._periods else 1.0
         self.busy += weight * (min(self._work_s / elapsed, 1.0) - self.busy)
         self.mesh_busy += weight * (min(self._mesh_s / elapsed, 1.0) - self.mesh_busy)
-        self._period_start, self._work_s, self._mesh_s = ended, 0.0, 0.0
+        self.expression_busy += weight * (min(self._expression_s / elapsed, 1.0) - self.expression_busy)
+        self._period_start, self._work_s, self._mesh_s, self._expression_s = ended, 0.0, 0.0, 0.0
         self._periods += 1
         if self.most > 1.0:
-            room = self.target - (self.busy - self.mesh_busy)  # what the meshes may take
-            wanted = self.slowdown * self.mesh_busy / room if room > 0 else self.most
-            step = min(max(wanted / self.slowdown, 0.8), 4.0)
+            step = self._step(self.slowdown, self.mesh_busy, self.most)
+            if self.expression_slowdown > 1.0:
+                step = max(step, 1.0)  # held at the floor until every expression is read again
             self.slowdown = min(max(self.slowdown * step, 1.0), self.most)
+        if self.expression_most > 1.0:
+            at_floor = self.slowdown >= self.most or self.most <= 1.0
+            step = self._step(self.expression_slowdown, self.expression_busy, self.expression_most) if at_floor else 0.8
+            self.expression_slowdown = min(max(self.expression_slowdown * step, 1.0), self.expression_most)
+
+    def _step(self, slowdown: float, share: float, most: float) -> float:
+        """The factor that moves a stage's slowdown towards what brings `busy` to `target`,
+        the rest of the work as it is (the stage's share scales as 1 / slowdown)."""
+        room = self.target - (self.busy - share)  # what the stage may take
+        wanted = slowdown * share / room if room > 0 else most
+        return min(max(wanted / slowdown, 0.8), 4.0)
 
 
 @dataclass(frozen=True)
@@ -187,6 +215,18 @@ class Analysis:
     # stage -> ms of this stream's work done since its last frame outside any frame's round
     # trip (meshes run after their frames were answered)
     after_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ExpressionMemo:
+    """A stream's last expression reading, which its frames reuse while the worker is too busy
+    to read every frame's (LoadPace.expression_slowdown)."""
+
+    embedding: np.ndarray  # (16,)
+    units: np.ndarray | None  # (25,) the encoder's action-unit read-out, if it has one
+    credit: float = 0.0  # frames' worth of readings owed: the next is read when it reaches 1
+    carried_from: object = None  # the mesh reading the frame's blendshapes were carried from
+    controls: dict[tuple[str, AnimatorRef], np.ndarray] = field(default_factory=dict)  # by (avatar id, animator)
 
 
 @dataclass
@@ -246,7 +286,8 @@ class Analyser:
         self._carried_from: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._units_due: dict[str, np.ndarray] = {}
         floor, rate = options.face_rate_floor_hz, options.face_rate_hz
-        self.pace = MeshPace(most=rate / floor if 0 < floor < rate else 1.0)
+        self.pace = LoadPace(most=rate / floor if 0 < floor < rate else 1.0, expression_most=1.0 / options.expression_floor)
+        self._expressions: dict[str, ExpressionMemo] = {}  # by stream key
         self._animators: OrderedDict[str, AnimatorRuntime] = OrderedDict()  # by model path
         # ONNX Runtime optimises each graph on its first run: pay for that now, not on a frame
         self.encoder.embed_batch(np.zeros((1, self.encoder.size, self.encoder.size, 3), np.uint8))
@@ -284,8 +325,10 @@ class Analyser:
                         found[i] = failed
             return [f if isinstance(f, Exception) else f.analysis() for f in found]
         finally:
-            meshes_ms = sum(f.timings.get("mesh", 0.0) for f in found if isinstance(f, FrameFace))
-            self.pace.record(started, time.perf_counter(), meshes_ms / 1000)
+            timings = [f.timings for f in found if isinstance(f, FrameFace)]
+            meshes_ms = sum(t.get("mesh", 0.0) for t in timings)
+            expressions_ms = sum(t.get("encode", 0.0) + t.get("animate", 0.0) for t in timings)
+            self.pace.record(started, time.perf_counter(), meshes_ms / 1000, expressions_ms / 1000)
 
     def _find_face(self, request: AnalysisRequest, mesh_after: bool) -> FrameFace | BadFrame | AnalysisFailed:
         """Decode one frame and find its face (the front end's track of that actor)."""
@@ -313,46 +356,72 @@ class Analyser:
 
     def _read_faces(self, requests: list[AnalysisRequest], frames: list[FrameFace]) -> None:
         """Head pose, embedding and every bound animator's controls for each found face, each
-        model run once for them all; each frame is charged its share of a batch's time."""
+        model run once for them all; each frame is charged its share of a batch's time. A frame
+        the pace leaves unread (LoadPace.expression_slowdown) reuses its stream's last reading
+        and still gets its own head pose."""
+        memos = [self._expression_memo(r.stream, f) for r, f in zip(requests, frames, strict=True)]
+        fresh = [i for i, memo in enumerate(memos) if memo is None]
         started = time.perf_counter()
-        crops = np.stack([crop_face(f.image, f.face.box, self.encoder.size) for f in frames])
-        # the pose model takes the encoder's crop (both 96 px); cut its own if they differ
-        pose_crops = crops if self.pose.size == self.encoder.size else np.stack(
-            [crop_face(f.image, f.face.box, self.pose.size) for f in frames]
-        )
+        # the pose model takes the encoder's crop when they read the same size; else its own
+        shared = self.pose.size == self.encoder.size
+        crops = {i: crop_face(frames[i].image, frames[i].face.box, self.encoder.size) for i in (range(len(frames)) if shared else fresh)}
+        pose_crops = np.stack([crops[i] if shared else crop_face(f.image, f.face.box, self.pose.size) for i, f in enumerate(frames)])
         crop_ms = ms_since(started)
         started = time.perf_counter()
         poses = self.pose.estimate(pose_crops)
         pose_ms, started = ms_since(started), time.perf_counter()
-        embeddings, units = self.encoder.read_batch(crops)  # units: None without a read-out
-        if units is not None and self.carry is not None:
-            for request, frame, frame_units in zip(requests, frames, units, strict=True):
-                self._carry_blendshapes(self.carry, request.stream, frame, frame_units)
-        for frame in frames:
+        if fresh:
+            embeddings, units = self.encoder.read_batch(np.stack([crops[i] for i in fresh]))  # units: None without a read-out
+            for k, i in enumerate(fresh):
+                last = self._expressions.get(requests[i].stream)
+                memo = ExpressionMemo(embeddings[k], None if units is None else units[k], last.credit if last else 0.0)
+                memos[i] = self._expressions[requests[i].stream] = memo
+        for request, frame, memo in zip(requests, frames, memos, strict=True):
+            if memo.units is not None and self.carry is not None:
+                self._carry_blendshapes(self.carry, request.stream, frame, memo.units)
+            memo.carried_from = self._carried_from.get(request.stream)
             # after the carry, which moves MediaPipe's own reading: the guard scales the smile
             # and lowered brows of the blendshapes as served, carried or not, by the last mesh's
             # emotions
             if frame.face.emotions is not None:
                 frame.face = replace(frame.face, blendshapes=guard_blendshapes(frame.face.blendshapes, frame.face.emotions))
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
-        blendshapes = np.stack([f.face.blendshapes for f in frames])
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
         for row, request in enumerate(requests):
             for avatar_id, ref in request.animators.items():
-                rows_by_ref.setdefault(ref, []).append((row, avatar_id))
+                if (avatar_id, ref) in memos[row].controls:  # a reused reading, this avatar read with it
+                    frames[row].raw[avatar_id] = memos[row].controls[avatar_id, ref]
+                else:
+                    rows_by_ref.setdefault(ref, []).append((row, avatar_id))
         for ref, targets in rows_by_ref.items():
             rows = [row for row, _ in targets]
-            animator = self._animator(ref.path)
-            controls = animator.predict(
-                embeddings[rows], ref.key, blendshapes[rows], units=None if units is None else units[rows]
-            )
+            units = None if memos[rows[0]].units is None else np.stack([memos[row].units for row in rows])
+            controls = self._animator(ref.path).predict(
+                np.stack([memos[row].embedding for row in rows]), ref.key,
+                np.stack([frames[row].face.blendshapes for row in rows]), units=units,
+            )  # fmt: skip
             for (row, avatar_id), values in zip(targets, controls, strict=True):
-                frames[row].raw[avatar_id] = values
+                frames[row].raw[avatar_id] = memos[row].controls[avatar_id, ref] = values
         animate_ms = ms_since(started)
         share = 1.0 / len(frames)
         for frame, pose in zip(frames, poses, strict=True):
             frame.head_pose = pose
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
+
+    def _expression_memo(self, stream: str, frame: FrameFace) -> ExpressionMemo | None:
+        """The stream's last expression reading when this frame may reuse it, or None when its
+        own is read: one frame in `expression_slowdown` (every frame when the worker keeps up),
+        a frame with a new mesh, one whose mesh is due, and the first frame after a mesh (its
+        blendshapes are carried from that mesh)."""
+        memo = self._expressions.get(stream)
+        if memo is None:
+            return None
+        memo.credit += 1.0 / self.pace.expression_slowdown
+        new_mesh = frame.meshed or stream in self._mesh_due or memo.carried_from is not self._carried_from.get(stream)
+        if memo.credit >= 1.0 or new_mesh:
+            memo.credit = max(memo.credit - 1.0, 0.0)
+            return None
+        return memo
 
     def _carry_blendshapes(self, carry: BlendshapeCarry, stream: str, frame: FrameFace, units: np.ndarray) -> None:
         """A frame read with its own mesh starts a carry; one read with an earlier mesh gets that
@@ -399,6 +468,7 @@ class Analyser:
         self._mesh_ms.pop(stream, None)
         self._carried_from.pop(stream, None)
         self._units_due.pop(stream, None)
+        self._expressions.pop(stream, None)
 
     def _tracker(self, stream: str) -> FrontTrack:
         tracker = self.trackers.get(stream)

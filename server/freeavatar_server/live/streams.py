@@ -69,14 +69,16 @@ class LiveStreams:
     def __init__(
         self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2,
         face_rate_hz: float = 0.0, face_rate_floor_hz: float = 0.0, emotion_guard: bool = True,
+        expression_floor: float = 1.0,
     ) -> None:
         self.store = store
         self.models = models
         self.sessions = sessions
         self.stats = PipelineStats()
         options = AnalysisOptions(
-            models.encoder_path, face_rate_hz=face_rate_hz, face_rate_floor_hz=face_rate_floor_hz, emotion_guard=emotion_guard
-        )
+            models.encoder_path, face_rate_hz=face_rate_hz, face_rate_floor_hz=face_rate_floor_hz,
+            expression_floor=expression_floor, emotion_guard=emotion_guard,
+        )  # fmt: skip
         self._analysis = AnalysisPool(workers, options)  # processes, started on first use
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
 

@@ -150,7 +150,7 @@ class FrontTrack:
         self._ran_at = -math.inf  # time.monotonic() of the last mesh run
         self.reused = 0  # frames answered with the last mesh's reading (followed), not their own
         # how many times longer than min_interval_s the mesh waits now: its worker's pace
-        # under load (live.analysis.MeshPace), 1 when it keeps up
+        # under load (live.analysis.LoadPace), 1 when it keeps up
         self.slowdown = 1.0
 
     @property
