@@ -182,6 +182,8 @@ def main() -> None:
     parser.add_argument("--expression-slowdown", type=float, default=1.0, help="read the expression on one frame in this many")
     args = parser.parse_args()
     if args.video:
+        if args.expression_slowdown != 1.0:
+            parser.error("--expression-slowdown is for the synthetic clips, not --video")
         sweep_videos(args.video, args.rates, carry=not args.hold)
         return
     trajectories = clip_trajectories(args.clips, SEED, held_out=True)

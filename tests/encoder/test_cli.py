@@ -198,9 +198,10 @@ def test_a_deeper_fine_tune_starts_from_the_shallower_encoders_function(tmp_path
     faces = torch.rand(3, 3, shallow.cfg.img_size, shallow.cfg.img_size)
     with torch.no_grad():
         torch.testing.assert_close(deep(faces), shallow(faces))
-        # and the added blocks do learn: their residual branches' inputs are not zero
+        # the added blocks are not dead: their residual branches' inputs keep their random start,
+        # so the zeroed outputs get gradients from the first step
         assert deep.backbone.blocks[-1].attn.qkv.weight.abs().sum() > 0
 
-    narrower = ExpressionEncoder(dataclasses.replace(shallow.cfg, dim=shallow.cfg.dim * 2))
+    wider = ExpressionEncoder(dataclasses.replace(shallow.cfg, dim=shallow.cfg.dim * 2))
     with pytest.raises(ValueError, match="another architecture"):
-        _init_from_encoder(first / "triplet.pt", narrower)
+        _init_from_encoder(first / "triplet.pt", wider)

@@ -88,18 +88,24 @@ class AnalysisOptions:
     # The mesh is most of a frame's cost (5 of 8 ms): at most this many runs per second per
     # actor; on frames in between optical flow follows the face box and the encoder carries the
     # last blendshapes, and pose, the encoder and the animators still run on each frame's own
-    # pixels. 0: every frame.
+    # pixels (but see expression_floor). 0: every frame.
     face_rate_hz: float = 0.0
     # Under load the worker slows its actors' meshes down to this rate rather than drop whole
     # frames (LoadPace); at face_rate_hz (or 0) it never does.
     face_rate_floor_hz: float = 0.0
-    # Once the meshes are at their floor, the least share of each actor's frames whose
-    # expression is still read (the others reuse the last reading; head pose is read on every
-    # frame) before the worker drops whole frames (LoadPace); 1: every frame's, always.
+    # Once the meshes are at their floor (at once, with no floor below face_rate_hz), the least
+    # share of each actor's frames whose expression is still read before the worker drops whole
+    # frames (LoadPace): the others reuse the last frame's embedding, units, blendshapes and
+    # animators' controls; head pose is read on every frame. 1: every frame's, always. (With
+    # face_rate_hz 0 every frame has a mesh of its own, so every frame's is read.)
     expression_floor: float = 1.0
     # A real-face emotion classifier reads the face with each mesh and guards the smile and
     # lowered-brow blendshapes (inference.face.emotion); off, the blendshapes are MediaPipe's own.
     emotion_guard: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.expression_floor <= 1:
+            raise ValueError(f"expression_floor is a share of frames in (0, 1], got {self.expression_floor}")
 
 
 @dataclass
@@ -123,7 +129,10 @@ class LoadPace:
     actor's frame then reuses its last frame's reading (embedding, units, animators' controls)
     on all but one in `expression_slowdown` frames, up to `expression_most`; its head pose is
     still read on every frame. They come back first when the load falls, and the meshes speed
-    up only once every frame's expression is read again, so the two never chase each other."""
+    up only once every frame's expression is read again. (Both stages read the same smoothed
+    busy share, so near the boundary the expressions may overshoot for a few periods before
+    they settle.) With no mesh floor below the configured rate (`most` 1), the expressions are
+    the first to give way."""
 
     most: float = 1.0  # face_rate_hz / face_rate_floor_hz
     expression_most: float = 1.0  # 1 / the least share of frames whose expression is read
@@ -158,14 +167,16 @@ class LoadPace:
         self.expression_busy += weight * (min(self._expression_s / elapsed, 1.0) - self.expression_busy)
         self._period_start, self._work_s, self._mesh_s, self._expression_s = ended, 0.0, 0.0, 0.0
         self._periods += 1
+        # what the meshes were during the period just measured: the expressions give way only
+        # after a whole period with the meshes at their floor
+        meshes_at_floor = self.slowdown >= self.most
         if self.most > 1.0:
             step = self._step(self.slowdown, self.mesh_busy, self.most)
             if self.expression_slowdown > 1.0:
                 step = max(step, 1.0)  # held at the floor until every expression is read again
             self.slowdown = min(max(self.slowdown * step, 1.0), self.most)
         if self.expression_most > 1.0:
-            at_floor = self.slowdown >= self.most or self.most <= 1.0
-            step = self._step(self.expression_slowdown, self.expression_busy, self.expression_most) if at_floor else 0.8
+            step = self._step(self.expression_slowdown, self.expression_busy, self.expression_most) if meshes_at_floor else 0.8
             self.expression_slowdown = min(max(self.expression_slowdown * step, 1.0), self.expression_most)
 
     def _step(self, slowdown: float, share: float, most: float) -> float:
@@ -210,7 +221,8 @@ class Analysis:
     timings_ms: dict[str, float]
     worker_pid: int = 0
     # (52,) ARKit order, from the real-face model: its mesh of this frame, or the last mesh's
-    # carried forward by the encoder (inference.face.carry)
+    # carried forward by the encoder (inference.face.carry; on a frame that reuses the last
+    # expression reading, as the last frame's)
     blendshapes: np.ndarray | None = None
     # stage -> ms of this stream's work done since its last frame outside any frame's round
     # trip (meshes run after their frames were answered)
@@ -225,7 +237,6 @@ class ExpressionMemo:
     embedding: np.ndarray  # (16,)
     units: np.ndarray | None  # (25,) the encoder's action-unit read-out, if it has one
     credit: float = 0.0  # frames' worth of readings owed: the next is read when it reaches 1
-    carried_from: object = None  # the mesh reading the frame's blendshapes were carried from
     controls: dict[tuple[str, AnimatorRef], np.ndarray] = field(default_factory=dict)  # by (avatar id, animator)
 
 
@@ -379,7 +390,6 @@ class Analyser:
         for request, frame, memo in zip(requests, frames, memos, strict=True):
             if memo.units is not None and self.carry is not None:
                 self._carry_blendshapes(self.carry, request.stream, frame, memo.units)
-            memo.carried_from = self._carried_from.get(request.stream)
             # after the carry, which moves MediaPipe's own reading: the guard scales the smile
             # and lowered brows of the blendshapes as served, carried or not, by the last mesh's
             # emotions
@@ -411,14 +421,14 @@ class Analyser:
     def _expression_memo(self, stream: str, frame: FrameFace) -> ExpressionMemo | None:
         """The stream's last expression reading when this frame may reuse it, or None when its
         own is read: one frame in `expression_slowdown` (every frame when the worker keeps up),
-        a frame with a new mesh, one whose mesh is due, and the first frame after a mesh (its
-        blendshapes are carried from that mesh)."""
+        a frame with a new mesh, one whose mesh is due (the carry starts from its units), and
+        the first frame after a mesh run after its answer (`refresh_meshes` drops the stream's
+        reading)."""
         memo = self._expressions.get(stream)
         if memo is None:
             return None
         memo.credit += 1.0 / self.pace.expression_slowdown
-        new_mesh = frame.meshed or stream in self._mesh_due or memo.carried_from is not self._carried_from.get(stream)
-        if memo.credit >= 1.0 or new_mesh:
+        if memo.credit >= 1.0 or frame.meshed or stream in self._mesh_due:
             memo.credit = max(memo.credit - 1.0, 0.0)
             return None
         return memo
@@ -453,6 +463,7 @@ class Analyser:
                     except Exception:
                         del self.trackers[stream]
                     units = self._units_due.pop(stream, None)
+                    self._expressions.pop(stream, None)  # the next frame reads its own, with this mesh
                     if reading is not None and units is not None:
                         self._carried_from[stream] = (reading.blendshapes, units)
                     else:  # nothing to carry this mesh's reading from
