@@ -4,6 +4,7 @@ no-op once done, evaluate with --json on a small held-out set, export to ONNX.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,19 +141,28 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     assert resumed["config"]["triplet_lr"] == 0.0005
 
 
-def test_a_fine_tune_reads_larger_crops_from_the_same_weights(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny encoder trained once (MAE, then triplets) for the fine-tunes that start from it:
+    its config file and run directory (read only)."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    run, cfg_file = root / "first", root / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_train_config(str(run)).to_dict()))
+    res = CliRunner().invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--stages", "mae,triplet"])
+    assert res.exit_code == 0, res.output
+    return cfg_file, run
+
+
+def test_a_fine_tune_reads_larger_crops_from_the_same_weights(tmp_path, tiny_run):
     """--img-size: a fine-tune at another crop size starts from every weight of the --init
     encoder (none depends on the size) and reads crops of its own size from then on."""
     import torch
 
     from freeavatar_server.training.encoder.train import load_encoder
 
-    first, second = tmp_path / "first", tmp_path / "second"
-    cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(tiny_train_config(str(first)).to_dict()))
+    cfg_file, first = tiny_run
+    second = tmp_path / "second"
     runner = CliRunner()
-    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(first), "--stages", "mae,triplet"])
-    assert res.exit_code == 0, res.output
     args = ["train", "--config", str(cfg_file), "--out", str(second), "--stages", "triplet", "--init", str(first / "triplet.pt")]
     res = runner.invoke(encoder_app, [*args, "--img-size", "36"])
     assert res.exit_code != 0 and "--img-size" in res.output and "multiple of 8" in res.output
@@ -171,7 +181,7 @@ def test_a_fine_tune_reads_larger_crops_from_the_same_weights(tmp_path):
         assert large(torch.rand(2, 3, 48, 48)).shape == (2, 16)
 
 
-def test_a_deeper_fine_tune_starts_from_the_shallower_encoders_function(tmp_path):
+def test_a_deeper_fine_tune_starts_from_the_shallower_encoders_function(tmp_path, tiny_run):
     """--depth: the blocks a deeper model adds to its --init encoder start as the identity, so
     before any step it reads faces exactly as that encoder did."""
     import dataclasses
@@ -181,17 +191,15 @@ def test_a_deeper_fine_tune_starts_from_the_shallower_encoders_function(tmp_path
     from freeavatar_server.training.encoder.model import ExpressionEncoder
     from freeavatar_server.training.encoder.train import _init_from_encoder, load_encoder
 
-    first = tmp_path / "first"
-    cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(tiny_train_config(str(first)).to_dict()))
-    runner = CliRunner()
-    res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(first), "--stages", "mae,triplet"])
-    assert res.exit_code == 0, res.output
+    cfg_file, first = tiny_run
     args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "second"), "--stages", "triplet", "--init", str(first / "triplet.pt")]
-    res = runner.invoke(encoder_app, [*args, "--depth", "0"])
+    res = CliRunner().invoke(encoder_app, [*args, "--depth", "0"])
     assert res.exit_code != 0 and "--depth" in res.output and "at least 1" in res.output
-
     shallow = load_encoder(first / "triplet.pt").eval()
+    res = CliRunner().invoke(encoder_app, [*args, "--depth", str(shallow.cfg.depth + 1), "--triplet-steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert load_encoder(tmp_path / "second" / "triplet.pt").cfg.depth == shallow.cfg.depth + 1
+
     deep = ExpressionEncoder(dataclasses.replace(shallow.cfg, depth=shallow.cfg.depth + 2))
     _init_from_encoder(first / "triplet.pt", deep)
     deep.eval()
