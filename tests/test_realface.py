@@ -16,6 +16,7 @@ from freeavatar_server.training.realface.evaluate import (
     read_faces,
     read_labels,
     report_of,
+    threshold_score,
 )
 
 
@@ -71,8 +72,12 @@ def test_no_control_stays_frozen_across_the_set(real_set):
 
 
 def test_the_threshold_comes_from_the_tune_split(tune):
+    """The judging threshold was chosen on the tune split and is kept fixed, so that figures
+    stay comparable from one model to the next: it must still judge the tune split within 0.01
+    (mean balanced score) of the best candidate there."""
     report, results = tune
-    assert choose_threshold(results) == report.moved_threshold
+    best = choose_threshold(results)
+    assert threshold_score(results, report.moved_threshold) >= threshold_score(results, best) - 0.01
 
 
 def test_contact_sheet_shows_each_face_beside_every_avatar(tune):

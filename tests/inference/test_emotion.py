@@ -13,13 +13,14 @@ from freeavatar_server.inference.face.emotion import (
     BROW_DOWN,
     EMOTIONS,
     SMILE,
+    UnitGuard,
     face_crop,
     frown_share,
     guard_blendshapes,
     smile_share,
 )
 from freeavatar_server.inference.face.front import FaceFront
-from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
+from freeavatar_server.inference.shipped import EMOTION_ONNX, ENCODER_INT8_ONNX
 from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest
 from freeavatar_server.training.realface.evaluate import SET_DIR, read_labels, region
 
@@ -114,3 +115,22 @@ def test_the_guard_scales_the_smile_against_negative_emotions_and_the_frown_agai
     for guarded in (crying, laughing):  # nothing else moved
         guarded[SMILE], guarded[BROW_DOWN] = blendshapes[SMILE], blendshapes[BROW_DOWN]
         np.testing.assert_array_equal(guarded, blendshapes)
+
+
+def test_the_units_the_animators_read_are_guarded_towards_their_rest(tmp_path) -> None:
+    """The shipped encoder's units come with their rest values; the guard moves the lip-corner
+    pulls towards rest against negative emotions and the brow lowerer against happiness."""
+    guard = UnitGuard.for_encoder(ENCODER_INT8_ONNX)
+    assert guard is not None and len(guard.rest) == 25
+    assert UnitGuard.for_encoder(EMOTION_ONNX) is None  # not written for that graph
+    units = guard.rest + np.linspace(1.0, 3.0, 25, dtype=np.float32)  # every unit above its rest
+    reading = dict.fromkeys(EMOTIONS, 0.0)
+    crying = guard.guard(units, np.array([{**reading, "sad": 0.9, "happy": 0.1}[e] for e in EMOTIONS], np.float32))
+    smile, brow = list(guard.smile), list(guard.brow_lower)
+    np.testing.assert_allclose(crying[smile] - guard.rest[smile], 0.2 * (units[smile] - guard.rest[smile]), rtol=1e-5)
+    laughing = guard.guard(units, np.array([{**reading, "happy": 1.0}[e] for e in EMOTIONS], np.float32))
+    np.testing.assert_allclose(laughing[brow], guard.rest[brow])
+    np.testing.assert_array_equal(laughing[smile], units[smile])
+    for guarded in (crying, laughing):  # nothing else moved
+        guarded[smile + brow] = units[smile + brow]
+        np.testing.assert_array_equal(guarded, units)

@@ -9,6 +9,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 ENCODER_ONNX = MODELS_DIR / "expression_encoder.onnx"
 ENCODER_INT8_ONNX = MODELS_DIR / "expression_encoder.int8.onnx"  # what the live pipeline runs
 ENCODER_CHECKPOINT = MODELS_DIR / "expression_encoder.pt"  # what animator jobs train through
+ENCODER_UNITS = MODELS_DIR / "expression_encoder.units.json"  # its action units' names and rest values
 FACE_LOCALISER_ONNX = MODELS_DIR / "face_localiser.onnx"
 HEAD_POSE_ONNX = MODELS_DIR / "head_pose.onnx"
 ANIMATOR_DIR = MODELS_DIR / "animator"  # the built-in avatars' shared animator

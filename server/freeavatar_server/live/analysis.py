@@ -34,7 +34,7 @@ from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.carry import BlendshapeCarry
 from freeavatar_server.inference.face.crop import crop_face
-from freeavatar_server.inference.face.emotion import guard_blendshapes
+from freeavatar_server.inference.face.emotion import UnitGuard, guard_blendshapes
 from freeavatar_server.inference.face.front import FaceFront, FaceObservation, FrontTrack
 from freeavatar_server.inference.face.pose import HeadPoseEstimator
 from freeavatar_server.live.errors import Failed, Invalid, Unavailable
@@ -294,6 +294,8 @@ class Analyser:
         # Blendshapes between meshes (inference.face.carry): per stream, the last mesh's
         # blendshapes and its frame's units; and the units of frames whose mesh is due
         self.carry = BlendshapeCarry.for_encoder(options.encoder_path)
+        # the emotion guard on the units the animators read (the blendshapes are guarded below)
+        self.unit_guard = UnitGuard.for_encoder(options.encoder_path) if options.emotion_guard else None
         self._carried_from: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._units_due: dict[str, np.ndarray] = {}
         floor, rate = options.face_rate_floor_hz, options.face_rate_hz
@@ -405,7 +407,7 @@ class Analyser:
                     rows_by_ref.setdefault(ref, []).append((row, avatar_id))
         for ref, targets in rows_by_ref.items():
             rows = [row for row, _ in targets]
-            units = None if memos[rows[0]].units is None else np.stack([memos[row].units for row in rows])
+            units = None if memos[rows[0]].units is None else np.stack([self._animated_units(memos[row], frames[row]) for row in rows])
             controls = self._animator(ref.path).predict(
                 np.stack([memos[row].embedding for row in rows]), ref.key,
                 np.stack([frames[row].face.blendshapes for row in rows]), units=units,
@@ -417,6 +419,12 @@ class Analyser:
         for frame, pose in zip(frames, poses, strict=True):
             frame.head_pose = pose
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
+
+    def _animated_units(self, memo: ExpressionMemo, frame: FrameFace) -> np.ndarray:
+        """The units an animator reads: the encoder's, guarded by the last mesh's emotions (the
+        carry reads them unguarded)."""
+        emotions = frame.face.emotions
+        return memo.units if self.unit_guard is None or emotions is None else self.unit_guard.guard(memo.units, emotions)
 
     def _expression_memo(self, stream: str, frame: FrameFace) -> ExpressionMemo | None:
         """The stream's last expression reading when this frame may reuse it, or None when its

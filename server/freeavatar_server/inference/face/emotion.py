@@ -14,19 +14,23 @@ brows the margin by which happiness outweighs them; nothing where the reading le
 way: a reading that is mostly neutral changes little, so a faint real smile or frown the
 classifier calls neutral still moves the avatar. The classifier runs with the mesh, on the face
 the mesh found, cut level with the eyes; the live path (`live.analysis`) guards every frame's
-blendshapes, carried or not, with the last mesh's reading.
+blendshapes, carried or not, with the last mesh's reading, and the same way the expression
+encoder's action units that the animators read (`UnitGuard`).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
+from freeavatar_server.inference.face.carry import file_digest
 from freeavatar_server.inference.onnx import open_session
-from freeavatar_server.inference.shipped import EMOTION_ONNX
+from freeavatar_server.inference.shipped import EMOTION_ONNX, ENCODER_UNITS
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER-2013's order
 HAPPY = EMOTIONS.index("happy")
@@ -94,3 +98,34 @@ def guard_blendshapes(blendshapes: np.ndarray, emotions: np.ndarray) -> np.ndarr
     guarded[SMILE] *= smile_share(emotions)
     guarded[BROW_DOWN] *= frown_share(emotions)
     return guarded
+
+
+@dataclass(frozen=True)
+class UnitGuard:
+    """The same guard on the expression encoder's action units, which the animators read: the
+    lip-corner pulls moved towards their rest by `smile_share`, the brow lowerer by
+    `frown_share`. The encoder reads out standardised units, so a unit's rest (the action
+    unit at 0) is its own value, written beside the encoder when it is shipped."""
+
+    smile: tuple[int, ...]  # the units of the lip-corner pulls
+    brow_lower: tuple[int, ...]
+    rest: np.ndarray  # (units,) each unit's read-out when the action unit is at rest
+
+    @classmethod
+    def for_encoder(cls, encoder_path: Path, path: Path = ENCODER_UNITS) -> UnitGuard | None:
+        """The guard for this encoder graph's units, or None when none was written for it."""
+        if not path.exists():
+            return None
+        scale = json.loads(path.read_text())
+        if file_digest(encoder_path) not in scale["encoders"]:
+            return None
+        names = scale["names"]
+        smile = tuple(names.index(n) for n in ("lip_corner_pull_L", "lip_corner_pull_R"))
+        return cls(smile, (names.index("brow_lower"),), np.asarray(scale["rest"], np.float32))
+
+    def guard(self, units: np.ndarray, emotions: np.ndarray) -> np.ndarray:
+        """(units,) read-out -> the guarded read-out (a new array)."""
+        guarded = np.array(units, np.float32)
+        for index, share in ((list(self.smile), smile_share(emotions)), (list(self.brow_lower), frown_share(emotions))):
+            guarded[index] = self.rest[index] + share * (guarded[index] - self.rest[index])
+        return guarded

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 from freeavatar_server.inference.encoder import INPUT_NAME, OUTPUT_NAME, UNITS_NAME
+from freeavatar_server.inference.face.carry import file_digest
 from freeavatar_server.inference.shipped import (
     ENCODER_CHECKPOINT,
     ENCODER_INT8_ONNX,
     ENCODER_ONNX,
+    ENCODER_UNITS,
     MODELS_DIR,
 )
 
@@ -96,14 +98,35 @@ def strip_checkpoint(src: Path, dst: Path) -> None:
     torch.save(slim, dst)
 
 
+def write_units(seed: int, graphs: list[Path], path: Path) -> Path:
+    """An encoder's action units beside its graphs: their names, and each one's read-out at rest
+    (a run's read-out is standardised by its `UnitScale`, drawn with its seed, so a unit at 0
+    reads -mean/std), for the graphs (by SHA-256) that read them out (what
+    `inference.face.emotion.UnitGuard` needs)."""
+    from freeavatar_server.synth.actors import AU_INDEX  # lazy: synth loads torch
+    from freeavatar_server.training.encoder.train import UnitScale
+
+    scale = UnitScale.of_training_expressions(seed)
+    rest = (-scale.mean / scale.std).tolist()
+    units = {"names": list(AU_INDEX), "rest": [round(r, 6) for r in rest], "seed": seed, "encoders": [file_digest(g) for g in graphs]}
+    Path(path).write_text(json.dumps(units, indent=1) + "\n")
+    return Path(path)
+
+
 def ship(run_dir: Path, models_dir: Path = MODELS_DIR) -> list[Path]:
     """Install a finished run as the package's default encoder: its ONNX graph, the int8 copy the
-    live path runs, and a slim .pt (what animator jobs train through). The baseline backbones
-    stay in the run directory (`freeavatar eval encoder --run-dir`)."""
+    live path runs, a slim .pt (what animator jobs train through) and, for an encoder with an
+    action-unit read-out, its units' names and rest values. The baseline backbones stay in the
+    run directory (`freeavatar eval encoder --run-dir`)."""
     from freeavatar_server.training.encoder.train import load_encoder  # lazy: torch
 
     run_dir, models_dir = Path(run_dir), Path(models_dir)
-    onnx_path = export_onnx(load_encoder(run_dir / "triplet.pt"), models_dir / ENCODER_ONNX.name)
+    encoder = load_encoder(run_dir / "triplet.pt")
+    onnx_path = export_onnx(encoder, models_dir / ENCODER_ONNX.name)
     written = [onnx_path, quantize_onnx(onnx_path, models_dir / ENCODER_INT8_ONNX.name)]
     strip_checkpoint(run_dir / "triplet.pt", models_dir / ENCODER_CHECKPOINT.name)
-    return [*written, models_dir / ENCODER_CHECKPOINT.name]
+    written.append(models_dir / ENCODER_CHECKPOINT.name)
+    if encoder.au_head is not None:
+        seed = json.loads((run_dir / "config.json").read_text())["seed"]
+        written.append(write_units(seed, written[:2], models_dir / ENCODER_UNITS.name))
+    return written
