@@ -121,6 +121,19 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     np.testing.assert_allclose(served_embedding, embedding.numpy(), atol=1e-5)
     np.testing.assert_allclose(served_units, units.numpy(), atol=1e-4)
 
+    # shipped, its units' rest values go beside it, for the graphs shipped with them
+    from freeavatar_server.inference.face.emotion import UnitGuard
+    from freeavatar_server.training.encoder.export import ship
+    from freeavatar_server.training.encoder.train import UnitScale
+
+    models = tmp_path / "models"
+    assert "expression_encoder.units.json" in [p.name for p in ship(second, models)]
+    guard = UnitGuard.for_encoder(models / "expression_encoder.int8.onnx", models / "expression_encoder.units.json")
+    scale = UnitScale.of_training_expressions(after["config"]["seed"])
+    np.testing.assert_allclose(guard.rest, (-scale.mean / scale.std).numpy(), atol=1e-5)
+    other = export_onnx(load_encoder(first / "triplet.pt"), tmp_path / "first.onnx")  # another encoder's graph
+    assert UnitGuard.for_encoder(other, models / "expression_encoder.units.json") is None
+
     res = runner.invoke(encoder_app, [*args[:-4], "--init", str(tmp_path / "missing.pt")])
     assert res.exit_code != 0 and "--init" in res.output and "no checkpoint" in res.output
 
