@@ -71,10 +71,11 @@ def test_no_control_stays_frozen_across_the_set(real_set):
         assert report.frozen_controls[name] == []
 
 
-def test_the_threshold_comes_from_the_tune_split(tune):
+def test_the_fixed_threshold_stays_near_the_tune_splits_best(tune):
     """The judging threshold was chosen on the tune split and is kept fixed, so that figures
     stay comparable from one model to the next: it must still judge the tune split within 0.01
-    (mean balanced score) of the best candidate there."""
+    of the best candidate there (the default readers' mean balanced score; a few labels'
+    worth on the tune split's 73)."""
     report, results = tune
     best = choose_threshold(results)
     assert threshold_score(results, report.moved_threshold) >= threshold_score(results, best) - 0.01

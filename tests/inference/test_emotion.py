@@ -128,9 +128,53 @@ def test_the_units_the_animators_read_are_guarded_towards_their_rest(tmp_path) -
     crying = guard.guard(units, np.array([{**reading, "sad": 0.9, "happy": 0.1}[e] for e in EMOTIONS], np.float32))
     smile, brow = list(guard.smile), list(guard.brow_lower)
     np.testing.assert_allclose(crying[smile] - guard.rest[smile], 0.2 * (units[smile] - guard.rest[smile]), rtol=1e-5)
+    np.testing.assert_array_equal(crying[brow], units[brow])  # a crying frown stays
     laughing = guard.guard(units, np.array([{**reading, "happy": 1.0}[e] for e in EMOTIONS], np.float32))
     np.testing.assert_allclose(laughing[brow], guard.rest[brow])
     np.testing.assert_array_equal(laughing[smile], units[smile])
     for guarded in (crying, laughing):  # nothing else moved
         guarded[smile + brow] = units[smile + brow]
         np.testing.assert_array_equal(guarded, units)
+
+
+def test_the_shipped_units_rest_where_the_shipped_encoder_was_trained_to_read_rest() -> None:
+    """The rest values beside the shipped encoder are its training run's: -mean/std of the
+    action units its read-out was standardised by (that run's seed)."""
+    import json
+
+    import torch
+
+    from freeavatar_server.inference.shipped import ENCODER_CHECKPOINT, ENCODER_UNITS
+    from freeavatar_server.training.encoder.train import UnitScale
+
+    units = json.loads(ENCODER_UNITS.read_text())
+    seed = torch.load(ENCODER_CHECKPOINT, map_location="cpu", weights_only=False)["config"]["seed"]
+    assert units["seed"] == seed
+    scale = UnitScale.of_training_expressions(seed)
+    np.testing.assert_allclose(units["rest"], (-scale.mean / scale.std).numpy(), atol=1e-5)
+
+
+def test_the_live_path_guards_the_units_its_animators_read_on_a_crying_face() -> None:
+    """On a crying still the robot and the cat smile without the guard and not with it; the
+    stream's own reading (what the carry and later frames use) keeps the encoder's units."""
+    from freeavatar_server.inference.shipped import ANIMATOR_DIR
+    from freeavatar_server.live.analysis import AnimatorRef
+    from freeavatar_server.synth.avatars import BUILTIN_AVATARS
+
+    still = clip_stills("crying")[-1]
+    animators = {name: AnimatorRef(str(ANIMATOR_DIR), name) for name in ("robot", "cat")}
+    smiles, units = {}, {}
+    for guard in (True, False):
+        analyser = Analyser(AnalysisOptions(ENCODER_INT8_ONNX, emotion_guard=guard))
+        assert (analyser.unit_guard is not None) == guard
+        for _ in range(2):
+            analysis = analyser.analyse(AnalysisRequest("actor", still, 1_000_000, animators))
+        units[guard] = analyser._expressions["actor"].units
+        for name in animators:
+            spec = BUILTIN_AVATARS[name].spec
+            i = spec.control_names.index("mouth_curve")
+            control = spec.controls[i]
+            smiles[guard, name] = (analysis.raw[name][i] - control.default) / (control.max - control.default)
+    for name in animators:
+        assert smiles[True, name] < 0.2 <= smiles[False, name], (name, smiles)
+    np.testing.assert_array_equal(units[True], units[False])  # the stream keeps the encoder's own units
