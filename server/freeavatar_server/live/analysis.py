@@ -405,9 +405,11 @@ class Analyser:
                     frames[row].raw[avatar_id] = memos[row].controls[avatar_id, ref]
                 else:
                     rows_by_ref.setdefault(ref, []).append((row, avatar_id))
+        # each frame's units as its animators read them, guarded once for all its avatars
+        animated = {row: self._animated_units(memos[row], frames[row]) for targets in rows_by_ref.values() for row, _ in targets}
         for ref, targets in rows_by_ref.items():
             rows = [row for row, _ in targets]
-            units = None if memos[rows[0]].units is None else np.stack([self._animated_units(memos[row], frames[row]) for row in rows])
+            units = None if animated[rows[0]] is None else np.stack([animated[row] for row in rows])
             controls = self._animator(ref.path).predict(
                 np.stack([memos[row].embedding for row in rows]), ref.key,
                 np.stack([frames[row].face.blendshapes for row in rows]), units=units,
@@ -420,11 +422,13 @@ class Analyser:
             frame.head_pose = pose
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
 
-    def _animated_units(self, memo: ExpressionMemo, frame: FrameFace) -> np.ndarray:
+    def _animated_units(self, memo: ExpressionMemo, frame: FrameFace) -> np.ndarray | None:
         """The units an animator reads: the encoder's, guarded by the last mesh's emotions (the
-        carry reads them unguarded)."""
+        carry reads them unguarded); None for an encoder without the read-out."""
         emotions = frame.face.emotions
-        return memo.units if self.unit_guard is None or emotions is None else self.unit_guard.guard(memo.units, emotions)
+        if memo.units is None or self.unit_guard is None or emotions is None:
+            return memo.units
+        return self.unit_guard.guard(memo.units, emotions)
 
     def _expression_memo(self, stream: str, frame: FrameFace) -> ExpressionMemo | None:
         """The stream's last expression reading when this frame may reuse it, or None when its

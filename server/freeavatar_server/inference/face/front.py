@@ -10,7 +10,8 @@ box 0.88. On real faces the mesh is what finds the face; the localiser only step
 BlazeFace sees no face the mesh confirms (it finds the synthetic world's small faces, which the
 short-range BlazeFace misses), and the mesh confirms its proposals too. With each mesh a
 real-face emotion classifier reads the face (`inference.face.emotion`); the live path guards the
-smile blendshapes with that reading (MediaPipe reads a crying mouth as a smile).
+smile and lowered-brow blendshapes, and the encoder's units the animators read, with that
+reading (MediaPipe reads a crying mouth as a smile and lowers a laughing face's brows).
 
     front = FaceFront()                      # shared by a worker's actors
     track = front.track()                    # one per actor stream
