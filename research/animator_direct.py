@@ -62,7 +62,12 @@ from freeavatar_server.training.animator.evaluate import (
     save_decoder,
 )
 from freeavatar_server.training.animator.export import export_runtime
-from freeavatar_server.training.animator.keyframes import fit_keyframes, suggest_keyframes
+from freeavatar_server.training.animator.keyframes import (
+    RENDER_PRIOR_STRENGTH,
+    fit_keyframes,
+    render_prior,
+    suggest_keyframes,
+)
 from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
@@ -116,6 +121,27 @@ def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: 
     np.savez_compressed(path, **data)
     print(f"{path.name}: {n} actors in {time.time() - started:.0f} s", flush=True)
     return data
+
+
+def avatar_renders(path: Path, name: str, n: int, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The avatar's (rig, image) samples a studio renders from its engine (`sample_rigs`, drawn
+    by the avatar's reference renderer at the encoder's crop size; cached in `path`), and the
+    encoder's reading of them."""
+    size = encoder.cfg.img_size
+    if path.exists():
+        with np.load(path) as cached:
+            rigs, images = cached["rigs"], cached["images"]
+    else:
+        avatar = BUILTIN_AVATARS[name]
+        index = list(BUILTIN_AVATARS).index(name)
+        rigs = avatar.sample_rigs(n, np.random.default_rng(300 + index))
+        images = np.concatenate([avatar.render(rigs[i : i + 250], size) for i in range(0, n, 250)])
+        np.savez_compressed(path, rigs=rigs, images=images)
+    embeddings, units = read_images(encoder, images)
+    read = {"rigs": rigs, "embeddings": embeddings.numpy()}
+    if units is not None:
+        read["units"] = units.numpy()
+    return read
 
 
 def downsized(images: np.ndarray, size: int) -> np.ndarray:
@@ -173,10 +199,13 @@ def keyframes(name: str, index: int, aus: np.ndarray, k: int, draw: int,
 
 
 def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: float, keyframe_draw: int = 0,
-               suggested: bool = False, dead_zones: bool = True) -> SharedAnimator:
+               suggested: bool = False, dead_zones: bool = True,
+               renders: dict[str, dict[str, np.ndarray]] | None = None,
+               prior_penalty: float = RENDER_PRIOR_STRENGTH) -> SharedAnimator:
     """The shared animator with a linear readout: its input scale from every training actor
-    (unlabeled), each avatar's readout the ridge regression of its keyframes (closed form) and
-    its dead zones from the keyframes' share at rest over every training actor."""
+    (unlabeled), each avatar's readout the ridge regression of its keyframes (closed form; with
+    `renders`, pulled towards the regression fitted on the avatar's own renders instead of
+    towards zero) and its dead zones from the keyframes' share at rest over every training actor."""
     config = kind_config(kind, train_data["units"].shape[1] if "units" in train_data else 0, "linear")
     x = features(train_data, config)
     model = SharedAnimator(config)
@@ -184,15 +213,22 @@ def fit_linear(train_data: dict[str, np.ndarray], kind: str, k: int, strength: f
     for i, name in enumerate(BUILTIN_AVATARS):
         model.add_avatar(name, AvatarRig.from_spec(BUILTIN_AVATARS[name].spec), seed=i)
         idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw, x.numpy() if suggested else None)
-        fit_keyframes(model, name, x[idx], torch.from_numpy(rigs), strength, unlabeled=x if dead_zones else None)
+        prior = None
+        if renders is not None:
+            prior = render_prior(model, name, features(renders[name], config), torch.from_numpy(renders[name]["rigs"]),
+                                 prior_penalty)
+        fit_keyframes(model, name, x[idx], torch.from_numpy(rigs), strength, unlabeled=x if dead_zones else None,
+                      prior=prior)
     return model.eval()
 
 
 def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed: int,
           dropout: float, sparsity: float, alias_weight: float = 1.0, keyframe_draw: int = 0,
-          unit_dropout: float = 0.0, suggested: bool = False) -> torch.nn.Module:
+          unit_dropout: float = 0.0, suggested: bool = False,
+          renders: dict[str, dict[str, np.ndarray]] | None = None) -> torch.nn.Module:
     """The shared animator with the attention readout, trained by gradient (or, for a
-    per_avatar kind, a ModuleDict of one decoder per avatar)."""
+    per_avatar kind, a ModuleDict of one decoder per avatar); with `renders`, each avatar's own
+    (rig, image) pairs are learnt from as its keyframes are."""
     torch.manual_seed(seed)
     per_avatar = kind.startswith("per_avatar")
     config = kind_config(kind, train_data["units"].shape[1] if "units" in train_data else 0)
@@ -200,6 +236,7 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
     model = SharedAnimator(config)
     decoders = torch.nn.ModuleDict()  # the per_avatar baseline: one decoder each, same signals
     plan = {}
+    own: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # each avatar's renders: input rows, rigs in units
     for i, name in enumerate(BUILTIN_AVATARS):
         rig = AvatarRig.from_spec(BUILTIN_AVATARS[name].spec)
         if per_avatar:
@@ -215,6 +252,8 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
             idx, rigs = keyframes(name, i, train_data["aus"], k, keyframe_draw, x.numpy() if suggested else None)
             key_unit = torch.from_numpy((rigs - lo) / span)
         plan[name] = (torch.from_numpy(controls), alias_unit, torch.from_numpy(idx), key_unit, unit_default(rig))
+        if renders is not None:
+            own[name] = (features(renders[name], config), torch.from_numpy((renders[name]["rigs"] - lo) / span))
     trained = decoders if per_avatar else model
     opt = torch.optim.AdamW(trained.parameters(), lr=2e-3, weight_decay=1e-4)
 
@@ -249,6 +288,10 @@ def train(train_data: dict[str, np.ndarray], kind: str, k: int, steps: int, seed
             if key_unit is not None:
                 kz = unbounded(x[idx], name).clamp(0, 1)
                 loss = loss + (kz - key_unit).abs().mean()
+            if name in own:
+                rows, rigs = own[name]
+                pick = torch.randint(0, len(rows), (64,), generator=g)
+                loss = loss + (unbounded(rows[pick], name).clamp(0, 1) - rigs[pick]).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -287,6 +330,11 @@ def main() -> None:
     p.add_argument("--suggested", action="store_true",
                    help="the keyframes are the actors suggest_keyframes picks (else random ones)")
     p.add_argument("--no-dead-zones", action="store_true", help="ablation: a linear readout without its dead zones")
+    p.add_argument("--renders", type=int, default=0, metavar="N",
+                   help="N of each avatar's own (rig, image) renders: a linear readout's keyframe fit is pulled towards "
+                        "the fit on them; an animator trained by gradient learns from them beside its keyframes (0: none)")
+    p.add_argument("--prior-penalty", type=float, default=RENDER_PRIOR_STRENGTH,
+                   help="the renders' fit's own ridge penalty, per render")
     p.add_argument("--true-units", action="store_true",
                    help="a ceiling: the kinds that read units read the true action units instead of the encoder's")
     p.add_argument("--ridge", type=float, nargs="+", default=[10.0],
@@ -312,11 +360,17 @@ def main() -> None:
     if encoder.au_head is not None:  # the kinds that read the units (the live path serves them)
         for data in (train_data, held):
             data["units"] = read_images(encoder, data["small"])[1].numpy()  # as the runtime's graph does
+    if args.true_units and args.renders:
+        raise SystemExit("--renders reads the encoder's units of the renders, which --true-units replaces for the actors")
     if args.true_units:  # a ceiling: the world's own action units, standardised, as the reading
         mean, std = train_data["aus"].mean(0), train_data["aus"].std(0) + 1e-6
         for data in (train_data, held):
             data["units"] = ((data["aus"] - mean) / std).astype(np.float32)
     unit_dim = train_data["units"].shape[1] if "units" in train_data else 0
+    renders = None
+    if args.renders:
+        renders = {name: avatar_renders(args.work / f"renders_{name}_{args.renders}_{encoder.cfg.img_size}.npz",
+                                        name, args.renders, encoder) for name in BUILTIN_AVATARS}
     report: dict[str, object] = {}
     shipped_reads_these = weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder)
     if shipped_reads_these and not args.true_units:  # reads this encoder's embedding and units
@@ -341,15 +395,19 @@ def main() -> None:
         swept = len(args.ridge if linear(kind) else args.sparsity) > 1
         row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "") + ("_suggested" if args.suggested else "")
                + ("_no_dead_zones" if linear(kind) and args.no_dead_zones else "")
+               + (f"_renders{args.renders}" if args.renders else "")
+               + (f"_pp{args.prior_penalty:g}" if linear(kind) and args.renders
+                  and args.prior_penalty != RENDER_PRIOR_STRENGTH else "")
                + (f"_{'r' if linear(kind) else 's'}{weight:g}" if swept else "")
                + (f"_ud{args.unit_dropout:g}" if reading_of(kind) == "embedding_units" and args.unit_dropout
                   and not linear(kind) else "")
                + (f"_draw{draw}" if len(args.keyframe_draws) > 1 else ""))
         if linear(kind):
-            model = fit_linear(fit_data, kind, k, weight, draw, args.suggested, not args.no_dead_zones)
+            model = fit_linear(fit_data, kind, k, weight, draw, args.suggested, not args.no_dead_zones, renders,
+                               args.prior_penalty)
         else:
             model = train(fit_data, kind, k, args.steps, args.seed, args.dropout, weight, args.alias_weight, draw,
-                          args.unit_dropout, args.suggested)
+                          args.unit_dropout, args.suggested, renders)
         per_avatar = kind.startswith("per_avatar")
         with torch.no_grad():
             for name, data in (("", held), ("val_", val)):

@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from freeavatar_server.training.animator.keyframes import fit_keyframes, suggest_keyframes
+from freeavatar_server.training.animator.keyframes import (
+    fit_keyframes,
+    render_prior,
+    suggest_keyframes,
+)
 from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
 
 
@@ -66,6 +70,23 @@ def test_each_control_rests_on_new_actors_as_often_as_in_the_keyframes() -> None
     torch.testing.assert_close(resting, keyframes_resting, atol=0.04, rtol=0)
 
 
+def test_the_avatars_own_renders_give_a_few_keyframes_the_map() -> None:
+    """Three keyframes cannot pin six inputs' weights; the avatar's renders can, though the encoder
+    reads the avatar's face with an offset of its own (it is not an actor's face): the prior
+    gives the weights, the keyframes where an actor's face rests."""
+    renders, render_rigs = linear_world(500, seed=5)
+    rows, rigs = linear_world(3, seed=6)
+    model = robot_animator(linear_world(500, seed=7)[0])
+    prior = render_prior(model, "robot", renders + 0.3, render_rigs, strength_per_render=1e-6)
+    new_rows, new_rigs = linear_world(50, seed=1)
+    fit_keyframes(model, "robot", rows, rigs, strength=1e4, prior=prior)
+    with torch.no_grad():
+        torch.testing.assert_close(model(new_rows, "robot"), new_rigs, atol=1e-3, rtol=0)
+    fit_keyframes(model, "robot", rows, rigs, strength=1e4)  # without it: the keyframes' mean pose
+    with torch.no_grad():
+        assert (model(new_rows, "robot") - new_rigs).abs().max() > 0.05
+
+
 def test_a_fit_names_what_is_wrong() -> None:
     rows, rigs = linear_world(5, seed=0)
     with pytest.raises(ValueError, match="one rig per keyframe row"):
@@ -74,6 +95,10 @@ def test_a_fit_names_what_is_wrong() -> None:
         fit_keyframes(robot_animator(rows), "robot", rows, rigs, strength=0.0)
     with pytest.raises(ValueError, match="at least 2 rows"):
         robot_animator(rows[:1])
+    with pytest.raises(ValueError, match=r"the prior's weights must be \(6, 8\), got \(8, 6\)"):
+        fit_keyframes(robot_animator(rows), "robot", rows, rigs, strength=1.0, prior=torch.zeros(8, 6))
+    with pytest.raises(ValueError, match="one rig per render row"):
+        render_prior(robot_animator(rows), "robot", rows, rigs[:3])
     attention = SharedAnimator(AnimatorConfig(embed_dim=6))
     attention.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
     with pytest.raises(ValueError, match="only a linear readout"):

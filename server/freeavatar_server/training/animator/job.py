@@ -5,8 +5,8 @@ the built-in avatars; `$FREEAVATAR_ANIMATOR_BASE` overrides it, "none" starts fr
 With a base, the job tunes only the named avatars' own parameters (code + control queries, or a
 linear readout's weights), shared weights frozen, so no avatar tuned earlier can change. A base
 with a linear readout (the shipped one) fits each avatar that has keyframes to them in closed
-form, as the shipped animator was (keyframes.py), its dead zones from the job's unlabeled actors;
-only avatars without keyframes are tuned by the consistency objective. Without one, it trains the shared
+form, as the shipped animator was (keyframes.py): pulled towards the same fit on the avatar's own
+uploaded render samples, its dead zones from the job's unlabeled actors; only avatars without keyframes are tuned by the consistency objective. Without one, it trains the shared
 network together with the named avatars. An avatar that already has an active animator starts
 from its tuned code and queries.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from freeavatar_server.training.animator.encoding import (
     read_images,
 )
 from freeavatar_server.training.animator.export import export_runtime
-from freeavatar_server.training.animator.keyframes import fit_keyframes
+from freeavatar_server.training.animator.keyframes import fit_keyframes, render_prior
 from freeavatar_server.training.animator.model import (
     AnimatorConfig,
     AvatarRig,
@@ -74,6 +75,7 @@ MAX_ACTORS = 2000
 MIN_ACTORS = 64
 CLIP_FRAMES = 12
 CORPUS_SEED = 21
+MAX_PRIOR_RENDERS = 3000  # render samples a keyframe fit's prior reads (the built-ins' was fitted on 3,000)
 
 
 def train_config(options: job_pb2.TrainingOptions) -> AnimatorTrainConfig:
@@ -118,6 +120,18 @@ def keyframes_for(
     rigs, encoded = context.store.keyframes(avatar_id)
     if limit is not None:
         rigs, encoded = rigs[:limit], encoded[:limit]
+    return _read_pairs(rigs, encoded, encoder, config)
+
+
+def renders_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module, config: AnimatorConfig) -> RigPairs | None:
+    """The avatar's uploaded (rig, image) samples, its face as the encoder reads it (at most
+    MAX_PRIOR_RENDERS of them): what a linear readout's keyframe fit starts from."""
+    rigs, encoded = context.store.render_samples(avatar_id)
+    return _read_pairs(rigs[:MAX_PRIOR_RENDERS], encoded[:MAX_PRIOR_RENDERS], encoder, config)
+
+
+def _read_pairs(rigs: np.ndarray, encoded: list[bytes], encoder: torch.nn.Module, config: AnimatorConfig) -> RigPairs | None:
+    """Rigs and their encoded images, the images read into the animator's input rows."""
     if not len(encoded):
         return None
     size = encoder.cfg.img_size
@@ -180,7 +194,9 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
     clip_inputs = animator_inputs(model.config, *read_images(encoder, clips.reshape(c * t, *clips.shape[2:]))).view(c, t, -1)
     n_val = max(8, n // 10)
     actors = ActorData(inputs[n_val:], embeddings[n_val:], inputs[:n_val], embeddings[:n_val], clip_inputs)
-    tuned = [aid for aid in avatar_ids if aid not in fit_linear_keyframes(model, targets, actors.inputs, config.ridge)]
+    fitted = fit_linear_keyframes(model, targets, actors.inputs, config.ridge,
+                                  lambda aid: renders_for(context, aid, encoder, model.config))
+    tuned = [aid for aid in avatar_ids if aid not in fitted]
     parameters = [p for aid in tuned for p in model.avatar_parameters(aid)]
     if base is None:  # nothing to protect: the shared network learns with these avatars
         parameters = list(model.shared_parameters()) + parameters
@@ -213,15 +229,19 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
 
 
 def fit_linear_keyframes(model: SharedAnimator, targets: list[AvatarTarget], unlabeled: torch.Tensor,
-                         strength: float) -> set[str]:
-    """A linear readout's avatars that have keyframes, fitted to them in closed form (keyframes.py);
-    the ids of those fitted (none for an attention readout, which is tuned by gradient)."""
+                         strength: float, renders: Callable[[str], RigPairs | None] = lambda _: None) -> set[str]:
+    """A linear readout's avatars that have keyframes, fitted to them in closed form (keyframes.py),
+    each pulled towards the fit on its own renders where `renders` gives them; the ids of those
+    fitted (none for an attention readout, which is tuned by gradient)."""
     if model.config.readout != "linear":
         return set()
     fitted = set()
     for target in targets:
         if target.keyframes is not None and len(target.keyframes.inputs):
-            fit_keyframes(model, target.avatar_id, target.keyframes.inputs, target.keyframes.rigs, strength, unlabeled)
+            own = renders(target.avatar_id)
+            prior = None if own is None else render_prior(model, target.avatar_id, own.inputs, own.rigs)
+            fit_keyframes(model, target.avatar_id, target.keyframes.inputs, target.keyframes.rigs, strength, unlabeled,
+                          prior=prior)
             fitted.add(target.avatar_id)
     return fitted
 

@@ -4,7 +4,10 @@
 teach the fit most (greedy D-optimal design), spread over the expressions the actor shows rather
 than the common ones a random draw favours. `fit_keyframes` fits an avatar's readout to the posed
 frames in closed form: ridge regression (with a penalty on the weights, the best fit we found and
-an exact one: no steps, no seed), then each control's dead zone. docs/models.md, "Animator".
+an exact one: no steps, no seed), then each control's dead zone. The penalty pulls the weights
+towards zero, or towards a prior: `render_prior`, the same regression fitted on the avatar's own
+renders (its (rig, image) samples, read by the same encoder), which knows how each control looks
+but not how an actor's face reads. docs/models.md, "Animator".
 """
 
 from __future__ import annotations
@@ -19,14 +22,52 @@ from freeavatar_server.training.animator.model import (
     unit_default,
 )
 
+RENDER_PRIOR_STRENGTH = 1.0  # the prior's own ridge penalty, per render (chosen on validation actors)
+
+
+def _offsets(model: SharedAnimator, avatar_id: str, rigs: torch.Tensor) -> torch.Tensor:
+    """Rigs (N, n_controls, in the rig's own units) as offsets from the default, in units of range."""
+    rig = model.rigs[avatar_id]
+    lo = torch.tensor(rig.minimum, dtype=torch.float64)
+    span = torch.tensor(rig.span, dtype=torch.float64)
+    return (rigs.double() - lo) / span - unit_default(rig).double()
+
+
+def _ridge(model: SharedAnimator, rows: torch.Tensor, target: torch.Tensor, strength: float,
+           prior: torch.Tensor | None = None) -> torch.Tensor:
+    """(in_dim + 1, n_controls): weights and (last row) bias of the ridge regression of `target`
+    on the standardised rows, the weights pulled towards `prior` (in_dim, n_controls) or zero;
+    the bias is not penalised."""
+    x = torch.cat([model.standardised(rows).double(), torch.ones(len(rows), 1, dtype=torch.float64)], dim=1)
+    penalty = strength * torch.eye(x.shape[1], dtype=torch.float64)
+    penalty[-1, -1] = 0
+    rhs = x.T @ target
+    if prior is not None:
+        rhs = rhs + penalty[:, :-1] @ prior.double()
+    return torch.linalg.solve(x.T @ x + penalty, rhs)
+
+
+def render_prior(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rigs: torch.Tensor,
+                 strength_per_render: float = RENDER_PRIOR_STRENGTH) -> torch.Tensor:
+    """(in_dim, n_controls) weights a keyframe fit can start from: the ridge regression of the
+    avatar's own rigs (N, n_controls) on the animator's input rows read from its renders of them
+    (N, in_dim; the encoder reading the avatar's face, not an actor's), standardised by the
+    network's input scale (the actors'). The penalty grows with the renders, so a studio's few
+    hundred samples and the built-ins' thousands are pulled alike. Its bias is left out: where an
+    actor's face rests is the keyframes' to say."""
+    if len(rows) != len(rigs) or len(rows) < 2:
+        raise ValueError(f"need one rig per render row and at least 2, got {len(rows)} rows and {len(rigs)} rigs")
+    return _ridge(model, rows, _offsets(model, avatar_id, rigs), strength_per_render * len(rows))[:-1]
+
 
 def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rigs: torch.Tensor, strength: float,
-                  unlabeled: torch.Tensor | None = None, rest: float = 0.05) -> None:
+                  unlabeled: torch.Tensor | None = None, rest: float = 0.05, prior: torch.Tensor | None = None) -> None:
     """Set this avatar's weights and bias to the ridge regression of its keyframes' rigs
     (K, n_controls, in the rig's own units) on their input rows (K, in_dim), standardised by the
     network's input scale. `strength` is the penalty on the squared weights against the summed
     squared error; the bias is not penalised. Every control is fitted in units of its range,
-    as offsets from its default.
+    as offsets from its default. With a `prior` (in_dim, n_controls; `render_prior`) the
+    penalty pulls the weights towards it instead of towards zero.
 
     With `unlabeled` rows (actors no artist posed), each control's dead zone is set so that it
     holds the control at rest on as large a share of them as of the keyframes rest (a keyframe
@@ -40,14 +81,10 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
         raise ValueError(f"need one rig per keyframe row, got {len(rows)} rows and {len(rigs)} rigs")
     if strength <= 0:
         raise ValueError(f"the ridge penalty must be above 0 (a handful of keyframes needs it), got {strength}")
-    rig = model.rigs[avatar_id]
-    lo = torch.tensor(rig.minimum, dtype=torch.float64)
-    span = torch.tensor(rig.span, dtype=torch.float64)
-    target = (rigs.double() - lo) / span - unit_default(rig).double()
-    x = torch.cat([model.standardised(rows).double(), torch.ones(len(rows), 1, dtype=torch.float64)], dim=1)
-    penalty = strength * torch.eye(x.shape[1], dtype=torch.float64)
-    penalty[-1, -1] = 0
-    solution = torch.linalg.solve(x.T @ x + penalty, x.T @ target)  # (in_dim + 1, n_controls)
+    if prior is not None and prior.shape != (model.config.in_dim, len(rigs[0])):
+        raise ValueError(f"the prior's weights must be ({model.config.in_dim}, {len(rigs[0])}), got {tuple(prior.shape)}")
+    target = _offsets(model, avatar_id, rigs)
+    solution = _ridge(model, rows, target, strength, prior)
     key = _key(avatar_id)
     width = getattr(model, f"dead_zone_{key}")
     with torch.no_grad():
