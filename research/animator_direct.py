@@ -1,16 +1,17 @@
 """The animator trained on direct supervision, and what each reading and signal buys it.
 
     .venv/bin/python research/animator_direct.py --keyframes 20 50 --kinds embedding both --alias-weight 0
-    .venv/bin/python research/animator_direct.py --keyframes 20 --kinds embedding_units --unit-dropout 0.3 \
-        --alias-weight 0 --ship server/freeavatar_server/models/animator   # retrain the shipped animator
+    .venv/bin/python research/animator_direct.py --readout linear --suggested --kinds units --keyframes 20 \
+        --ridge 30 --renders 3000 --ship server/freeavatar_server/models/animator   # retrain the shipped animator
 
 Actors are rendered at 192 px, large enough for MediaPipe's mesh (read as the tracker reads a
-still face); the expression encoder sees the same face downsized to its crop (96 px). Both sets are
+still face); the expression encoder sees the same face downsized to its crop. Both sets are
 cached in --work. Training uses what a studio has: unlabeled actor images (their embedding and
 blendshapes), K artist keyframes per avatar (simulated, as in research/animator_train.py: the
 ground-truth mapping plus 5% artist noise on K TRAINING images, the one place that mapping
-reaches training), a light pull of each control towards its rest, and with --alias-weight > 0
-the actor's own blendshapes as targets of the controls with an ARKit alias. Held-out actors
+reaches training), with --renders the avatar's own (rig, image) samples drawn by its reference
+renderer, a light pull of each control towards its rest, and with --alias-weight > 0 the
+actor's own blendshapes as targets of the controls with an ARKit alias. Held-out actors
 (identities no training saw) are scored against the ground-truth mapping, as
 `freeavatar eval animator` does (per-control r, error as a multiple of the neutral pose's).
 
@@ -39,6 +40,8 @@ import numpy as np
 import torch
 from animator_train import artist_keyframes, artist_poses  # research/: the simulated artist
 
+from freeavatar_server.avatars.sampling import propose_rig_vectors
+from freeavatar_server.images import resize
 from freeavatar_server.inference.animator import ANIMATOR_FILE
 from freeavatar_server.inference.shipped import ENCODER_CHECKPOINT
 from freeavatar_server.live.sessions import BlendshapeDrive
@@ -83,6 +86,7 @@ from freeavatar_server.training.encoder.evaluate import mediapipe_features
 
 SHIPPED = Path("server/freeavatar_server/models/animator")
 SIZE = 192
+SAMPLE_SIZE = 128  # the avatar's render samples, as `freeavatar avatars render-samples` uploads them
 
 
 def weights_digest(encoder: torch.nn.Module) -> str:
@@ -123,21 +127,25 @@ def build(path: Path, n: int, offset: int, identities: int, seed: int, encoder: 
     return data
 
 
-def avatar_renders(path: Path, name: str, n: int, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
-    """The avatar's (rig, image) samples a studio renders from its engine (`sample_rigs`, drawn
-    by the avatar's reference renderer at the encoder's crop size; cached in `path`), and the
-    encoder's reading of them."""
-    size = encoder.cfg.img_size
+def avatar_renders(path: Path, name: str, n: int, rigs_from: str, encoder: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The avatar's (rig, image) samples, drawn by its reference renderer at 128 px (as
+    `freeavatar avatars render-samples` uploads them; cached in `path`) and read by the encoder
+    as an animator job reads them (`images.resize` to its crop size). The rigs: `random`, each
+    control moved or left at rest at random (`sample_rigs`), or `proposed`, the mix of sweeps,
+    sparse and dense vectors the server proposes for renderer training (what a job has when a
+    studio uploaded only those)."""
     if path.exists():
         with np.load(path) as cached:
             rigs, images = cached["rigs"], cached["images"]
     else:
         avatar = BUILTIN_AVATARS[name]
         index = list(BUILTIN_AVATARS).index(name)
-        rigs = avatar.sample_rigs(n, np.random.default_rng(300 + index))
-        images = np.concatenate([avatar.render(rigs[i : i + 250], size) for i in range(0, n, 250)])
+        rigs = (avatar.sample_rigs(n, np.random.default_rng(300 + index)) if rigs_from == "random"
+                else propose_rig_vectors(avatar.spec, n, seed=0))
+        images = np.concatenate([avatar.render(rigs[i : i + 250], SAMPLE_SIZE) for i in range(0, n, 250)])
         np.savez_compressed(path, rigs=rigs, images=images)
-    embeddings, units = read_images(encoder, images)
+    size = encoder.cfg.img_size
+    embeddings, units = read_images(encoder, np.stack([resize(image, size) for image in images]))
     read = {"rigs": rigs, "embeddings": embeddings.numpy()}
     if units is not None:
         read["units"] = units.numpy()
@@ -333,6 +341,8 @@ def main() -> None:
     p.add_argument("--renders", type=int, default=0, metavar="N",
                    help="N of each avatar's own (rig, image) renders: a linear readout's keyframe fit is pulled towards "
                         "the fit on them; an animator trained by gradient learns from them beside its keyframes (0: none)")
+    p.add_argument("--render-rigs", choices=("random", "proposed"), default="random",
+                   help="the renders' rigs: sample_rigs (random), or the server's proposal for renderer training")
     p.add_argument("--prior-penalty", type=float, default=RENDER_PRIOR_STRENGTH,
                    help="the renders' fit's own ridge penalty, per render")
     p.add_argument("--true-units", action="store_true",
@@ -369,8 +379,8 @@ def main() -> None:
     unit_dim = train_data["units"].shape[1] if "units" in train_data else 0
     renders = None
     if args.renders:
-        renders = {name: avatar_renders(args.work / f"renders_{name}_{args.renders}_{encoder.cfg.img_size}.npz",
-                                        name, args.renders, encoder) for name in BUILTIN_AVATARS}
+        renders = {name: avatar_renders(args.work / f"samples_{name}_{args.render_rigs}_{args.renders}_{SAMPLE_SIZE}.npz",
+                                        name, args.renders, args.render_rigs, encoder) for name in BUILTIN_AVATARS}
     report: dict[str, object] = {}
     shipped_reads_these = weights_digest(load_frozen_encoder(SHIPPED / ENCODER_FILE)) == weights_digest(encoder)
     if shipped_reads_these and not args.true_units:  # reads this encoder's embedding and units
@@ -395,7 +405,7 @@ def main() -> None:
         swept = len(args.ridge if linear(kind) else args.sparsity) > 1
         row = (f"{kind}_k{k}" + ("_linear" if linear(kind) else "") + ("_suggested" if args.suggested else "")
                + ("_no_dead_zones" if linear(kind) and args.no_dead_zones else "")
-               + (f"_renders{args.renders}" if args.renders else "")
+               + (f"_renders{args.renders}" + ("_proposed" if args.render_rigs == "proposed" else "") if args.renders else "")
                + (f"_pp{args.prior_penalty:g}" if linear(kind) and args.renders
                   and args.prior_penalty != RENDER_PRIOR_STRENGTH else "")
                + (f"_{'r' if linear(kind) else 's'}{weight:g}" if swept else "")

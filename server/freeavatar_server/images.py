@@ -49,10 +49,13 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, area-averaged when shrinking."""
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, area-averaged when shrinking, bilinear when
+    enlarging (a box filter enlarges as blocky as nearest-neighbour)."""
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BOX))
+    shrinking = min(image.shape[:2]) >= size
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((size, size), method))
 
 
 def encode_png(image: np.ndarray) -> bytes:

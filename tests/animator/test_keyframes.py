@@ -12,7 +12,7 @@ from freeavatar_server.training.animator.keyframes import (
     render_prior,
     suggest_keyframes,
 )
-from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator
+from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator, unit_default
 
 
 def robot_animator(rows: torch.Tensor) -> SharedAnimator:
@@ -87,6 +87,23 @@ def test_the_avatars_own_renders_give_a_few_keyframes_the_map() -> None:
         assert (model(new_rows, "robot") - new_rigs).abs().max() > 0.05
 
 
+def test_the_pull_towards_a_prior_is_ridge_regression_on_the_keyframes_and_the_prior_stacked() -> None:
+    """Keyframes and prior disagreeing: the fit is least squares over the keyframes plus, for
+    each weight, sqrt(strength) x (weight - prior weight) as one more residual; the bias free."""
+    rows, rigs = linear_world(12, seed=8)
+    model = robot_animator(linear_world(200, seed=9)[0])
+    prior = torch.randn(6, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.1
+    fit_keyframes(model, "robot", rows, rigs, strength=5.0, prior=prior)
+    rig = model.rigs["robot"]
+    target = (rigs.double() - torch.tensor(rig.minimum)) / torch.tensor(rig.span) - unit_default(rig).double()
+    x = torch.cat([model.standardised(rows).double(), torch.ones(12, 1, dtype=torch.float64)], 1)
+    stacked_x = torch.cat([x, torch.cat([5.0**0.5 * torch.eye(6, dtype=torch.float64), torch.zeros(6, 1, dtype=torch.float64)], 1)])
+    stacked_y = torch.cat([target, 5.0**0.5 * prior])
+    solution = torch.linalg.lstsq(stacked_x, stacked_y).solution
+    torch.testing.assert_close(model.weights["a_robot"].double(), solution[:-1].T, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.biases["a_robot"].double(), solution[-1], atol=1e-5, rtol=0)
+
+
 def test_a_fit_names_what_is_wrong() -> None:
     rows, rigs = linear_world(5, seed=0)
     with pytest.raises(ValueError, match="one rig per keyframe row"):
@@ -99,6 +116,12 @@ def test_a_fit_names_what_is_wrong() -> None:
         fit_keyframes(robot_animator(rows), "robot", rows, rigs, strength=1.0, prior=torch.zeros(8, 6))
     with pytest.raises(ValueError, match="one rig per render row"):
         render_prior(robot_animator(rows), "robot", rows, rigs[:3])
+    with pytest.raises(ValueError, match="at least 2"):
+        render_prior(robot_animator(rows), "robot", rows[:1], rigs[:1])
+    with pytest.raises(ValueError, match="the animator's 6 inputs, got 5"):
+        render_prior(robot_animator(rows), "robot", rows[:, :5], rigs)
+    with pytest.raises(ValueError, match="penalty must be above 0"):
+        render_prior(robot_animator(rows), "robot", rows, rigs, strength_per_render=0.0)
     attention = SharedAnimator(AnimatorConfig(embed_dim=6))
     attention.add_avatar("robot", AvatarRig.from_spec(BUILTIN_AVATARS["robot"].spec))
     with pytest.raises(ValueError, match="only a linear readout"):

@@ -174,7 +174,8 @@ async def test_a_job_on_a_base_that_reads_units_reads_them_too(
     actors and keyframes, and the animator it publishes reads them as the base does. Not marked
     slow (about 15 s each): the shipped base reads the units through a linear readout, so this is
     what a studio's job runs. On a linear base the avatar with keyframes is fitted to them in
-    closed form, with no gradient steps; one without is tuned by the consistency objective."""
+    closed form, with no gradient steps, pulled towards the fit on its render samples; one
+    without is tuned by the consistency objective."""
     base_dir = tmp_path / "base"
     base_dir.mkdir()
     torch.manual_seed(0)
@@ -195,6 +196,8 @@ async def test_a_job_on_a_base_that_reads_units_reads_them_too(
     assert job.state == JobState.SUCCEEDED, job.error
     metrics = (await client.get_avatar(avatar.id)).animator.metrics
     assert metrics["keyframes"] == keyframe_count
+    # a linear fit to keyframes is pulled towards the fit on the avatar's 60 uploaded samples
+    assert metrics["prior_renders"] == (60 if readout == "linear" and keyframe_count else 0)
 
     model_dir = server.config.data_dir / "models" / avatar.id / "animator" / job.id
     tuned = load_animator(model_dir / "animator.pt")

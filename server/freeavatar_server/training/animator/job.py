@@ -5,10 +5,11 @@ the built-in avatars; `$FREEAVATAR_ANIMATOR_BASE` overrides it, "none" starts fr
 With a base, the job tunes only the named avatars' own parameters (code + control queries, or a
 linear readout's weights), shared weights frozen, so no avatar tuned earlier can change. A base
 with a linear readout (the shipped one) fits each avatar that has keyframes to them in closed
-form, as the shipped animator was (keyframes.py): pulled towards the same fit on the avatar's own
-uploaded render samples, its dead zones from the job's unlabeled actors; only avatars without keyframes are tuned by the consistency objective. Without one, it trains the shared
-network together with the named avatars. An avatar that already has an active animator starts
-from its tuned code and queries.
+form, as the shipped animator was (keyframes.py): pulled towards the same fit on the avatar's
+uploaded render samples, its dead zones from the job's unlabeled actors; only avatars without
+keyframes are tuned by the consistency objective. Without one, it trains the shared network
+together with the named avatars. An avatar that already has an active animator starts from its
+tuned code and queries.
 
 What it reads. Each avatar's ACTIVE neural renderer (trained by a renderer job), its uploaded
 keyframes (`options.keyframe_limit` caps them; 0 = none), and an unlabeled actor corpus: here the
@@ -124,19 +125,27 @@ def keyframes_for(
 
 
 def renders_for(context: JobContext, avatar_id: str, encoder: torch.nn.Module, config: AnimatorConfig) -> RigPairs | None:
-    """The avatar's uploaded (rig, image) samples, its face as the encoder reads it (at most
-    MAX_PRIOR_RENDERS of them): what a linear readout's keyframe fit starts from."""
+    """The avatar's uploaded (rig, image) samples, its face as the encoder reads it: what a
+    linear readout's keyframe fit is pulled towards. At most MAX_PRIOR_RENDERS of them, spread
+    evenly over the upload (a studio may upload one kind of rig after another)."""
     rigs, encoded = context.store.render_samples(avatar_id)
-    return _read_pairs(rigs[:MAX_PRIOR_RENDERS], encoded[:MAX_PRIOR_RENDERS], encoder, config)
+    if len(encoded) > MAX_PRIOR_RENDERS:
+        picks = np.linspace(0, len(encoded) - 1, MAX_PRIOR_RENDERS).round().astype(int)
+        rigs, encoded = rigs[picks], [encoded[i] for i in picks]
+    return _read_pairs(rigs, encoded, encoder, config)
 
 
-def _read_pairs(rigs: np.ndarray, encoded: list[bytes], encoder: torch.nn.Module, config: AnimatorConfig) -> RigPairs | None:
-    """Rigs and their encoded images, the images read into the animator's input rows."""
+def _read_pairs(rigs: np.ndarray, encoded: list[bytes], encoder: torch.nn.Module, config: AnimatorConfig,
+                batch: int = 256) -> RigPairs | None:
+    """Rigs and their encoded images, the images read into the animator's input rows (a batch
+    decoded at a time, so thousands of samples never sit decoded at once)."""
     if not len(encoded):
         return None
     size = encoder.cfg.img_size
-    images = np.stack([resize(decode_image(data), size) for data in encoded])
-    return RigPairs(animator_inputs(config, *read_images(encoder, images)), torch.from_numpy(rigs))
+    rows = [animator_inputs(config, *read_images(encoder, np.stack([resize(decode_image(data), size) for data in
+                                                                   encoded[start : start + batch]])))
+            for start in range(0, len(encoded), batch)]
+    return RigPairs(torch.cat(rows), torch.from_numpy(rigs))
 
 
 def check_readable(config: AnimatorConfig, encoder: torch.nn.Module) -> None:
@@ -194,9 +203,12 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
     clip_inputs = animator_inputs(model.config, *read_images(encoder, clips.reshape(c * t, *clips.shape[2:]))).view(c, t, -1)
     n_val = max(8, n // 10)
     actors = ActorData(inputs[n_val:], embeddings[n_val:], inputs[:n_val], embeddings[:n_val], clip_inputs)
-    fitted = fit_linear_keyframes(model, targets, actors.inputs, config.ridge,
-                                  lambda aid: renders_for(context, aid, encoder, model.config))
-    tuned = [aid for aid in avatar_ids if aid not in fitted]
+    def renders(avatar_id: str) -> RigPairs | None:
+        context.report(0.0, message=f"{avatar_id}: reading its render samples for the keyframe fit's prior")
+        return renders_for(context, avatar_id, encoder, model.config)
+
+    priors = fit_linear_keyframes(model, targets, actors.inputs, config.ridge, renders)
+    tuned = [aid for aid in avatar_ids if aid not in priors]
     parameters = [p for aid in tuned for p in model.avatar_parameters(aid)]
     if base is None:  # nothing to protect: the shared network learns with these avatars
         parameters = list(model.shared_parameters()) + parameters
@@ -222,6 +234,7 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
             "train_seconds": fit.metrics["train_seconds"],
             "steps": fit.metrics["steps"],
             "keyframes": float(len(target.keyframes.inputs)) if target.keyframes else 0.0,
+            "prior_renders": float(priors.get(target.avatar_id, 0)),
         }
         results.append(JobResult(target.avatar_id, avatar_pb2.MODEL_KIND_ANIMATOR, model_dir, metrics))
     context.report(1.0, {"val_consistency": fit.metrics["val_consistency"]}, message="animator tuned")
@@ -229,20 +242,21 @@ def finetune_animator_job(context: JobContext) -> list[JobResult]:
 
 
 def fit_linear_keyframes(model: SharedAnimator, targets: list[AvatarTarget], unlabeled: torch.Tensor,
-                         strength: float, renders: Callable[[str], RigPairs | None] = lambda _: None) -> set[str]:
+                         strength: float, renders: Callable[[str], RigPairs | None] | None = None) -> dict[str, int]:
     """A linear readout's avatars that have keyframes, fitted to them in closed form (keyframes.py),
-    each pulled towards the fit on its own renders where `renders` gives them; the ids of those
-    fitted (none for an attention readout, which is tuned by gradient)."""
+    each pulled towards the fit on its own renders where `renders` gives some. Returns each fitted
+    avatar's count of renders its prior read (0: none); an attention readout's avatars are tuned
+    by gradient instead, and none are fitted."""
     if model.config.readout != "linear":
-        return set()
-    fitted = set()
+        return {}
+    fitted = {}
     for target in targets:
         if target.keyframes is not None and len(target.keyframes.inputs):
-            own = renders(target.avatar_id)
+            own = renders(target.avatar_id) if renders is not None else None
             prior = None if own is None else render_prior(model, target.avatar_id, own.inputs, own.rigs)
             fit_keyframes(model, target.avatar_id, target.keyframes.inputs, target.keyframes.rigs, strength, unlabeled,
                           prior=prior)
-            fitted.add(target.avatar_id)
+            fitted[target.avatar_id] = 0 if own is None else len(own.inputs)
     return fitted
 
 

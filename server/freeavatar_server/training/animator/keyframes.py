@@ -52,11 +52,17 @@ def render_prior(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rigs
     """(in_dim, n_controls) weights a keyframe fit can start from: the ridge regression of the
     avatar's own rigs (N, n_controls) on the animator's input rows read from its renders of them
     (N, in_dim; the encoder reading the avatar's face, not an actor's), standardised by the
-    network's input scale (the actors'). The penalty grows with the renders, so a studio's few
-    hundred samples and the built-ins' thousands are pulled alike. Its bias is left out: where an
-    actor's face rests is the keyframes' to say."""
+    network's input scale (the actors'). The penalty grows with the renders (`strength_per_render`
+    each), so that it weighs alike against the renders' summed squared error however many there
+    are. Its bias is left out: where an actor's face rests is the keyframes' to say."""
+    if model.config.readout != "linear":
+        raise ValueError("a render prior is for a linear readout's keyframe fit")
     if len(rows) != len(rigs) or len(rows) < 2:
         raise ValueError(f"need one rig per render row and at least 2, got {len(rows)} rows and {len(rigs)} rigs")
+    if rows.shape[1] != model.config.in_dim:
+        raise ValueError(f"render rows must have the animator's {model.config.in_dim} inputs, got {rows.shape[1]}")
+    if strength_per_render <= 0:
+        raise ValueError(f"the prior's penalty must be above 0, got {strength_per_render}")
     return _ridge(model, rows, _offsets(model, avatar_id, rigs), strength_per_render * len(rows))[:-1]
 
 
@@ -81,8 +87,9 @@ def fit_keyframes(model: SharedAnimator, avatar_id: str, rows: torch.Tensor, rig
         raise ValueError(f"need one rig per keyframe row, got {len(rows)} rows and {len(rigs)} rigs")
     if strength <= 0:
         raise ValueError(f"the ridge penalty must be above 0 (a handful of keyframes needs it), got {strength}")
-    if prior is not None and prior.shape != (model.config.in_dim, len(rigs[0])):
-        raise ValueError(f"the prior's weights must be ({model.config.in_dim}, {len(rigs[0])}), got {tuple(prior.shape)}")
+    expected = (model.config.in_dim, model.rigs[avatar_id].n_controls)
+    if prior is not None and tuple(prior.shape) != expected:
+        raise ValueError(f"the prior's weights must be {expected}, got {tuple(prior.shape)}")
     target = _offsets(model, avatar_id, rigs)
     solution = _ridge(model, rows, target, strength, prior)
     key = _key(avatar_id)
