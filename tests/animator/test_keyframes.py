@@ -12,7 +12,12 @@ from freeavatar_server.training.animator.keyframes import (
     render_prior,
     suggest_keyframes,
 )
-from freeavatar_server.training.animator.model import AnimatorConfig, AvatarRig, SharedAnimator, unit_default
+from freeavatar_server.training.animator.model import (
+    AnimatorConfig,
+    AvatarRig,
+    SharedAnimator,
+    unit_default,
+)
 
 
 def robot_animator(rows: torch.Tensor) -> SharedAnimator:
