@@ -18,6 +18,7 @@ from freeavatar_server.synth.video import make_trajectory, render_trajectory_fra
 from freeavatar_server.training.face.blendshape_carry import ClipReading, correlations, fit
 
 BLINK = ARKIT_BLENDSHAPES.index("eyeBlinkLeft")
+SMILE = [ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight")]
 
 
 def walk(rng: np.random.Generator, frames: int, width: int) -> np.ndarray:
@@ -37,6 +38,32 @@ def test_the_fit_carries_what_the_units_predict_and_holds_the_rest() -> None:
     assert carry.weights[3, 0] == pytest.approx(0.05, abs=0.005)
     assert not carry.weights[:, 1:].any()  # carrying by unrelated units reads worse than holding
     assert correlations(clips, carry)[0] > 0.99 and correlations(clips, None)[0] < 0.1
+
+
+def test_the_smile_lift_raises_lip_corners_the_encoder_under_reads(tmp_path: Path) -> None:
+    """Fitted as the line of each lip-corner unit on MediaPipe's smile that side; a reading below
+    what the smile says is raised to it, one above it kept; saved and loaded with the carry."""
+    rng = np.random.default_rng(1)
+    clips = []
+    for _ in range(3):
+        blendshapes = np.clip(rng.uniform(0, 1, (200, 52)), 0, 1)
+        units = rng.normal(0, 0.01, (200, 25))
+        units[:, 7] = -0.5 + 2.0 * blendshapes[:, SMILE[0]]
+        units[:, 8] = -0.4 + 1.5 * blendshapes[:, SMILE[1]]
+        clips.append(ClipReading(units, blendshapes))
+    carry = fit(clips, strength=1.0, smile_units=(7, 8))
+    np.testing.assert_allclose(carry.smile_lift, [[-0.5, 2.0], [-0.4, 1.5]], atol=1e-4)
+    smiling = np.zeros(52, np.float32)
+    smiling[SMILE] = 0.5
+    units = np.zeros(25, np.float32)
+    units[8] = 2.0  # the right corner read above what the smile says
+    lifted = carry.lift_smile(units, smiling)
+    assert lifted[7] == pytest.approx(0.5) and lifted[8] == 2.0 and not lifted[np.r_[:7, 9:25]].any()
+    assert carry.lift_smile(units, np.zeros(52, np.float32))[7] == 0.0  # no smile: the encoder's own
+    carry.save(tmp_path / "carry.npz")
+    loaded = BlendshapeCarry.load(tmp_path / "carry.npz")
+    assert loaded.smile_units == (7, 8) and np.array_equal(loaded.smile_lift, carry.smile_lift)
+    assert fit(clips, strength=1.0).lift_smile(units, smiling) is units  # fitted without: no lift
 
 
 def test_the_carry_is_used_only_with_an_encoder_it_was_fitted_through(tmp_path: Path) -> None:

@@ -423,12 +423,18 @@ class Analyser:
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
 
     def _animated_units(self, memo: ExpressionMemo, frame: FrameFace) -> np.ndarray | None:
-        """The units an animator reads: the encoder's, guarded by the last mesh's emotions (the
-        carry reads them unguarded); None for an encoder without the read-out."""
-        emotions = frame.face.emotions
-        if memo.units is None or self.unit_guard is None or emotions is None:
-            return memo.units
-        return self.unit_guard.guard(memo.units, emotions)
+        """The units an animator reads: the encoder's, their lip-corner pulls raised to the
+        frame's smile where they read less (inference.face.carry), then guarded by the last
+        mesh's emotions (the carry reads the encoder's own); None for an encoder without the
+        read-out."""
+        units = memo.units
+        if units is None:
+            return None
+        if self.carry is not None:
+            units = self.carry.lift_smile(units, frame.face.blendshapes)
+        if self.unit_guard is not None and frame.face.emotions is not None:
+            units = self.unit_guard.guard(units, frame.face.emotions)
+        return units
 
     def _expression_memo(self, stream: str, frame: FrameFace) -> ExpressionMemo | None:
         """The stream's last expression reading when this frame may reuse it, or None when its

@@ -14,7 +14,14 @@ cancels out (its frame-to-frame noise does pass); the mesh, trained on real face
 the level at every run. Blendshapes the carry does not predict better than holding (chosen on
 the training clips) have zero weights.
 
-The map belongs to one encoder's units: the file names the encoders (by their graphs' SHA-256)
+The file also holds the other direction for the smile (`lift_smile`): the encoder, trained on
+synthetic faces, reads a real person's smile weakly (the animators followed 10-12 of 15 real
+smiles where MediaPipe's blendshapes follow 14), so the lip-corner-pull units an animator reads
+are raised to what MediaPipe's smile says they should be (a line fitted on the same clips)
+wherever the encoder reads less. On synthetic faces, which the encoder reads well, that rarely
+changes anything.
+
+The maps belong to one encoder's units: the file names the encoders (by their graphs' SHA-256)
 it was fitted through, and `for_encoder` gives None for any other.
 """
 
@@ -26,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.shipped import BLENDSHAPE_CARRY
 
 
@@ -33,22 +41,41 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+SMILE_BLENDSHAPES = (ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight"))
+
+
 @dataclass(frozen=True)
 class BlendshapeCarry:
     weights: np.ndarray  # (units, 52) float32: a change in units -> a change in blendshapes
     encoders: tuple[str, ...] = ()  # SHA-256 of the encoder graphs whose units it reads
+    smile_units: tuple[int, ...] = ()  # the lip-corner-pull units (left, right); () for no lift
+    smile_lift: np.ndarray | None = None  # (2, 2): per side, the unit at no smile and per unit of smile
 
     def carry(self, blendshapes: np.ndarray, units: np.ndarray, units_at_mesh: np.ndarray) -> np.ndarray:
         """The mesh's (52,) blendshapes, moved by the units' change since its frame."""
         return np.clip(blendshapes + (units - units_at_mesh) @ self.weights, 0.0, 1.0).astype(np.float32)
 
+    def lift_smile(self, units: np.ndarray, blendshapes: np.ndarray) -> np.ndarray:
+        """(units,) read-out with each lip-corner pull raised to what the (52,) blendshapes'
+        smile on that side says it is, where the encoder read less (a new array)."""
+        if self.smile_lift is None:
+            return units
+        lifted = np.array(units, np.float32)
+        said = self.smile_lift[:, 0] + self.smile_lift[:, 1] * blendshapes[list(SMILE_BLENDSHAPES)]
+        lifted[list(self.smile_units)] = np.maximum(lifted[list(self.smile_units)], said)
+        return lifted
+
     def save(self, path: Path) -> None:
-        np.savez(path, weights=self.weights.astype(np.float32), encoders=np.array(self.encoders))
+        lift = {} if self.smile_lift is None else {
+            "smile_units": np.array(self.smile_units), "smile_lift": self.smile_lift.astype(np.float32)}
+        np.savez(path, weights=self.weights.astype(np.float32), encoders=np.array(self.encoders), **lift)
 
     @classmethod
     def load(cls, path: Path = BLENDSHAPE_CARRY) -> BlendshapeCarry:
         with np.load(path) as data:
-            return cls(data["weights"], tuple(str(e) for e in data["encoders"]))
+            lift = {"smile_units": tuple(int(u) for u in data["smile_units"]), "smile_lift": data["smile_lift"]} \
+                if "smile_lift" in data else {}
+            return cls(data["weights"], tuple(str(e) for e in data["encoders"]), **lift)
 
     @classmethod
     def for_encoder(cls, encoder_path: Path, path: Path = BLENDSHAPE_CARRY) -> BlendshapeCarry | None:

@@ -8,7 +8,9 @@ every frame.
     python -m freeavatar_server.training.face.blendshape_carry [--train 12] [--test 6] [--ship]
 
 `--ship` writes models/blendshape_carry.npz, for the shipped encoder's two graphs (float and
-int8: their units agree to within the int8 parity docs/models.md reports). Refit it after
+int8: their units agree to within the int8 parity docs/models.md reports), with the smile's lift
+(`BlendshapeCarry.lift_smile`): per side, the line of the lip-corner-pull unit on MediaPipe's
+smile over every frame of the training clips. Refit it after
 shipping another encoder: the carry is not used with an encoder it was not fitted through.
 """
 
@@ -23,10 +25,15 @@ from rich.progress import track
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.encoder import OnnxEncoder
-from freeavatar_server.inference.face.carry import BlendshapeCarry, file_digest
+from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, BlendshapeCarry, file_digest
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront
-from freeavatar_server.inference.shipped import BLENDSHAPE_CARRY, ENCODER_INT8_ONNX, ENCODER_ONNX
+from freeavatar_server.inference.shipped import (
+    BLENDSHAPE_CARRY,
+    ENCODER_INT8_ONNX,
+    ENCODER_ONNX,
+    ENCODER_UNITS,
+)
 from freeavatar_server.synth.video import Trajectory, make_trajectory, render_trajectory_frames
 from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.face.pose_train import HELD_OUT_IDENTITY
@@ -99,14 +106,26 @@ def correlations(clips: list[ClipReading], carry: BlendshapeCarry | None) -> np.
     return column_correlations(read, truth)
 
 
-def fit(clips: list[ClipReading], strength: float, encoders: tuple[str, ...] = ()) -> BlendshapeCarry:
+def fit(clips: list[ClipReading], strength: float, encoders: tuple[str, ...] = (),
+        smile_units: tuple[int, ...] = ()) -> BlendshapeCarry:
     """The ridge map on every clip, keeping only the blendshapes it carries better than holding
-    does on the last third of the clips when fitted on the first two."""
+    does on the last third of the clips when fitted on the first two; with `smile_units` (the
+    lip-corner pulls, left and right), the smile's lift too."""
     split = max(1, len(clips) * 2 // 3)
     trial = BlendshapeCarry(ridge(*changes(clips[:split]), strength))
     kept = correlations(clips[split:], trial) > correlations(clips[split:], None)
     weights = ridge(*changes(clips), strength) * kept
-    return BlendshapeCarry(weights.astype(np.float32), encoders)
+    lift = smile_lift(clips, smile_units) if smile_units else None
+    return BlendshapeCarry(weights.astype(np.float32), encoders, smile_units, lift)
+
+
+def smile_lift(clips: list[ClipReading], smile_units: tuple[int, ...]) -> np.ndarray:
+    """(2, 2): per side, the least-squares line of the lip-corner-pull unit on MediaPipe's
+    smile (the unit at no smile, and per unit of smile), over every frame of the clips."""
+    units = np.concatenate([c.units for c in clips])
+    blendshapes = np.concatenate([c.blendshapes for c in clips])
+    lines = [np.polyfit(blendshapes[:, b], units[:, u], 1)[::-1] for u, b in zip(smile_units, SMILE_BLENDSHAPES, strict=True)]
+    return np.array(lines, np.float32)
 
 
 def score(carry: BlendshapeCarry, clips: list[ClipReading]) -> dict[str, object]:
@@ -136,7 +155,8 @@ def main() -> None:
         raise SystemExit(f"{ENCODER_INT8_ONNX} has no action-unit read-out to carry blendshapes with")
     encoders = (file_digest(ENCODER_ONNX), file_digest(ENCODER_INT8_ONNX))
     training = read_clips(encoder, front, clip_trajectories(args.train, TRAIN_SEED, held_out=False))
-    carry = fit(training, args.strength, encoders)
+    names = json.loads(ENCODER_UNITS.read_text())["names"]
+    carry = fit(training, args.strength, encoders, tuple(names.index(n) for n in ("lip_corner_pull_L", "lip_corner_pull_R")))
     held_out = read_clips(encoder, front, clip_trajectories(args.test, TEST_SEED, held_out=True))
     print(json.dumps({"held_out": score(carry, held_out)}, indent=2))
     if args.ship:
