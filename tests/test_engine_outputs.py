@@ -259,7 +259,7 @@ async def test_vmc_frames_reach_a_python_osc_server(live, clip) -> None:
     assert all(r in [f.as_dict() for f in by_avatar["robot"]] for r in rig)
     # VRM 0 presets: only those the cartoon's ARKit aliases can drive; blinks split apart.
     presets = [blends(m) for m in apps["cartoon"].frames()]
-    assert set(presets[0]) == {"A", "U", "Joy", "Blink", "Blink_L", "Blink_R"}  # Joy: the grin's smile alias
+    assert set(presets[0]) == {"A", "U", "Blink", "Blink_L", "Blink_R"}
     cartoon = {
         tuple(round(v, 5) for v in (f.as_dict()["mouth_open"], f.as_dict()["blink_L"]))
         for f in by_avatar["cartoon"]

@@ -10,7 +10,7 @@ import pytest
 
 from freeavatar._proto import stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
-from freeavatar_server.inference.face.carry import BlendshapeCarry, file_digest
+from freeavatar_server.inference.face.carry import BlendshapeCarry, SmileLift, file_digest
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX, ENCODER_ONNX
 from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest, EncodedFrame
 from freeavatar_server.media import encode_jpeg
@@ -51,19 +51,22 @@ def test_the_smile_lift_raises_lip_corners_the_encoder_under_reads(tmp_path: Pat
         units[:, 7] = -0.5 + 2.0 * blendshapes[:, SMILE[0]]
         units[:, 8] = -0.4 + 1.5 * blendshapes[:, SMILE[1]]
         clips.append(ClipReading(units, blendshapes))
-    carry = fit(clips, strength=1.0, smile_units=(7, 8))
-    np.testing.assert_allclose(carry.smile_lift, [[-0.5, 2.0], [-0.4, 1.5]], atol=1e-4)
-    smiling = np.zeros(52, np.float32)
-    smiling[SMILE] = 0.5
+    lift = fit(clips, strength=1.0, smile_units=(7, 8)).smile_lift
+    assert lift is not None and lift.units == (7, 8)
+    np.testing.assert_allclose(lift.lines, [[-0.5, 2.0], [-0.4, 1.5]], atol=1e-4)
     units = np.zeros(25, np.float32)
     units[8] = 2.0  # the right corner read above what the smile says
-    lifted = carry.lift_smile(units, smiling)
+    lifted = lift.lift(units, np.array([0.5, 0.5]))
     assert lifted[7] == pytest.approx(0.5) and lifted[8] == 2.0 and not lifted[np.r_[:7, 9:25]].any()
-    assert carry.lift_smile(units, np.zeros(52, np.float32))[7] == 0.0  # no smile: the encoder's own
-    carry.save(tmp_path / "carry.npz")
-    loaded = BlendshapeCarry.load(tmp_path / "carry.npz")
-    assert loaded.smile_units == (7, 8) and np.array_equal(loaded.smile_lift, carry.smile_lift)
-    assert fit(clips, strength=1.0).lift_smile(units, smiling) is units  # fitted without: no lift
+    assert lift.lift(units, np.zeros(2))[7] == 0.0  # no smile: the encoder's own reading
+    assert fit(clips, strength=1.0).smile_lift is None  # fitted without the units: no lift
+    ours = tmp_path / "ours.onnx"
+    ours.write_bytes(b"one encoder")
+    BlendshapeCarry(np.zeros((25, 52), np.float32), (file_digest(ours),), lift).save(tmp_path / "carry.npz")
+    loaded = SmileLift.for_encoder(ours, tmp_path / "carry.npz")
+    assert loaded is not None and loaded.units == (7, 8) and np.array_equal(loaded.lines, lift.lines)
+    assert SmileLift.for_encoder(tmp_path / "carry.npz", tmp_path / "carry.npz") is None  # another encoder
+    assert SmileLift.for_encoder(ENCODER_INT8_ONNX) is not None  # shipped for the shipped encoder
 
 
 def test_the_carry_is_used_only_with_an_encoder_it_was_fitted_through(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def serve(
         float, typer.Option(help="Once the mesh is at its floor, the least share of each actor's frames whose expression is read before whole frames are dropped (the others reuse the last frame's reading; head pose reads every frame); 1: every frame's. No effect with --face-rate 0 (every frame has its own mesh).")
     ] = 0.5,
     emotion_guard: Annotated[
-        bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling), and the lowered brows when it reads it as happier than negative (MediaPipe lowers a laughing face's brows).")
+        bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling), and the lowered brows when it reads it as happier than negative (MediaPipe lowers a laughing face's brows); the units the animators read are guarded alike.")
     ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")

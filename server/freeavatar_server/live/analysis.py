@@ -12,7 +12,8 @@ then runs pose, the encoder and each animator once for all the faces found. A fr
 an earlier frame's mesh gets that mesh's blendshapes carried forward by the encoder's change
 since (`inference.face.carry`), so that a blink between two meshes still shows; then the emotion
 guard scales the smile and the lowered brows by the last mesh's emotion reading
-(`inference.face.emotion`).
+(`inference.face.emotion`). The units the animators read have their lip corners raised to that
+smile where the encoder reads less (`SmileLift`), then are guarded the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
-from freeavatar_server.inference.face.carry import BlendshapeCarry
+from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, BlendshapeCarry, SmileLift
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.emotion import UnitGuard, guard_blendshapes
 from freeavatar_server.inference.face.front import FaceFront, FaceObservation, FrontTrack
@@ -100,7 +101,8 @@ class AnalysisOptions:
     # face_rate_hz 0 every frame has a mesh of its own, so every frame's is read.)
     expression_floor: float = 1.0
     # A real-face emotion classifier reads the face with each mesh and guards the smile and
-    # lowered-brow blendshapes (inference.face.emotion); off, the blendshapes are MediaPipe's own.
+    # lowered-brow blendshapes (inference.face.emotion), and the animators' units likewise; off,
+    # the blendshapes are MediaPipe's own and the animators' lip corners follow its smile unguarded.
     emotion_guard: bool = True
 
     def __post_init__(self) -> None:
@@ -294,6 +296,8 @@ class Analyser:
         # Blendshapes between meshes (inference.face.carry): per stream, the last mesh's
         # blendshapes and its frame's units; and the units of frames whose mesh is due
         self.carry = BlendshapeCarry.for_encoder(options.encoder_path)
+        # the animators' lip corners raised to MediaPipe's smile (inference.face.carry), guard or no guard
+        self.smile_lift = SmileLift.for_encoder(options.encoder_path)
         # the emotion guard on the units the animators read (the blendshapes are guarded below)
         self.unit_guard = UnitGuard.for_encoder(options.encoder_path) if options.emotion_guard else None
         self._carried_from: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -389,9 +393,11 @@ class Analyser:
                 last = self._expressions.get(requests[i].stream)
                 memo = ExpressionMemo(embeddings[k], None if units is None else units[k], last.credit if last else 0.0)
                 memos[i] = self._expressions[requests[i].stream] = memo
-        for request, frame, memo in zip(requests, frames, memos, strict=True):
+        smiles = {}  # MediaPipe's smile as carried, before the guard: what the animators' units are lifted to
+        for i, (request, frame, memo) in enumerate(zip(requests, frames, memos, strict=True)):
             if memo.units is not None and self.carry is not None:
                 self._carry_blendshapes(self.carry, request.stream, frame, memo.units)
+            smiles[i] = frame.face.blendshapes[list(SMILE_BLENDSHAPES)]
             # after the carry, which moves MediaPipe's own reading: the guard scales the smile
             # and lowered brows of the blendshapes as served, carried or not, by the last mesh's
             # emotions
@@ -406,7 +412,8 @@ class Analyser:
                 else:
                     rows_by_ref.setdefault(ref, []).append((row, avatar_id))
         # each frame's units as its animators read them, guarded once for all its avatars
-        animated = {row: self._animated_units(memos[row], frames[row]) for targets in rows_by_ref.values() for row, _ in targets}
+        animated = {row: self._animated_units(memos[row], frames[row], smiles[row])
+                    for targets in rows_by_ref.values() for row, _ in targets}
         for ref, targets in rows_by_ref.items():
             rows = [row for row, _ in targets]
             units = None if animated[rows[0]] is None else np.stack([animated[row] for row in rows])
@@ -422,16 +429,16 @@ class Analyser:
             frame.head_pose = pose
             frame.timings.update(pose=pose_ms * share, encode=encode_ms * share, animate=animate_ms * share)
 
-    def _animated_units(self, memo: ExpressionMemo, frame: FrameFace) -> np.ndarray | None:
+    def _animated_units(self, memo: ExpressionMemo, frame: FrameFace, smile: np.ndarray) -> np.ndarray | None:
         """The units an animator reads: the encoder's, their lip-corner pulls raised to the
-        frame's smile where they read less (inference.face.carry), then guarded by the last
-        mesh's emotions (the carry reads the encoder's own); None for an encoder without the
-        read-out."""
+        frame's (2,) unguarded smile where they read less (`SmileLift`), then guarded by the
+        last mesh's emotions (the carry reads the encoder's own); None for an encoder without
+        the read-out."""
         units = memo.units
         if units is None:
             return None
-        if self.carry is not None:
-            units = self.carry.lift_smile(units, frame.face.blendshapes)
+        if self.smile_lift is not None:
+            units = self.smile_lift.lift(units, smile)
         if self.unit_guard is not None and frame.face.emotions is not None:
             units = self.unit_guard.guard(units, frame.face.emotions)
         return units

@@ -251,7 +251,7 @@ _CARTOON_CONTROLS = (
     RigControl("brows_sad", group="brow"),
     RigControl("eyes_wide", group="eye"),
     RigControl("happy_eyes", group="eye"),
-    RigControl("grin", group="mouth", arkit_alias="mouthSmileLeft"),
+    RigControl("grin", group="mouth"),
     RigControl("frown", group="mouth"),
     RigControl("mouth_open", group="mouth", arkit_alias="jawOpen"),
     RigControl("mouth_O", group="mouth", arkit_alias="mouthPucker"),

@@ -14,12 +14,13 @@ cancels out (its frame-to-frame noise does pass); the mesh, trained on real face
 the level at every run. Blendshapes the carry does not predict better than holding (chosen on
 the training clips) have zero weights.
 
-The file also holds the other direction for the smile (`lift_smile`): the encoder, trained on
+The file also holds the other direction for the smile (`SmileLift`): the encoder, trained on
 synthetic faces, reads a real person's smile weakly (the animators followed 10-12 of 15 real
 smiles where MediaPipe's blendshapes follow 14), so the lip-corner-pull units an animator reads
-are raised to what MediaPipe's smile says they should be (a line fitted on the same clips)
-wherever the encoder reads less. On synthetic faces, which the encoder reads well, that rarely
-changes anything.
+are raised to what MediaPipe's smile (as carried, before the emotion guard, which then guards
+the lifted units once) says they should be, a line fitted on the same clips, wherever the
+encoder reads less. On synthetic faces, which the encoder reads well, that rarely changes
+anything.
 
 The maps belong to one encoder's units: the file names the encoders (by their graphs' SHA-256)
 it was fitted through, and `for_encoder` gives None for any other.
@@ -45,37 +46,49 @@ SMILE_BLENDSHAPES = (ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPE
 
 
 @dataclass(frozen=True)
+class SmileLift:
+    """The lip-corner-pull units raised to what MediaPipe's smile says they are (module docstring)."""
+
+    units: tuple[int, int]  # the lip-corner-pull units, left and right
+    lines: np.ndarray  # (2, 2): per side, the unit at no smile and its rise per unit of smile
+
+    def lift(self, units: np.ndarray, smile: np.ndarray) -> np.ndarray:
+        """(units,) read-out, each lip-corner pull raised to the line of the (2,) smile (left,
+        right) on its side where the encoder read less (a new array)."""
+        lifted = np.array(units, np.float32)
+        said = self.lines[:, 0] + self.lines[:, 1] * smile
+        lifted[list(self.units)] = np.maximum(lifted[list(self.units)], said)
+        return lifted
+
+    @classmethod
+    def for_encoder(cls, encoder_path: Path, path: Path = BLENDSHAPE_CARRY) -> SmileLift | None:
+        """The shipped lift if it was fitted through this encoder graph, else None."""
+        carry = BlendshapeCarry.for_encoder(encoder_path, path)
+        return None if carry is None else carry.smile_lift
+
+
+@dataclass(frozen=True)
 class BlendshapeCarry:
     weights: np.ndarray  # (units, 52) float32: a change in units -> a change in blendshapes
     encoders: tuple[str, ...] = ()  # SHA-256 of the encoder graphs whose units it reads
-    smile_units: tuple[int, ...] = ()  # the lip-corner-pull units (left, right); () for no lift
-    smile_lift: np.ndarray | None = None  # (2, 2): per side, the unit at no smile and per unit of smile
+    smile_lift: SmileLift | None = None  # fitted on the same clips, kept in the same file
 
     def carry(self, blendshapes: np.ndarray, units: np.ndarray, units_at_mesh: np.ndarray) -> np.ndarray:
         """The mesh's (52,) blendshapes, moved by the units' change since its frame."""
         return np.clip(blendshapes + (units - units_at_mesh) @ self.weights, 0.0, 1.0).astype(np.float32)
 
-    def lift_smile(self, units: np.ndarray, blendshapes: np.ndarray) -> np.ndarray:
-        """(units,) read-out with each lip-corner pull raised to what the (52,) blendshapes'
-        smile on that side says it is, where the encoder read less (a new array)."""
-        if self.smile_lift is None:
-            return units
-        lifted = np.array(units, np.float32)
-        said = self.smile_lift[:, 0] + self.smile_lift[:, 1] * blendshapes[list(SMILE_BLENDSHAPES)]
-        lifted[list(self.smile_units)] = np.maximum(lifted[list(self.smile_units)], said)
-        return lifted
-
     def save(self, path: Path) -> None:
         lift = {} if self.smile_lift is None else {
-            "smile_units": np.array(self.smile_units), "smile_lift": self.smile_lift.astype(np.float32)}
+            "smile_units": np.array(self.smile_lift.units), "smile_lines": self.smile_lift.lines.astype(np.float32)}
         np.savez(path, weights=self.weights.astype(np.float32), encoders=np.array(self.encoders), **lift)
 
     @classmethod
     def load(cls, path: Path = BLENDSHAPE_CARRY) -> BlendshapeCarry:
         with np.load(path) as data:
-            lift = {"smile_units": tuple(int(u) for u in data["smile_units"]), "smile_lift": data["smile_lift"]} \
-                if "smile_lift" in data else {}
-            return cls(data["weights"], tuple(str(e) for e in data["encoders"]), **lift)
+            lift = None
+            if "smile_lines" in data:  # (files written before the lift have none)
+                lift = SmileLift((int(data["smile_units"][0]), int(data["smile_units"][1])), data["smile_lines"])
+            return cls(data["weights"], tuple(str(e) for e in data["encoders"]), lift)
 
     @classmethod
     def for_encoder(cls, encoder_path: Path, path: Path = BLENDSHAPE_CARRY) -> BlendshapeCarry | None:

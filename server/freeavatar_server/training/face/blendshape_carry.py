@@ -9,7 +9,7 @@ every frame.
 
 `--ship` writes models/blendshape_carry.npz, for the shipped encoder's two graphs (float and
 int8: their units agree to within the int8 parity docs/models.md reports), with the smile's lift
-(`BlendshapeCarry.lift_smile`): per side, the line of the lip-corner-pull unit on MediaPipe's
+(`SmileLift`): per side, the line of the lip-corner-pull unit on MediaPipe's
 smile over every frame of the training clips. Refit it after
 shipping another encoder: the carry is not used with an encoder it was not fitted through.
 """
@@ -25,7 +25,12 @@ from rich.progress import track
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.encoder import OnnxEncoder
-from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, BlendshapeCarry, file_digest
+from freeavatar_server.inference.face.carry import (
+    SMILE_BLENDSHAPES,
+    BlendshapeCarry,
+    SmileLift,
+    file_digest,
+)
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.shipped import (
@@ -107,7 +112,7 @@ def correlations(clips: list[ClipReading], carry: BlendshapeCarry | None) -> np.
 
 
 def fit(clips: list[ClipReading], strength: float, encoders: tuple[str, ...] = (),
-        smile_units: tuple[int, ...] = ()) -> BlendshapeCarry:
+        smile_units: tuple[int, int] | None = None) -> BlendshapeCarry:
     """The ridge map on every clip, keeping only the blendshapes it carries better than holding
     does on the last third of the clips when fitted on the first two; with `smile_units` (the
     lip-corner pulls, left and right), the smile's lift too."""
@@ -116,16 +121,16 @@ def fit(clips: list[ClipReading], strength: float, encoders: tuple[str, ...] = (
     kept = correlations(clips[split:], trial) > correlations(clips[split:], None)
     weights = ridge(*changes(clips), strength) * kept
     lift = smile_lift(clips, smile_units) if smile_units else None
-    return BlendshapeCarry(weights.astype(np.float32), encoders, smile_units, lift)
+    return BlendshapeCarry(weights.astype(np.float32), encoders, lift)
 
 
-def smile_lift(clips: list[ClipReading], smile_units: tuple[int, ...]) -> np.ndarray:
-    """(2, 2): per side, the least-squares line of the lip-corner-pull unit on MediaPipe's
-    smile (the unit at no smile, and per unit of smile), over every frame of the clips."""
+def smile_lift(clips: list[ClipReading], smile_units: tuple[int, int]) -> SmileLift:
+    """Per side, the least-squares line of the lip-corner-pull unit on MediaPipe's smile (the
+    unit at no smile, and per unit of smile), over every frame of the clips."""
     units = np.concatenate([c.units for c in clips])
     blendshapes = np.concatenate([c.blendshapes for c in clips])
     lines = [np.polyfit(blendshapes[:, b], units[:, u], 1)[::-1] for u, b in zip(smile_units, SMILE_BLENDSHAPES, strict=True)]
-    return np.array(lines, np.float32)
+    return SmileLift(smile_units, np.array(lines, np.float32))
 
 
 def score(carry: BlendshapeCarry, clips: list[ClipReading]) -> dict[str, object]:
