@@ -10,7 +10,12 @@ import pytest
 
 from freeavatar._proto import stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
-from freeavatar_server.inference.face.carry import BlendshapeCarry, SmileLift, file_digest
+from freeavatar_server.inference.face.carry import (
+    SMILE_BLENDSHAPES,
+    BlendshapeCarry,
+    SmileLift,
+    file_digest,
+)
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX, ENCODER_ONNX
 from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest, EncodedFrame
 from freeavatar_server.media import encode_jpeg
@@ -18,7 +23,7 @@ from freeavatar_server.synth.video import make_trajectory, render_trajectory_fra
 from freeavatar_server.training.face.blendshape_carry import ClipReading, correlations, fit
 
 BLINK = ARKIT_BLENDSHAPES.index("eyeBlinkLeft")
-SMILE = [ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight")]
+SMILE = list(SMILE_BLENDSHAPES)
 
 
 def walk(rng: np.random.Generator, frames: int, width: int) -> np.ndarray:

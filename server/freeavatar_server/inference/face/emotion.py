@@ -28,14 +28,14 @@ import cv2
 import numpy as np
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
-from freeavatar_server.inference.face.carry import file_digest
+from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, file_digest
 from freeavatar_server.inference.onnx import open_session
 from freeavatar_server.inference.shipped import EMOTION_ONNX, ENCODER_UNITS
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER-2013's order
 HAPPY = EMOTIONS.index("happy")
 NEGATIVE = [EMOTIONS.index(e) for e in ("angry", "disgust", "fear", "sad")]
-SMILE = [ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight")]
+SMILE = list(SMILE_BLENDSHAPES)
 BROW_DOWN = [ARKIT_BLENDSHAPES.index("browDownLeft"), ARKIT_BLENDSHAPES.index("browDownRight")]
 SIZE = 64  # the classifier's input: a 64x64 grey face
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # mesh points at the outer eye corners
