@@ -13,7 +13,6 @@ from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.face.carry import (
     SMILE_BLENDSHAPES,
     BlendshapeCarry,
-    SmileLift,
     file_digest,
 )
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX, ENCODER_ONNX
@@ -68,10 +67,12 @@ def test_the_smile_lift_raises_lip_corners_the_encoder_under_reads(tmp_path: Pat
     ours = tmp_path / "ours.onnx"
     ours.write_bytes(b"one encoder")
     BlendshapeCarry(np.zeros((25, 52), np.float32), (file_digest(ours),), lift).save(tmp_path / "carry.npz")
-    loaded = SmileLift.for_encoder(ours, tmp_path / "carry.npz")
-    assert loaded is not None and loaded.units == (7, 8) and np.array_equal(loaded.lines, lift.lines)
-    assert SmileLift.for_encoder(tmp_path / "carry.npz", tmp_path / "carry.npz") is None  # another encoder
-    assert SmileLift.for_encoder(ENCODER_INT8_ONNX) is not None  # shipped for the shipped encoder
+    loaded = BlendshapeCarry.for_encoder(ours, tmp_path / "carry.npz")
+    assert loaded is not None and loaded.smile_lift is not None
+    assert loaded.smile_lift.units == (7, 8) and np.array_equal(loaded.smile_lift.lines, lift.lines)
+    assert BlendshapeCarry.for_encoder(tmp_path / "carry.npz", tmp_path / "carry.npz") is None  # another encoder
+    shipped = BlendshapeCarry.for_encoder(ENCODER_INT8_ONNX)
+    assert shipped is not None and shipped.smile_lift is not None  # shipped for the shipped encoder
 
 
 def test_the_carry_is_used_only_with_an_encoder_it_was_fitted_through(tmp_path: Path) -> None:

@@ -296,8 +296,9 @@ class Analyser:
         # Blendshapes between meshes (inference.face.carry): per stream, the last mesh's
         # blendshapes and its frame's units; and the units of frames whose mesh is due
         self.carry = BlendshapeCarry.for_encoder(options.encoder_path)
-        # the animators' lip corners raised to MediaPipe's smile (inference.face.carry), guard or no guard
-        self.smile_lift = SmileLift.for_encoder(options.encoder_path)
+        # the animators' lip corners raised to MediaPipe's smile (fitted and kept with the carry),
+        # guard or no guard; its own attribute, so a caller may drop the carry and keep the lift
+        self.smile_lift: SmileLift | None = None if self.carry is None else self.carry.smile_lift
         # the emotion guard on the units the animators read (the blendshapes are guarded below)
         self.unit_guard = UnitGuard.for_encoder(options.encoder_path) if options.emotion_guard else None
         self._carried_from: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -393,11 +394,11 @@ class Analyser:
                 last = self._expressions.get(requests[i].stream)
                 memo = ExpressionMemo(embeddings[k], None if units is None else units[k], last.credit if last else 0.0)
                 memos[i] = self._expressions[requests[i].stream] = memo
-        smiles = {}  # MediaPipe's smile as carried, before the guard: what the animators' units are lifted to
-        for i, (request, frame, memo) in enumerate(zip(requests, frames, memos, strict=True)):
+        smiles = []  # MediaPipe's smile as carried, before the guard: what the animators' units are lifted to
+        for request, frame, memo in zip(requests, frames, memos, strict=True):
             if memo.units is not None and self.carry is not None:
                 self._carry_blendshapes(self.carry, request.stream, frame, memo.units)
-            smiles[i] = frame.face.blendshapes[list(SMILE_BLENDSHAPES)]
+            smiles.append(frame.face.blendshapes[list(SMILE_BLENDSHAPES)])
             # after the carry, which moves MediaPipe's own reading: the guard scales the smile
             # and lowered brows of the blendshapes as served, carried or not, by the last mesh's
             # emotions

@@ -43,6 +43,7 @@ def file_digest(path: Path) -> str:
 
 
 SMILE_BLENDSHAPES = (ARKIT_BLENDSHAPES.index("mouthSmileLeft"), ARKIT_BLENDSHAPES.index("mouthSmileRight"))
+LIP_CORNER_PULLS = ("lip_corner_pull_L", "lip_corner_pull_R")  # the encoder's units the smile moves, in the same order
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,6 @@ class SmileLift:
         said = self.lines[:, 0] + self.lines[:, 1] * smile
         lifted[list(self.units)] = np.maximum(lifted[list(self.units)], said)
         return lifted
-
-    @classmethod
-    def for_encoder(cls, encoder_path: Path, path: Path = BLENDSHAPE_CARRY) -> SmileLift | None:
-        """The shipped lift if it was fitted through this encoder graph, else None."""
-        carry = BlendshapeCarry.for_encoder(encoder_path, path)
-        return None if carry is None else carry.smile_lift
 
 
 @dataclass(frozen=True)

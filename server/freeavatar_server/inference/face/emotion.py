@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
-from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, file_digest
+from freeavatar_server.inference.face.carry import LIP_CORNER_PULLS, SMILE_BLENDSHAPES, file_digest
 from freeavatar_server.inference.onnx import open_session
 from freeavatar_server.inference.shipped import EMOTION_ONNX, ENCODER_UNITS
 
@@ -120,7 +120,7 @@ class UnitGuard:
         if file_digest(encoder_path) not in scale["encoders"]:
             return None
         names = scale["names"]
-        smile = tuple(names.index(n) for n in ("lip_corner_pull_L", "lip_corner_pull_R"))
+        smile = tuple(names.index(n) for n in LIP_CORNER_PULLS)
         return cls(smile, (names.index("brow_lower"),), np.asarray(scale["rest"], np.float32))
 
     def guard(self, units: np.ndarray, emotions: np.ndarray) -> np.ndarray:

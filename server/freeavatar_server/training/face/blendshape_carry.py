@@ -26,6 +26,7 @@ from rich.progress import track
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.carry import (
+    LIP_CORNER_PULLS,
     SMILE_BLENDSHAPES,
     BlendshapeCarry,
     SmileLift,
@@ -161,7 +162,7 @@ def main() -> None:
     encoders = (file_digest(ENCODER_ONNX), file_digest(ENCODER_INT8_ONNX))
     training = read_clips(encoder, front, clip_trajectories(args.train, TRAIN_SEED, held_out=False))
     names = json.loads(ENCODER_UNITS.read_text())["names"]
-    carry = fit(training, args.strength, encoders, tuple(names.index(n) for n in ("lip_corner_pull_L", "lip_corner_pull_R")))
+    carry = fit(training, args.strength, encoders, tuple(names.index(n) for n in LIP_CORNER_PULLS))
     held_out = read_clips(encoder, front, clip_trajectories(args.test, TEST_SEED, held_out=True))
     print(json.dumps({"held_out": score(carry, held_out)}, indent=2))
     if args.ship:
