@@ -56,6 +56,19 @@ def test_a_rig_of_aliases_only_needs_no_animator():
     assert binding.read(None, None) is None  # no face: nothing to show
 
 
+def test_auto_takes_the_blendshapes_mediapipe_never_moves_from_the_animator_where_there_is_one():
+    binding = bind(RigSpec.arkit52("head"), AUTO)
+    assert binding.wants_animator and not binding.uses_animator  # used where it exists, not required
+    sneer, smile = ARKIT_BLENDSHAPES.index("noseSneerLeft"), ARKIT_BLENDSHAPES.index("mouthSmileLeft")
+    animated = np.full(len(ARKIT_BLENDSHAPES), 0.4, np.float32)
+    got = binding.read(animated, shapes(mouthSmileLeft=0.9))
+    assert got[sneer] == pytest.approx(0.4)  # the animator's: MediaPipe's noseSneer is always 0
+    assert got[smile] == pytest.approx(0.9)  # the blendshapes' for every shape MediaPipe moves
+    assert binding.read(None, shapes(noseSneerLeft=0.7))[sneer] == pytest.approx(0.0)  # no animator: at rest
+    assert not bind(RigSpec.arkit52("head"), BLENDSHAPES).wants_animator
+    assert not bind(RigSpec("lids", (RigControl("lid", arkit_alias="eyeBlinkLeft"),)), AUTO).wants_animator
+
+
 def test_animator_reader_ignores_the_blendshapes():
     binding = bind(MIXED, ANIMATOR)
     animated = np.array([0.1, 0.7, -0.5], np.float32)

@@ -48,6 +48,9 @@ async def test_clip_in_rig_frames_out(live, clip: list[bytes], batch_frames: boo
         assert np.mean([f.face_present for f in mine]) > 0.8
         assert all(f.emit_time_us >= f.capture_time_us > 0 for f in mine)
     assert values.std(axis=0).max() > 0  # a new face crop every frame: the rig follows it
+    # the ARKit avatar's noseSneer, which MediaPipe's blendshapes never move, follows its animator
+    arkit = np.stack([f.values for f in frames if f.avatar_id == ids["human_arkit"]])
+    assert arkit[:, BUILTIN_AVATARS["human_arkit"].spec.control_names.index("noseSneerLeft")].std() > 0
 
 
 async def test_no_face_eases_to_neutral(live) -> None:

@@ -12,7 +12,8 @@ then runs pose, the encoder and each animator once for all the faces found. A fr
 an earlier frame's mesh gets that mesh's blendshapes carried forward by the encoder's change
 since (`inference.face.carry`), so that a blink between two meshes still shows; then the emotion
 guard scales the smile and the lowered brows by the last mesh's emotion reading
-(`inference.face.emotion`). The units the animators read have their lip corners raised to that
+(`inference.face.emotion`), and the blinks are read as how far the lids are shut
+(`inference.face.blink`). The units the animators read have their lip corners raised to that
 smile where the encoder reads less (`SmileLift`), then are guarded the same way.
 """
 
@@ -33,6 +34,7 @@ from freeavatar._proto import stream_pb2
 from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
+from freeavatar_server.inference.face.blink import BlinkCurve
 from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, BlendshapeCarry, SmileLift
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.emotion import UnitGuard, guard_blendshapes
@@ -104,6 +106,9 @@ class AnalysisOptions:
     # lowered-brow blendshapes (inference.face.emotion), and the animators' units likewise; off,
     # the blendshapes are MediaPipe's own and the animators' lip corners follow its smile unguarded.
     emotion_guard: bool = True
+    # MediaPipe's blinks as served read as how far the lids are shut (inference.face.blink):
+    # real open eyes read 0.1-0.4 there. None: MediaPipe's own.
+    blink_curve: BlinkCurve | None = BlinkCurve()
 
     def __post_init__(self) -> None:
         if not 0 < self.expression_floor <= 1:
@@ -404,6 +409,8 @@ class Analyser:
             # emotions
             if frame.face.emotions is not None:
                 frame.face = replace(frame.face, blendshapes=guard_blendshapes(frame.face.blendshapes, frame.face.emotions))
+            if self.options.blink_curve is not None:
+                frame.face = replace(frame.face, blendshapes=self.options.blink_curve.apply(frame.face.blendshapes))
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
         for row, request in enumerate(requests):

@@ -225,7 +225,7 @@ class ActorPipeline:
         animators = {
             avatar_id: ref
             for avatar_id, binding in bindings.items()
-            if binding.uses_animator and (ref := self._models.animator_ref(avatar_id)) is not None
+            if binding.wants_animator and (ref := self._models.animator_ref(avatar_id)) is not None
         }
         sent = time.perf_counter()
         analysis = await self._worker.analyse(AnalysisRequest(self._key, pixels, frame.capture_time_us, animators))

@@ -36,6 +36,10 @@ from freeavatar_server.store import now_us
 # One source frame's rig frames, each with its avatar's control names (told to new subscribers).
 Offered = Sequence[tuple[rig_pb2.AvatarControls, rig_pb2.RigFrame]]
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
+# ARKit shapes the front end's blendshape model (MediaPipe's) never moves, whatever the face:
+# 0.000 over the real-face set, cheekPuff at most 0.002 (google-ai-edge/mediapipe#4436, #4450).
+# Controls aliased to them come from the animator where the avatar has one.
+UNREAD_BLENDSHAPES = frozenset({"cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight"})
 
 
 class SessionNotFound(NotFound):
@@ -65,6 +69,7 @@ class BlendshapeDrive:
     shapes: np.ndarray  # (k,) int: positions in ARKIT_BLENDSHAPES
     low: np.ndarray  # (k,) float32: a blendshape's 0 ...
     span: np.ndarray  # (k,) float32: ... and 1, in the control's own range
+    read: np.ndarray  # (k,) bool: the blendshape moves (not in UNREAD_BLENDSHAPES)
 
     @classmethod
     def of(cls, spec: RigSpec) -> BlendshapeDrive:
@@ -78,12 +83,15 @@ class BlendshapeDrive:
             np.array([ARKIT_INDEX[c.arkit_alias] for _, c in aliased], np.int64),
             low,
             high - low,
+            np.array([c.arkit_alias not in UNREAD_BLENDSHAPES for _, c in aliased]),
         )
 
     def apply(self, values: np.ndarray, blendshapes: np.ndarray) -> np.ndarray:
-        """(..., n_controls) values with the aliased ones read from (..., 52) blendshapes."""
+        """(..., n_controls) values with the aliased ones read from (..., 52) blendshapes, but
+        for those aliased to a blendshape that never moves, which keep `values`' own."""
         out = values.astype(np.float32, copy=True)
-        out[..., self.controls] = self.low + np.clip(blendshapes[..., self.shapes], 0.0, 1.0) * self.span
+        read = self.controls[self.read]
+        out[..., read] = self.low[self.read] + np.clip(blendshapes[..., self.shapes[self.read]], 0.0, 1.0) * self.span[self.read]
         return out
 
 
@@ -106,6 +114,14 @@ class Binding:
             return False
         all_aliased = self.drive is not None and len(self.drive.controls) == len(self.spec.controls)
         return self.reader == stream_pb2.EXPRESSION_READER_ANIMATOR or not all_aliased
+
+    @property
+    def wants_animator(self) -> bool:
+        """Whether the avatar's animator, where it has one, drives any of its controls: those it
+        must (`uses_animator`), and under AUTO those aliased to a blendshape the front end never
+        moves (UNREAD_BLENDSHAPES)."""
+        unread = self.drive is not None and not self.drive.read.all()
+        return self.uses_animator or (self.reader == stream_pb2.EXPRESSION_READER_AUTO and unread)
 
     def read(self, animated: np.ndarray | None, blendshapes: np.ndarray | None) -> np.ndarray | None:
         """The avatar's raw controls from what the analysis found (None: nothing to show)."""

@@ -111,6 +111,8 @@ class LiveStreams:
             binding = Binding.resolve(request, avatar.spec)
             if binding.uses_animator:
                 await self.models.ensure(avatar_id)
+            elif binding.wants_animator and self.models.animator_ref(avatar_id) is None:
+                await self.models.refresh(avatar_id)  # loaded if the avatar has one
             bindings[avatar_id] = binding
         return bindings
 
