@@ -27,7 +27,14 @@ from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisR
 from freeavatar_server.synth.actors import AU_INDEX
 from freeavatar_server.synth.video import render_trajectory_frames
 from freeavatar_server.training.face.blendshape_carry import clip_trajectories
-from freeavatar_server.training.realface.evaluate import MOVED, SAME_FACE, SET_DIR, overlap, read_labels, region
+from freeavatar_server.training.realface.evaluate import (
+    MOVED,
+    SAME_FACE,
+    SET_DIR,
+    overlap,
+    read_labels,
+    region,
+)
 
 SEED = 48_000_000  # synthetic clips apart from every other set's
 LIDS = (AU_INDEX["blink_L"], AU_INDEX["blink_R"])

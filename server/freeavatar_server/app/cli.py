@@ -81,6 +81,9 @@ def serve(
     emotion_guard: Annotated[
         bool, typer.Option(help="Scale the smile blendshapes down when a real-face emotion classifier reads the face as more negative than happy (MediaPipe reads crying as smiling), and the lowered brows when it reads it as happier than negative (MediaPipe lowers a laughing face's brows); the units the animators read are guarded alike.")
     ] = True,
+    blink_curve: Annotated[
+        bool, typer.Option(help="Serve blinks as how far the lids are shut: MediaPipe's eyeBlink reads 0.1-0.4 on real open eyes; its 0.15-0.85 becomes 0-1.")
+    ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
@@ -149,6 +152,7 @@ def serve(
         face_rate_floor_hz=face_rate_floor,
         expression_floor=expression_floor,
         emotion_guard=emotion_guard,
+        blink_curve=blink_curve,
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,

@@ -44,6 +44,9 @@ class ServerConfig:
     # (inference.face.emotion): MediaPipe reads a crying mouth as a smile and lowers a laughing
     # face's brows; off, the blendshapes are MediaPipe's own
     emotion_guard: bool = True
+    # MediaPipe's blinks read as how far the lids are shut (inference.face.blink): real open
+    # eyes read 0.1-0.4 there; off, its own
+    blink_curve: bool = True
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one
     metrics_port: int | None = None  # Prometheus /metrics on host:port (0 picks a port)
