@@ -12,8 +12,9 @@ then runs pose, the encoder and each animator once for all the faces found. A fr
 an earlier frame's mesh gets that mesh's blendshapes carried forward by the encoder's change
 since (`inference.face.carry`), so that a blink between two meshes still shows; then the emotion
 guard scales the smile and the lowered brows by the last mesh's emotion reading
-(`inference.face.emotion`), and the blinks are read as how far the lids are shut
-(`inference.face.blink`). The units the animators read have their lip corners raised to that
+(`inference.face.emotion`), the blinks are read as how far the lids are shut
+(`inference.face.blink`) and jawOpen is raised to what the mesh shows of the lips
+(`inference.face.jaw`). The units the animators read have their lip corners raised to that
 smile where the encoder reads less (`SmileLift`), then are guarded the same way.
 """
 
@@ -35,6 +36,7 @@ from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.blink import BlinkCurve
+from freeavatar_server.inference.face.jaw import JawLift
 from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, BlendshapeCarry, SmileLift
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.emotion import UnitGuard, guard_blendshapes
@@ -109,6 +111,9 @@ class AnalysisOptions:
     # MediaPipe's blinks as served read as how far the lids are shut (inference.face.blink):
     # real open eyes read 0.1-0.4 there. None: MediaPipe's own.
     blink_curve: BlinkCurve | None = BlinkCurve()
+    # MediaPipe's jawOpen raised to the line of the mesh's inner-lip gap where it reads less
+    # (inference.face.jaw): it reads a plainly open mouth as nearly shut. None: its own.
+    jaw_lift: JawLift | None = JawLift()
 
     def __post_init__(self) -> None:
         if not 0 < self.expression_floor <= 1:
@@ -411,6 +416,8 @@ class Analyser:
                 frame.face = replace(frame.face, blendshapes=guard_blendshapes(frame.face.blendshapes, frame.face.emotions))
             if self.options.blink_curve is not None:
                 frame.face = replace(frame.face, blendshapes=self.options.blink_curve.apply(frame.face.blendshapes))
+            if self.options.jaw_lift is not None:  # the last mesh's lips (followed: the same gap)
+                frame.face = replace(frame.face, blendshapes=self.options.jaw_lift.lift(frame.face.blendshapes, frame.face.landmarks))
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
         for row, request in enumerate(requests):
