@@ -84,6 +84,9 @@ def serve(
     blink_curve: Annotated[
         bool, typer.Option(help="Serve blinks as how far the lids are shut: MediaPipe's eyeBlink reads 0.1-0.4 on real open eyes; its 0.15-0.85 becomes 0-1.")
     ] = True,
+    jaw_lift: Annotated[
+        bool, typer.Option(help="Raise jawOpen to what the face mesh shows of the lips where MediaPipe's blendshapes read less (they read a plainly open mouth as nearly shut).")
+    ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
     ] = None,
@@ -153,6 +156,7 @@ def serve(
         expression_floor=expression_floor,
         emotion_guard=emotion_guard,
         blink_curve=blink_curve,
+        jaw_lift=jaw_lift,
         metrics_port=metrics_port,
         http_port=http_port,
         peer_timeout_s=peer_timeout,

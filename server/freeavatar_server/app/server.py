@@ -111,7 +111,7 @@ class FreeAvatarServer:
         )
         self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers,
                                   config.face_rate_hz, config.face_rate_floor_hz, config.emotion_guard,
-                                  config.expression_floor, config.blink_curve)
+                                  config.expression_floor, config.blink_curve, config.jaw_lift)
         self._outputs = OutputManager(sessions, self._live.stats)
         # In a cluster, a model or an avatar that changes here changes on every server.
         model_changed = cluster.model_changed if cluster is not None else models.refresh

@@ -36,11 +36,11 @@ from freeavatar_server.images import BadImage, decode_image
 from freeavatar_server.inference.animator import AnimatorRuntime
 from freeavatar_server.inference.encoder import OnnxEncoder
 from freeavatar_server.inference.face.blink import BlinkCurve
-from freeavatar_server.inference.face.jaw import JawLift
 from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES, BlendshapeCarry, SmileLift
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.emotion import UnitGuard, guard_blendshapes
 from freeavatar_server.inference.face.front import FaceFront, FaceObservation, FrontTrack
+from freeavatar_server.inference.face.jaw import JawLift
 from freeavatar_server.inference.face.pose import HeadPoseEstimator
 from freeavatar_server.live.errors import Failed, Invalid, Unavailable
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from freeavatar._proto import stream_pb2
 from freeavatar_server.inference.face.blink import BlinkCurve
+from freeavatar_server.inference.face.jaw import JawLift
 from freeavatar_server.live.analysis import AnalysisOptions
 from freeavatar_server.live.errors import BadRequest, NotReady, require_id
 from freeavatar_server.live.models import LiveModels
@@ -70,7 +71,7 @@ class LiveStreams:
     def __init__(
         self, store: Store, models: LiveModels, sessions: SessionRegistry, workers: int = 2,
         face_rate_hz: float = 0.0, face_rate_floor_hz: float = 0.0, emotion_guard: bool = True,
-        expression_floor: float = 1.0, blink_curve: bool = True,
+        expression_floor: float = 1.0, blink_curve: bool = True, jaw_lift: bool = True,
     ) -> None:
         self.store = store
         self.models = models
@@ -79,7 +80,7 @@ class LiveStreams:
         options = AnalysisOptions(
             models.encoder_path, face_rate_hz=face_rate_hz, face_rate_floor_hz=face_rate_floor_hz,
             expression_floor=expression_floor, emotion_guard=emotion_guard,
-            blink_curve=BlinkCurve() if blink_curve else None,
+            blink_curve=BlinkCurve() if blink_curve else None, jaw_lift=JawLift() if jaw_lift else None,
         )  # fmt: skip
         self._analysis = AnalysisPool(workers, options)  # processes, started on first use
         self._actor_streams: dict[str, ActorStream] = {}  # by actor id
