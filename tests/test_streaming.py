@@ -50,6 +50,22 @@ async def test_binding_an_avatar_without_animator_names_what_is_missing(client: 
             pass
 
 
+async def test_an_arkit_rig_streams_when_its_optional_animator_cannot_load(server: FreeAvatarServer, client: AsyncClient, monkeypatch) -> None:
+    """Under AUTO an all-ARKit rig's cheekSquint and noseSneer would follow its animator, which
+    it may have; when none loads (a model that does not drive it, a file gone) it binds all the
+    same, as it did before it wanted one."""
+    from freeavatar_server.live.models import AnimatorMissing
+
+    async def refuse(avatar_id: str) -> None:
+        raise AnimatorMissing("arkit_head")
+
+    monkeypatch.setattr(server._live.models, "refresh", refuse)
+    session = await client.create_session()
+    arkit = await client.register_avatar(RigSpec.arkit52("arkit_head"))
+    actor = await client.join_session(session.id, [arkit.id])
+    assert actor.id
+
+
 async def test_animate_must_open_with_start(server: FreeAvatarServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = stream_pb2_grpc.StreamServiceStub(channel)

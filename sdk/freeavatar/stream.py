@@ -69,7 +69,9 @@ class RigFrame:
 class ExpressionReader(Enum):
     """What reads the actor's face for an avatar's controls."""
 
-    AUTO = stream_pb2.EXPRESSION_READER_AUTO  # ARKit-aliased controls: blendshapes; others: animator
+    # ARKit-aliased controls: blendshapes (but those the real-face model never moves, cheekPuff,
+    # cheekSquint, noseSneer: the animator where the avatar has one); others: the animator
+    AUTO = stream_pb2.EXPRESSION_READER_AUTO
     ANIMATOR = stream_pb2.EXPRESSION_READER_ANIMATOR  # every control from the animator
     BLENDSHAPES = stream_pb2.EXPRESSION_READER_BLENDSHAPES  # aliased controls only, no animator
 

@@ -1,13 +1,15 @@
 """The jaw lift (`inference.face.jaw`): MediaPipe's jawOpen raised to what its mesh shows of the
 lips, on real faces (the real set's worried woman, lips apart, which MediaPipe reads as shut;
-her closed-lipped crying) and in arithmetic."""
+her closed-lipped crying; the astronaut's grin, teeth together) and in arithmetic."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.images import decode_image
+from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES
 from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.face.jaw import EYE_CORNERS, INNER_LIPS, JAW_OPEN, JawLift, lip_gap
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
@@ -35,6 +37,14 @@ def test_jaw_open_rises_to_the_line_of_the_gap_and_never_falls() -> None:
     shapes[JAW_OPEN] = 0.9
     assert lift.lift(shapes, mesh(0.2))[JAW_OPEN] == np.float32(0.9)  # a wide mouth keeps its reading
     assert lift.lift(np.zeros(52, np.float32), mesh(2.0))[JAW_OPEN] == 1.0  # clipped
+    # a smile parts the lips over closed teeth: the line counts as far as there is no smile
+    grin = np.zeros(len(ARKIT_BLENDSHAPES), np.float32)
+    grin[list(SMILE_BLENDSHAPES)] = 0.75
+    assert abs(lift.lift(grin, mesh(0.2))[JAW_OPEN] - 0.25 * 0.49) < 1e-5
+    grin[list(SMILE_BLENDSHAPES)] = 1.0
+    assert lift.lift(grin, mesh(0.2))[JAW_OPEN] == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        JawLift(slope=float("nan"))
 
 
 def stills(notes: str) -> list[np.ndarray]:
@@ -44,8 +54,8 @@ def stills(notes: str) -> list[np.ndarray]:
 
 def test_the_live_path_opens_the_jaw_the_mesh_sees_open() -> None:
     """The worried stills' lips are apart (MediaPipe's jawOpen under 0.05), the crying ones
-    pressed: served, the first open past the real-face evaluation's threshold, the second
-    stay shut. Without the lift the analyser serves MediaPipe's own."""
+    pressed: served, the first open (0.15-0.2 of the way), the second stay shut. Without the
+    lift the analyser serves MediaPipe's own."""
     front = FaceFront(threads=1, emotions=False)
     served = {}
     for lift in (JawLift(), None):
@@ -63,3 +73,15 @@ def test_the_live_path_opens_the_jaw_the_mesh_sees_open() -> None:
             gap = lip_gap(track.update(still).landmarks)
             assert (gap > 0.05) == opens, (kind, gap)
             assert served[JawLift(), kind, k][JAW_OPEN] > 0.14 if opens else served[JawLift(), kind, k][JAW_OPEN] < 0.05
+
+
+def test_a_grin_showing_its_teeth_keeps_its_jaw_shut() -> None:
+    """The astronaut's smile parts her lips over closed teeth: the gap alone would read a jaw a
+    third of the way down; the smile keeps it shut."""
+    from skimage import data
+
+    front = FaceFront(threads=1, emotions=False, jaw_lift=JawLift())
+    face = front.track().update(data.astronaut())
+    assert face is not None and face.blendshapes[list(SMILE_BLENDSHAPES)].mean() > 0.5
+    assert JawLift().intercept + JawLift().slope * lip_gap(face.landmarks) > 0.25  # the gap says open
+    assert face.blendshapes[JAW_OPEN] < 0.1

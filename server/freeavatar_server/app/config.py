@@ -42,7 +42,7 @@ class ServerConfig:
     expression_floor: float = 0.5
     # a real-face emotion classifier guards the ARKit smile and lowered brows
     # (inference.face.emotion): MediaPipe reads a crying mouth as a smile and lowers a laughing
-    # face's brows; off, the blendshapes are MediaPipe's own
+    # face's brows; off, the smile and brows are MediaPipe's own
     emotion_guard: bool = True
     # MediaPipe's blinks read as how far the lids are shut (inference.face.blink): real open
     # eyes read 0.1-0.4 there; off, its own

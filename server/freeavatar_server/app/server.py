@@ -109,9 +109,12 @@ class FreeAvatarServer:
             tally=Tally("sessions", config.max_sessions_per_key, "--max-sessions-per-key"),
             link=link,
         )
-        self._live = LiveStreams(self._store, models, sessions, config.pipeline_workers,
-                                  config.face_rate_hz, config.face_rate_floor_hz, config.emotion_guard,
-                                  config.expression_floor, config.blink_curve, config.jaw_lift)
+        self._live = LiveStreams(
+            self._store, models, sessions, config.pipeline_workers,
+            face_rate_hz=config.face_rate_hz, face_rate_floor_hz=config.face_rate_floor_hz,
+            emotion_guard=config.emotion_guard, expression_floor=config.expression_floor,
+            blink_curve=config.blink_curve, jaw_lift=config.jaw_lift,
+        )  # fmt: skip
         self._outputs = OutputManager(sessions, self._live.stats)
         # In a cluster, a model or an avatar that changes here changes on every server.
         model_changed = cluster.model_changed if cluster is not None else models.refresh

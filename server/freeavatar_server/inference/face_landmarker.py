@@ -94,6 +94,9 @@ MEDIAPIPE_BLENDSHAPES: tuple[str, ...] = (
     "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
     "noseSneerLeft", "noseSneerRight",
 )  # fmt: skip
+# ARKit shapes the blendshape model never moves, whatever the face: 0.000 over the real-face
+# set, cheekPuff at most 0.002 (google-ai-edge/mediapipe#4436, #4450)
+UNREAD_BLENDSHAPES = frozenset({"cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight"})
 
 # mesh landmarks: outer and inner eye corners (subject's right eye, image left; then left eye)
 RIGHT_EYE_CORNERS = (33, 133)

@@ -12,9 +12,9 @@ then runs pose, the encoder and each animator once for all the faces found. A fr
 an earlier frame's mesh gets that mesh's blendshapes carried forward by the encoder's change
 since (`inference.face.carry`), so that a blink between two meshes still shows; then the emotion
 guard scales the smile and the lowered brows by the last mesh's emotion reading
-(`inference.face.emotion`), the blinks are read as how far the lids are shut
-(`inference.face.blink`) and jawOpen is raised to what the mesh shows of the lips
-(`inference.face.jaw`). The units the animators read have their lip corners raised to that
+(`inference.face.emotion`) and the blinks are read as how far the lids are shut
+(`inference.face.blink`); each mesh's jawOpen was raised to what it shows of the lips
+(`inference.face.jaw`) before the carry starts from it. The units the animators read have their lip corners raised to that
 smile where the encoder reads less (`SmileLift`), then are guarded the same way.
 """
 
@@ -106,12 +106,12 @@ class AnalysisOptions:
     expression_floor: float = 1.0
     # A real-face emotion classifier reads the face with each mesh and guards the smile and
     # lowered-brow blendshapes (inference.face.emotion), and the animators' units likewise; off,
-    # the blendshapes are MediaPipe's own and the animators' lip corners follow its smile unguarded.
+    # the smile and brows are MediaPipe's own and the animators' lip corners follow its smile unguarded.
     emotion_guard: bool = True
     # MediaPipe's blinks as served read as how far the lids are shut (inference.face.blink):
     # real open eyes read 0.1-0.4 there. None: MediaPipe's own.
     blink_curve: BlinkCurve | None = BlinkCurve()
-    # MediaPipe's jawOpen raised to the line of the mesh's inner-lip gap where it reads less
+    # Each mesh's jawOpen raised to the line of its inner-lip gap where MediaPipe reads less
     # (inference.face.jaw): it reads a plainly open mouth as nearly shut. None: its own.
     jaw_lift: JawLift | None = JawLift()
 
@@ -234,7 +234,8 @@ class Analysis:
     worker_pid: int = 0
     # (52,) ARKit order, from the real-face model: its mesh of this frame, or the last mesh's
     # carried forward by the encoder (inference.face.carry; on a frame that reuses the last
-    # expression reading, as the last frame's)
+    # expression reading, as the last frame's); as served: the mesh's jawOpen lifted, the
+    # smile and lowered brows guarded, the blinks curved (AnalysisOptions)
     blendshapes: np.ndarray | None = None
     # stage -> ms of this stream's work done since its last frame outside any frame's round
     # trip (meshes run after their frames were answered)
@@ -296,7 +297,7 @@ class Analyser:
         cv2.setNumThreads(1)  # OpenCV's own pool would fight the other workers for the cores
         self.options = options
         self.encoder = OnnxEncoder(options.encoder_path, threads=options.threads)
-        self.front = FaceFront(threads=options.threads, emotions=options.emotion_guard)
+        self.front = FaceFront(threads=options.threads, emotions=options.emotion_guard, jaw_lift=options.jaw_lift)
         self.pose = HeadPoseEstimator(threads=options.threads)
         self.trackers: dict[str, FrontTrack] = {}  # by stream key
         # frames whose mesh is due, run after their answers went back (refresh_meshes), and
@@ -416,8 +417,6 @@ class Analyser:
                 frame.face = replace(frame.face, blendshapes=guard_blendshapes(frame.face.blendshapes, frame.face.emotions))
             if self.options.blink_curve is not None:
                 frame.face = replace(frame.face, blendshapes=self.options.blink_curve.apply(frame.face.blendshapes))
-            if self.options.jaw_lift is not None:  # the last mesh's lips (followed: the same gap)
-                frame.face = replace(frame.face, blendshapes=self.options.jaw_lift.lift(frame.face.blendshapes, frame.face.landmarks))
         encode_ms, started = crop_ms + ms_since(started), time.perf_counter()
         rows_by_ref: dict[AnimatorRef, list[tuple[int, str]]] = {}
         for row, request in enumerate(requests):

@@ -21,6 +21,7 @@ import numpy as np
 from freeavatar._proto import rig_pb2, stream_pb2
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar.rig import RigSpec
+from freeavatar_server.inference.face_landmarker import UNREAD_BLENDSHAPES
 from freeavatar_server.live.caps import Tally
 from freeavatar_server.live.errors import Forbidden, Invalid, NotFound
 from freeavatar_server.live.smoothing import ControlAdjustments
@@ -36,10 +37,6 @@ from freeavatar_server.store import now_us
 # One source frame's rig frames, each with its avatar's control names (told to new subscribers).
 Offered = Sequence[tuple[rig_pb2.AvatarControls, rig_pb2.RigFrame]]
 ARKIT_INDEX = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
-# ARKit shapes the front end's blendshape model (MediaPipe's) never moves, whatever the face:
-# 0.000 over the real-face set, cheekPuff at most 0.002 (google-ai-edge/mediapipe#4436, #4450).
-# Controls aliased to them come from the animator where the avatar has one.
-UNREAD_BLENDSHAPES = frozenset({"cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight"})
 
 
 class SessionNotFound(NotFound):
@@ -69,7 +66,9 @@ class BlendshapeDrive:
     shapes: np.ndarray  # (k,) int: positions in ARKIT_BLENDSHAPES
     low: np.ndarray  # (k,) float32: a blendshape's 0 ...
     span: np.ndarray  # (k,) float32: ... and 1, in the control's own range
-    read: np.ndarray  # (k,) bool: the blendshape moves (not in UNREAD_BLENDSHAPES)
+    # (k,) bool: the front end moves the control's blendshape (it is not in UNREAD_BLENDSHAPES,
+    # whose controls keep what they are given: the animator's under AUTO)
+    moved: np.ndarray
 
     @classmethod
     def of(cls, spec: RigSpec) -> BlendshapeDrive:
@@ -88,10 +87,10 @@ class BlendshapeDrive:
 
     def apply(self, values: np.ndarray, blendshapes: np.ndarray) -> np.ndarray:
         """(..., n_controls) values with the aliased ones read from (..., 52) blendshapes, but
-        for those aliased to a blendshape that never moves, which keep `values`' own."""
+        for those aliased to a blendshape the front end never moves, which keep `values`' own."""
         out = values.astype(np.float32, copy=True)
-        read = self.controls[self.read]
-        out[..., read] = self.low[self.read] + np.clip(blendshapes[..., self.shapes[self.read]], 0.0, 1.0) * self.span[self.read]
+        m = self.moved
+        out[..., self.controls[m]] = self.low[m] + np.clip(blendshapes[..., self.shapes[m]], 0.0, 1.0) * self.span[m]
         return out
 
 
@@ -120,7 +119,7 @@ class Binding:
         """Whether the avatar's animator, where it has one, drives any of its controls: those it
         must (`uses_animator`), and under AUTO those aliased to a blendshape the front end never
         moves (UNREAD_BLENDSHAPES)."""
-        unread = self.drive is not None and not self.drive.read.all()
+        unread = self.drive is not None and not self.drive.moved.all()
         return self.uses_animator or (self.reader == stream_pb2.EXPRESSION_READER_AUTO and unread)
 
     def read(self, animated: np.ndarray | None, blendshapes: np.ndarray | None) -> np.ndarray | None:

@@ -115,7 +115,9 @@ class LiveStreams:
             if binding.uses_animator:
                 await self.models.ensure(avatar_id)
             elif binding.wants_animator and self.models.animator_ref(avatar_id) is None:
-                await self.models.refresh(avatar_id)  # loaded if the avatar has one
+                # loaded if the avatar has one; without it the avatar streams all the same
+                with contextlib.suppress(NotReady, OSError):
+                    await self.models.refresh(avatar_id)
             bindings[avatar_id] = binding
         return bindings
 

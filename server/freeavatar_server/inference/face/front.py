@@ -11,7 +11,10 @@ BlazeFace sees no face the mesh confirms (it finds the synthetic world's small f
 short-range BlazeFace misses), and the mesh confirms its proposals too. With each mesh a
 real-face emotion classifier reads the face (`inference.face.emotion`); the live path guards the
 smile and lowered-brow blendshapes, and the encoder's units the animators read, with that
-reading (MediaPipe reads a crying mouth as a smile and lowers a laughing face's brows).
+reading (MediaPipe reads a crying mouth as a smile and lowers a laughing face's brows). With a
+`JawLift`, each mesh's jawOpen is raised to what the mesh shows of the lips
+(`inference.face.jaw`; the live path's front end has one, `FaceFront()` alone reads MediaPipe's
+own).
 
     front = FaceFront()                      # shared by a worker's actors
     track = front.track()                    # one per actor stream
@@ -29,6 +32,7 @@ import numpy as np
 
 from freeavatar_server.inference.face.emotion import EmotionReader
 from freeavatar_server.inference.face.flow import FaceFlow, moved_box, moved_landmarks
+from freeavatar_server.inference.face.jaw import JawLift
 from freeavatar_server.inference.face.localiser import FaceLocaliser
 from freeavatar_server.inference.face_landmarker import FaceLandmarker, FaceRoi, FaceTrack
 from freeavatar_server.inference.shipped import MESH_FACE_BOX
@@ -101,12 +105,17 @@ class LocaliserProposal:
 class FaceFront:
     """The models, shared by every actor a worker serves (ONNX Runtime sessions are)."""
 
-    def __init__(self, threads: int = 1, face_box: MeshFaceBox | None = None, emotions: bool = True) -> None:
+    def __init__(
+        self, threads: int = 1, face_box: MeshFaceBox | None = None, emotions: bool = True, jaw_lift: JawLift | None = None,
+    ) -> None:  # fmt: skip
         self.landmarker = FaceLandmarker(threads=threads)
         self.proposal = LocaliserProposal(FaceLocaliser(threads=threads))
         self.face_box = face_box or MeshFaceBox.load()
         # the emotion classifier reads each mesh's face (what the live path's emotion guard needs)
         self.emotions = EmotionReader(threads=threads) if emotions else None
+        # each mesh's jawOpen raised to what it shows of the lips (inference.face.jaw); None:
+        # MediaPipe's own
+        self.jaw_lift = jaw_lift
 
     def warm_up(self) -> None:
         """Run every graph once: ONNX Runtime optimises each on its first run."""
@@ -128,7 +137,7 @@ class FaceFront:
         by optical flow). `phase` in [0, 1) shifts the
         stream's mesh frames by that share of the interval, so that actors who started together
         do not all run their meshes on the same tick."""
-        return FrontTrack(self.mesh_track(), self.face_box, min_interval_s, phase, self.emotions)
+        return FrontTrack(self.mesh_track(), self.face_box, min_interval_s, phase, self.emotions, self.jaw_lift)
 
 
 class FrontTrack:
@@ -136,11 +145,12 @@ class FrontTrack:
 
     def __init__(
         self, track: FaceTrack, face_box: MeshFaceBox, min_interval_s: float = 0.0, phase: float = 0.0,
-        emotions: EmotionReader | None = None,
+        emotions: EmotionReader | None = None, jaw_lift: JawLift | None = None,
     ) -> None:  # fmt: skip
         self._track = track
         self._face_box = face_box
         self._emotions = emotions
+        self._jaw_lift = jaw_lift
         self._min_interval_s = min_interval_s
         self._phase = phase
         self._meshed: FaceObservation | None = None  # the last mesh's reading
@@ -216,8 +226,9 @@ class FrontTrack:
             return None
         x0, y0, x1, y1 = (float(v) for v in self._face_box.box(reading.landmarks))
         emotions = self._emotions.read(frame, reading.landmarks) if self._emotions is not None else None
+        blendshapes = reading.blendshapes if self._jaw_lift is None else self._jaw_lift.lift(reading.blendshapes, reading.landmarks)
         self._meshed = self._last = FaceObservation(
-            (x0, y0, x1, y1), reading.confidence, reading.landmarks, reading.blendshapes, reading.detected, emotions
+            (x0, y0, x1, y1), reading.confidence, reading.landmarks, blendshapes, reading.detected, emotions
         )
         self._flow.start(frame, reading.landmarks)
         if time_s is None:
