@@ -25,7 +25,7 @@ from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.shipped import ENCODER_INT8_ONNX
 from freeavatar_server.live.analysis import Analyser, AnalysisOptions, AnalysisRequest
 from freeavatar_server.synth.actors import AU_INDEX
-from freeavatar_server.synth.video import render_trajectory_frames
+from freeavatar_server.synth.video import trajectory_frames
 from freeavatar_server.training.face.blendshape_carry import clip_trajectories
 from freeavatar_server.training.realface.evaluate import (
     MOVED,
@@ -65,13 +65,11 @@ def synthetic_blinks(count: int) -> tuple[np.ndarray, np.ndarray]:
     blinks, lids = [], []
     for trajectory in track(clip_trajectories(count, SEED, held_out=False), description="synthetic clips"):
         face_track = front.track()
-        for start in range(0, trajectory.n_frames, 16):
-            frames = render_trajectory_frames(trajectory, start, min(start + 16, trajectory.n_frames)).images
-            for offset, frame in enumerate(frames):
-                face = face_track.update(frame)
-                if face is not None:
-                    blinks.append(face.blendshapes[list(EYE_BLINKS)])
-                    lids.append(trajectory.expressions[start + offset, list(LIDS)])
+        for t, frame in enumerate(trajectory_frames(trajectory)):
+            face = face_track.update(frame)
+            if face is not None:
+                blinks.append(face.blendshapes[list(EYE_BLINKS)])
+                lids.append(trajectory.expressions[t, list(LIDS)])
     return np.array(blinks), np.array(lids)
 
 

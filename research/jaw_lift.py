@@ -18,7 +18,7 @@ from rich.progress import track
 from freeavatar_server.inference.face.front import FaceFront
 from freeavatar_server.inference.face.jaw import JAW_OPEN, JawLift, lip_gap
 from freeavatar_server.synth.actors import AU_INDEX
-from freeavatar_server.synth.video import render_trajectory_frames
+from freeavatar_server.synth.video import trajectory_frames
 from freeavatar_server.training.face.blendshape_carry import clip_trajectories
 
 SEED = 48_000_000  # synthetic clips apart from every other set's but the blink curve's
@@ -31,15 +31,13 @@ def read_clips(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     gaps, jaw_open, lifted, jaw_drop = [], [], [], []
     for trajectory in track(clip_trajectories(count, SEED, held_out=False), description="synthetic clips"):
         face_track = front.track()
-        for start in range(0, trajectory.n_frames, 16):
-            frames = render_trajectory_frames(trajectory, start, min(start + 16, trajectory.n_frames)).images
-            for offset, frame in enumerate(frames):
-                face = face_track.update(frame)
-                if face is not None:
-                    gaps.append(lip_gap(face.landmarks))
-                    jaw_open.append(face.blendshapes[JAW_OPEN])
-                    lifted.append(JawLift().lift(face.blendshapes, face.landmarks)[JAW_OPEN])
-                    jaw_drop.append(trajectory.expressions[start + offset, AU_INDEX["jaw_drop"]])
+        for t, frame in enumerate(trajectory_frames(trajectory)):
+            face = face_track.update(frame)
+            if face is not None:
+                gaps.append(lip_gap(face.landmarks))
+                jaw_open.append(face.blendshapes[JAW_OPEN])
+                lifted.append(JawLift().lift(face.blendshapes, face.landmarks)[JAW_OPEN])
+                jaw_drop.append(trajectory.expressions[t, AU_INDEX["jaw_drop"]])
     return np.array(gaps), np.array(jaw_open), np.array(lifted), np.array(jaw_drop)
 
 

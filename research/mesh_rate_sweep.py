@@ -43,7 +43,7 @@ from freeavatar_server.live.analysis import (
 from freeavatar_server.live.sessions import Binding
 from freeavatar_server.live.smoothing import OneEuroFilter
 from freeavatar_server.synth.avatars import BUILTIN_AVATARS
-from freeavatar_server.synth.video import Trajectory, render_trajectory_frames
+from freeavatar_server.synth.video import Trajectory, trajectory_frames
 from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.face.blendshape_carry import FPS, clip_trajectories
 
@@ -52,10 +52,7 @@ REPORTED = ("eyeBlinkLeft", "jawOpen")
 
 
 def frames_of(trajectory: Trajectory) -> np.ndarray:
-    return np.concatenate([
-        render_trajectory_frames(trajectory, start, min(start + 16, trajectory.n_frames)).images
-        for start in range(0, trajectory.n_frames, 16)
-    ])  # fmt: skip
+    return np.stack(list(trajectory_frames(trajectory)))
 
 
 def video_frames(path: str) -> tuple[np.ndarray, float]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,12 @@ def render_trajectory_frames(traj: Trajectory, start: int, stop: int) -> FaceBat
         sample_seeds=np.full(count, traj.seed, dtype=np.int64),
         noise_seeds=frame_noise_seeds(traj.seed, start, stop),
     )
+
+
+def trajectory_frames(traj: Trajectory, chunk: int = 16) -> Iterator[np.ndarray]:
+    """A trajectory's (H, W, 3) uint8 frames in order, rendered `chunk` at a time."""
+    for start in range(0, traj.n_frames, chunk):
+        yield from render_trajectory_frames(traj, start, min(start + chunk, traj.n_frames)).images
 
 
 def frame_noise_seeds(seed: int, start: int, stop: int) -> np.ndarray:

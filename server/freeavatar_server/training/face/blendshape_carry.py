@@ -40,7 +40,7 @@ from freeavatar_server.inference.shipped import (
     ENCODER_ONNX,
     ENCODER_UNITS,
 )
-from freeavatar_server.synth.video import Trajectory, make_trajectory, render_trajectory_frames
+from freeavatar_server.synth.video import Trajectory, make_trajectory, trajectory_frames
 from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.face.pose_train import HELD_OUT_IDENTITY
 
@@ -72,13 +72,11 @@ def read_clips(encoder: OnnxEncoder, front: FaceFront, trajectories: list[Trajec
     for trajectory in track(trajectories, description="reading clips"):
         face_track = front.track()  # the mesh on every frame: the reading carry is scored against
         units, blendshapes = [], []
-        for start in range(0, trajectory.n_frames, 16):
-            frames = render_trajectory_frames(trajectory, start, min(start + 16, trajectory.n_frames)).images
-            for frame in frames:
-                face = face_track.update(frame)
-                if face is not None:
-                    units.append(encoder.read_batch(crop_face(frame, face.box, encoder.size)[None])[1][0])
-                    blendshapes.append(face.blendshapes)
+        for frame in trajectory_frames(trajectory):
+            face = face_track.update(frame)
+            if face is not None:
+                units.append(encoder.read_batch(crop_face(frame, face.box, encoder.size)[None])[1][0])
+                blendshapes.append(face.blendshapes)
         clips.append(ClipReading(np.array(units), np.array(blendshapes)))
     return clips
 
