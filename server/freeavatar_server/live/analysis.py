@@ -14,8 +14,9 @@ since (`inference.face.carry`), so that a blink between two meshes still shows; 
 guard scales the smile and the lowered brows by the last mesh's emotion reading
 (`inference.face.emotion`) and the blinks are read as how far the lids are shut
 (`inference.face.blink`); each mesh's jawOpen was raised to what it shows of the lips
-(`inference.face.jaw`) before the carry starts from it. The units the animators read have their lip corners raised to that
-smile where the encoder reads less (`SmileLift`), then are guarded the same way.
+(`inference.face.jaw`) before the carry starts from it. The units the animators read have
+their lip corners raised to that smile where the encoder reads less (`SmileLift`), then are
+guarded the same way.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ calls jawOpen) at r 0.84, where its jawOpen follows at 0.59. Each mesh's jawOpen
 the line of jaw drop on that gap wherever MediaPipe reads less, so an open mouth opens the
 avatar's and a wide one keeps MediaPipe's own reading. A smile also parts the lips, over closed
 teeth, which the synthetic world never shows (its smiling actors' jaws are down too): the line
-counts only as far as MediaPipe reads no smile, so a grin showing its teeth keeps its jaw shut.
+counts only as far as MediaPipe reads no smile, so a grin showing its teeth keeps its jaw shut
+(MediaPipe's own smile, before the emotion guard: a crying mouth it reads as smiling keeps
+MediaPipe's jawOpen too).
 
 The line is a least-squares fit on synthetic clips of training-range actors
 (`research/jaw_lift.py`); the smile's share is a rule, not a fit; nothing here was chosen on
