@@ -85,7 +85,7 @@ def serve(
         bool, typer.Option(help="Serve blinks as how far the lids are shut: MediaPipe's eyeBlink reads 0.1-0.4 on real open eyes; its 0.15-0.85 becomes 0-1.")
     ] = True,
     jaw_lift: Annotated[
-        bool, typer.Option(help="Raise jawOpen to what the face mesh shows of the lips where MediaPipe's blendshapes read less (they read a plainly open mouth as nearly shut).")
+        bool, typer.Option(help="Raise jawOpen to what the face mesh shows of the lips where MediaPipe's blendshapes read less (they read a plainly open mouth as nearly shut), as far as MediaPipe reads no smile (a grin parts the lips over closed teeth).")
     ] = True,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics at http://HOST:PORT/metrics.")

@@ -47,8 +47,8 @@ class ServerConfig:
     # MediaPipe's blinks read as how far the lids are shut (inference.face.blink): real open
     # eyes read 0.1-0.4 there; off, its own
     blink_curve: bool = True
-    # MediaPipe's jawOpen raised to what its mesh shows of the lips (inference.face.jaw): it
-    # reads a plainly open mouth as nearly shut; off, its own
+    # MediaPipe's jawOpen raised to what its mesh shows of the lips as far as it reads no smile
+    # (inference.face.jaw): it reads a plainly open mouth as nearly shut; off, its own
     jaw_lift: bool = True
     builtin_avatars: tuple[str, ...] = ()  # registered at start with the shipped animator
     builtin_animator: Path | None = None  # the animator they get; None: the shipped one

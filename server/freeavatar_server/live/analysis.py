@@ -112,8 +112,9 @@ class AnalysisOptions:
     # MediaPipe's blinks as served read as how far the lids are shut (inference.face.blink):
     # real open eyes read 0.1-0.4 there. None: MediaPipe's own.
     blink_curve: BlinkCurve | None = BlinkCurve()
-    # Each mesh's jawOpen raised to the line of its inner-lip gap where MediaPipe reads less
-    # (inference.face.jaw): it reads a plainly open mouth as nearly shut. None: its own.
+    # Each mesh's jawOpen raised to the line of its inner-lip gap, as far as MediaPipe reads no
+    # smile, where MediaPipe reads less (inference.face.jaw): it reads a plainly open mouth as
+    # nearly shut. None: its own.
     jaw_lift: JawLift | None = JawLift()
 
     def __post_init__(self) -> None:

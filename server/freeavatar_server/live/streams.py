@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ from freeavatar_server.live.workers import AnalysisPool
 from freeavatar_server.store import Store
 
 SUBSCRIBER_BUFFER = 8  # frames per subscriber before the oldest go
+
+log = logging.getLogger(__name__)
 
 
 class ActorBusy(NotReady):
@@ -116,8 +119,10 @@ class LiveStreams:
                 await self.models.ensure(avatar_id)
             elif binding.wants_animator and self.models.animator_ref(avatar_id) is None:
                 # loaded if the avatar has one; without it the avatar streams all the same
-                with contextlib.suppress(NotReady, OSError):
+                try:
                     await self.models.refresh(avatar_id)
+                except Exception as error:  # an optional model: log it, never fail the binding
+                    log.warning("avatar %s streams without its animator: %s", avatar_id, error)
             bindings[avatar_id] = binding
         return bindings
 

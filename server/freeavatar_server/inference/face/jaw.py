@@ -14,8 +14,8 @@ counts only as far as MediaPipe reads no smile, so a grin showing its teeth keep
 MediaPipe's jawOpen too).
 
 The line is a least-squares fit on synthetic clips of training-range actors
-(`research/jaw_lift.py`); the smile's share is a rule, not a fit; nothing here was chosen on
-real faces. The front end lifts each mesh's reading (`FaceFront(jaw_lift=...)`), so that the
+(`research/jaw_lift.py`); the smile's share is a rule with no parameter, added after seeing real
+grins (the real set's astronaut among them). The front end lifts each mesh's reading (`FaceFront(jaw_lift=...)`), so that the
 carry between meshes starts from it.
 """
 

@@ -1,6 +1,7 @@
 """Fit the blendshape carry (`inference.face.carry`): ridge regression of the change in MediaPipe's
 blendshapes on the change in the expression encoder's action units between frames one and two
-apart, on synthetic actor clips read by the live front end with the mesh on every frame. Scored
+apart, on synthetic actor clips read by the live front end with the mesh on every frame (MediaPipe's
+own blendshapes: no jaw lift, which serving applies to each mesh's reading before the carry). Scored
 on clips of held-out identities as the live path runs: the mesh on every other frame (15 a
 second at 30 fps), its reading used from the frame after; against the mesh's own reading of
 every frame.
