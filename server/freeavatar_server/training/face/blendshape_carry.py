@@ -1,7 +1,7 @@
 """Fit the blendshape carry (`inference.face.carry`): ridge regression of the change in MediaPipe's
 blendshapes on the change in the expression encoder's action units between frames one and two
-apart, on synthetic actor clips read by the live front end with the mesh on every frame (MediaPipe's
-own blendshapes: no jaw lift, which serving applies to each mesh's reading before the carry). Scored
+apart, on synthetic actor clips read by the live front end with the mesh on every frame (each
+mesh's reading as the carry starts from it when serving: jawOpen lifted, no emotion guard). Scored
 on clips of held-out identities as the live path runs: the mesh on every other frame (15 a
 second at 30 fps), its reading used from the frame after; against the mesh's own reading of
 every frame.
@@ -35,6 +35,7 @@ from freeavatar_server.inference.face.carry import (
 )
 from freeavatar_server.inference.face.crop import crop_face
 from freeavatar_server.inference.face.front import FaceFront
+from freeavatar_server.inference.face.jaw import JawLift
 from freeavatar_server.inference.shipped import (
     BLENDSHAPE_CARRY,
     ENCODER_INT8_ONNX,
@@ -155,7 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.train < 3 or args.test < 1:
         parser.error("--train needs 3 clips or more (a third of them choose what is carried), --test 1 or more")
-    encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront(emotions=False)  # MediaPipe's own reading
+    # the blendshapes each mesh serves the carry from: MediaPipe's, jawOpen lifted (no emotion guard)
+    encoder, front = OnnxEncoder(ENCODER_INT8_ONNX), FaceFront(emotions=False, jaw_lift=JawLift())
     if not encoder.unit_dim:
         raise SystemExit(f"{ENCODER_INT8_ONNX} has no action-unit read-out to carry blendshapes with")
     encoders = (file_digest(ENCODER_ONNX), file_digest(ENCODER_INT8_ONNX))
