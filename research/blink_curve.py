@@ -74,19 +74,13 @@ def synthetic_blinks(count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def judged_right(curve: BlinkCurve | None, blinks: np.ndarray, labels: np.ndarray) -> int:
-    shut = blinks if curve is None else np.array([curve.apply(_as_blendshapes(b))[list(EYE_BLINKS)] for b in blinks])
+    shut = blinks if curve is None else curve.shut(blinks)
     return int(((shut.mean(1) >= MOVED) == (labels == 1)).sum())
 
 
 def synthetic_error(curve: BlinkCurve | None, blinks: np.ndarray, lids: np.ndarray) -> float:
-    shut = blinks if curve is None else np.clip((blinks - curve.closed_from) / (curve.closed_at - curve.closed_from), 0, 1)
+    shut = blinks if curve is None else curve.shut(blinks)
     return float(np.abs(shut - lids).mean())
-
-
-def _as_blendshapes(blinks: np.ndarray) -> np.ndarray:
-    row = np.zeros(52, np.float32)
-    row[list(EYE_BLINKS)] = blinks
-    return row
 
 
 def main() -> None:

@@ -31,9 +31,12 @@ class BlinkCurve:
         if not 0.0 <= self.closed_from < self.closed_at <= 1.0:
             raise ValueError(f"need 0 <= closed_from < closed_at <= 1, got {self.closed_from}, {self.closed_at}")
 
+    def shut(self, blinks: np.ndarray) -> np.ndarray:
+        """MediaPipe's eyeBlink values (any shape) -> how far the lids are shut, 0..1."""
+        return np.clip((blinks - self.closed_from) / (self.closed_at - self.closed_from), 0.0, 1.0)
+
     def apply(self, blendshapes: np.ndarray) -> np.ndarray:
         """The (52,) blendshapes with both blinks mapped (a new array)."""
         out = np.array(blendshapes, np.float32)
-        blinks = (out[list(EYE_BLINKS)] - self.closed_from) / (self.closed_at - self.closed_from)
-        out[list(EYE_BLINKS)] = np.clip(blinks, 0.0, 1.0)
+        out[list(EYE_BLINKS)] = self.shut(out[list(EYE_BLINKS)])
         return out

@@ -29,6 +29,7 @@ import numpy as np
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.face.carry import LIP_CORNER_PULLS, SMILE_BLENDSHAPES, file_digest
+from freeavatar_server.inference.face_landmarker import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS
 from freeavatar_server.inference.onnx import open_session
 from freeavatar_server.inference.shipped import EMOTION_ONNX, ENCODER_UNITS
 
@@ -38,7 +39,7 @@ NEGATIVE = [EMOTIONS.index(e) for e in ("angry", "disgust", "fear", "sad")]
 SMILE = list(SMILE_BLENDSHAPES)
 BROW_DOWN = [ARKIT_BLENDSHAPES.index("browDownLeft"), ARKIT_BLENDSHAPES.index("browDownRight")]
 SIZE = 64  # the classifier's input: a 64x64 grey face
-RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263  # mesh points at the outer eye corners
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = RIGHT_EYE_CORNERS[0], LEFT_EYE_CORNERS[0]  # mesh points at the outer eye corners
 FACE_POINTS = 468  # the mesh without its iris points
 
 

@@ -27,10 +27,11 @@ import numpy as np
 
 from freeavatar.arkit import ARKIT_BLENDSHAPES
 from freeavatar_server.inference.face.carry import SMILE_BLENDSHAPES
+from freeavatar_server.inference.face_landmarker import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS
 
 JAW_OPEN = ARKIT_BLENDSHAPES.index("jawOpen")
 INNER_LIPS = (13, 14)  # mesh points at the middle of the upper and lower inner lip
-EYE_CORNERS = (33, 263)  # the outer eye corners
+EYE_CORNERS = (RIGHT_EYE_CORNERS[0], LEFT_EYE_CORNERS[0])  # the outer eye corners
 
 
 def lip_gap(landmarks: np.ndarray) -> float:
