@@ -36,6 +36,7 @@ def test_train_resume_eval_export(tmp_path):
     assert baselines <= set(report["baselines"]) and baselines <= set(report["au_probe_correlation_baselines"])
     assert 0.0 <= report["identity_invariance"] <= 1.0
     assert -1.0 <= report["au_probe_correlation"] <= 1.0
+    assert "au_probe_correlation_with_read_out" not in report  # this encoder has no read-out
     assert set(report["stylised_triplet_accuracy"]) == set(report["mascot_triplet_accuracy"]) == {"unambiguous", "all"}
 
     res = runner.invoke(encoder_app, ["train", "--config", str(cfg_file), "--out", str(run), "--stylised", "2"])
@@ -108,6 +109,13 @@ def test_dense_supervision_fine_tunes_a_trained_encoder(tmp_path):
     assert all(k in after["model"] for k in before["model"]) and after["model"]["au_head.weight"].shape == (N_AU, 32)
     losses = [r["unit_loss"] for r in after["history"]]
     assert all(np.isfinite(losses)) and "val_unit_r" in after["history"][-1]
+
+    # the probe reads the units from the embedding and, apart, from the embedding beside the read-out
+    res = runner.invoke(encoder_app, ["eval", "--json", "--run-dir", str(second), "--n-triplets", "30", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(next(line for line in res.output.splitlines() if line.startswith("{")))  # stderr's note beside it
+    assert -1.0 <= report["au_probe_correlation"] <= 1.0 and -1.0 <= report["au_probe_correlation_with_read_out"] <= 1.0
+    assert report["au_probe_correlation_with_read_out"] != report["au_probe_correlation"]
 
     encoder = load_encoder(second / "triplet.pt")
     onnx_path = export_onnx(encoder, tmp_path / "e.onnx")
@@ -226,3 +234,26 @@ def test_a_deeper_fine_tune_starts_from_the_shallower_encoders_function(tmp_path
     wider = ExpressionEncoder(dataclasses.replace(shallow.cfg, dim=shallow.cfg.dim * 2))
     with pytest.raises(ValueError, match="another architecture"):
         _init_from_encoder(first / "triplet.pt", wider)
+
+
+def test_a_bf16_fine_tune_computes_in_bfloat16_and_keeps_float32_weights(tmp_path, tiny_run):
+    """--bf16: the forward pass runs under bfloat16 autocast, the weights, optimiser and losses
+    stay float32, and the first step's losses match a float32 run's on the same batch to
+    bfloat16's precision."""
+    import torch
+
+    cfg_file, first = tiny_run
+    histories = {}
+    for flag in ("--no-bf16", "--bf16"):
+        out = tmp_path / flag.strip("-")
+        args = ["train", "--config", str(cfg_file), "--out", str(out), "--stages", "triplet", "--init", str(first / "triplet.pt")]
+        res = CliRunner().invoke(encoder_app, [*args, "--au-weight", "1", "--triplet-steps", "2", flag])
+        assert res.exit_code == 0, res.output
+        ck = torch.load(out / "triplet.pt", weights_only=False)
+        assert ck["config"]["bf16"] is (flag == "--bf16")
+        assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())
+        histories[flag] = ck["history"][0]
+    exact, fast = histories["--no-bf16"], histories["--bf16"]
+    assert fast["loss"] != exact["loss"]  # it did compute in bfloat16...
+    assert fast["loss"] == pytest.approx(exact["loss"], rel=0.05)  # ...to its precision
+    assert fast["unit_loss"] == pytest.approx(exact["unit_loss"], rel=0.05)

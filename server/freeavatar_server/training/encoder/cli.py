@@ -44,6 +44,7 @@ def train_encoder(
     init: Annotated[Path | None, typer.Option(help="Start triplet tuning from this encoder checkpoint instead of the MAE backbone.")] = None,
     img_size: Annotated[int | None, typer.Option(help="Face crop side in pixels, a multiple of the patch (16): a new run's (an --init encoder of another size keeps its weights).")] = None,
     depth: Annotated[int | None, typer.Option(help="Transformer blocks: a new run's (an --init encoder with fewer keeps its weights, and the blocks added start as the identity).")] = None,
+    bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Forward passes under bfloat16 autocast: about twice as fast on CPUs with AVX-512 BF16 or AMX.")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -60,7 +61,7 @@ def train_encoder(
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
         "triplet_steps": triplet_steps, "triplet_lr": triplet_lr, "classifier_steps": classifier_steps,
         "threads": threads, "stylised": stylised, "mascots": mascots, "au_weight": au_weight,
-        "init": str(init) if init else None,
+        "init": str(init) if init else None, "bf16": bf16,
     }  # fmt: skip
     keep_from_file = {"images", "fec_csv"}
     d = cfg.to_dict()
@@ -150,6 +151,8 @@ def _report_table(report: dict) -> Table:
     acc = report["triplet_accuracy"]
     table.add_row("expression encoder", f"{acc['unambiguous']:.3f}", f"{acc['all']:.3f}",
                   f"{report['identity_invariance']:.3f}", f"{report['au_probe_correlation']:.3f}")  # fmt: skip
+    if "au_probe_correlation_with_read_out" in report:
+        table.add_row("expression encoder + its action-unit read-out", "-", "-", "-", f"{report['au_probe_correlation_with_read_out']:.3f}")
     for name, r in report["baselines"].items():
         inv = report["identity_invariance_baselines"].get(name)
         probe = report["au_probe_correlation_baselines"].get(name)

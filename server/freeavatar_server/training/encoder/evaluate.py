@@ -13,7 +13,8 @@
 - How much of the action units a linear probe reads from each: a ridge regression from features
   to the 25 units, fitted on held-out identities and scored on others (mean per-unit Pearson r,
   `au_probe_correlation`), for the encoder and every baseline, MediaPipe's blendshapes and mesh
-  among them.
+  among them; and for the encoder's embedding beside its action-unit read-out, the graph's
+  second output (`au_probe_correlation_with_read_out`).
 """
 
 from __future__ import annotations
@@ -305,14 +306,19 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
     from freeavatar_server.training.encoder.train import load_classifier, load_encoder
 
     torch.set_num_threads(threads)
+    # `with_read_out`: the embedding beside the action-unit read-out the same graph serves (None
+    # for an encoder without one), for the probe: what the encoder's outputs carry of the units
+    with_read_out: Features | None
     if weights.encoder.suffix == ".onnx":
         sess = OnnxEncoder(weights.encoder, threads=threads)
         size = sess.size
         encoder: Features = sess.embed_batch
+        with_read_out = (lambda images: np.concatenate(sess.read_batch(images), axis=1)) if sess.unit_dim else None
     else:
         enc = load_encoder(weights.encoder)
         size = enc.cfg.img_size
         encoder = torch_features(enc)
+        with_read_out = torch_features(lambda x: torch.cat(enc(x, with_units=True), 1)) if enc.cfg.au_units else None
     sets = build_held_out_sets(size, n_triplets, n_quads, seed)
     extractors: dict[str, Features] = {
         "raw_pixels": raw_pixel_features,
@@ -332,6 +338,8 @@ def evaluate(weights: Weights, *, n_triplets: int = 2000, n_quads: int | None = 
               f"directory). To score them: {REBUILD_BASELINES}", file=sys.stderr)
     ts = sets.triplets.triplets
     report = encoder_figures(encoder, sets)
+    if with_read_out is not None:
+        report["au_probe_correlation_with_read_out"] = au_probe(with_read_out, sets.probe)
     report |= {
         "au_probe_correlation_baselines": {name: au_probe(fn, sets.probe) for name, fn in extractors.items()},
         "au_probe_faces": {"train": sets.probe.train, "test": len(sets.probe.images) - sets.probe.train},

@@ -81,6 +81,9 @@ class TrainConfig:
     warmup: int = 100
     augment: bool = True
     threads: int = 1
+    # Forward passes under bfloat16 autocast (weights, optimiser and losses stay float32): about
+    # twice the steps a second on CPUs with AVX-512 BF16 or AMX; no faster without them.
+    bf16: bool = False
     log_every: int = 25
     val_every: int = 250
     val_triplets: int = 600
@@ -378,7 +381,8 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
             torch.manual_seed(int(rng.integers(2**62)))  # MAE masks come from the global generator
             ddp.train()
             batch = stream.get(step) if stream is not None else None
-            loss, extra = spec.batch_loss(ddp, step, rng, gen, batch)
+            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, extra = spec.batch_loss(ddp, step, rng, gen, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -564,10 +568,10 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist, model: nn
         images, expr, classes = batch
         (x, mirrored), units = _augment_batch(cfg, D.to_tensor(images), gen), torch.from_numpy(expr)
         if not dense:
-            emb = m(x)
+            emb = m(x).float()  # losses in float32 under --bf16 too
             loss, wrong = all_triplet_loss(emb, units, torch.from_numpy(classes))
             return loss, {"train_acc": round(1.0 - wrong, 4)}
-        emb, read = m(x, with_units=True)
+        emb, read = (out.float() for out in m(x, with_units=True))
         loss, wrong = all_triplet_loss(emb, units, torch.from_numpy(classes))
         seen = units[:, MIRROR] if mirrored else units  # a mirrored face's left units are its right
         unit_loss = F.mse_loss(read, scale.standardise(seen))
