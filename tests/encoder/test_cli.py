@@ -257,3 +257,19 @@ def test_a_bf16_fine_tune_computes_in_bfloat16_and_keeps_float32_weights(tmp_pat
     assert fast["loss"] != exact["loss"]  # it did compute in bfloat16...
     assert fast["loss"] == pytest.approx(exact["loss"], rel=0.05)  # ...to its precision
     assert fast["unit_loss"] == pytest.approx(exact["unit_loss"], rel=0.05)
+
+
+@pytest.mark.parametrize("data", ["triplets alone", "fec csv"])
+def test_every_triplet_path_trains_under_bf16(tmp_path, tiny_run, data):
+    """--bf16 without the read-out, and on FEC-format triplets: the triplet losses and the
+    training accuracy are computed from float32 embeddings there too."""
+    from freeavatar_server.synth import triplets as T
+
+    cfg_file, first = tiny_run
+    args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "run"), "--stages", "triplet",
+            "--init", str(first / "triplet.pt"), "--triplet-steps", "2", "--bf16"]  # fmt: skip
+    if data == "fec csv":
+        trips = T.make_triplets(12, seed=3, identity_ids=range(20), n_annotators=3)
+        args += ["--fec-csv", str(T.export_triplets(trips, tmp_path / "fec", size=48))]
+    res = CliRunner().invoke(encoder_app, args)
+    assert res.exit_code == 0, res.output

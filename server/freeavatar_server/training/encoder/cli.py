@@ -44,7 +44,7 @@ def train_encoder(
     init: Annotated[Path | None, typer.Option(help="Start triplet tuning from this encoder checkpoint instead of the MAE backbone.")] = None,
     img_size: Annotated[int | None, typer.Option(help="Face crop side in pixels, a multiple of the patch (16): a new run's (an --init encoder of another size keeps its weights).")] = None,
     depth: Annotated[int | None, typer.Option(help="Transformer blocks: a new run's (an --init encoder with fewer keeps its weights, and the blocks added start as the identity).")] = None,
-    bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Forward passes under bfloat16 autocast: about twice as fast on CPUs with AVX-512 BF16 or AMX.")] = None,
+    bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Forward passes under bfloat16 autocast: half the time a step on an AVX-512 BF16 CPU (untried on others).")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:

@@ -81,8 +81,9 @@ class TrainConfig:
     warmup: int = 100
     augment: bool = True
     threads: int = 1
-    # Forward passes under bfloat16 autocast (weights, optimiser and losses stay float32): about
-    # twice the steps a second on CPUs with AVX-512 BF16 or AMX; no faster without them.
+    # Forward passes under bfloat16 autocast (weights, optimiser and losses stay float32): a step
+    # took half the time on an AVX-512 BF16 CPU; untried on others (without BF16 instructions
+    # bfloat16 is usually slower).
     bf16: bool = False
     log_every: int = 25
     val_every: int = 250
@@ -557,7 +558,7 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist, model: nn
         rows = rng.integers(0, len(fec), cfg.triplet_batch // 3)
         # embed each distinct face once; every triplet then indexes into the batch
         faces, local = np.unique(fec.index[rows].reshape(-1), return_inverse=True)
-        emb = m(_augment_batch(cfg, D.to_tensor(fec.pool.images[faces]), gen)[0])[torch.from_numpy(local.reshape(-1, 3))]
+        emb = m(_augment_batch(cfg, D.to_tensor(fec.pool.images[faces]), gen)[0]).float()[torch.from_numpy(local.reshape(-1, 3))]
         odd = fec.odd[rows]
         loss = symmetric_triplet_loss(emb, torch.from_numpy(odd), margins[torch.from_numpy(fec.kind[rows])])
         return loss, {"train_acc": float(triplet_correct(emb.detach().numpy(), odd).mean())}
