@@ -27,7 +27,7 @@ SEED = 48_000_000  # synthetic clips apart from every other set's but the blink 
 def read_clips(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per frame with a face: the mesh's lip gap, MediaPipe's jawOpen, jawOpen lifted by the
     shipped JawLift, the true jaw drop."""
-    front = FaceFront(emotions=False)
+    front, jaw_lift = FaceFront(emotions=False), JawLift()
     gaps, jaw_open, lifted, jaw_drop = [], [], [], []
     for trajectory in track(clip_trajectories(count, SEED, held_out=False), description="synthetic clips"):
         face_track = front.track()
@@ -36,7 +36,7 @@ def read_clips(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
             if face is not None:
                 gaps.append(lip_gap(face.landmarks))
                 jaw_open.append(face.blendshapes[JAW_OPEN])
-                lifted.append(JawLift().lift(face.blendshapes, face.landmarks)[JAW_OPEN])
+                lifted.append(jaw_lift.lift(face.blendshapes, face.landmarks)[JAW_OPEN])
                 jaw_drop.append(trajectory.expressions[t, AU_INDEX["jaw_drop"]])
     return np.array(gaps), np.array(jaw_open), np.array(lifted), np.array(jaw_drop)
 
