@@ -4,7 +4,8 @@
 
 crops/s: render_faces at 128x128 with full nuisance (background clutter, lighting, blur, noise,
 JPEG), one call for all crops. frames/s: render_frames at 640x480 with a sampled face box per
-frame. Each rate is the best of a few repeats, both per wall-clock second and per CPU second of
+frame. training batch: one batch of the encoder's recipe as its trainer's renderer draws it
+(`render_stream_batch`: 128 faces at 160 px, 25% cel-shaded characters, 30% mascots). Each rate is the best of a few repeats, both per wall-clock second and per CPU second of
 this process (the honest one-core figure when other jobs share the machine).
 """
 
@@ -41,6 +42,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from freeavatar_server.synth.actors import render_faces, render_frames, sample_expressions
+    from freeavatar_server.training.encoder.data import StreamSpec, render_stream_batch
 
     rng = np.random.default_rng(0)
     expr = sample_expressions(args.crops, rng)
@@ -51,6 +53,8 @@ def main() -> None:
     )
     fe, fi = expr[: args.frames], ids[: args.frames]
     frames = _rate(lambda: render_frames(fe, fi, seed=2), args.frames, repeats=2)
+    recipe = StreamSpec(size=160, n_expressions=64, seed=5, steps=100, stylised=0.25, mascots=0.3)
+    batch = _rate(lambda: render_stream_batch(recipe, 7), recipe.batch, repeats=2)
     print(
         json.dumps(
             {
@@ -62,6 +66,7 @@ def main() -> None:
                 "crops_per_cpu_s_no_nuisance": round(crops_clean[1], 1),
                 "frames_640x480_per_s": round(frames[0], 1),
                 "frames_640x480_per_cpu_s": round(frames[1], 1),
+                "training_batch_cpu_s": round(recipe.batch / batch[1], 3),
                 "load_average_1min": round(os.getloadavg()[0], 2),
                 "cpu_count": os.cpu_count(),
                 "torch": torch.__version__,

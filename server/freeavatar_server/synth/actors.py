@@ -553,8 +553,9 @@ def _cel_shade(img: torch.Tensor, levels: int = 4, edge: float = 0.06) -> torch.
     outlined; an encoder that has only seen soft shaded faces reads them poorly."""
     lum = (img * _LUMA).sum(1, keepdim=True)
     lum = F.avg_pool2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
-    gradient = F.conv2d(padded, _GRADIENT_KERNELS).norm(dim=1, keepdim=True)
+    d = F.conv2d(F.pad(lum, (1, 1, 1, 1), mode="replicate"), _GRADIENT_KERNELS)
+    # written out: torch's norm over a 2-long non-last dim took a tenth of a batch's render
+    gradient = (d[:, :1] ** 2 + d[:, 1:] ** 2).sqrt()
     ink = torch.clamp((gradient - edge) / edge, 0.0, 1.0)
     flat = torch.round(img.clamp(0, 1) * levels) / levels
     return flat * (1.0 - 0.85 * ink)

@@ -45,6 +45,7 @@ def train_encoder(
     img_size: Annotated[int | None, typer.Option(help="Face crop side in pixels, a multiple of the patch (16): a new run's (an --init encoder of another size keeps its weights).")] = None,
     depth: Annotated[int | None, typer.Option(help="Transformer blocks: a new run's (an --init encoder with fewer keeps its weights, and the blocks added start as the identity).")] = None,
     bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="Forward passes under bfloat16 autocast: half the time a step on an AVX-512 BF16 CPU (untried on others).")] = None,
+    reuse: Annotated[int | None, typer.Option(min=1, help="Steps each rendered synthetic batch trains, each with its own augmentation (the renderer is slower than a --bf16 step).")] = None,
     config: Annotated[Path | None, typer.Option(help="A config.json from an earlier run; flags override it.")] = None,
     ship: Annotated[bool, typer.Option(help="After training, install the run as the package's default encoder.")] = False,
 ) -> None:
@@ -61,7 +62,7 @@ def train_encoder(
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
         "triplet_steps": triplet_steps, "triplet_lr": triplet_lr, "classifier_steps": classifier_steps,
         "threads": threads, "stylised": stylised, "mascots": mascots, "au_weight": au_weight,
-        "init": str(init) if init else None, "bf16": bf16,
+        "init": str(init) if init else None, "bf16": bf16, "reuse": reuse,
     }  # fmt: skip
     keep_from_file = {"images", "fec_csv"}
     d = cfg.to_dict()

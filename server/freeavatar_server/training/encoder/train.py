@@ -85,6 +85,9 @@ class TrainConfig:
     # took half the time on an AVX-512 BF16 CPU; untried on others (without BF16 instructions
     # bfloat16 is usually slower).
     bf16: bool = False
+    # Steps each rendered synthetic batch trains (each with its own augmentation draw): the
+    # renderer, on the other core, is slower than a bfloat16 step, so the trainer waited for it.
+    reuse: int = 1
     log_every: int = 25
     val_every: int = 250
     val_triplets: int = 600
@@ -257,9 +260,9 @@ def folder_pool(cfg: TrainConfig) -> D.FacePool | None:
 def stream_spec(cfg: TrainConfig, d: Dist, stage: str, batch: int, steps: int) -> D.StreamSpec:
     return D.StreamSpec(
         size=cfg.model.img_size, n_expressions=max(2, batch // 2), seed=cfg.seed * 1000 + STAGES.index(stage),
-        rank=d.rank, steps=steps, clean_start=cfg.clean_start, clean_end=cfg.clean_end,
+        rank=d.rank, steps=-(-steps // cfg.reuse), clean_start=cfg.clean_start, clean_end=cfg.clean_end,
         stylised=cfg.stylised, mascots=cfg.mascots,
-    )
+    )  # steps: the batches rendered, over which the nuisance curriculum runs
 
 
 def validation_triplets(cfg: TrainConfig, d: Dist) -> D.TripletSet | None:
@@ -351,7 +354,7 @@ class StageSpec:
     # (model, step, rng, gen, stream batch or None) -> (loss, extra numbers to log)
     batch_loss: Callable[[nn.Module, int, np.random.Generator, torch.Generator, tuple | None], tuple[torch.Tensor, dict]]
     validate: Callable[[nn.Module], dict] | None = None
-    stream: D.StreamSpec | None = None  # synthetic batches rendered ahead, one per step
+    stream: D.StreamSpec | None = None  # synthetic batches rendered ahead, one per `reuse` steps
 
 
 def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_log: Callable[[dict], None] | None = None) -> list[dict]:
@@ -369,10 +372,11 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
             return history
     ddp = wrap_ddp(model, d)
     # fresh synthetic batches rendered ahead by a child process, stopped however the loop ends
-    with D.SyntheticStream(spec.stream, start) if spec.stream is not None else nullcontext() as stream:
+    with D.SyntheticStream(spec.stream, start // cfg.reuse) if spec.stream is not None else nullcontext() as stream:
         progress = _progress(d, spec.name, spec.steps, start)
         t0, t_prev, seen = time.time(), time.time(), 0
         running: dict[str, float] = {}
+        batch = None
         for step in range(start, spec.steps):
             lr = lr_at(step, spec.steps, spec.lr, cfg.warmup)
             for g in opt.param_groups:
@@ -381,7 +385,8 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             torch.manual_seed(int(rng.integers(2**62)))  # MAE masks come from the global generator
             ddp.train()
-            batch = stream.get(step) if stream is not None else None
+            if stream is not None and (batch is None or step % cfg.reuse == 0):
+                batch = stream.get(step // cfg.reuse)
             with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, extra = spec.batch_loss(ddp, step, rng, gen, batch)
             opt.zero_grad(set_to_none=True)
