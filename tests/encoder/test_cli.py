@@ -273,3 +273,22 @@ def test_every_triplet_path_trains_under_bf16(tmp_path, tiny_run, data):
         args += ["--fec-csv", str(T.export_triplets(trips, tmp_path / "fec", size=48))]
     res = CliRunner().invoke(encoder_app, args)
     assert res.exit_code == 0, res.output
+
+
+def test_reuse_is_kept_in_the_run_and_cannot_change_on_resume(tmp_path, tiny_run):
+    """--reuse lands in the checkpoint's config; a resumed run keeps it (it sets which batch
+    each step trains on), and a config asking for less than one step a batch is refused."""
+    import torch
+
+    cfg_file, first = tiny_run
+    out = tmp_path / "reused"
+    args = ["train", "--config", str(cfg_file), "--out", str(out), "--stages", "triplet", "--init", str(first / "triplet.pt")]
+    res = CliRunner().invoke(encoder_app, [*args, "--triplet-steps", "2", "--reuse", "2"])
+    assert res.exit_code == 0, res.output
+    assert torch.load(out / "triplet.pt", weights_only=False)["config"]["reuse"] == 2
+    res = CliRunner().invoke(encoder_app, ["train", "--out", str(out), "--stages", "triplet", "--resume", "--triplet-steps", "4", "--reuse", "3"])
+    assert res.exit_code != 0 and "keeps its reuse (2)" in res.output
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**json.loads(cfg_file.read_text()), "reuse": 0}))
+    res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"])
+    assert res.exit_code != 0 and "reuse must be at least 1" in str(res.exception)

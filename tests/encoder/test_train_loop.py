@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from freeavatar_server.training.encoder import data as D
-from freeavatar_server.training.encoder.train import Dist, StageSpec, run_stage
+from freeavatar_server.training.encoder.train import Dist, StageSpec, run_stage, stream_spec
 from tests.encoder.conftest import tiny_train_config
 
 
@@ -20,7 +20,8 @@ def _recording_stage(steps: int, stream: D.StreamSpec, seen: list) -> StageSpec:
 
 def test_reuse_trains_each_rendered_batch_that_many_steps_and_resumes_mid_batch(tmp_path):
     cfg = tiny_train_config(str(tmp_path), reuse=2)
-    stream = D.StreamSpec(size=32, n_expressions=2, seed=1, steps=3)
+    stream = stream_spec(cfg, Dist(), "triplet", batch=4, steps=5)
+    assert stream.steps == 3  # 5 steps, 2 a batch: 3 batches, over which the curriculum runs
     rendered = [D.render_stream_batch(stream, k)[1] for k in range(3)]
     assert not np.array_equal(rendered[0], rendered[1])
 

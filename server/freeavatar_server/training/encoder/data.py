@@ -244,15 +244,16 @@ def synthetic_eval_triplets(n: int, *, size: int, seed: int, identity_offset: in
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """What a `SyntheticStream` renders. Batch for step k is a pure function of
-    (seed, rank, k), so resumed and distributed runs see the batches they would have seen.
+    """What a `SyntheticStream` renders. Batch k is a pure function of (seed, rank, k), so
+    resumed and distributed runs see the batches they would have seen (a trainer with
+    `TrainConfig.reuse` trains on batch step // reuse at each step).
 
     Each batch holds `n_expressions` expressions, each on two identities, each identity with
     two expressions (face i and i + n share an expression; face i + n shares face i-1's
     identity): the pairs that teach "same expression, other person" and "same person, other
     expression" in every step. A share of faces is rendered without nuisance (frontal white
     light, grey background, no blur/noise/JPEG), falling from `clean_start` to `clean_end`
-    over `steps`: expression is learnt first where it is easy to see, invariance after.
+    over `steps` batches: expression is learnt first where it is easy to see, invariance after.
     """
 
     size: int
@@ -333,9 +334,9 @@ def _render_ahead(spec: StreamSpec, start: int, queue) -> None:  # runs in the c
 
 
 class SyntheticStream:
-    """Batches for steps start, start+1, ... rendered by one child process a few steps ahead,
-    so rendering overlaps training. `get(step)` must be called in step order; `close()` (or
-    the context manager) stops the child."""
+    """Batches start, start+1, ... rendered by one child process a few batches ahead, so
+    rendering overlaps training. `get(k)` must be called in order (k is the batch's index: a
+    trainer's step, or step // reuse); `close()` (or the context manager) stops the child."""
 
     def __init__(self, spec: StreamSpec, start: int = 0, ahead: int = 3) -> None:
         import multiprocessing as mp

@@ -7,8 +7,9 @@
                 number of steps, trained to classify discrete emotion categories.
 
 Runs single-process or under `torchrun` (DDP; gloo on CPU, NCCL on GPU). Each rank draws its
-own batches from a generator seeded by (seed, rank, step), so a resumed run sees exactly the
-batches it would have seen, and no sampler state needs saving. Rank 0 writes checkpoints:
+own batches from a generator seeded by (seed, rank, step) (synthetic renders by (seed, rank,
+step // reuse)), so a resumed run sees exactly the batches it would have seen, and no sampler
+state needs saving. Rank 0 writes checkpoints:
 `<out>/<stage>.pt` (latest, with optimizer, for --resume) and `<out>/config.json`.
 """
 
@@ -54,9 +55,10 @@ class TrainConfig:
     # data: synthetic world by default; a folder of images/videos and/or an FEC CSV otherwise
     images: str | None = None  # folder for MAE pretraining (replaces the synthetic pool there)
     fec_csv: str | None = None  # triplet CSV for tuning (replaces on-the-fly synthetic triplets)
-    # synthetic batches (no --images / --fec-csv): rendered fresh every step by a child process
-    clean_start: float = 0.5  # share of faces rendered without nuisance, at the first step...
-    clean_end: float = 0.1  # ...and at the last (a curriculum from easy to hard)
+    # synthetic batches (no --images / --fec-csv): rendered fresh by a child process, one for
+    # every `reuse` steps
+    clean_start: float = 0.5  # share of faces rendered without nuisance, in the first batch...
+    clean_end: float = 0.1  # ...and in the last (a curriculum from easy to hard)
     stylised: float = 0.0  # share of people drawn as stylised characters (all stages)
     mascots: float = 0.0  # share drawn as mascots: critters, robots, blobs (synth.mascots)
     # MAE stage
@@ -92,6 +94,10 @@ class TrainConfig:
     val_every: int = 250
     val_triplets: int = 600
     ckpt_every: int = 250
+
+    def __post_init__(self) -> None:
+        if self.reuse < 1:
+            raise ValueError(f"reuse must be at least 1 (steps per rendered batch), got {self.reuse}")
 
     def to_dict(self) -> dict:
         return asdict(self)
