@@ -291,4 +291,4 @@ def test_reuse_is_kept_in_the_run_and_cannot_change_on_resume(tmp_path, tiny_run
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**json.loads(cfg_file.read_text()), "reuse": 0}))
     res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"])
-    assert res.exit_code != 0 and "reuse must be at least 1" in str(res.exception)
+    assert res.exit_code == 2 and "reuse must be at least 1" in res.output

@@ -56,7 +56,10 @@ def train_encoder(
 
     if config is None and resume and (out / "config.json").exists():
         config = out / "config.json"  # a resumed run goes on as it was configured
-    cfg = TrainConfig.from_dict(json.loads(config.read_text())) if config else TrainConfig()
+    try:
+        cfg = TrainConfig.from_dict(json.loads(config.read_text())) if config else TrainConfig()
+    except ValueError as error:  # a config.json no run could take
+        raise typer.BadParameter(f"{config}: {error}", param_hint="--config") from error
     overrides = {
         "out_dir": str(out), "seed": seed, "images": str(images) if images else None,
         "fec_csv": str(fec_csv) if fec_csv else None, "mae_steps": mae_steps,
@@ -85,7 +88,10 @@ def train_encoder(
         if depth < 1:
             raise typer.BadParameter(f"must be at least 1, got {depth}", param_hint="--depth")
         d["model"] = {**d["model"], "depth": depth}
-    cfg = TrainConfig.from_dict(d)
+    try:
+        cfg = TrainConfig.from_dict(d)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     if cfg.init and not Path(cfg.init).exists():
         raise typer.BadParameter(f"no checkpoint at {cfg.init}", param_hint="--init")
     for name, share in (("stylised", cfg.stylised), ("mascots", cfg.mascots)):
