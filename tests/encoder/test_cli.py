@@ -286,9 +286,11 @@ def test_reuse_is_kept_in_the_run_and_cannot_change_on_resume(tmp_path, tiny_run
     res = CliRunner().invoke(encoder_app, [*args, "--triplet-steps", "2", "--reuse", "2"])
     assert res.exit_code == 0, res.output
     assert torch.load(out / "triplet.pt", weights_only=False)["config"]["reuse"] == 2
-    res = CliRunner().invoke(encoder_app, ["train", "--out", str(out), "--stages", "triplet", "--resume", "--triplet-steps", "4", "--reuse", "3"])
-    assert res.exit_code != 0 and "keeps its reuse (2)" in res.output
+    wide = {"COLUMNS": "400"}  # the error box does not wrap the message
+    for resumed in (["--reuse", "3"], ["--config", str(cfg_file), "--init", str(first / "triplet.pt")]):  # a flag, or a config with reuse 1
+        res = CliRunner().invoke(encoder_app, ["train", "--out", str(out), "--stages", "triplet", "--resume", "--triplet-steps", "4", *resumed], env=wide)
+        assert res.exit_code == 2 and "was trained with reuse 2; a resumed run keeps it" in res.output
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**json.loads(cfg_file.read_text()), "reuse": 0}))
-    res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"])
+    res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"], env=wide)
     assert res.exit_code == 2 and "reuse must be at least 1" in res.output

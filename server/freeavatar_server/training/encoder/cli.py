@@ -80,8 +80,6 @@ def train_encoder(
         if img_size < 32 or img_size % d["model"]["patch"]:
             raise typer.BadParameter(f"must be a multiple of {d['model']['patch']} from 32, got {img_size}", param_hint="--img-size")
         d["model"] = {**d["model"], "img_size": img_size}
-    if resume and reuse is not None and reuse != cfg.reuse:  # cfg: still the run's own
-        raise typer.BadParameter(f"a resumed run keeps its reuse ({cfg.reuse}): it sets which batch each step trains on", param_hint="--reuse")
     if depth is not None:
         if resume and depth != d["model"]["depth"]:
             raise typer.BadParameter(f"a resumed run keeps its depth ({d['model']['depth']})", param_hint="--depth")
@@ -102,7 +100,10 @@ def train_encoder(
     if (cfg.fec_csv or cfg.images) and "classifier" in stages:
         typer.secho("note: the classifier baseline needs synthetic ground truth; skipping it", err=True)
         stages = ",".join(s for s in stages.split(",") if s != "classifier")
-    train(cfg, tuple(s.strip() for s in stages.split(",") if s.strip()), resume=resume)
+    try:
+        train(cfg, tuple(s.strip() for s in stages.split(",") if s.strip()), resume=resume)
+    except ValueError as error:  # a run the flags or config cannot go on with (e.g. another --reuse)
+        raise typer.BadParameter(str(error)) from error
     if ship:
         _ship(out)
 
