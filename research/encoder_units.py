@@ -15,9 +15,9 @@ encoder`'s held-out set), so its findings may steer training without touching th
   same people, poses and expressions): each unit's read-out r in both. If the clean faces are
   read about as badly, the error is in reading the expression, not in ignoring the nuisance;
 - probes: linear (ridge) regressions to the units from the backbone's tokens on those faces
-  with the full nuisance, mean-pooled (what the read-out sees) and kept as a 5x5 grid (3,200
+  with the full nuisance, mean-pooled (what the read-out sees) and pooled to 5x5 (3,200
   features), fitted on 60% of the faces, the strength chosen on 20%, scored on the last 20%:
-  if the grid reads no better, the pooling loses nothing a linear read-out could use.
+  if the grid reads no better, there is no sign that the pooling loses what the read-out misses.
 """
 
 from __future__ import annotations
