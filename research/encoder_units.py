@@ -16,7 +16,8 @@ encoder`'s held-out set), so its findings may steer training without touching th
   read about as badly, the error is in reading the expression, not in ignoring the nuisance;
 - probes: linear (ridge) regressions to the units from the backbone's tokens on those faces
   with the full nuisance, mean-pooled (what the read-out sees) and pooled to 5x5 (3,200
-  features), fitted on 60% of the faces, the strength chosen on 20%, scored on the last 20%:
+  features), fitted on 80% of the faces (the strength chosen on the last fifth of those) and
+  scored on the last 20%, as `freeavatar eval encoder`'s probe is:
   if the grid reads no better, there is no sign that the pooling loses what the read-out misses.
 """
 
@@ -33,6 +34,7 @@ from freeavatar_server.inference.shipped import MODELS_DIR
 from freeavatar_server.synth.actors import ACTION_UNITS, render_faces
 from freeavatar_server.training.correlation import column_correlations
 from freeavatar_server.training.encoder import data as D
+from freeavatar_server.training.encoder.evaluate import ridge_probe_correlations, scores_of
 from freeavatar_server.training.encoder.model import ExpressionEncoder
 from freeavatar_server.training.encoder.train import (
     VAL_IDENTITY_OFFSET,
@@ -40,15 +42,9 @@ from freeavatar_server.training.encoder.train import (
     embed_images,
     load_checkpoint,
     load_encoder,
-    triplet_correct,
 )
 
 SEED = 4242
-
-
-def unambiguous(features: np.ndarray, ts: D.TripletSet) -> float:
-    ok = triplet_correct(features[ts.index], ts.odd)
-    return float(ok[~ts.ambiguous].mean())
 
 
 def read_units(encoder: ExpressionEncoder, images: np.ndarray, scale: UnitScale) -> tuple[np.ndarray, np.ndarray]:
@@ -63,13 +59,13 @@ def triplet_costs(encoder: ExpressionEncoder, scale: UnitScale, n: int, size: in
     ts = D.synthetic_eval_triplets(n, size=size, seed=SEED, identity_offset=VAL_IDENTITY_OFFSET + 50_000)
     emb, units = read_units(encoder, ts.pool.images, scale)
     true = ts.pool.expressions
-    base = unambiguous(units, ts)
+    base = scores_of(units, ts)["unambiguous"]
     cost = {}
     for k, name in enumerate(ACTION_UNITS):
         fixed = units.copy()
         fixed[:, k] = true[:, k]
-        cost[name] = round(unambiguous(fixed, ts) - base, 4)
-    return {"embedding": round(unambiguous(emb, ts), 4), "read_out": round(base, 4), "true_units": round(unambiguous(true, ts), 4),
+        cost[name] = round(scores_of(fixed, ts)["unambiguous"] - base, 4)
+    return {"embedding": scores_of(emb, ts)["unambiguous"], "read_out": base, "true_units": scores_of(true, ts)["unambiguous"],
             "gain_if_unit_read_exactly": dict(sorted(cost.items(), key=lambda kv: -kv[1]))}
 
 
@@ -90,21 +86,6 @@ def face_reading(encoder: ExpressionEncoder, scale: UnitScale, n: int, size: int
     return out, with_nuisance
 
 
-def ridge_r(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-unit r on the last fifth of the rows of a ridge fit on the first three fifths, its
-    strength (from a grid) the one that scores best on the fifth between."""
-    fit, tune = slice(0, int(0.6 * len(x))), slice(int(0.6 * len(x)), int(0.8 * len(x)))
-    test = slice(tune.stop, len(x))
-    x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
-    best_score, best_w = -np.inf, None
-    for strength in (1.0, 10.0, 100.0, 1e3, 1e4):
-        w = np.linalg.solve(x[fit].T @ x[fit] + strength * np.eye(x.shape[1]), x[fit].T @ (y[fit] - y[fit].mean(0)))
-        score = np.nanmean(column_correlations(x[tune] @ w, y[tune]))
-        if score > best_score:
-            best_score, best_w = score, w
-    return column_correlations(x[test] @ best_w, y[test])
-
-
 def token_probes(encoder: ExpressionEncoder, faces: dict) -> dict:
     images, expr = faces["images"], faces["expressions"]
     pooled, grid = [], []
@@ -117,7 +98,7 @@ def token_probes(encoder: ExpressionEncoder, faces: dict) -> dict:
             grid.append(F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(b, c, side, side), 5).reshape(b, -1).numpy())
     out = {}
     for name, feats in (("pooled", pooled), ("grid_5x5", grid)):
-        r = ridge_r(np.concatenate(feats).astype(np.float64), expr.astype(np.float64))
+        r = ridge_probe_correlations(np.concatenate(feats), expr.astype(np.float64), train=int(0.8 * len(images)))
         out[name] = {"mean_r": round(float(np.nanmean(r)), 3), "per_unit_r": {a: round(float(v), 3) for a, v in zip(ACTION_UNITS, r, strict=True)}}
     return out
 

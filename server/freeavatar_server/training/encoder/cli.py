@@ -86,10 +86,7 @@ def train_encoder(
         if depth < 1:
             raise typer.BadParameter(f"must be at least 1, got {depth}", param_hint="--depth")
         d["model"] = {**d["model"], "depth": depth}
-    try:
-        cfg = TrainConfig.from_dict(d)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
+    cfg = TrainConfig.from_dict(d)  # valid: the file's config was, and every flag is checked
     if cfg.init and not Path(cfg.init).exists():
         raise typer.BadParameter(f"no checkpoint at {cfg.init}", param_hint="--init")
     for name, share in (("stylised", cfg.stylised), ("mascots", cfg.mascots)):

@@ -196,10 +196,15 @@ def build_probe_set(size: int, n_train: int = 1000, n_test: int = 500, seed: int
 
 
 def ridge_probe_correlation(features: np.ndarray, targets: np.ndarray, train: int) -> float:
-    """Mean per-unit Pearson r of a ridge regression from features to action units, fitted on the
-    first `train` rows (its strength chosen on a fifth of them) and scored on the rest. Solved in
-    its dual form (an n x n system), so that raw pixels (tens of thousands of features) cost no
-    more than a 16-d embedding."""
+    """Mean per-unit Pearson r of `ridge_probe_correlations`."""
+    return round(float(np.nanmean(ridge_probe_correlations(features, targets, train))), 4)
+
+
+def ridge_probe_correlations(features: np.ndarray, targets: np.ndarray, train: int) -> np.ndarray:
+    """Per-unit Pearson r (NaN for a unit that never moves) of a ridge regression from features
+    to action units, fitted on the first `train` rows (its strength chosen on a fifth of them)
+    and scored on the rest. Solved in its dual form (an n x n system), so that raw pixels (tens
+    of thousands of features) cost no more than a 16-d embedding."""
     x = features.astype(np.float64)
     mean, std = x[:train].mean(0), x[:train].std(0) + 1e-8
     x = (x - mean) / std
@@ -211,15 +216,15 @@ def ridge_probe_correlation(features: np.ndarray, targets: np.ndarray, train: in
         alpha = np.linalg.solve(gram + strength * np.eye(len(gram)), y[rows])
         return x[onto] @ x[rows].T @ alpha
 
-    def score(predicted: np.ndarray, onto: slice) -> float:
+    def correlations(predicted: np.ndarray, onto: slice) -> np.ndarray:
         truth = y[onto]
-        r = [np.corrcoef(predicted[:, k], truth[:, k])[0, 1] for k in range(truth.shape[1]) if truth[:, k].std() > 0]
-        return float(np.nanmean(r))
+        return np.array([np.corrcoef(predicted[:, k], truth[:, k])[0, 1] if truth[:, k].std() > 0 else np.nan
+                         for k in range(truth.shape[1])])  # fmt: skip
 
     # strengths relative to the features' own scale (the trace of the Gram matrix per row)
     scale = x.shape[1]
-    best = max((1e-3, 1e-2, 1e-1, 1.0, 10.0), key=lambda k: score(predict(fit, val, k * scale), val))
-    return round(score(predict(slice(0, train), slice(train, len(x)), best * scale), slice(train, len(x))), 4)
+    best = max((1e-3, 1e-2, 1e-1, 1.0, 10.0), key=lambda k: np.nanmean(correlations(predict(fit, val, k * scale), val)))
+    return correlations(predict(slice(0, train), slice(train, len(x)), best * scale), slice(train, len(x)))
 
 
 def au_probe(features: Features, probe: ProbeSet) -> float:

@@ -370,8 +370,9 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
     path = checkpoint_path(cfg, spec.name)
     if resume and path.exists():
         ck = load_checkpoint(path)
-        if ck["config"].get("reuse", 1) != cfg.reuse:  # it sets which batch each step trains on
-            raise ValueError(f"{path} was trained with reuse {ck['config'].get('reuse', 1)}; a resumed run keeps it (asked for {cfg.reuse})")
+        trained_with = ck["config"].get("reuse", 1)
+        if trained_with != cfg.reuse:  # it sets which batch each step trains on
+            raise ValueError(f"{path} was trained with reuse {trained_with}; a resumed run keeps it (asked for {cfg.reuse})")
         model.load_state_dict(ck["model"])
         if ck.get("optimizer") is not None:  # a shipped (slim) checkpoint has none: a warm restart
             opt.load_state_dict(ck["optimizer"])
