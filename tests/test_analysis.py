@@ -159,12 +159,16 @@ def test_a_due_mesh_runs_after_its_frame_is_answered_for_the_frames_after_it(unt
     first = analyser.analyse_batch([frame(0)])[0]
     assert "mesh" in first.timings_ms  # a new track: the mesh runs on its own frame
     answers = []
+    due_after = []  # ticks after whose answers meshes waited (the worker then waits for the server)
     for i in range(1, 7):
         answers.append(analyser.analyse_batch([frame(i)])[0])
+        due_after.append(analyser.meshes_due)
         analyser.refresh_meshes()  # what the worker runs after each tick's answers
+        assert not analyser.meshes_due
     assert not any("mesh" in a.timings_ms for a in answers)  # no frame waited for a mesh
     meshed_after = [i for i, a in enumerate(answers) if "mesh" in a.after_ms]
     assert meshed_after == [2, 4]  # the runs on frames 2 and 4, told with frames 3 and 5
+    assert [i for i, due in enumerate(due_after) if due] == [1, 3, 5]  # frames 2, 4 and 6
     # a frame the mesh came due on is read with the last mesh (its blendshapes: these untrained
     # models have no carry); the next with the mesh of it
     due = meshed_after[0] - 1

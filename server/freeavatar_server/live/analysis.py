@@ -361,6 +361,11 @@ class Analyser:
             expressions_ms = sum(t.get("encode", 0.0) + t.get("animate", 0.0) for t in timings)
             self.pace.record(started, time.perf_counter(), meshes_ms / 1000, expressions_ms / 1000)
 
+    @property
+    def meshes_due(self) -> bool:
+        """Frames of this worker's last tick wait for their meshes (refresh_meshes)."""
+        return bool(self._mesh_due)
+
     def _find_face(self, request: AnalysisRequest, mesh_after: bool) -> FrameFace | BadFrame | AnalysisFailed:
         """Decode one frame and find its face (the front end's track of that actor)."""
         try:

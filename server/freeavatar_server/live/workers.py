@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 
 Result = Analysis | BadFrame | AnalysisFailed
 
+# After answering a tick, a worker with meshes to run first waits this long for the next tick
+# (which ends the wait at once). The server process its answer wakes is often placed on the
+# worker's own core (Linux wakes a task beside its waker) and would otherwise wait behind the
+# mesh: at one actor that put 4-5 ms on the hand-off's p99 (docs/performance.md).
+SERVER_HEAD_START_S = 0.002
+
 # What the server sends a worker ("tick", [AnalysisRequest]) or ("forget", stream key); what
 # comes back: ("ready", pid), ("failed", why its models did not load), ("answers", [Result]).
 
@@ -70,6 +76,8 @@ def _worker_main(connection: Connection, options: AnalysisOptions, arena_name: s
             if kind == "tick":
                 requests = [_unpacked(request, arena) for request in payload]
                 connection.send(("answers", analyser.analyse_batch(requests)))
+                if analyser.meshes_due:
+                    connection.poll(SERVER_HEAD_START_S)
                 analyser.refresh_meshes()  # after the answers: no frame waits for its own mesh
             elif kind == "forget":
                 analyser.forget(payload)
