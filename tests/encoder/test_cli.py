@@ -294,3 +294,22 @@ def test_reuse_is_kept_in_the_run_and_cannot_change_on_resume(tmp_path, tiny_run
     broken.write_text(json.dumps({**json.loads(cfg_file.read_text()), "reuse": 0}))
     res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"], env=wide)
     assert res.exit_code == 2 and "reuse must be at least 1" in res.output
+
+
+def test_a_fault_inside_training_is_reported_as_one_not_as_a_bad_flag(tmp_path, monkeypatch):
+    """A run its configuration cannot go on with is a usage error (exit 2, the reason); any
+    other error inside training, ValueError included, keeps its traceback."""
+    from freeavatar_server.training.encoder import train as train_module
+
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_train_config(str(tmp_path / "run")).to_dict()))
+    args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(encoder_app, [*args, "--stages", "mea"], env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "unknown stage 'mea'" in res.output
+
+    def broken_stage(*_args, **_kwargs):
+        raise ValueError("operands could not be broadcast together")  # a bug, not a flag
+
+    monkeypatch.setattr(train_module, "mae_stage", broken_stage)
+    res = CliRunner().invoke(encoder_app, [*args, "--stages", "mae"])
+    assert res.exit_code == 1 and isinstance(res.exception, ValueError) and "Invalid value" not in res.output

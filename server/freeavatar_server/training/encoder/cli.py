@@ -52,7 +52,11 @@ def train_encoder(
     """Train the expression encoder: MAE pretraining, then triplet tuning (+ classifier baseline).
 
     Runs as one process or under torchrun (DDP; gloo on CPU, NCCL on GPU)."""
-    from freeavatar_server.training.encoder.train import TrainConfig, train  # lazy: torch
+    from freeavatar_server.training.encoder.train import (  # lazy: torch
+        RunConfigError,
+        TrainConfig,
+        train,
+    )
 
     if config is None and resume and (out / "config.json").exists():
         config = out / "config.json"  # a resumed run goes on as it was configured
@@ -99,7 +103,7 @@ def train_encoder(
         stages = ",".join(s for s in stages.split(",") if s != "classifier")
     try:
         train(cfg, tuple(s.strip() for s in stages.split(",") if s.strip()), resume=resume)
-    except ValueError as error:  # a run the flags or config cannot go on with (e.g. another --reuse)
+    except RunConfigError as error:  # a run the flags or config cannot go on with (e.g. another --reuse)
         raise typer.BadParameter(str(error)) from error
     if ship:
         _ship(out)

@@ -45,6 +45,12 @@ MIRROR = torch.from_numpy(mirror_permutation())
 VAL_IDENTITY_OFFSET = 500_000  # validation identities: never in training, never in the final eval
 
 
+class RunConfigError(ValueError):
+    """A run its configuration cannot go on with (an unknown stage, another --reuse on resume,
+    an --init encoder of another shape): the caller's to fix, where any other error inside
+    training is a fault to report with its traceback."""
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a run; saved inside every checkpoint and as config.json."""
@@ -97,7 +103,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.reuse < 1:
-            raise ValueError(f"reuse must be at least 1 (steps per rendered batch), got {self.reuse}")
+            raise RunConfigError(f"reuse must be at least 1 (steps per rendered batch), got {self.reuse}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -372,7 +378,7 @@ def run_stage(cfg: TrainConfig, spec: StageSpec, d: Dist, *, resume: bool, on_lo
         ck = load_checkpoint(path)
         trained_with = ck["config"].get("reuse", 1)
         if trained_with != cfg.reuse:  # it sets which batch each step trains on
-            raise ValueError(f"{path} was trained with reuse {trained_with}; a resumed run keeps it (asked for {cfg.reuse})")
+            raise RunConfigError(f"{path} was trained with reuse {trained_with}; a resumed run keeps it (asked for {cfg.reuse})")
         model.load_state_dict(ck["model"])
         if ck.get("optimizer") is not None:  # a shipped (slim) checkpoint has none: a warm restart
             opt.load_state_dict(ck["optimizer"])
@@ -518,9 +524,9 @@ def _init_from_encoder(path: Path, model: ExpressionEncoder) -> None:
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # a weight of another shape (a wider or narrower model)
-        raise ValueError(other) from error
+        raise RunConfigError(other) from error
     if unexpected or any(not k.startswith(("au_head.", *new_blocks)) for k in missing):
-        raise ValueError(other)
+        raise RunConfigError(other)
     with torch.no_grad():
         for i in added:
             block = model.backbone.blocks[i]
@@ -563,7 +569,7 @@ def triplet_stage(cfg: TrainConfig, val: D.TripletSet | None, d: Dist, model: nn
             _init_from_mae(cfg, model.backbone)
     dense = cfg.au_weight > 0
     if dense and (cfg.model.au_units != N_AU or cfg.fec_csv):
-        raise ValueError(f"au_weight needs synthetic triplets and model.au_units = {N_AU}")
+        raise RunConfigError(f"au_weight needs synthetic triplets and model.au_units = {N_AU}")
     scale = UnitScale.of_training_expressions(cfg.seed) if dense else None
     fec = D.load_fec_csv(Path(cfg.fec_csv), cfg.model.img_size) if cfg.fec_csv else None
     margins = torch.tensor([0.0, D.MARGINS[1], D.MARGINS[2], D.MARGINS[3]])
@@ -643,10 +649,10 @@ def train(cfg: TrainConfig, stages: tuple[str, ...] = ("mae", "triplet", "classi
             spec = triplet_stage(cfg, validation_triplets(cfg, d), d)
         elif name == "classifier":
             if cfg.fec_csv or cfg.images:
-                raise ValueError("the classification baseline needs the synthetic world's ground truth")
+                raise RunConfigError("the classification baseline needs the synthetic world's ground truth")
             spec = classifier_stage(cfg, d)
         else:
-            raise ValueError(f"unknown stage {name!r}; choose from {STAGES}")
+            raise RunConfigError(f"unknown stage {name!r}; choose from {STAGES}")
         log_file = Path(cfg.out_dir) / f"history_{name}.jsonl"
 
         def on_log(rec: dict, log_file: Path = log_file) -> None:
