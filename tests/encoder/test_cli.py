@@ -304,8 +304,12 @@ def test_a_fault_inside_training_is_reported_as_one_not_as_a_bad_flag(tmp_path, 
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(tiny_train_config(str(tmp_path / "run")).to_dict()))
     args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "run")]
-    res = CliRunner().invoke(encoder_app, [*args, "--stages", "mea"], env={"COLUMNS": "400"})
-    assert res.exit_code == 2 and "unknown stage 'mea'" in res.output
+    wide = {"COLUMNS": "400"}  # the error box does not wrap the message
+    res = CliRunner().invoke(encoder_app, [*args, "--stages", "mae,tripet"], env=wide)
+    assert res.exit_code == 2 and "unknown stage 'tripet'" in res.output
+    assert not (tmp_path / "run" / "mae.pt").exists()  # refused before the first stage trained
+    res = CliRunner().invoke(encoder_app, [*args, "--stages", "triplet"], env=wide)  # no mae.pt, no --init
+    assert res.exit_code == 2 and "run the mae stage first" in res.output
 
     def broken_stage(*_args, **_kwargs):
         raise ValueError("operands could not be broadcast together")  # a bug, not a flag

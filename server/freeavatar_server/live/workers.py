@@ -49,7 +49,8 @@ Result = Analysis | BadFrame | AnalysisFailed
 # After answering a tick, a worker with meshes to run first waits this long for the next tick
 # (which ends the wait at once). The server process its answer wakes is often placed on the
 # worker's own core (Linux wakes a task beside its waker) and would otherwise wait behind the
-# mesh: at one actor that put 4-5 ms on the hand-off's p99 (docs/performance.md).
+# mesh: at one actor the hand-off's p99 was 3.9-5.0 ms without the wait, 1.2-1.3 with it
+# (docs/performance.md).
 SERVER_HEAD_START_S = 0.002
 
 # What the server sends a worker ("tick", [AnalysisRequest]) or ("forget", stream key); what
@@ -76,7 +77,7 @@ def _worker_main(connection: Connection, options: AnalysisOptions, arena_name: s
             if kind == "tick":
                 requests = [_unpacked(request, arena) for request in payload]
                 connection.send(("answers", analyser.analyse_batch(requests)))
-                if analyser.meshes_due:
+                if analyser.meshes_due:  # poll only looks: a tick that came is read after the meshes
                     connection.poll(SERVER_HEAD_START_S)
                 analyser.refresh_meshes()  # after the answers: no frame waits for its own mesh
             elif kind == "forget":

@@ -492,7 +492,7 @@ def mae_stage(cfg: TrainConfig, pool: D.FacePool | None, d: Dist) -> StageSpec:
 def _init_from_mae(cfg: TrainConfig, backbone: nn.Module) -> None:
     path = checkpoint_path(cfg, "mae")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: run the mae stage first")
+        raise RunConfigError(f"{path} does not exist: run the mae stage first, or start from an encoder with --init")
     backbone.load_state_dict(load_encoder(path).backbone.state_dict())
 
 
@@ -635,7 +635,13 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, stages: tuple[str, ...] = ("mae", "triplet", "classifier"), *, resume: bool = False) -> TrainResult:
-    """Run the requested stages in order."""
+    """Run the requested stages in order. A stage this config cannot run is refused before any
+    stage trains."""
+    unknown = [name for name in stages if name not in STAGES]
+    if unknown:
+        raise RunConfigError(f"unknown stage {unknown[0]!r}; choose from {STAGES}")
+    if "classifier" in stages and (cfg.fec_csv or cfg.images):
+        raise RunConfigError("the classification baseline needs the synthetic world's ground truth")
     torch.set_num_threads(cfg.threads)
     d = init_distributed()
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
@@ -647,12 +653,8 @@ def train(cfg: TrainConfig, stages: tuple[str, ...] = ("mae", "triplet", "classi
             spec = mae_stage(cfg, folder_pool(cfg), d)
         elif name == "triplet":
             spec = triplet_stage(cfg, validation_triplets(cfg, d), d)
-        elif name == "classifier":
-            if cfg.fec_csv or cfg.images:
-                raise RunConfigError("the classification baseline needs the synthetic world's ground truth")
+        else:  # "classifier"
             spec = classifier_stage(cfg, d)
-        else:
-            raise RunConfigError(f"unknown stage {name!r}; choose from {STAGES}")
         log_file = Path(cfg.out_dir) / f"history_{name}.jsonl"
 
         def on_log(rec: dict, log_file: Path = log_file) -> None:
