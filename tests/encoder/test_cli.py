@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from freeavatar_server.training.encoder.cli import encoder_app
 from tests.encoder.conftest import tiny_train_config
 
+WIDE = {"COLUMNS": "400"}  # a usage error's box does not wrap its message
+
 
 def test_train_resume_eval_export(tmp_path):
     run = tmp_path / "run"
@@ -286,13 +288,12 @@ def test_reuse_is_kept_in_the_run_and_cannot_change_on_resume(tmp_path, tiny_run
     res = CliRunner().invoke(encoder_app, [*args, "--triplet-steps", "2", "--reuse", "2"])
     assert res.exit_code == 0, res.output
     assert torch.load(out / "triplet.pt", weights_only=False)["config"]["reuse"] == 2
-    wide = {"COLUMNS": "400"}  # the error box does not wrap the message
     for resumed in (["--reuse", "3"], ["--config", str(cfg_file), "--init", str(first / "triplet.pt")]):  # a flag, or a config with reuse 1
-        res = CliRunner().invoke(encoder_app, ["train", "--out", str(out), "--stages", "triplet", "--resume", "--triplet-steps", "4", *resumed], env=wide)
+        res = CliRunner().invoke(encoder_app, ["train", "--out", str(out), "--stages", "triplet", "--resume", "--triplet-steps", "4", *resumed], env=WIDE)
         assert res.exit_code == 2 and "was trained with reuse 2; a resumed run keeps it" in res.output
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**json.loads(cfg_file.read_text()), "reuse": 0}))
-    res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"], env=wide)
+    res = CliRunner().invoke(encoder_app, ["train", "--config", str(broken), "--out", str(tmp_path / "never"), "--stages", "triplet"], env=WIDE)
     assert res.exit_code == 2 and "reuse must be at least 1" in res.output
 
 
@@ -304,11 +305,10 @@ def test_a_fault_inside_training_is_reported_as_one_not_as_a_bad_flag(tmp_path, 
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(tiny_train_config(str(tmp_path / "run")).to_dict()))
     args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "run")]
-    wide = {"COLUMNS": "400"}  # the error box does not wrap the message
-    res = CliRunner().invoke(encoder_app, [*args, "--stages", "mae,tripet"], env=wide)
+    res = CliRunner().invoke(encoder_app, [*args, "--stages", "mae,tripet"], env=WIDE)
     assert res.exit_code == 2 and "unknown stage 'tripet'" in res.output
     assert not (tmp_path / "run" / "mae.pt").exists()  # refused before the first stage trained
-    res = CliRunner().invoke(encoder_app, [*args, "--stages", "triplet"], env=wide)  # no mae.pt, no --init
+    res = CliRunner().invoke(encoder_app, [*args, "--stages", "triplet"], env=WIDE)  # no mae.pt, no --init
     assert res.exit_code == 2 and "run the mae stage first" in res.output
 
     def broken_stage(*_args, **_kwargs):
