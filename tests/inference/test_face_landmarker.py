@@ -20,6 +20,7 @@ from freeavatar_server.inference.face_landmarker import (
     eye_centres,
     roi_from_detection,
 )
+from freeavatar_server.inference.shipped import MEDIAPIPE_DIR
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -86,6 +87,16 @@ def test_blendshapes_are_mapped_by_name(landmarker, astronaut):
         assert mapped[ARKIT_BLENDSHAPES.index(name)] == pytest.approx(float(np.clip(raw[j], 0, 1)))
     assert mapped[ARKIT_BLENDSHAPES.index("tongueOut")] == 0.0  # not in MediaPipe's 52
     assert set(MEDIAPIPE_BLENDSHAPES[1:]) | {"tongueOut"} == set(ARKIT_BLENDSHAPES)
+
+
+def test_blendshapes_graph_answers_as_litert_does(landmarker):
+    """The shipped blendshapes graph (written out again by scripts/fetch_mediapipe.py) against
+    LiteRT running MediaPipe's own .tflite on the astronaut's points, recorded by that script."""
+    reference = np.load(MEDIAPIPE_DIR / "blendshapes_litert_reference.npz")
+    assert reference["points"].shape == (1, 146, 2)
+    got = landmarker.blendshape_model.run(None, {"points": reference["points"]})[0]
+    assert np.abs(got - reference["blendshapes"]).max() < 1e-5
+    assert reference["blendshapes"].max() > 0.5  # a real reading (she smiles), not a blank
 
 
 def test_head_pose_signs_follow_the_image(landmarker, astronaut):
