@@ -17,32 +17,46 @@ import asyncio
 import json
 import multiprocessing
 import time
+from collections.abc import AsyncIterator
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 
 import grpc
 import numpy as np
 
 METHOD = "/floor.Floor/Echo"
 ANSWER_BYTES = 200
+SERVER_START_S = 10.0
 
 
-async def _answer(frames, context):
+async def _answer(frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     async for frame in frames:
         yield frame[:ANSWER_BYTES]
 
 
-async def _serve(port: multiprocessing.Value, stop: multiprocessing.Event) -> None:
+async def _serve(port: Synchronized, stop: Event) -> None:
     server = grpc.aio.server()
     echo = grpc.stream_stream_rpc_method_handler(_answer)  # bytes in, bytes out
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {"Echo": echo}),))
-    port.value = server.add_insecure_port("127.0.0.1:0")
+    bound = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    port.value = bound  # only once it answers
     while not stop.is_set():
         await asyncio.sleep(0.05)
     await server.stop(None)
 
 
-def serve(port: multiprocessing.Value, stop: multiprocessing.Event) -> None:  # the server process
+def serve(port: Synchronized, stop: Event) -> None:  # the server process
     asyncio.run(_serve(port, stop))
+
+
+def wait_for_port(port: Synchronized, server: multiprocessing.Process) -> int:
+    deadline = time.monotonic() + SERVER_START_S
+    while not port.value:
+        if not server.is_alive() or time.monotonic() > deadline:
+            raise SystemExit(f"the gRPC server process did not start (exit code {server.exitcode})")
+        time.sleep(0.01)
+    return port.value
 
 
 async def round_trips(port: int, frames: int, kb: int, fps: float = 30.0) -> np.ndarray:
@@ -70,14 +84,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.frames <= 30:
         parser.error("--frames must be more than 30 (the first second is left out)")
+    if args.kb <= 0:
+        parser.error("--kb must be at least 1")
 
     port, stop = multiprocessing.Value("i", 0), multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(port, stop), daemon=True)
     server.start()
     try:
-        while not port.value:
-            time.sleep(0.01)
-        ms = asyncio.run(round_trips(port.value, args.frames, args.kb))
+        ms = asyncio.run(round_trips(wait_for_port(port, server), args.frames, args.kb))
     finally:
         stop.set()
         server.join(timeout=5)

@@ -22,8 +22,8 @@ What it does:
    alone was 60% of the converted mesh's time. The blendshapes model, an MLP-Mixer whose layer
    norms tf2onnx spells out as ten elementwise ops each (194 nodes), is written out again from
    its weights as Gemm and LayerNormalization nodes (55): ONNX Runtime's cost for a graph that
-   small is per node (checked against the converted graph on 200 point sets, and both against
-   LiteRT below);
+   small is per node (checked against the converted graph on 200 point sets, and the shipped
+   graph against LiteRT below);
 3. times the mesh on ONE thread under ONNX Runtime (each variant) and LiteRT;
 4. checks every graph against LiteRT on scikit-image's astronaut (the detector on the
    letterboxed photo, the mesh on the face crop, the blendshapes on the mesh's points), then
@@ -48,11 +48,16 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:  # onnx is imported where it is used: --help needs nothing but numpy
+    import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "server" / "freeavatar_server" / "models" / "mediapipe"
@@ -130,81 +135,118 @@ def prelu_to_depthwise(model) -> int:
 
 
 MIXER_BLOCKS, MIXER_TOKENS, MIXER_WIDTH = 4, 97, 64  # the blendshapes model: an MLP-Mixer
+MIXER_CONVS = (
+    [(96, 146), (MIXER_WIDTH, 2)]  # the points -> 96 tokens -> 64 features each
+    + [(384, MIXER_TOKENS), (MIXER_TOKENS, 384), (256, MIXER_WIDTH), (MIXER_WIDTH, 256)] * MIXER_BLOCKS
+    + [(52, MIXER_WIDTH)]  # the class token -> the 52 scores
+)
 
 
-def mixer_written_out(model):
-    """The blendshapes graph as converted, written out again as the MLP-Mixer it is: Gemm and
-    LayerNormalization nodes, 55 in all instead of 194 (TFLite's layer norms come out of tf2onnx
-    as ten elementwise ops each, plus transposes and reshapes between NCHW convolutions). ONNX
-    Runtime's cost for a graph this small is per node. Same weights, same arithmetic up to
-    float rounding; the caller checks parity. The points' 0.5 scale is folded into the first
-    weights. Returns a new model (input `points` (1, 146, 2), output `blendshapes` (52,))."""
+class NotTheMixer(ValueError):
+    """The converted blendshapes graph is not laid out as `read_mixer` knows it."""
+
+
+@dataclass(frozen=True)
+class MixerWeights:
+    """MediaPipe's blendshapes MLP-Mixer, as numbers: (out, in) matrices and their biases for
+    each 1x1 convolution in graph order, the layer norms' scales (they have no shift), their
+    one epsilon, the class token, and the scale the centred points are multiplied by."""
+
+    linears: list[tuple[np.ndarray, np.ndarray]]
+    norm_scales: list[np.ndarray]
+    epsilon: float
+    class_token: np.ndarray  # (1, 64)
+    points_scale: float
+
+
+def read_mixer(model: onnx.ModelProto) -> MixerWeights:
+    """The weights of the blendshapes graph as tf2onnx converts it; NotTheMixer when its layout
+    is not the one this reads (then the rewrite must be looked at, not trusted)."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+    def const_inputs(op: str, size: int | None = None) -> list[np.ndarray]:
+        """The constant second input of every `op` node (of `size` elements, if given)."""
+        found = [consts[n.input[1]] for n in model.graph.node if n.op_type == op and len(n.input) > 1 and n.input[1] in consts]
+        return [c for c in found if size is None or c.size == size]
+
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    if not all(len(n.input) == 3 and n.input[1] in consts and n.input[2] in consts for n in convs):
+        raise NotTheMixer("a convolution without constant weights and bias")
+    weights = [consts[n.input[1]] for n in convs]
+    if [w.shape for w in weights] != [(o, i, 1, 1) for o, i in MIXER_CONVS]:
+        raise NotTheMixer(f"convolutions {[w.shape for w in weights]}, not the 1x1 ones of the Mixer")
+    if any(a.name == "group" and a.i != 1 for n in convs for a in n.attribute):
+        raise NotTheMixer("a grouped convolution")
+    norm_scales = [c.reshape(-1) for c in const_inputs("Mul", MIXER_WIDTH)]
+    epsilons = {float(c.reshape(-1)[0]) for c in const_inputs("Add", 1)}
+    scales = [float(c.reshape(-1)[0]) for c in const_inputs("Mul", 1)]
+    tokens = [consts[i] for n in model.graph.node if n.op_type == "Concat" for i in n.input if i in consts]
+    if len(norm_scales) != 2 * MIXER_BLOCKS or len(epsilons) != 1 or len(scales) != 1 or len(tokens) != 1:
+        raise NotTheMixer(f"{len(norm_scales)} layer norm scales, epsilons {epsilons}, point scales "
+                          f"{scales}, {len(tokens)} class tokens: not one each (and 8 scales)")  # fmt: skip
+    return MixerWeights(
+        [(w[:, :, 0, 0], consts[n.input[2]]) for w, n in zip(weights, convs, strict=True)],
+        norm_scales, epsilons.pop(), tokens[0].reshape(1, MIXER_WIDTH), scales[0],
+    )  # fmt: skip
+
+
+def write_mixer(mixer: MixerWeights) -> onnx.ModelProto:
+    """The Mixer as Gemm and LayerNormalization nodes, 55 in all (tf2onnx spells each layer norm
+    out as ten elementwise ops, plus transposes and reshapes between NCHW convolutions: 194).
+    ONNX Runtime's cost for a graph this small is per node. The same arithmetic up to float
+    rounding, the points' scale folded into the first weights. Input `points` (1, 146, 2) frame
+    pixels, output `blendshapes` (52,)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    g = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    convs = [(consts[n.input[1]][:, :, 0, 0], consts[n.input[2]]) for n in g.node if n.op_type == "Conv"]
-    gammas = [consts[n.input[1]].reshape(-1) for n in g.node
-              if n.op_type == "Mul" and n.input[1] in consts and consts[n.input[1]].size == MIXER_WIDTH]  # fmt: skip
-    concat = next(n for n in g.node if n.op_type == "Concat")
-    class_token = next(consts[i] for i in concat.input if i in consts).reshape(1, MIXER_WIDTH)
-    epsilon = next(float(consts[n.input[1]].reshape(-1)[0]) for n in g.node
-                   if n.op_type == "Add" and n.input[1] in consts and consts[n.input[1]].size == 1)  # fmt: skip
-    expected = [(96, 146), (MIXER_WIDTH, 2)]
-    expected += [(384, MIXER_TOKENS), (MIXER_TOKENS, 384), (256, MIXER_WIDTH), (MIXER_WIDTH, 256)] * MIXER_BLOCKS
-    expected += [(52, MIXER_WIDTH)]
-    if [w.shape for w, _ in convs] != expected or len(gammas) != 2 * MIXER_BLOCKS:
-        raise ValueError("the blendshapes graph is not the MLP-Mixer this rewrite knows")
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
 
-    inits, nodes = [], []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+    def const(name: str, value: np.ndarray, dtype: type = np.float32) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name))
         return name
 
-    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+    def node(op: str, inputs: list[str], output: str, **attrs: object) -> str:
         nodes.append(helper.make_node(op, inputs, [output], name=f"{op.lower()}_{len(nodes)}", **attrs))
         return output
 
-    # the points centred and scaled by their mean distance from the centre
+    # the points centred and divided by their mean distance from the centre
     centre = node("ReduceMean", ["points"], "centre", axes=[1], keepdims=1)
     centred = node("Sub", ["points", centre], "centred")
-    squared = node("Mul", [centred, centred], "squared")
-    inits.append(numpy_helper.from_array(np.array([2], np.int64), "xy_axis"))
-    radius = node("Sqrt", [node("ReduceSum", [squared, "xy_axis"], "squared_radius", keepdims=1)], "radius")
-    scaled = node("Div", [centred, node("ReduceMean", [radius], "mean_radius", axes=[1], keepdims=1)], "scaled")
-    inits.append(numpy_helper.from_array(np.array([146, 2], np.int64), "points_shape"))
-    points = node("Reshape", [scaled, "points_shape"], "points_2d")
-    (w, b), (w2, b2) = convs[0], convs[1]
-    tokens = node("Gemm", [const("embed_points_w", 0.5 * w), points, const("embed_points_b", b[:, None])], "tokens_xy")
+    squared = node("ReduceSum", [node("Mul", [centred, centred], "squared"), const("xy_axis", [2], np.int64)], "squared_radius", keepdims=1)
+    mean_radius = node("ReduceMean", [node("Sqrt", [squared], "radius")], "mean_radius", axes=[1], keepdims=1)
+    points = node("Reshape", [node("Div", [centred, mean_radius], "scaled"), const("points_shape", [146, 2], np.int64)], "points_2d")
+    (w, b), (w2, b2) = mixer.linears[:2]
+    tokens = node("Gemm", [const("embed_points_w", mixer.points_scale * w), points, const("embed_points_b", b[:, None])], "tokens_xy")
     tokens = node("Gemm", [tokens, const("embed_xy_w", w2.T), const("embed_xy_b", b2)], "tokens")
-    x = node("Concat", [const("class_token", class_token), tokens], "x0", axis=0)  # (97, 64)
+    x = node("Concat", [const("class_token", mixer.class_token), tokens], "x0", axis=0)  # (97, 64)
     for k in range(MIXER_BLOCKS):
-        (t1, tb1), (t2, tb2), (c1, cb1), (c2, cb2) = convs[2 + 4 * k: 6 + 4 * k]
-        y = node("LayerNormalization", [x, const(f"b{k}_token_norm", gammas[2 * k])], f"b{k}_y1", axis=-1, epsilon=epsilon)
-        h = node("Gemm", [const(f"b{k}_token_w1", t1), y, const(f"b{k}_token_b1", tb1[:, None])], f"b{k}_h1")
-        h = node("Gemm", [const(f"b{k}_token_w2", t2), node("Relu", [h], f"b{k}_r1"), const(f"b{k}_token_b2", tb2[:, None])], f"b{k}_z1")
-        x = node("Add", [x, h], f"b{k}_x1")
-        y = node("LayerNormalization", [x, const(f"b{k}_channel_norm", gammas[2 * k + 1])], f"b{k}_y2", axis=-1, epsilon=epsilon)
-        h = node("Gemm", [y, const(f"b{k}_channel_w1", c1.T), const(f"b{k}_channel_b1", cb1)], f"b{k}_h2")
-        h = node("Gemm", [node("Relu", [h], f"b{k}_r2"), const(f"b{k}_channel_w2", c2.T), const(f"b{k}_channel_b2", cb2)], f"b{k}_z2")
-        x = node("Add", [x, h], f"b{k}_x2")
-    inits += [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (("zero", 0), ("one", 1))]
-    head_in = node("Slice", [x, "zero", "one", "zero"], "class_out")  # the class token, (1, 64)
-    wh, bh = convs[-1]
-    logits = node("Gemm", [head_in, const("head_w", wh.T), const("head_b", bh)], "logits")
-    inits.append(numpy_helper.from_array(np.array([52], np.int64), "out_shape"))
-    node("Reshape", [node("Sigmoid", [logits], "scores"), "out_shape"], "blendshapes")
+        (t1, tb1), (t2, tb2), (c1, cb1), (c2, cb2) = mixer.linears[2 + 4 * k : 6 + 4 * k]
+        # across the tokens, for each feature
+        y = node("LayerNormalization", [x, const(f"b{k}_token_norm", mixer.norm_scales[2 * k])], f"b{k}_y1", axis=-1, epsilon=mixer.epsilon)
+        h = node("Relu", [node("Gemm", [const(f"b{k}_token_w1", t1), y, const(f"b{k}_token_b1", tb1[:, None])], f"b{k}_h1")], f"b{k}_r1")
+        x = node("Add", [x, node("Gemm", [const(f"b{k}_token_w2", t2), h, const(f"b{k}_token_b2", tb2[:, None])], f"b{k}_z1")], f"b{k}_x1")
+        # across the features, for each token
+        y = node("LayerNormalization", [x, const(f"b{k}_channel_norm", mixer.norm_scales[2 * k + 1])], f"b{k}_y2", axis=-1, epsilon=mixer.epsilon)
+        h = node("Relu", [node("Gemm", [y, const(f"b{k}_channel_w1", c1.T), const(f"b{k}_channel_b1", cb1)], f"b{k}_h2")], f"b{k}_r2")
+        x = node("Add", [x, node("Gemm", [h, const(f"b{k}_channel_w2", c2.T), const(f"b{k}_channel_b2", cb2)], f"b{k}_z2")], f"b{k}_x2")
+    zero, one = const("zero", [0], np.int64), const("one", [1], np.int64)
+    class_out = node("Slice", [x, zero, one, zero], "class_out")  # the class token, (1, 64)
+    wh, bh = mixer.linears[-1]
+    scores = node("Sigmoid", [node("Gemm", [class_out, const("head_w", wh.T), const("head_b", bh)], "logits")], "scores")
+    node("Reshape", [scores, const("out_shape", [52], np.int64)], "blendshapes")
     graph = helper.make_graph(
         nodes, "face_blendshapes", [helper.make_tensor_value_info("points", TensorProto.FLOAT, [1, 146, 2])],
         [helper.make_tensor_value_info("blendshapes", TensorProto.FLOAT, [52])], inits,
     )  # fmt: skip
-    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fetch_mediapipe.py")
-    out.ir_version = model.ir_version
-    return out
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fetch_mediapipe.py")
 
 
-def mixer_parity(converted, written_out, faces: int = 200) -> float:
+PARITY_POINT_SETS = 200
+
+
+def mixer_parity(converted: onnx.ModelProto, written_out: onnx.ModelProto, faces: int) -> float:
     """The largest difference between the two blendshapes graphs over point sets of many sizes
     and places; raises if it is more than float rounding."""
     import onnxruntime as ort
@@ -230,9 +272,9 @@ def tidy(model, input_name: str, output_names: list[str], meta: dict[str, str]) 
         node.output[:] = [renames.get(o, o) for o in node.output]
     for value in list(g.input) + list(g.output):
         value.name = renames.get(value.name, value.name)
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.HasField("dim_param"):  # tf2onnx's "unk__N", N from a process-wide counter
-                dim.dim_param = "batch"
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_param"):  # tf2onnx's "unk__N", N from a process-wide counter
+            dims[0].dim_param = "batch"
     # tf2onnx numbers its tensors and folded constants from a process-wide counter and in an
     # order that varies from run to run: rename every inner tensor and node by position (and
     # drop unused constants), so the same inputs give the same bytes
@@ -279,30 +321,33 @@ def convert_all(src: Path, work: Path, prov: dict) -> dict[str, Path]:
         tf2onnx_convert(tflite, raw, nchw)
         model = onnx.load(str(raw))
         rewritten = prelu_to_depthwise(model) if tfl == "face_landmarks_detector" else 0
-        written_out = tfl == "face_blendshapes"
+        mixer = tfl == "face_blendshapes"
         meta = {
             "source": f"MediaPipe face_landmarker.task ({PACKAGE}=={PACKAGE_VERSION}) / {tfl}.tflite",
             "source_sha256": sha256(tflite),
             "converter": f"tf2onnx {md.version('tf2onnx')} opset {OPSET}"
                          + (", input NCHW" if nchw else "")
                          + (f", {rewritten} PRelu -> depthwise 1x1 convs" if rewritten else "")
-                         + (", written out as an MLP-Mixer (Gemm, LayerNormalization)" if written_out else ""),
+                         + (", written out as an MLP-Mixer (Gemm, LayerNormalization)" if mixer else ""),
             "license": "Apache-2.0 (MediaPipe; see LICENSE and NOTICE beside this file)",
         }  # fmt: skip
         tidy(model, inp, outs, meta)
-        if written_out:
+        prov["graphs"][name] = {"tflite": f"{tfl}.tflite", "tflite_sha256": sha256(tflite),
+                                "prelu_rewritten": rewritten, "nchw_input": bool(nchw)}  # fmt: skip
+        if mixer:
             onnx.save(model, str(work / f"{name}.converted.onnx"))  # for the timing table
-            converted, model = model, mixer_written_out(model)
+            converted, model = model, write_mixer(read_mixer(model))
+            model.ir_version = converted.ir_version  # not the onnx package's default: same bytes anywhere
             set_metadata(model, meta)
-            written_out_diff = mixer_parity(converted, model)
+            prov["graphs"][name] |= {
+                "nodes_converted": len(converted.graph.node), "nodes_written_out": len(model.graph.node),
+                "written_out_max_abs_diff_vs_converted": mixer_parity(converted, model, PARITY_POINT_SETS),
+                "parity_point_sets": PARITY_POINT_SETS,
+            }  # fmt: skip
         onnx.checker.check_model(model)
         path = work / f"{name}.onnx"
         onnx.save(model, str(path))
         out[name] = path
-        prov["graphs"][name] = {"tflite": f"{tfl}.tflite", "tflite_sha256": sha256(tflite),
-                                "prelu_rewritten": rewritten, "nchw_input": bool(nchw)}  # fmt: skip
-        if written_out:
-            prov["graphs"][name]["written_out_max_abs_diff_vs_converted"] = written_out_diff
     # variants for the timing table: tf2onnx as it comes (NHWC input), and with NCHW input
     tf2onnx_convert(src / "face_landmarks_detector.tflite", work / "mesh_nhwc.onnx", None)
     return out
@@ -570,6 +615,7 @@ def readme(prov: dict) -> str:
     t = prov["timing_one_thread"]
     p = prov["parity"]
     e2e = p.get("mediapipe_task", {})
+    bs = prov["graphs"]["face_blendshapes"]
     rows = "\n".join(f"| {k} | {v['p50_ms']} | {v['mean_ms']} |" for k, v in t.items())
     files = "\n".join(f"| {k} | {v['bytes']:,} | `{v['sha256']}` |" for k, v in prov["outputs"].items())
     return f"""# MediaPipe Face Landmarker v2, on ONNX Runtime
@@ -626,18 +672,17 @@ The converted mesh was 3x slower than LiteRT until its PRelu activations were re
 the script's docstring); the tf2onnx NCHW option alone changes nothing, since tf2onnx already
 pushes the layout transposes out of the graph. ORT's "all" optimisation level matters: its
 blocked NCHWc convolutions are what make the rewritten mesh fast ("basic"/"extended" run it at
-about twice the time). The blendshapes model as converted has 194 nodes, most of them its layer
-norms spelled out op by op, and ONNX Runtime's cost for so small a network is per node: written
-out again as Gemm and LayerNormalization nodes (55) it runs as fast as LiteRT does
+about twice the time). The blendshapes model as converted has {bs['nodes_converted']} nodes, most of them its
+layer norms spelled out op by op, and ONNX Runtime's cost for so small a network is per node:
+written out again as Gemm and LayerNormalization nodes ({bs['nodes_written_out']}) it runs as fast as LiteRT does
 (`blendshapes_ort_tf2onnx` is the converted graph, `..._written_out` the shipped one; they
-differ by at most {prov['graphs']['face_blendshapes']['written_out_max_abs_diff_vs_converted']:.1e}
-on 200 point sets).
+differ by at most {bs['written_out_max_abs_diff_vs_converted']:.1e} on {bs['parity_point_sets']} point sets).
 
 ## Reproducibility
 
 Re-running the script gives byte-identical graphs, `canonical_face.npz`, `LICENSE` and
-`NOTICE`: the script pins PYTHONHASHSEED, renames every inner tensor and unknown dimension by
-position, and builds `face_blendshapes.onnx` from the converted graph's weights (tf2onnx 1.17
+`NOTICE`: the script pins PYTHONHASHSEED, renames every inner tensor by position and names the
+unknown batch dimension `batch`, and builds `face_blendshapes.onnx` from the converted graph's weights (tf2onnx 1.17
 lays that graph out differently from run to run, a reshape folded or not, with the same
 weights). The timings above change from run to run; the parity numbers are checked on every run.
 """
