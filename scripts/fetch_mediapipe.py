@@ -20,7 +20,7 @@ What it does:
    PRelu activations are rewritten as  a*x + (1-a)*relu(x)  with two 1x1 depthwise convolutions
    (exact algebra): ONNX Runtime runs PRelu outside its blocked NCHWc convolution layout, and that
    alone was 60% of the converted mesh's time. The blendshapes model, an MLP-Mixer whose layer
-   norms tf2onnx spells out as ten elementwise ops each (194 nodes), is written out again from
+   norms tf2onnx spells out as ten elementwise ops each (192-194 nodes), is written out again from
    its weights as Gemm and LayerNormalization nodes (55): ONNX Runtime's cost for a graph that
    small is per node (checked against the converted graph on 200 point sets, and the shipped
    graph against LiteRT below);
@@ -181,20 +181,20 @@ def read_mixer(model: onnx.ModelProto) -> MixerWeights:
         raise NotTheMixer("a grouped convolution")
     norm_scales = [c.reshape(-1) for c in const_inputs("Mul", MIXER_WIDTH)]
     epsilons = {float(c.reshape(-1)[0]) for c in const_inputs("Add", 1)}
-    scales = [float(c.reshape(-1)[0]) for c in const_inputs("Mul", 1)]
-    tokens = [consts[i] for n in model.graph.node if n.op_type == "Concat" for i in n.input if i in consts]
-    if len(norm_scales) != 2 * MIXER_BLOCKS or len(epsilons) != 1 or len(scales) != 1 or len(tokens) != 1:
+    point_scales = [float(c.reshape(-1)[0]) for c in const_inputs("Mul", 1)]
+    class_tokens = [consts[i] for n in model.graph.node if n.op_type == "Concat" for i in n.input if i in consts]
+    if len(norm_scales) != 2 * MIXER_BLOCKS or len(epsilons) != 1 or len(point_scales) != 1 or len(class_tokens) != 1:
         raise NotTheMixer(f"{len(norm_scales)} layer norm scales, epsilons {epsilons}, point scales "
-                          f"{scales}, {len(tokens)} class tokens: not one each (and 8 scales)")  # fmt: skip
+                          f"{point_scales}, {len(class_tokens)} class tokens: not one each (and 8 scales)")  # fmt: skip
     return MixerWeights(
         [(w[:, :, 0, 0], consts[n.input[2]]) for w, n in zip(weights, convs, strict=True)],
-        norm_scales, epsilons.pop(), tokens[0].reshape(1, MIXER_WIDTH), scales[0],
+        norm_scales, epsilons.pop(), class_tokens[0].reshape(1, MIXER_WIDTH), point_scales[0],
     )  # fmt: skip
 
 
 def write_mixer(mixer: MixerWeights) -> onnx.ModelProto:
     """The Mixer as Gemm and LayerNormalization nodes, 55 in all (tf2onnx spells each layer norm
-    out as ten elementwise ops, plus transposes and reshapes between NCHW convolutions: 194).
+    out as ten elementwise ops, plus transposes and reshapes between NCHW convolutions: 192-194).
     ONNX Runtime's cost for a graph this small is per node. The same arithmetic up to float
     rounding, the points' scale folded into the first weights. Input `points` (1, 146, 2) frame
     pixels, output `blendshapes` (52,)."""
@@ -246,7 +246,7 @@ def write_mixer(mixer: MixerWeights) -> onnx.ModelProto:
 PARITY_POINT_SETS = 200
 
 
-def mixer_parity(converted: onnx.ModelProto, written_out: onnx.ModelProto, faces: int) -> float:
+def mixer_parity(converted: onnx.ModelProto, written_out: onnx.ModelProto, point_sets: int) -> float:
     """The largest difference between the two blendshapes graphs over point sets of many sizes
     and places; raises if it is more than float rounding."""
     import onnxruntime as ort
@@ -254,7 +254,7 @@ def mixer_parity(converted: onnx.ModelProto, written_out: onnx.ModelProto, faces
     a, b = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (converted, written_out))
     rng = np.random.default_rng(0)
     worst = 0.0
-    for _ in range(faces):
+    for _ in range(point_sets):
         points = (rng.normal(size=(1, 146, 2)) * rng.uniform(10, 200) + rng.uniform(100, 500, 2)).astype(np.float32)
         worst = max(worst, float(np.abs(a.run(None, {"points": points})[0] - b.run(None, {"points": points})[0]).max()))
     if worst > 1e-4:
